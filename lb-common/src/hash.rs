@@ -1,0 +1,31 @@
+//! The flow hash. The datapath picks `ring[hash % RING_SIZE]`; the daemon and the tests
+//! use the same function to predict that choice.
+
+use crate::FlowKey;
+
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// MurmurHash3's 64-bit finaliser: a few multiplies, full avalanche.
+#[inline(always)]
+pub const fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    x
+}
+
+/// Hash of a flow's 5-tuple (fields as stored in [`FlowKey`], i.e. wire byte order).
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey) -> u64 {
+    let addrs = ((key.src_addr as u64) << 32) | key.dst_addr as u64;
+    let ports = ((key.src_port as u64) << 32) | ((key.dst_port as u64) << 8) | key.proto as u64;
+    mix64(addrs ^ mix64(ports ^ SEED))
+}
+
+/// Ring slot of a flow within its VIP's table.
+#[inline(always)]
+pub fn ring_slot(key: &FlowKey) -> u32 {
+    (flow_hash(key) % crate::RING_SIZE as u64) as u32
+}

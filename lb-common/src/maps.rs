@@ -1,0 +1,48 @@
+//! Map names and capacities. The eBPF statics carry exactly these names.
+
+/// Slots in one VIP's Maglev lookup table. Prime, as Maglev requires; 65,537 keeps the
+/// imbalance between backends under 1% for up to a few hundred backends per VIP.
+pub const RING_SIZE: u32 = 65_537;
+/// VIPs one director can serve. The ring map holds `MAX_VIPS * RING_SIZE` slots (17 MB).
+pub const MAX_VIPS: u32 = 64;
+/// Backend slots, over all VIPs. Slot 0 is never used: a ring slot of 0 means "no backend".
+pub const MAX_BACKENDS: u32 = 4_096;
+/// Default capacity of the connection-tracking LRU (overridable in the config).
+pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
+/// Interfaces the program may be attached to (keyed by ifindex).
+pub const MAX_INTERFACES: u32 = 64;
+
+/// Name of the XDP load-balancer program in the object file.
+pub const PROGRAM_LB: &str = "lb";
+
+/// `VipKey -> VipInfo`: which (address, port, protocol) are load balanced.
+pub const MAP_VIPS: &str = "VIPS";
+/// `u32 -> u32` array: slot `vip_id * RING_SIZE + hash % RING_SIZE` holds a backend id.
+pub const MAP_RING: &str = "RING";
+/// `u32 -> Backend` array: backend id -> MAC and state.
+pub const MAP_BACKENDS: &str = "BACKENDS";
+/// `FlowKey -> Flow` LRU hash: connection tracking.
+pub const MAP_FLOWS: &str = "FLOWS";
+/// `u32 ifindex -> Interface`: the director's own interfaces and their MACs.
+pub const MAP_INTERFACES: &str = "INTERFACES";
+/// `u32 (0) -> Settings` array: timeouts and the forwarding switch.
+pub const MAP_SETTINGS: &str = "SETTINGS";
+/// Per-CPU `u32 vip_id -> TrafficCounters`.
+pub const MAP_VIP_STATS: &str = "VIP_STATS";
+/// Per-CPU `u32 backend_id -> TrafficCounters`.
+pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
+/// Per-CPU `u32 (0) -> VerdictCounters`.
+pub const MAP_VERDICTS: &str = "VERDICTS";
+
+/// Every map the daemon pins, in the order `lbd status` and docs list them.
+pub const ALL_MAPS: [&str; 9] = [
+    MAP_VIPS,
+    MAP_RING,
+    MAP_BACKENDS,
+    MAP_FLOWS,
+    MAP_INTERFACES,
+    MAP_SETTINGS,
+    MAP_VIP_STATS,
+    MAP_BACKEND_STATS,
+    MAP_VERDICTS,
+];

@@ -1,0 +1,53 @@
+//! Counter records. The kernel keeps one copy per CPU; readers sum them.
+
+/// Traffic through one VIP or one backend (per-CPU; index = vip_id or backend_id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TrafficCounters {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded (whole frames).
+    pub bytes: u64,
+    /// Flows scheduled (conntrack misses that picked a backend).
+    pub new_flows: u64,
+}
+
+impl TrafficCounters {
+    /// Adds another CPU's copy.
+    pub fn add(&mut self, other: &Self) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.new_flows += other.new_flows;
+    }
+}
+
+/// What the datapath did with each frame it saw (per-CPU; one slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VerdictCounters {
+    /// Frames seen.
+    pub rx: u64,
+    /// XDP_TX: forwarded to a backend.
+    pub tx: u64,
+    /// XDP_PASS: not addressed to this director's MAC (flooded by a bridge, multicast, ...).
+    pub pass_not_for_us: u64,
+    /// XDP_PASS: not IPv4 TCP/UDP (ARP, IPv6, VRRP, ICMP, VLAN, ...).
+    pub pass_not_balanced: u64,
+    /// XDP_PASS: IPv4 TCP/UDP, but not a configured VIP:port.
+    pub pass_not_vip: u64,
+    /// XDP_PASS: an IP fragment (not balanced in this version).
+    pub pass_fragment: u64,
+    /// XDP_PASS: VIP traffic while forwarding is off (backup director).
+    pub pass_not_forwarding: u64,
+    /// XDP_DROP: truncated or inconsistent headers.
+    pub drop_malformed: u64,
+    /// XDP_DROP: VIP without any usable backend.
+    pub drop_no_backend: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C) structs of u64 fields, no padding.
+    unsafe impl aya::Pod for super::TrafficCounters {}
+    unsafe impl aya::Pod for super::VerdictCounters {}
+}

@@ -1,0 +1,127 @@
+//! Keys and values of the datapath's maps. Addresses and ports are kept exactly as they are
+//! on the wire (network byte order), so the datapath copies them without swapping.
+
+/// IP protocol numbers the datapath balances.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// What a client addresses: key of [`crate::MAP_VIPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipKey {
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+    /// L4 destination port, network byte order.
+    pub port: u16,
+    /// IP protocol ([`PROTO_TCP`] or [`PROTO_UDP`]).
+    pub proto: u8,
+    /// Keeps the key free of uninitialised padding (hash keys are compared bytewise).
+    pub _pad: u8,
+}
+
+/// Value of [`crate::MAP_VIPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipInfo {
+    /// Index of this VIP's ring (and its counters): slots `vip_id * RING_SIZE ..`.
+    pub vip_id: u32,
+    /// Reserved for per-VIP options (persistence, ...); 0 today.
+    pub flags: u32,
+}
+
+/// The backend may receive packets. Cleared when a backend is removed, so flows still
+/// tracked to it are rescheduled instead of being sent to a server that left the pool.
+pub const BACKEND_F_ACTIVE: u32 = 1;
+
+/// Value of [`crate::MAP_BACKENDS`]: where to send a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend {
+    /// Destination MAC written into forwarded frames.
+    pub mac: [u8; 6],
+    /// Keeps `addr` aligned.
+    pub _pad: [u8; 2],
+    /// Real server IPv4 address, network byte order (for status and debugging only: DR
+    /// forwarding never writes it into the packet).
+    pub addr: u32,
+    /// `BACKEND_F_*` bits.
+    pub flags: u32,
+}
+
+/// Connection-tracking key: the client side of a flow, as it arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Client IPv4 address, network byte order.
+    pub src_addr: u32,
+    /// VIP, network byte order.
+    pub dst_addr: u32,
+    /// Client port, network byte order.
+    pub src_port: u16,
+    /// VIP port, network byte order.
+    pub dst_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Zeroed padding (hash keys are compared bytewise).
+    pub _pad: [u8; 3],
+}
+
+/// The client sent FIN or RST: the flow expires after the shorter `tcp_fin_timeout`, and a
+/// new SYN on the same 5-tuple starts a new connection (rescheduled).
+pub const FLOW_F_CLOSING: u32 = 1;
+
+/// Value of [`crate::MAP_FLOWS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// Backend chosen when the flow was first seen.
+    pub backend_id: u32,
+    /// `FLOW_F_*` bits.
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()` of the last packet (refreshed at most once per
+    /// [`FLOW_TOUCH_INTERVAL_NS`] to keep established flows write-free).
+    pub last_seen_ns: u64,
+}
+
+/// Minimum interval between two refreshes of [`Flow::last_seen_ns`].
+pub const FLOW_TOUCH_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// Value of [`crate::MAP_INTERFACES`], keyed by ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Interface {
+    /// The interface's own MAC: only frames addressed to it are balanced (a bridge floods
+    /// unknown unicast, and another director must not forward the same frame twice).
+    pub mac: [u8; 6],
+    /// Keeps the value 8 bytes long.
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`crate::MAP_SETTINGS`] slot 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// 1 when this director forwards. A later VRRP backup sets 0 and passes VIP traffic
+    /// to the kernel, so two directors never forward to each other.
+    pub forwarding: u32,
+    /// Keeps the timeouts aligned.
+    pub _pad: u32,
+    /// Idle timeout of an established TCP flow (`ipvsadm --set` tcp; default 900 s).
+    pub tcp_timeout_ns: u64,
+    /// Idle timeout after the client's FIN or RST (`ipvsadm --set` tcpfin; default 120 s).
+    pub tcp_fin_timeout_ns: u64,
+    /// Idle timeout of a UDP flow (`ipvsadm --set` udp; default 300 s).
+    pub udp_timeout_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all types are repr(C), made of integers and byte arrays, with explicit padding.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipInfo {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::Interface {}
+    unsafe impl aya::Pod for super::Settings {}
+}

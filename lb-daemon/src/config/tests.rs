@@ -1,0 +1,439 @@
+use super::*;
+
+const GOOD: &str = r#"
+instance = "lab"
+
+[director]
+interfaces = ["eth0"]
+
+[timeouts]
+tcp = 600
+
+[[vip]]
+address = "198.18.0.100"
+port = 6379
+protocol = "tcp"
+scheduler = "maglev"
+
+[[vip.backend]]
+address = "198.18.0.11"
+weight = 2
+mac = "02:00:00:00:00:0b"
+
+[[vip.backend]]
+address = "198.18.0.12"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(Path::new("lb.toml"), text)
+}
+
+/// Parses `text`, expects exactly one error, and checks where it points.
+fn one_error(text: &str, line: usize, key: &str, message_part: &str) {
+    let errors = parse(text).expect_err("config must be rejected").0;
+    assert_eq!(errors.len(), 1, "expected one error, got: {errors:#?}");
+    let err = &errors[0];
+    assert_eq!(err.file, Path::new("lb.toml"));
+    assert_eq!(err.line, Some(line), "line of {err}");
+    assert_eq!(err.key, key, "key of {err}");
+    assert!(
+        err.message.contains(message_part),
+        "message of {err} should contain {message_part:?}"
+    );
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!("lb.toml:{line}: ")),
+        "display: {shown}"
+    );
+}
+
+fn with(line_to_replace: &str, replacement: &str) -> String {
+    assert!(
+        GOOD.contains(line_to_replace),
+        "{line_to_replace:?} not in GOOD"
+    );
+    GOOD.replacen(line_to_replace, replacement, 1)
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle")
+        + 1
+}
+
+#[test]
+fn good_config_parses_with_defaults_filled_in() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.instance, "lab");
+    assert_eq!(config.interfaces, ["eth0"]);
+    assert_eq!(config.xdp_mode, XdpModeSetting::Native);
+    assert_eq!(config.max_flows, lb_common::DEFAULT_MAX_FLOWS);
+    assert_eq!(config.timeouts.tcp, Duration::from_secs(600));
+    assert_eq!(config.timeouts.udp, Duration::from_secs(300));
+    assert_eq!(config.vips.len(), 1);
+    let vip = &config.vips[0];
+    assert_eq!(vip.address, Ipv4Addr::new(198, 18, 0, 100));
+    assert_eq!(
+        (vip.port, vip.protocol, vip.scheduler),
+        (6379, Protocol::Tcp, Scheduler::Maglev)
+    );
+    assert_eq!(
+        vip.backends,
+        [
+            BackendConfig {
+                address: Ipv4Addr::new(198, 18, 0, 11),
+                weight: 2,
+                mac: Some([2, 0, 0, 0, 0, 0xb])
+            },
+            BackendConfig {
+                address: Ipv4Addr::new(198, 18, 0, 12),
+                weight: 1,
+                mac: None
+            },
+        ]
+    );
+}
+
+#[test]
+fn toml_syntax_error_names_line() {
+    let text = with("port = 6379", "port = = 6379");
+    let errors = parse(&text).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].line, Some(line_of(&text, "port = =")));
+    assert_eq!(errors[0].key, "port");
+}
+
+#[test]
+fn wrong_type_names_line_and_key() {
+    let text = with("port = 6379", "port = \"6379\"");
+    let errors = parse(&text).unwrap_err().0;
+    assert_eq!(
+        errors[0].line,
+        Some(line_of(&text, "port = \"6379\"")),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].key, "port");
+}
+
+#[test]
+fn unknown_key_is_rejected() {
+    let text = with("weight = 2", "wieght = 2");
+    let errors = parse(&text).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].line, Some(line_of(&text, "wieght")));
+    assert!(errors[0].message.contains("wieght"), "{}", errors[0]);
+}
+
+#[test]
+fn missing_director_section() {
+    let text = GOOD.replace("[director]\ninterfaces = [\"eth0\"]\n", "");
+    let errors = parse(&text).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key, "director");
+}
+
+#[test]
+fn empty_interfaces() {
+    let text = with(r#"interfaces = ["eth0"]"#, "interfaces = []");
+    one_error(
+        &text,
+        line_of(&text, "interfaces ="),
+        "director.interfaces",
+        "at least one",
+    );
+}
+
+#[test]
+fn bad_interface_name() {
+    let text = with(
+        r#"interfaces = ["eth0"]"#,
+        r#"interfaces = ["eth0", "a/b"]"#,
+    );
+    one_error(
+        &text,
+        line_of(&text, "interfaces ="),
+        "director.interfaces[1]",
+        "not an interface name",
+    );
+}
+
+#[test]
+fn bad_xdp_mode() {
+    let text = with(
+        r#"interfaces = ["eth0"]"#,
+        "interfaces = [\"eth0\"]\nxdp_mode = \"fast\"",
+    );
+    one_error(
+        &text,
+        line_of(&text, "xdp_mode"),
+        "director.xdp_mode",
+        "\"native\" or \"skb\"",
+    );
+}
+
+#[test]
+fn bad_max_flows() {
+    let text = with(
+        r#"interfaces = ["eth0"]"#,
+        "interfaces = [\"eth0\"]\nmax_flows = 10",
+    );
+    one_error(
+        &text,
+        line_of(&text, "max_flows"),
+        "director.max_flows",
+        "between",
+    );
+}
+
+#[test]
+fn bad_instance_name() {
+    let text = with(r#"instance = "lab""#, r#"instance = "../etc""#);
+    one_error(
+        &text,
+        line_of(&text, "instance"),
+        "instance",
+        "[A-Za-z0-9_-]",
+    );
+}
+
+#[test]
+fn bad_timeout() {
+    let text = with("tcp = 600", "tcp = 0");
+    one_error(
+        &text,
+        line_of(&text, "tcp = 0"),
+        "timeouts.tcp",
+        "between 1",
+    );
+}
+
+#[test]
+fn bad_vip_address() {
+    let text = with(r#"address = "198.18.0.100""#, r#"address = "198.18.0.300""#);
+    one_error(
+        &text,
+        line_of(&text, "198.18.0.300"),
+        "vip[0].address",
+        "not an IPv4 address",
+    );
+}
+
+#[test]
+fn ipv6_vip_is_not_supported_yet() {
+    let text = with(r#"address = "198.18.0.100""#, r#"address = "2001:db8::1""#);
+    one_error(
+        &text,
+        line_of(&text, "2001:db8"),
+        "vip[0].address",
+        "IPv6 is not supported yet",
+    );
+}
+
+#[test]
+fn vip_address_cannot_be_special() {
+    let text = with(r#"address = "198.18.0.100""#, r#"address = "0.0.0.0""#);
+    one_error(
+        &text,
+        line_of(&text, "0.0.0.0"),
+        "vip[0].address",
+        "cannot be",
+    );
+}
+
+#[test]
+fn missing_vip_address() {
+    let text = with("address = \"198.18.0.100\"\n", "");
+    one_error(
+        &text,
+        line_of(&text, "[[vip]]"),
+        "vip[0].address",
+        "missing",
+    );
+}
+
+#[test]
+fn port_out_of_range() {
+    let text = with("port = 6379", "port = 70000");
+    one_error(
+        &text,
+        line_of(&text, "port = 70000"),
+        "vip[0].port",
+        "between 1 and 65535",
+    );
+    let text = with("port = 6379", "port = 0");
+    one_error(
+        &text,
+        line_of(&text, "port = 0"),
+        "vip[0].port",
+        "between 1 and 65535",
+    );
+}
+
+#[test]
+fn missing_port() {
+    let text = with("port = 6379\n", "");
+    one_error(&text, line_of(&text, "[[vip]]"), "vip[0].port", "missing");
+}
+
+#[test]
+fn bad_protocol() {
+    let text = with(r#"protocol = "tcp""#, r#"protocol = "sctp""#);
+    one_error(
+        &text,
+        line_of(&text, "sctp"),
+        "vip[0].protocol",
+        "\"tcp\" or \"udp\"",
+    );
+}
+
+#[test]
+fn unsupported_scheduler() {
+    let text = with(r#"scheduler = "maglev""#, r#"scheduler = "wlc""#);
+    one_error(
+        &text,
+        line_of(&text, "wlc"),
+        "vip[0].scheduler",
+        "supported",
+    );
+}
+
+#[test]
+fn duplicate_vip() {
+    let second = "\n[[vip]]\naddress = \"198.18.0.100\"\nport = 6379\n[[vip.backend]]\naddress = \"198.18.0.13\"\n";
+    let text = format!("{GOOD}{second}");
+    let second_vip_line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "[[vip]]")
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
+    one_error(&text, second_vip_line, "vip[1]", "defined twice");
+}
+
+#[test]
+fn same_address_other_port_is_a_different_vip() {
+    let second = "\n[[vip]]\naddress = \"198.18.0.100\"\nport = 6380\n[[vip.backend]]\naddress = \"198.18.0.13\"\n";
+    assert_eq!(parse(&format!("{GOOD}{second}")).unwrap().vips.len(), 2);
+}
+
+#[test]
+fn vip_without_backends() {
+    let text =
+        "[director]\ninterfaces = [\"eth0\"]\n\n[[vip]]\naddress = \"198.18.0.100\"\nport = 6379\n";
+    one_error(text, 4, "vip[0].backend", "no backends");
+}
+
+#[test]
+fn weight_out_of_range() {
+    let text = with("weight = 2", "weight = -1");
+    one_error(
+        &text,
+        line_of(&text, "weight = -1"),
+        "vip[0].backend[0].weight",
+        "between 0 (drain) and 65535",
+    );
+    let text = with("weight = 2", "weight = 65536");
+    one_error(
+        &text,
+        line_of(&text, "weight = 65536"),
+        "vip[0].backend[0].weight",
+        "65535",
+    );
+}
+
+#[test]
+fn zero_weight_is_drain_and_valid() {
+    let config = parse(&with("weight = 2", "weight = 0")).unwrap();
+    assert_eq!(config.vips[0].backends[0].weight, 0);
+}
+
+#[test]
+fn bad_backend_address() {
+    let text = with(r#"address = "198.18.0.12""#, r#"address = "redis-2""#);
+    one_error(
+        &text,
+        line_of(&text, "redis-2"),
+        "vip[0].backend[1].address",
+        "not an IPv4 address",
+    );
+}
+
+#[test]
+fn duplicate_backend() {
+    let text = with(r#"address = "198.18.0.12""#, r#"address = "198.18.0.11""#);
+    let second_backend_line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "[[vip.backend]]")
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
+    one_error(
+        &text,
+        second_backend_line,
+        "vip[0].backend[1].address",
+        "listed twice",
+    );
+}
+
+#[test]
+fn bad_mac() {
+    let text = with(r#"mac = "02:00:00:00:00:0b""#, r#"mac = "02:00:00:00:0b""#);
+    one_error(
+        &text,
+        line_of(&text, "mac ="),
+        "vip[0].backend[0].mac",
+        "six hex bytes",
+    );
+    let text = with(
+        r#"mac = "02:00:00:00:00:0b""#,
+        r#"mac = "01:00:5e:00:00:01""#,
+    );
+    one_error(
+        &text,
+        line_of(&text, "mac ="),
+        "vip[0].backend[0].mac",
+        "unicast",
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = with("port = 6379", "port = 0").replace("weight = 2", "weight = -5");
+    let errors = parse(&text).unwrap_err().0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["vip[0].port", "vip[0].backend[0].weight"]);
+}
+
+#[test]
+fn unreadable_file_names_the_file() {
+    let errors = Config::load(Path::new("/nonexistent/lb.toml"))
+        .unwrap_err()
+        .0;
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("/nonexistent/lb.toml: cannot read:"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn mac_round_trip() {
+    assert_eq!(
+        parse_mac("02:aB:00:00:00:ff"),
+        Some([2, 0xab, 0, 0, 0, 0xff])
+    );
+    assert_eq!(
+        parse_mac("02-ab-00-00-00-ff"),
+        Some([2, 0xab, 0, 0, 0, 0xff])
+    );
+    assert_eq!(parse_mac("02:ab:00:00:00:ff:00"), None);
+    assert_eq!(format_mac(&[2, 0xab, 0, 0, 0, 0xff]), "02:ab:00:00:00:ff");
+}
