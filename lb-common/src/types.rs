@@ -46,6 +46,10 @@ pub struct Backend {
     pub addr: u32,
     /// `BACKEND_F_*` bits.
     pub flags: u32,
+    /// The VIP this backend serves (status and `bpftool` readers group by it).
+    pub vip_id: u32,
+    /// Configured weight (informational: the ring already encodes it).
+    pub weight: u32,
 }
 
 /// Connection-tracking key: the client side of a flow, as it arrives.

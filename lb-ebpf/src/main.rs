@@ -1,1 +1,110 @@
+//! XDP direct-routing load balancer.
+//!
+//! A frame addressed to this director's MAC, carrying IPv4 TCP/UDP to a configured VIP:port,
+//! is sent back out (`XDP_TX`) with only its Ethernet addresses rewritten: destination = the
+//! chosen real server, source = this director. Everything else is passed to the kernel
+//! untouched, or dropped when its headers are truncated. The daemon precomputes every table
+//! read here (Maglev rings, backend MACs, timeouts); this program only looks things up.
+//!
+//! Layout: `maps` (all maps), `parse` (bounds-checked header access), `conntrack` (flow
+//! table), `select` (Maglev ring), `forward` (MAC rewrite), `stats` (counters).
 #![no_std]
+#![no_main]
+
+mod conntrack;
+mod forward;
+mod maps;
+mod parse;
+mod select;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use lb_common::{BACKEND_F_ACTIVE, Backend, FlowKey, VipKey};
+
+use crate::conntrack::Lookup;
+
+/// What happened to a frame; each maps to one verdict and one counter.
+#[derive(Clone, Copy)]
+pub enum Outcome {
+    Tx,
+    NotForUs,
+    NotBalanced,
+    NotVip,
+    Fragment,
+    NotForwarding,
+    Malformed,
+    NoBackend,
+}
+
+impl Outcome {
+    fn action(self) -> u32 {
+        match self {
+            Outcome::Tx => xdp_action::XDP_TX,
+            Outcome::Malformed | Outcome::NoBackend => xdp_action::XDP_DROP,
+            Outcome::NotForUs
+            | Outcome::NotBalanced
+            | Outcome::NotVip
+            | Outcome::Fragment
+            | Outcome::NotForwarding => xdp_action::XDP_PASS,
+        }
+    }
+}
+
+#[xdp]
+pub fn lb(ctx: XdpContext) -> u32 {
+    let outcome = match process_packet(&ctx) {
+        Ok(outcome) | Err(outcome) => outcome,
+    };
+    stats::count_outcome(outcome);
+    outcome.action()
+}
+
+#[inline(always)]
+fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
+    let packet = parse::parse(ctx)?;
+    let vip_key = VipKey { addr: packet.dst_addr, port: packet.dst_port, proto: packet.proto, _pad: 0 };
+    // SAFETY: map values are only read; the daemon replaces them whole.
+    let vip = unsafe { maps::VIPS.get(&vip_key) }.ok_or(Outcome::NotVip)?;
+    let settings = maps::SETTINGS.get(0).ok_or(Outcome::NotForwarding)?;
+    if settings.forwarding == 0 {
+        return Err(Outcome::NotForwarding);
+    }
+    let flow_key = FlowKey {
+        src_addr: packet.src_addr,
+        dst_addr: packet.dst_addr,
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+        proto: packet.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: a helper call without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    let (backend_id, backend, new_flow) = match conntrack::lookup(&flow_key, &packet, settings, now) {
+        Lookup::Tracked { backend_id, backend } => (backend_id, backend, false),
+        Lookup::Untracked => {
+            let (backend_id, backend) = select::pick(ctx, vip.vip_id, &flow_key)?;
+            conntrack::track(&flow_key, &packet, backend_id, now);
+            (backend_id, backend, true)
+        }
+    };
+    forward::rewrite_macs(&packet, backend);
+    stats::count_forwarded(vip.vip_id, backend_id, packet.frame_len, new_flow);
+    Ok(Outcome::Tx)
+}
+
+/// Whether a backend entry may still receive packets.
+#[inline(always)]
+fn usable(backend: &Backend) -> bool {
+    backend.flags & BACKEND_F_ACTIVE != 0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,39 @@
+//! Every map of the load balancer, with BTF so `bpftool map dump` shows field names.
+//! Names, capacities and layouts come from `lb_common`; the daemon pins and writes them.
+
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use lb_common::{
+    Backend, DEFAULT_MAX_FLOWS, Flow, FlowKey, Interface, MAX_BACKENDS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
+    Settings, TrafficCounters, VerdictCounters, VipInfo, VipKey,
+};
+
+#[btf_map]
+pub static VIPS: HashMap<VipKey, VipInfo, { MAX_VIPS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static RING: Array<u32, { (MAX_VIPS * RING_SIZE) as usize }> = Array::new();
+
+#[btf_map]
+pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
+
+/// Sized by the daemon at load time (`max_flows`); this is the default.
+#[btf_map]
+pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_MAX_FLOWS as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static INTERFACES: HashMap<u32, Interface, { MAX_INTERFACES as usize }> = HashMap::new();
+
+#[btf_map]
+pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+#[btf_map]
+pub static VIP_STATS: PerCpuArray<TrafficCounters, { MAX_VIPS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static BACKEND_STATS: PerCpuArray<TrafficCounters, { MAX_BACKENDS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static VERDICTS: PerCpuArray<VerdictCounters, 1> = PerCpuArray::new();

@@ -1,0 +1,115 @@
+//! Bounds-checked header parsing: Ethernet, IPv4, TCP/UDP.
+
+use core::mem;
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{PROTO_TCP, PROTO_UDP};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+
+use crate::{Outcome, maps};
+
+/// The fields the balancer needs, read once.
+pub struct Packet {
+    /// The Ethernet header, to rewrite in place.
+    pub eth: *mut EthHdr,
+    /// Whole frame length (for byte counters).
+    pub frame_len: u64,
+    /// Addresses and ports in wire byte order.
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    /// TCP flags of interest (0 for UDP).
+    pub tcp_flags: TcpFlags,
+}
+
+/// The TCP flags conntrack acts on.
+#[derive(Clone, Copy, Default)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Outcome> {
+    let start = ctx.data();
+    if start + offset + mem::size_of::<T>() > ctx.data_end() {
+        return Err(Outcome::Malformed);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+const IPV4_MF: u16 = 0x2000;
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
+
+/// Parses a frame down to its ports, or says why it is not for the balancer.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: map value read only.
+    let iface = unsafe { maps::INTERFACES.get(&ifindex) }.ok_or(Outcome::NotForUs)?;
+    // SAFETY: `eth` is within bounds; EthHdr is packed, so fields are read by value.
+    let (dst_mac, ether_type) = unsafe { ((*eth).dst_addr, (*eth).ether_type) };
+    if dst_mac != iface.mac {
+        return Err(Outcome::NotForUs);
+    }
+    if ether_type != EtherType::Ipv4 as u16 {
+        return Err(Outcome::NotBalanced);
+    }
+
+    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
+    // SAFETY: `ip` is within bounds. `proto` is read as a raw byte: network-types' IpProto
+    // enum does not cover every value, so reading it as the enum would be undefined.
+    let (vihl, tot_len, frags, proto, src_addr, dst_addr) = unsafe {
+        (
+            (*ip).vihl,
+            u16::from_be_bytes((*ip).tot_len),
+            u16::from_be_bytes((*ip).frags),
+            *(ip as *const u8).add(9),
+            u32::from_ne_bytes((*ip).src_addr),
+            u32::from_ne_bytes((*ip).dst_addr),
+        )
+    };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+        return Err(Outcome::Malformed);
+    }
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Err(Outcome::NotBalanced);
+    }
+    let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    // The IP header claims more than the frame holds, or less than its own header.
+    if (tot_len as usize) < ihl || tot_len as u64 > frame_len - EthHdr::LEN as u64 {
+        return Err(Outcome::Malformed);
+    }
+    if frags & (IPV4_MF | IPV4_OFFSET_MASK) != 0 {
+        return Err(Outcome::Fragment);
+    }
+
+    let l4 = EthHdr::LEN + ihl;
+    let (src_port, dst_port, tcp_flags) = if proto == PROTO_TCP {
+        let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
+        // SAFETY: `tcp` is within bounds.
+        unsafe {
+            (
+                u16::from_ne_bytes((*tcp).source),
+                u16::from_ne_bytes((*tcp).dest),
+                TcpFlags { syn: (*tcp).syn() != 0, ack: (*tcp).ack() != 0, fin: (*tcp).fin() != 0, rst: (*tcp).rst() != 0 },
+            )
+        }
+    } else {
+        let udp: *const UdpHdr = ptr_at(ctx, l4)?;
+        // SAFETY: `udp` is within bounds.
+        unsafe { (u16::from_ne_bytes((*udp).src), u16::from_ne_bytes((*udp).dst), TcpFlags::default()) }
+    };
+    Ok(Packet { eth, frame_len, src_addr, dst_addr, src_port, dst_port, proto, tcp_flags })
+}
