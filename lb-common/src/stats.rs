@@ -45,6 +45,21 @@ pub struct VerdictCounters {
     pub drop_no_backend: u64,
 }
 
+impl VerdictCounters {
+    /// Adds another CPU's copy.
+    pub fn add(&mut self, o: &Self) {
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.pass_not_for_us += o.pass_not_for_us;
+        self.pass_not_balanced += o.pass_not_balanced;
+        self.pass_not_vip += o.pass_not_vip;
+        self.pass_fragment += o.pass_fragment;
+        self.pass_not_forwarding += o.pass_not_forwarding;
+        self.drop_malformed += o.drop_malformed;
+        self.drop_no_backend += o.drop_no_backend;
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C) structs of u64 fields, no padding.

@@ -1,3 +1,22 @@
+//! `lbd`: the control plane of the XDP direct-routing load balancer.
+//!
+//! - [`config`]: TOML parsing and validation (pure).
+//! - [`maglev`]: weighted Maglev tables (pure).
+//! - [`reconcile`]: desired state -> ordered map writes (pure).
+//! - [`netdev`]: interface MACs and neighbour resolution.
+//! - [`dataplane`]: loading, pinning, attaching, typed map writes and reads.
+//! - [`daemon`]: `lbd run` (start, SIGHUP reload, clean stop).
+//! - [`control`]: `lbd reload` / `lbd status` against a running instance.
+//! - [`status`]: the status table.
+//! - [`paths`], [`error`]: every path, every error.
+
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod dataplane;
+pub mod error;
 pub mod maglev;
+pub mod netdev;
+pub mod paths;
 pub mod reconcile;
+pub mod status;

@@ -1,1 +1,202 @@
-fn main() {}
+//! `lbd`: argument parsing and logging setup; the work is in the library.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_daemon::{
+    config::{Config, XdpModeSetting},
+    control,
+    daemon::{self, RunOptions},
+    dataplane::DatapathLogLevel,
+};
+
+/// XDP direct-routing load balancer for Redis (and any TCP/UDP service).
+#[derive(Parser)]
+#[command(name = "lbd", version)]
+struct Cli {
+    /// Enter this network namespace (`ip netns` name) before anything else. Unlike
+    /// `ip netns exec`, this keeps the host's /sys/fs/bpf, so pins stay visible.
+    #[arg(long, global = true)]
+    netns: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load, attach and serve until SIGINT/SIGTERM; SIGHUP reloads the config.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides `director.xdp_mode`.
+        #[arg(long, value_enum)]
+        xdp_mode: Option<ModeArg>,
+        /// Datapath log events forwarded to the log (aya-log).
+        #[arg(long, value_enum, default_value = "warn")]
+        datapath_log: LogArg,
+    },
+    /// Validate a config file and exit.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Ask a running instance to re-read its config, and print what it did.
+    Reload {
+        /// The config of the instance (validated here first).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show VIPs, backends and counters of a running instance.
+    Status {
+        /// The instance name (default: from --config, else "lbd").
+        #[arg(long, short)]
+        instance: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Native,
+    Skb,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogArg {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(netns) = &cli.netns {
+        // Before any thread exists, so every runtime thread inherits the namespace.
+        if let Err(err) = enter_netns(netns) {
+            eprintln!("lbd: entering network namespace {netns}: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
+                println!(
+                    "{}: ok ({} VIPs, {backends} backends)",
+                    config.display(),
+                    c.vips.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run {
+            config,
+            xdp_mode,
+            datapath_log,
+        } => {
+            let options = RunOptions {
+                config_path: config,
+                xdp_mode: xdp_mode.map(|m| match m {
+                    ModeArg::Native => XdpModeSetting::Native,
+                    ModeArg::Skb => XdpModeSetting::Skb,
+                }),
+                datapath_log_level: match datapath_log {
+                    LogArg::Off => DatapathLogLevel::Off,
+                    LogArg::Error => DatapathLogLevel::Error,
+                    LogArg::Warn => DatapathLogLevel::Warn,
+                    LogArg::Info => DatapathLogLevel::Info,
+                    LogArg::Debug => DatapathLogLevel::Debug,
+                },
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build();
+            let result = runtime
+                .expect("tokio runtime")
+                .block_on(daemon::run(options, shutdown_signal()));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("lbd: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Reload { config } => {
+            let parsed = match Config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}\nlbd: not reloading: the running configuration is kept");
+                    return ExitCode::from(2);
+                }
+            };
+            match control::reload(&parsed.instance, Duration::from_secs(20)) {
+                Ok(msg) => {
+                    println!("reloaded instance {}: {msg}", parsed.instance);
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("lbd: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { instance, config } => {
+            let instance = match (instance, config) {
+                (Some(i), _) => i,
+                (None, Some(path)) => match Config::load(&path) {
+                    Ok(c) => c.instance,
+                    Err(errors) => {
+                        eprintln!("{errors}");
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => "lbd".to_owned(),
+            };
+            match control::status(&instance) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("lbd: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn enter_netns(name: &str) -> std::io::Result<()> {
+    let file = std::fs::File::open(format!("/run/netns/{name}"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on an open namespace file descriptor.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

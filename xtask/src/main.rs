@@ -1,1 +1,54 @@
-fn main() {}
+//! `cargo xtask`: build the eBPF objects, run the daemon or the lab, test, benchmark.
+//! Every task first installs what this machine lacks (see `bootstrap`).
+
+mod bootstrap;
+mod build;
+mod tasks;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (packages, rust-src, bpf-linker, bpffs). Idempotent.
+    Bootstrap,
+    /// Build the eBPF objects (nightly, bpfel-unknown-none, with BTF).
+    BuildEbpf,
+    /// With no arguments: a self-contained lab (client, director, three Redis servers in
+    /// network namespaces) showing traffic balanced live. With arguments: `lbd <args>`,
+    /// e.g. `cargo xtask run -- run --config /etc/lbd.toml`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every test: unit, datapath fixtures (BPF_PROG_TEST_RUN), end to end in namespaces.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Datapath micro-benchmarks and the lab redis-benchmark; writes docs/benchmarks.md.
+    Bench {
+        /// Skip the lab redis-benchmark part.
+        #[arg(long)]
+        no_lab: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Bootstrap => bootstrap::ensure_all(),
+        Command::BuildEbpf => {
+            build::ebpf().map(|dir| println!("eBPF objects in {}", dir.display()))
+        }
+        Command::Run { args } => tasks::run(&args),
+        Command::Test { args } => tasks::test(&args),
+        Command::Bench { no_lab } => tasks::bench(no_lab),
+    }
+}

@@ -1,0 +1,280 @@
+//! `lbd run`: load, write the maps, attach, then follow SIGHUP reloads until shutdown.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use lb_common::{Settings, VipKey};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{Config, XdpModeSetting, format_mac},
+    dataplane::{
+        DatapathLogLevel, Dataplane, LoadOptions, object,
+        pins::{self, Pinned},
+    },
+    error::{Error, Result},
+    netdev::{self, InterfaceInfo},
+    paths::{self, PinLayout},
+    reconcile::{DesiredBackend, DesiredVip, Reconciler},
+};
+
+/// How `lbd run` was asked to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    /// Overrides the config's `director.xdp_mode`.
+    pub xdp_mode: Option<XdpModeSetting>,
+    pub datapath_log_level: DatapathLogLevel,
+}
+
+/// How long MAC resolution waits for ARP replies.
+const ARP_WAIT: Duration = Duration::from_secs(3);
+
+/// Turns a validated config into the state the maps should hold, resolving backend MACs
+/// through the neighbour table when the config does not fix them.
+pub fn desired_state(config: &Config) -> Result<Vec<DesiredVip>> {
+    let unresolved: Vec<Ipv4Addr> = config
+        .vips
+        .iter()
+        .flat_map(|v| &v.backends)
+        .filter(|b| b.mac.is_none())
+        .map(|b| b.address)
+        .collect();
+    let neighbours = if unresolved.is_empty() {
+        BTreeMap::new()
+    } else {
+        netdev::resolve(&unresolved, &config.interfaces, ARP_WAIT)?
+    };
+    let mut vips = Vec::new();
+    for (i, vip) in config.vips.iter().enumerate() {
+        let mut backends = Vec::new();
+        for (j, b) in vip.backends.iter().enumerate() {
+            let mac = match b.mac.or_else(|| neighbours.get(&b.address).copied()) {
+                Some(mac) => mac,
+                None => {
+                    return Err(Error::Unresolved {
+                        addr: b.address,
+                        key: format!("vip[{i}].backend[{j}]"),
+                        interfaces: config.interfaces.join(", "),
+                    });
+                }
+            };
+            backends.push(DesiredBackend {
+                addr: b.address,
+                weight: b.weight,
+                mac,
+            });
+        }
+        if backends.iter().all(|b| b.weight == 0) {
+            warn!(vip = %vip.address, port = vip.port, "every backend has weight 0: new flows to this VIP are dropped");
+        }
+        vips.push(DesiredVip {
+            key: VipKey {
+                addr: u32::from_ne_bytes(vip.address.octets()),
+                port: vip.port.to_be(),
+                proto: vip.protocol.number(),
+                _pad: 0,
+            },
+            backends,
+        });
+    }
+    Ok(vips)
+}
+
+/// The datapath settings a config asks for.
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        forwarding: 1,
+        _pad: 0,
+        tcp_timeout_ns: config.timeouts.tcp.as_nanos() as u64,
+        tcp_fin_timeout_ns: config.timeouts.tcp_fin.as_nanos() as u64,
+        udp_timeout_ns: config.timeouts.udp.as_nanos() as u64,
+    }
+}
+
+/// A running instance.
+struct Daemon {
+    options: RunOptions,
+    config: Config,
+    dataplane: Dataplane,
+    reconciler: Reconciler,
+    /// Declared last so it is dropped (detach + unpin) after nothing else needs it.
+    _pinned: Pinned,
+}
+
+/// Runs until `shutdown` completes (or SIGINT/SIGTERM arrive, see `main`), then detaches
+/// and removes every pin.
+pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let mut daemon = start(options).await?;
+    let instance = daemon.config.instance.clone();
+    let pid_file = paths::pid_file(&instance);
+    std::fs::create_dir_all(paths::RUN_DIR)?;
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
+    let mut hangups = signal(SignalKind::hangup())?;
+    let mut generation = 0u64;
+    write_reload_status(&instance, generation, "ok (started)");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangups.recv() => {
+                generation += 1;
+                match daemon.reload().await {
+                    Ok(()) => write_reload_status(&instance, generation, "ok"),
+                    Err(err) => {
+                        error!("reload rejected, keeping the running configuration:\n{err}");
+                        write_reload_status(&instance, generation, &format!("error: {err}"));
+                    }
+                }
+            }
+        }
+    }
+    info!(instance = %instance, "stopping: detaching and removing pins");
+    drop(daemon);
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(paths::reload_status_file(&instance));
+    Ok(())
+}
+
+fn write_reload_status(instance: &str, generation: u64, text: &str) {
+    let path = paths::reload_status_file(instance);
+    if let Err(err) = std::fs::write(&path, format!("{generation} {text}\n")) {
+        warn!(path = %path.display(), cause = %err, "cannot write reload status");
+    }
+}
+
+/// The pid of a live `lbd` for `instance`, if any.
+pub fn running_pid(instance: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(paths::pid_file(instance))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: signal 0 only checks that the process exists.
+    (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+}
+
+async fn start(options: RunOptions) -> Result<Daemon> {
+    let config = Config::load(&options.config_path)?;
+    let layout = PinLayout::for_instance(&config.instance);
+    if let Some(pid) = running_pid(&config.instance) {
+        return Err(Error::AlreadyRunning {
+            instance: config.instance,
+            pid,
+            pin_dir: layout.dir,
+        });
+    }
+    if !pins::is_bpffs(Path::new(paths::BPFFS)) {
+        return Err(Error::NoBpffs);
+    }
+    if layout.dir.exists() {
+        warn!(dir = %layout.dir.display(), "removing pins left by an lbd that did not stop cleanly");
+        pins::remove_stale(&layout).map_err(|cause| Error::Pin {
+            what: "removing",
+            path: layout.dir.clone(),
+            cause,
+        })?;
+    }
+    let interfaces = config
+        .interfaces
+        .iter()
+        .map(|name| {
+            netdev::interface(name).map_err(|cause| Error::Interface {
+                name: name.clone(),
+                cause,
+            })
+        })
+        .collect::<Result<Vec<InterfaceInfo>>>()?;
+    let desired = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || desired_state(&config))
+            .await
+            .expect("resolver task")?
+    };
+
+    let mut dataplane = Dataplane::load(
+        object::lb()?,
+        &LoadOptions {
+            max_flows: config.max_flows,
+            log_level: options.datapath_log_level,
+        },
+    )?;
+    dataplane.spawn_log_forwarder();
+    let (ops, reconciler) = Reconciler::default().plan(&desired)?;
+    {
+        let mut writer = dataplane.writer();
+        writer.set_settings(settings(&config))?;
+        for iface in &interfaces {
+            writer.set_interface(iface.ifindex, iface.mac)?;
+        }
+        writer.apply(&ops)?;
+    }
+    let mode = options.xdp_mode.unwrap_or(config.xdp_mode);
+    if mode == XdpModeSetting::Skb {
+        warn!(
+            "generic (skb) XDP: slower than native, for drivers without XDP support and for tests"
+        );
+    }
+    let mut pinned = Pinned::pin(&mut dataplane, layout.clone())?;
+    for iface in &interfaces {
+        pinned.attach(&mut dataplane, iface, mode)?;
+        info!(interface = %iface.name, mac = %format_mac(&iface.mac), ifindex = iface.ifindex, "attached");
+    }
+    for vip in &config.vips {
+        info!(
+            vip = %vip.address, port = vip.port, protocol = %vip.protocol, scheduler = %vip.scheduler,
+            backends = vip.backends.len(), "serving"
+        );
+    }
+    info!(instance = %config.instance, pins = %layout.dir.display(), "running");
+    Ok(Daemon {
+        options,
+        config,
+        dataplane,
+        reconciler,
+        _pinned: pinned,
+    })
+}
+
+impl Daemon {
+    /// Re-reads the config and applies the difference. On any error nothing is changed.
+    async fn reload(&mut self) -> Result<()> {
+        let new = Config::load(&self.options.config_path)?;
+        let old = &self.config;
+        for (key, changed) in [
+            ("instance", new.instance != old.instance),
+            ("director.interfaces", new.interfaces != old.interfaces),
+            ("director.xdp_mode", new.xdp_mode != old.xdp_mode),
+            ("director.max_flows", new.max_flows != old.max_flows),
+        ] {
+            if changed {
+                return Err(Error::ReloadRefused(format!(
+                    "{}: {key} changed; that needs a restart",
+                    self.options.config_path.display()
+                )));
+            }
+        }
+        let desired = {
+            let config = new.clone();
+            tokio::task::spawn_blocking(move || desired_state(&config))
+                .await
+                .expect("resolver task")?
+        };
+        let (ops, next) = self.reconciler.plan(&desired)?;
+        let mut writer = self.dataplane.writer();
+        if new.timeouts != old.timeouts {
+            writer.set_settings(settings(&new))?;
+        }
+        writer.apply(&ops)?;
+        info!(map_writes = ops.len(), vips = new.vips.len(), "reloaded");
+        self.reconciler = next;
+        self.config = new;
+        Ok(())
+    }
+}

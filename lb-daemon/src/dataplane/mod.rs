@@ -1,0 +1,117 @@
+//! The loaded eBPF program and its maps.
+//!
+//! - [`object`]: the embedded eBPF objects.
+//! - [`writer`]: typed writes (settings, interfaces, reconcile ops).
+//! - [`snapshot`]: typed reads for `lbd status` and tests, from loaded or pinned maps.
+//! - [`pins`]: bpffs checks, pinning, attachment and cleanup.
+
+pub mod object;
+pub mod pins;
+pub mod snapshot;
+pub mod writer;
+
+use aya::{Ebpf, EbpfLoader, maps::Map, programs::Xdp};
+use lb_common::{MAP_FLOWS, PROGRAM_LB};
+
+use crate::error::{Error, Result};
+
+/// Verbosity of the datapath's own log events (aya-log), fixed at load time so disabled
+/// levels cost nothing: the verifier removes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatapathLogLevel {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+}
+
+/// How to load the datapath.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Capacity of the connection-tracking LRU.
+    pub max_flows: u32,
+    pub log_level: DatapathLogLevel,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_flows: lb_common::DEFAULT_MAX_FLOWS,
+            log_level: DatapathLogLevel::Warn,
+        }
+    }
+}
+
+/// The balancer program, loaded into the kernel (not yet attached) with its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+}
+
+impl Dataplane {
+    /// Loads `object` (see [`object::lb`]) and verifies the program.
+    pub fn load(object: &[u8], options: &LoadOptions) -> Result<Dataplane> {
+        let level = options.log_level as u8;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_FLOWS, options.max_flows)
+            .override_global(aya_log::LEVEL, &level, false)
+            .load(object)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_LB)
+            .ok_or(Error::NoEbpfObject)?
+            .try_into()
+            .map_err(Error::Program)?;
+        program.load()?;
+        Ok(Dataplane { ebpf })
+    }
+
+    /// The balancer program (loaded), for attaching or `BPF_PROG_TEST_RUN`.
+    pub fn program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM_LB)
+            .and_then(|p| p.try_into().ok())
+            .expect("load() checked the program exists and is XDP")
+    }
+
+    /// Typed writes to the maps.
+    pub fn writer(&mut self) -> writer::MapWriter<'_> {
+        writer::MapWriter::new(&mut self.ebpf)
+    }
+
+    /// Starts forwarding the datapath's log events to `tracing` (through `log`).
+    /// Must be called inside a tokio runtime.
+    pub fn spawn_log_forwarder(&mut self) {
+        match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(logger) => {
+                tokio::spawn(async move {
+                    // SAFETY: the AsyncFd owns the logger, which owns the fd, so the fd outlives
+                    // its registration.
+                    let registered = unsafe {
+                        tokio::io::unix::AsyncFd::register_with_interest(
+                            logger,
+                            tokio::io::Interest::READABLE,
+                        )
+                    };
+                    let Ok(mut logger) = registered else { return };
+                    loop {
+                        let Ok(mut guard) = logger.readable_mut().await else {
+                            return;
+                        };
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+            Err(err) => tracing::warn!(cause = %err, "datapath log events unavailable"),
+        }
+    }
+}
+
+impl snapshot::MapSource for Dataplane {
+    fn map(&self, name: &'static str) -> Result<&Map> {
+        self.ebpf.map(name).ok_or(Error::Map {
+            name,
+            cause: aya::maps::MapError::InvalidName { name: name.into() },
+        })
+    }
+}

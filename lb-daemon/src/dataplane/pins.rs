@@ -1,0 +1,175 @@
+//! bpffs, pins and attachment. A running instance owns
+//! `/sys/fs/bpf/lbd/<instance>/` (see [`PinLayout`]); a normal stop removes all of it,
+//! which also detaches the program.
+
+use std::{collections::BTreeMap, fs, io, path::Path};
+
+use aya::{
+    maps::{Map, MapData},
+    programs::{
+        XdpMode,
+        links::{FdLink, PinnedLink},
+    },
+};
+use lb_common::ALL_MAPS;
+
+use super::{Dataplane, snapshot::MapSource};
+use crate::{
+    config::XdpModeSetting,
+    error::{Error, Result},
+    netdev::InterfaceInfo,
+    paths::PinLayout,
+};
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` is on a BPF filesystem.
+pub fn is_bpffs(path: &Path) -> bool {
+    let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills a zeroed struct from a valid C path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(cpath.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// An instance's pins and attachments. Dropping it detaches and unpins everything.
+pub struct Pinned {
+    layout: PinLayout,
+    links: Vec<(String, PinnedLink)>,
+}
+
+fn pin_err(what: &'static str, path: &Path) -> impl Fn(aya::pin::PinError) -> Error + use<> {
+    let path = path.to_owned();
+    move |cause| Error::Pin {
+        what,
+        path: path.clone(),
+        cause: io::Error::other(cause.to_string()),
+    }
+}
+
+impl Pinned {
+    /// Pins the maps and the program of `dataplane` under `layout` (which must not exist).
+    pub fn pin(dataplane: &mut Dataplane, layout: PinLayout) -> Result<Pinned> {
+        if !is_bpffs(Path::new(crate::paths::BPFFS)) {
+            return Err(Error::NoBpffs);
+        }
+        fs::create_dir_all(layout.maps_dir()).map_err(|cause| Error::Pin {
+            what: "creating",
+            path: layout.maps_dir(),
+            cause,
+        })?;
+        // From here on, a failure removes what was pinned.
+        let pinned = Pinned {
+            layout,
+            links: Vec::new(),
+        };
+        for name in ALL_MAPS {
+            let path = pinned.layout.map(name);
+            dataplane
+                .map(name)?
+                .pin(&path)
+                .map_err(pin_err("pinning map", &path))?;
+        }
+        let path = pinned.layout.program();
+        dataplane
+            .program()
+            .pin(&path)
+            .map_err(pin_err("pinning program", &path))?;
+        Ok(pinned)
+    }
+
+    /// Attaches the program to `iface` and pins the link, so the attachment outlives this
+    /// process only if it dies without cleaning up (a later version adopts it).
+    pub fn attach(
+        &mut self,
+        dataplane: &mut Dataplane,
+        iface: &InterfaceInfo,
+        mode: XdpModeSetting,
+    ) -> Result<()> {
+        let (xdp_mode, mode_name, hint) = match mode {
+            XdpModeSetting::Native => (
+                XdpMode::Driver,
+                "native",
+                "; if this driver has no native XDP, set xdp_mode = \"skb\" (or run with --xdp-mode skb)",
+            ),
+            XdpModeSetting::Skb => (XdpMode::Skb, "skb", ""),
+        };
+        let program = dataplane.program();
+        let link_id = program
+            .attach_to_if_index(iface.ifindex, xdp_mode)
+            .map_err(|cause| Error::Attach {
+                interface: iface.name.clone(),
+                mode: mode_name,
+                cause,
+                hint,
+            })?;
+        let link = program.take_link(link_id)?;
+        let fd_link = FdLink::try_from(link).map_err(|e| Error::Pin {
+            what: "converting XDP link",
+            path: self.layout.link(&iface.name),
+            cause: io::Error::other(e.to_string()),
+        })?;
+        let path = self.layout.link(&iface.name);
+        let pinned = fd_link.pin(&path).map_err(pin_err("pinning link", &path))?;
+        self.links.push((iface.name.clone(), pinned));
+        Ok(())
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        for (iface, link) in self.links.drain(..) {
+            // Unpinned and dropped, the link's last reference goes and the program detaches.
+            if let Err(err) = link.unpin() {
+                tracing::error!(interface = %iface, cause = %err, "unpinning XDP link");
+            }
+        }
+        if let Err(err) = fs::remove_dir_all(&self.layout.dir) {
+            tracing::error!(dir = %self.layout.dir.display(), cause = %err, "removing pins");
+        }
+    }
+}
+
+/// Removes the pins a crashed instance left (detaching its program).
+pub fn remove_stale(layout: &PinLayout) -> io::Result<()> {
+    match fs::remove_dir_all(&layout.dir) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Maps of a running instance, opened from its pins.
+pub struct PinnedMaps {
+    maps: BTreeMap<&'static str, Map>,
+}
+
+impl PinnedMaps {
+    pub fn open(layout: &PinLayout, instance: &str) -> Result<PinnedMaps> {
+        if !layout.maps_dir().is_dir() {
+            return Err(Error::NotRunning {
+                instance: instance.to_owned(),
+                pin_dir: layout.dir.clone(),
+            });
+        }
+        let mut maps = BTreeMap::new();
+        for name in ALL_MAPS {
+            let path = layout.map(name);
+            let data = MapData::from_pin(&path).map_err(|cause| Error::Map { name, cause })?;
+            maps.insert(
+                name,
+                Map::from_map_data(data).map_err(|cause| Error::Map { name, cause })?,
+            );
+        }
+        Ok(PinnedMaps { maps })
+    }
+}
+
+impl MapSource for PinnedMaps {
+    fn map(&self, name: &'static str) -> Result<&Map> {
+        self.maps.get(name).ok_or(Error::Map {
+            name,
+            cause: aya::maps::MapError::InvalidName { name: name.into() },
+        })
+    }
+}

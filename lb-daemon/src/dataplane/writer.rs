@@ -1,0 +1,109 @@
+//! Typed writes to the datapath's maps. All map names come from `lb_common`.
+
+use aya::{
+    Ebpf, Pod,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
+};
+use lb_common::{
+    Backend, Interface, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_INTERFACES, MAP_RING, MAP_SETTINGS,
+    MAP_VIP_STATS, MAP_VIPS, RING_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
+};
+
+use crate::{
+    error::{Error, Result},
+    reconcile::MapOp,
+};
+
+pub struct MapWriter<'a> {
+    ebpf: &'a mut Ebpf,
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+    move |cause| Error::Map { name, cause }
+}
+
+impl<'a> MapWriter<'a> {
+    pub(super) fn new(ebpf: &'a mut Ebpf) -> Self {
+        MapWriter { ebpf }
+    }
+
+    fn data(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name).ok_or(Error::Map {
+            name,
+            cause: aya::maps::MapError::InvalidName { name: name.into() },
+        })
+    }
+
+    fn array<V: Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>> {
+        Array::try_from(self.data(name)?).map_err(map_err(name))
+    }
+
+    fn hash<K: Pod, V: Pod>(&mut self, name: &'static str) -> Result<HashMap<&mut MapData, K, V>> {
+        HashMap::try_from(self.data(name)?).map_err(map_err(name))
+    }
+
+    fn reset_per_cpu<V: Pod + Default>(&mut self, name: &'static str, index: u32) -> Result<()> {
+        let cpus = nr_cpus().map_err(|(_, e)| Error::Io(e))?;
+        let mut map: PerCpuArray<&mut MapData, V> =
+            PerCpuArray::try_from(self.data(name)?).map_err(map_err(name))?;
+        let zeros = PerCpuValues::try_from(vec![V::default(); cpus]).map_err(Error::Io)?;
+        map.set(index, zeros, 0).map_err(map_err(name))
+    }
+
+    /// Timeouts and the forwarding switch.
+    pub fn set_settings(&mut self, settings: Settings) -> Result<()> {
+        self.array(MAP_SETTINGS)?
+            .set(0, settings, 0)
+            .map_err(map_err(MAP_SETTINGS))
+    }
+
+    /// Declares one of the director's interfaces (frames to `mac` on `ifindex` are balanced).
+    pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        self.hash::<u32, Interface>(MAP_INTERFACES)?
+            .insert(ifindex, Interface { mac, _pad: [0; 2] }, 0)
+            .map_err(map_err(MAP_INTERFACES))
+    }
+
+    /// Applies reconcile ops in order.
+    pub fn apply(&mut self, ops: &[MapOp]) -> Result<()> {
+        for op in ops {
+            match op {
+                MapOp::ResetVipStats { vip_id } => {
+                    self.reset_per_cpu::<TrafficCounters>(MAP_VIP_STATS, *vip_id)?
+                }
+                MapOp::ResetBackendStats { backend_id } => {
+                    self.reset_per_cpu::<TrafficCounters>(MAP_BACKEND_STATS, *backend_id)?
+                }
+                MapOp::SetBackend {
+                    backend_id,
+                    backend,
+                } => self
+                    .array::<Backend>(MAP_BACKENDS)?
+                    .set(*backend_id, backend, 0)
+                    .map_err(map_err(MAP_BACKENDS))?,
+                MapOp::RetireBackend { backend_id } => self
+                    .array::<Backend>(MAP_BACKENDS)?
+                    .set(*backend_id, Backend::default(), 0)
+                    .map_err(map_err(MAP_BACKENDS))?,
+                MapOp::WriteRing { vip_id, slots } => {
+                    let mut ring = self.array::<u32>(MAP_RING)?;
+                    let base = vip_id * RING_SIZE;
+                    for &(slot, backend_id) in slots {
+                        ring.set(base + slot, backend_id, 0)
+                            .map_err(map_err(MAP_RING))?;
+                    }
+                }
+                MapOp::SetVip { key, info } => self
+                    .hash::<VipKey, VipInfo>(MAP_VIPS)?
+                    .insert(key, info, 0)
+                    .map_err(map_err(MAP_VIPS))?,
+                MapOp::RemoveVip { key } => self
+                    .hash::<VipKey, VipInfo>(MAP_VIPS)?
+                    .remove(key)
+                    .map_err(map_err(MAP_VIPS))?,
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! The daemon's error type.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use crate::{config::ConfigErrors, reconcile::ReconcileError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(
+        "this lbd was built without its eBPF objects: build them with `cargo xtask build-ebpf` \
+         (`cargo xtask run` and `cargo xtask test` do it for you)"
+    )]
+    NoEbpfObject,
+    #[error("interface {name}: {cause}")]
+    Interface { name: String, cause: std::io::Error },
+    #[error(
+        "backend {addr} ({key}): no MAC in the neighbour table of {interfaces} after an ARP probe; \
+         is it on the director's L2 segment? (or set `mac = \"..\"` for it)"
+    )]
+    Unresolved {
+        addr: Ipv4Addr,
+        key: String,
+        interfaces: String,
+    },
+    #[error("{BPFFS} is not a mounted BPF filesystem: run `mount -t bpf bpf {BPFFS}`", BPFFS = crate::paths::BPFFS)]
+    NoBpffs,
+    #[error("instance {instance:?} is already running (pid {pid}, {pin_dir})")]
+    AlreadyRunning {
+        instance: String,
+        pid: i32,
+        pin_dir: PathBuf,
+    },
+    #[error("instance {instance:?} is not running (no pins at {pin_dir})")]
+    NotRunning { instance: String, pin_dir: PathBuf },
+    #[error("attaching XDP to {interface} in {mode} mode: {cause}{hint}")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        cause: aya::programs::ProgramError,
+        hint: &'static str,
+    },
+    #[error("{what} {path}: {cause}")]
+    Pin {
+        what: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{0}")]
+    Reconcile(#[from] ReconcileError),
+    #[error("reload refused: {0}")]
+    ReloadRefused(String),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("map {name}: {cause}")]
+    Map {
+        name: &'static str,
+        cause: aya::maps::MapError,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

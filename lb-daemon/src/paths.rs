@@ -1,0 +1,49 @@
+//! Every filesystem path the daemon uses, in one place.
+
+use std::path::PathBuf;
+
+/// Where the BPF filesystem is expected.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// Parent of every instance's pins.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/lbd";
+/// Pid and reload-status files.
+pub const RUN_DIR: &str = "/run/lbd";
+
+/// Pins of one instance:
+/// `<PIN_ROOT>/<instance>/{prog_lb, link_<ifname>, maps/<MAP>}`. A later `lbd run` can adopt
+/// the attached program through `link_*` and its state through `maps/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinLayout {
+    pub dir: PathBuf,
+}
+
+impl PinLayout {
+    pub fn for_instance(instance: &str) -> PinLayout {
+        PinLayout {
+            dir: PathBuf::from(PIN_ROOT).join(instance),
+        }
+    }
+    pub fn maps_dir(&self) -> PathBuf {
+        self.dir.join("maps")
+    }
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+    pub fn program(&self) -> PathBuf {
+        self.dir.join("prog_lb")
+    }
+    pub fn link(&self, interface: &str) -> PathBuf {
+        self.dir.join(format!("link_{interface}"))
+    }
+}
+
+/// Pid file of a running instance.
+pub fn pid_file(instance: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{instance}.pid"))
+}
+
+/// Result of the last reload (`<generation> ok` or `<generation> error: ...`), read by
+/// `lbd reload` to report what the daemon did with the new file.
+pub fn reload_status_file(instance: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{instance}.reload"))
+}

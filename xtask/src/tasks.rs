@@ -1,0 +1,64 @@
+//! The tasks behind `cargo xtask run | test | bench`.
+
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::{bootstrap, build};
+
+/// `cargo xtask run`: the lab with no arguments, else `lbd <args>`.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    bootstrap::ensure_all()?;
+    let ebpf = build::ebpf()?;
+    let lbd = build::lbd(&ebpf, true)?;
+    let status = if args.is_empty() {
+        let lab = lbd.with_file_name("lb-lab");
+        Command::new(lab).env("LBD_BIN", &lbd).status()?
+    } else {
+        Command::new(&lbd).args(args).status()?
+    };
+    if !status.success() {
+        bail!("exited with {status}");
+    }
+    Ok(())
+}
+
+/// `cargo xtask test`: every test, root-only ones included.
+pub fn test(args: &[String]) -> anyhow::Result<()> {
+    if !bootstrap::is_root() {
+        bail!(
+            "`cargo xtask test` runs datapath and namespace tests, which need root: run it as root \
+             (`cargo test` alone runs the unit tests without root)"
+        );
+    }
+    bootstrap::ensure_all()?;
+    let ebpf = build::ebpf()?;
+    let lbd = build::lbd(&ebpf, false)?;
+    let status = build::cargo(&ebpf)
+        .args(["test", "--workspace"])
+        .args(args)
+        .env("LBD_BIN", &lbd)
+        .env("RUST_BACKTRACE", "1")
+        .status()?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench`: release build, then the benchmark driver.
+pub fn bench(no_lab: bool) -> anyhow::Result<()> {
+    bootstrap::ensure_all()?;
+    let ebpf = build::ebpf()?;
+    let lbd = build::lbd(&ebpf, true)?;
+    let mut cmd = Command::new(lbd.with_file_name("lb-bench"));
+    cmd.env("LBD_BIN", &lbd)
+        .current_dir(bootstrap::workspace_root());
+    if no_lab {
+        cmd.arg("--no-lab");
+    }
+    if !cmd.status()?.success() {
+        bail!("benchmark failed");
+    }
+    Ok(())
+}
