@@ -1,0 +1,262 @@
+//! A DR lab on one host: a client, a director and real servers running `redis-server`, each
+//! in its own network namespace, joined by a bridge in a switch namespace.
+//!
+//! ```text
+//!  client 198.18.0.1 ─┐
+//!  director 198.18.0.2 (+VIP/32, answers ARP for it) ─┤ br0 (switch ns)
+//!  rsN 198.18.0.1N (VIP/32 on lo, arp_ignore=1, arp_announce=2, redis-server :6379) ─┘
+//! ```
+//! Every lab has its own namespaces, so labs can run in parallel with the same addresses.
+//! Dropping a lab stops its redis-servers and deletes its namespaces (with their links).
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use aya::programs::{Xdp, XdpMode};
+
+use crate::{netns::Netns, process::ChildGuard, resp, unique_name};
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const DIRECTOR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub const REDIS_PORT: u16 = 6379;
+/// Key each real server answers with its own name, so a client can tell who served it.
+pub const WHOAMI_KEY: &str = "lab:backend";
+
+pub fn server_addr(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 11 + index as u8)
+}
+
+pub fn vip_socket() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(VIP, REDIS_PORT))
+}
+
+/// One real server.
+pub struct RealServer {
+    /// `rs1`, `rs2`, ...: what it answers to `GET lab:backend`.
+    pub name: String,
+    pub addr: Ipv4Addr,
+    /// Declared before `ns`: stopped before its namespace goes.
+    pub redis: ChildGuard,
+    pub ns: Netns,
+}
+
+pub struct Lab {
+    /// Unique prefix of every namespace name; also the lbd instance name.
+    pub prefix: String,
+    /// Scratch directory (configs, logs), removed on drop.
+    pub dir: PathBuf,
+    pub servers: Vec<RealServer>,
+    pub client: Netns,
+    pub director: Netns,
+    pub switch: Netns,
+    /// XDP_PASS on the director's bridge port: veth delivers XDP_TX frames only to a peer
+    /// that runs an XDP program. Real NICs need nothing like it.
+    _bridge_port_xdp: aya::Ebpf,
+}
+
+impl Lab {
+    /// A lab with `servers` real servers, all running redis-server.
+    pub fn new(tag: &str, servers: usize) -> Lab {
+        assert!(
+            std::path::Path::new("/usr/bin/redis-server").exists(),
+            "redis-server is missing: `cargo xtask bootstrap` installs it"
+        );
+        let prefix = unique_name(tag);
+        let dir = std::env::temp_dir().join(format!("lbd-lab-{prefix}"));
+        std::fs::create_dir_all(&dir).expect("lab dir");
+        let switch = Netns::new(&format!("{prefix}-sw"));
+        switch.ip(&["link", "add", "br0", "type", "bridge"]);
+        switch.ip(&["link", "set", "br0", "up"]);
+
+        let host = |role: &str, addr: Ipv4Addr| -> Netns {
+            let ns = Netns::new(&format!("{prefix}-{role}"));
+            crate::netns::sh(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    "eth0",
+                    "netns",
+                    &ns.name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    role,
+                    "netns",
+                    &switch.name,
+                ],
+            );
+            switch.ip(&["link", "set", role, "master", "br0", "up"]);
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+            ns.ip(&["link", "set", "eth0", "up"]);
+            ns
+        };
+        let client = host("cl", CLIENT);
+        // After XDP_TX a frame has lost the "checksum still to fill in" mark that veth's tx
+        // offload relies on; real servers would drop such SYNs. Real NICs fill it in.
+        client.exec("ethtool", &["-K", "eth0", "tx", "off"]);
+        let director = host("dr", DIRECTOR);
+        // The director owns the VIP (VRRP will later): it answers ARP for it.
+        director.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"]);
+
+        let bridge_port_xdp = attach_pass(&switch, "dr");
+
+        let mut real_servers = Vec::new();
+        for i in 0..servers {
+            let name = format!("rs{}", i + 1);
+            let addr = server_addr(i);
+            let ns = host(&name, addr);
+            // The DR real-server recipe: VIP on lo, never answered for in ARP.
+            ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+            for conf in ["all", "lo"] {
+                ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
+                ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_announce"), "2");
+            }
+            let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("redis log");
+            let child = ns
+                .command("redis-server")
+                .args([
+                    "--port",
+                    &REDIS_PORT.to_string(),
+                    "--bind",
+                    "0.0.0.0",
+                    "--protected-mode",
+                    "no",
+                ])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("starting redis-server");
+            let server = RealServer {
+                name: name.clone(),
+                addr,
+                redis: ChildGuard::new(name.clone(), child),
+                ns,
+            };
+            let whoami = server.name.clone();
+            server.ns.run(move || {
+                let mut conn = wait_for_redis(
+                    SocketAddr::V4(SocketAddrV4::new(addr, REDIS_PORT)),
+                    Duration::from_secs(10),
+                );
+                let reply = conn
+                    .command(&["SET", WHOAMI_KEY, &whoami])
+                    .expect("SET whoami");
+                assert_eq!(reply, resp::Reply::Simple("OK".into()));
+            });
+            real_servers.push(server);
+        }
+        Lab {
+            prefix,
+            dir,
+            servers: real_servers,
+            client,
+            director,
+            switch,
+            _bridge_port_xdp: bridge_port_xdp,
+        }
+    }
+
+    /// A director config for this lab: `backends` lists (server index, weight).
+    pub fn config(&self, backends: &[(usize, u32)]) -> String {
+        let mut text = format!(
+            "instance = \"{}\"\n\n[director]\ninterfaces = [\"eth0\"]\n\n[[vip]]\naddress = \"{VIP}\"\nport = {REDIS_PORT}\nprotocol = \"tcp\"\nscheduler = \"maglev\"\n",
+            self.prefix
+        );
+        for &(i, weight) in backends {
+            text.push_str(&format!(
+                "\n[[vip.backend]]\naddress = \"{}\"\nweight = {weight}\n",
+                server_addr(i)
+            ));
+        }
+        text
+    }
+
+    /// The real server's name for an address.
+    pub fn server_name(&self, addr: Ipv4Addr) -> &str {
+        &self
+            .servers
+            .iter()
+            .find(|s| s.addr == addr)
+            .expect("lab server")
+            .name
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Loads the aux object and attaches its `pass` program to `iface` in `ns`.
+pub fn attach_pass(ns: &Netns, iface: &str) -> aya::Ebpf {
+    let iface = iface.to_owned();
+    ns.run(move || {
+        let mut ebpf = aya::Ebpf::load(lb_daemon::dataplane::object::aux().expect("aux object"))
+            .expect("load aux");
+        let program: &mut Xdp = ebpf
+            .program_mut("pass")
+            .expect("pass")
+            .try_into()
+            .expect("xdp");
+        program.load().expect("load pass");
+        program
+            .attach(&iface, XdpMode::Driver)
+            .expect("attach pass");
+        ebpf
+    })
+}
+
+/// Connects to a Redis server, retrying until it answers PING or `within` passes.
+pub fn wait_for_redis(addr: SocketAddr, within: Duration) -> resp::Connection {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(mut conn) = resp::Connection::connect(addr, Duration::from_secs(1)) {
+            if conn
+                .command(&["PING"])
+                .is_ok_and(|r| r == resp::Reply::Simple("PONG".into()))
+            {
+                return conn;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis at {addr} did not answer within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connects to the VIP from `source_port` (0: any). Call from inside the client namespace.
+pub fn connect_vip(source_port: u16, timeout: Duration) -> std::io::Result<resp::Connection> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if source_port != 0 {
+        socket.bind(&SockAddr::from(SocketAddrV4::new(CLIENT, source_port)))?;
+    }
+    socket.connect_timeout(&SockAddr::from(vip_socket()), timeout)?;
+    resp::Connection::from_stream(socket.into(), timeout)
+}
+
+/// Asks a connection which real server it reached.
+pub fn whoami(conn: &mut resp::Connection) -> std::io::Result<String> {
+    conn.command(&["GET", WHOAMI_KEY])?
+        .text()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no whoami"))
+}
+
+/// Stdio that discards output.
+pub fn quiet() -> Stdio {
+    Stdio::null()
+}

@@ -1,0 +1,125 @@
+//! Running `lbd` on a lab's director.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use lb_daemon::{dataplane::pins, paths::PinLayout};
+
+use crate::{lab::Lab, process::ChildGuard};
+
+/// The `lbd` binary (`cargo xtask test|run|bench` set `LBD_BIN`).
+pub fn bin() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("LBD_BIN").expect("LBD_BIN is not set: run through `cargo xtask test`"),
+    )
+}
+
+/// A running `lbd`; stopped (SIGTERM) and its pins removed on drop.
+pub struct Lbd {
+    pub instance: String,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub director_ns: String,
+    child: ChildGuard,
+}
+
+impl Lbd {
+    /// Writes `config` and starts `lbd run` in the lab's director namespace; returns once
+    /// `lbd status` answers.
+    pub fn start(lab: &Lab, config: &str) -> Lbd {
+        let config_path = lab.dir.join("lbd.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log_path = lab.dir.join("lbd.log");
+        let log = std::fs::File::create(&log_path).expect("lbd log");
+        let child = Command::new(bin())
+            .args(["--netns", &lab.director.name, "run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting lbd");
+        let mut lbd = Lbd {
+            instance: lab.prefix.clone(),
+            config_path,
+            log_path,
+            director_ns: lab.director.name.clone(),
+            child: ChildGuard::new("lbd", child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = lbd.child.try_status() {
+                panic!("lbd exited ({status}) during start:\n{}", lbd.log());
+            }
+            if lbd.status_output().status.success() {
+                return lbd;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lbd did not come up within 30 s:\n{}",
+                lbd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.pid()
+    }
+
+    fn status_output(&self) -> Output {
+        Command::new(bin())
+            .args(["status", "--instance", &self.instance])
+            .output()
+            .expect("lbd status")
+    }
+
+    /// `lbd status` output (panics if it fails).
+    pub fn status(&self) -> String {
+        let out = self.status_output();
+        assert!(
+            out.status.success(),
+            "lbd status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes a new config and runs `lbd reload`; returns its output.
+    pub fn reload(&self, config: &str) -> Output {
+        std::fs::write(&self.config_path, config).expect("write config");
+        Command::new(bin())
+            .arg("reload")
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .expect("lbd reload")
+    }
+
+    /// SIGTERM and wait; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        self.child
+            .stop(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    }
+
+    pub fn pin_layout(&self) -> PinLayout {
+        PinLayout::for_instance(&self.instance)
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        self.child.stop(Duration::from_secs(10));
+        // Only if lbd died without cleaning up.
+        let _ = pins::remove_stale(&self.pin_layout());
+    }
+}
