@@ -1,0 +1,629 @@
+//! Datapath fixtures through BPF_PROG_TEST_RUN, Katran style: each case is data (input frame,
+//! expected verdict, expected output frame) compared byte for byte. Maps are provisioned
+//! through the daemon's own path: TOML -> Config -> desired state -> Reconciler -> MapWriter.
+//! Needs root (loading BPF programs).
+
+use std::{net::Ipv4Addr, path::Path, thread::sleep, time::Duration};
+
+use aya::programs::{TestRun, TestRunOptions};
+use lb_common::{FlowKey, RING_SIZE, Settings, VerdictCounters, VipKey, hash::ring_slot};
+use lb_daemon::{
+    config::Config,
+    daemon::{desired_state, settings},
+    dataplane::{Dataplane, LoadOptions, object, snapshot},
+    reconcile::Reconciler,
+};
+use lb_tests::frame::*;
+
+const XDP_ABORTED: u32 = 0;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const DIRECTOR_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 0x02];
+const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x01];
+const OTHER_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x99];
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+/// BPF_PROG_TEST_RUN without a device runs on the namespace's loopback (ifindex 1).
+const TEST_IFINDEX: u32 = 1;
+
+fn backend_mac(last: u8) -> [u8; 6] {
+    [0x02, 0xbb, 0, 0, 0, last]
+}
+
+/// Backends .11 .. for the TCP VIP :6379, with weights; a UDP VIP :5353 with one backend;
+/// a TCP VIP :6380 whose only backend is drained.
+fn config(tcp_backends: &[(u8, u32)]) -> Config {
+    let mut text = String::from("instance = \"fixture\"\n[director]\ninterfaces = [\"lo\"]\n");
+    text.push_str(&format!("[[vip]]\naddress = \"{VIP}\"\nport = 6379\n"));
+    for &(last, weight) in tcp_backends {
+        let mac = backend_mac(last).map(|b| format!("{b:02x}")).join(":");
+        text.push_str(&format!(
+            "[[vip.backend]]\naddress = \"198.18.1.{last}\"\nweight = {weight}\nmac = \"{mac}\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[vip]]\naddress = \"{VIP}\"\nport = 5353\nprotocol = \"udp\"\n[[vip.backend]]\naddress = \"198.18.1.31\"\nmac = \"02:bb:00:00:00:1f\"\n"
+    ));
+    text.push_str(&format!(
+        "[[vip]]\naddress = \"{VIP}\"\nport = 6380\n[[vip.backend]]\naddress = \"198.18.1.41\"\nweight = 0\nmac = \"02:bb:00:00:00:29\"\n"
+    ));
+    Config::parse(Path::new("fixture.toml"), &text).expect("fixture config")
+}
+
+/// A loaded datapath plus the daemon's view of what it wrote.
+struct Datapath {
+    dataplane: Dataplane,
+    reconciler: Reconciler,
+}
+
+impl Datapath {
+    fn new(tcp_backends: &[(u8, u32)]) -> Option<Datapath> {
+        if !lb_tests::require_root("datapath fixtures") {
+            return None;
+        }
+        let config = config(tcp_backends);
+        let mut dataplane =
+            Dataplane::load(object::lb().expect("eBPF object"), &LoadOptions::default())
+                .expect("load");
+        let (ops, reconciler) = Reconciler::default()
+            .plan(&desired_state(&config).unwrap())
+            .unwrap();
+        let mut writer = dataplane.writer();
+        writer.set_settings(settings(&config)).unwrap();
+        writer.set_interface(TEST_IFINDEX, DIRECTOR_MAC).unwrap();
+        writer.apply(&ops).unwrap();
+        Some(Datapath {
+            dataplane,
+            reconciler,
+        })
+    }
+
+    /// Applies a new backend set for the TCP VIP, as a reload would.
+    fn reconfigure(&mut self, tcp_backends: &[(u8, u32)]) {
+        let (ops, next) = self
+            .reconciler
+            .plan(&desired_state(&config(tcp_backends)).unwrap())
+            .unwrap();
+        self.dataplane.writer().apply(&ops).unwrap();
+        self.reconciler = next;
+    }
+
+    fn set_settings(&mut self, settings: Settings) {
+        self.dataplane.writer().set_settings(settings).unwrap();
+    }
+
+    /// Runs one frame; returns the verdict and the frame as the program left it.
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        #[repr(C)]
+        struct XdpMd {
+            data: u32,
+            data_end: u32,
+            data_meta: u32,
+            ingress_ifindex: u32,
+            rx_queue_index: u32,
+            egress_ifindex: u32,
+        }
+        let ctx = XdpMd {
+            data: 0,
+            data_end: frame.len() as u32,
+            data_meta: 0,
+            ingress_ifindex: TEST_IFINDEX,
+            rx_queue_index: 0,
+            egress_ifindex: 0,
+        };
+        // SAFETY: XdpMd is repr(C) plain data.
+        let ctx_bytes = unsafe {
+            std::slice::from_raw_parts((&ctx as *const XdpMd).cast::<u8>(), size_of::<XdpMd>())
+        };
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = self
+            .dataplane
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(ctx_bytes),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    /// The MAC of the backend the daemon's ring gives this flow, computed here from the
+    /// daemon's applied state and the shared flow hash.
+    fn maglev_choice(&self, vip_port: u16, key: &FlowKey) -> [u8; 6] {
+        let vip = VipKey {
+            addr: u32::from_ne_bytes(VIP.octets()),
+            port: vip_port.to_be(),
+            proto: key.proto,
+            _pad: 0,
+        };
+        let ring = self.reconciler.ring(&vip).expect("vip applied");
+        assert_eq!(ring.len(), RING_SIZE as usize);
+        let id = ring[ring_slot(key) as usize];
+        for last in 1..=255u8 {
+            if self
+                .reconciler
+                .backend_id(&vip, Ipv4Addr::new(198, 18, 1, last))
+                == Some(id)
+            {
+                return backend_mac(last);
+            }
+        }
+        panic!("ring slot points at backend id {id}, which no configured backend has");
+    }
+
+    fn snapshot(&self) -> snapshot::Snapshot {
+        snapshot::read(&self.dataplane).expect("snapshot")
+    }
+}
+
+fn flow_key(src_port: u16, dst_port: u16, proto: u8) -> FlowKey {
+    FlowKey {
+        src_addr: u32::from_ne_bytes(CLIENT.octets()),
+        dst_addr: u32::from_ne_bytes(VIP.octets()),
+        src_port: src_port.to_be(),
+        dst_port: dst_port.to_be(),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+fn tcp(src_port: u16, flags: u8) -> Vec<u8> {
+    Ipv4Frame::tcp(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, src_port),
+        (VIP, 6379),
+        flags,
+    )
+    .build()
+}
+
+/// `frame` with only its MACs rewritten as DR forwarding must: dst = backend, src = director.
+fn forwarded(frame: &[u8], backend: [u8; 6]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[0..6].copy_from_slice(&backend);
+    out[6..12].copy_from_slice(&DIRECTOR_MAC);
+    out
+}
+
+fn backend_of(out: &[u8]) -> [u8; 6] {
+    out[0..6].try_into().unwrap()
+}
+
+/// A source port whose flow the ring maps to a different backend under `after` than now.
+fn port_that_moves(dp: &Datapath, after: &[(u8, u32)]) -> u16 {
+    let mut probe = Datapath::new(after).expect("root");
+    (40000..41000)
+        .find(|&port| {
+            let key = flow_key(port, 6379, 6);
+            let before = dp.maglev_choice(6379, &key);
+            let later = probe.maglev_choice(6379, &key);
+            let _ = &mut probe;
+            before != later && after.iter().any(|&(last, _)| backend_mac(last) == before)
+        })
+        .expect("some flow moves to another surviving backend when the set changes")
+}
+
+#[test]
+fn vip_syn_is_sent_to_the_maglev_choice_with_only_macs_changed() {
+    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 1), (13, 1)]) else {
+        return;
+    };
+    for port in [40000, 40001, 40002, 50123, 61000] {
+        let syn = tcp(port, TCP_SYN);
+        let want = forwarded(&syn, dp.maglev_choice(6379, &flow_key(port, 6379, 6)));
+        assert_eq!(dp.run(&syn), (XDP_TX, want), "SYN from port {port}");
+    }
+}
+
+#[test]
+fn udp_vip_datagram_is_forwarded() {
+    let Some(mut dp) = Datapath::new(&[(11, 1)]) else {
+        return;
+    };
+    let dgram = Ipv4Frame::udp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 5000), (VIP, 5353)).build();
+    assert_eq!(
+        dp.run(&dgram),
+        (XDP_TX, forwarded(&dgram, [0x02, 0xbb, 0, 0, 0, 0x1f]))
+    );
+}
+
+#[test]
+fn same_flow_again_goes_to_the_same_backend() {
+    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 1), (13, 1)]) else {
+        return;
+    };
+    let (_, first) = dp.run(&tcp(40000, TCP_SYN));
+    for flags in [TCP_ACK, TCP_ACK | TCP_PSH, TCP_ACK] {
+        let frame = tcp(40000, flags);
+        assert_eq!(
+            dp.run(&frame),
+            (XDP_TX, forwarded(&frame, backend_of(&first)))
+        );
+    }
+}
+
+#[test]
+fn tracked_flow_keeps_its_backend_when_the_ring_changes() {
+    let before = [(11, 1), (12, 1), (13, 1)];
+    let after = [(11, 1), (12, 1), (14, 1)];
+    let Some(mut dp) = Datapath::new(&before) else {
+        return;
+    };
+    let port = port_that_moves(&dp, &after);
+    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    dp.reconfigure(&after);
+    let new_choice = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
+    assert_ne!(
+        new_choice,
+        backend_of(&first),
+        "the ring now sends this flow elsewhere"
+    );
+    let ack = tcp(port, TCP_ACK);
+    assert_eq!(
+        dp.run(&ack),
+        (XDP_TX, forwarded(&ack, backend_of(&first))),
+        "conntrack keeps the flow"
+    );
+    // A new flow hashing to the same slot would follow the new ring: only tracked flows stay.
+}
+
+#[test]
+fn flow_of_a_removed_backend_is_rescheduled() {
+    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 1), (13, 1)]) else {
+        return;
+    };
+    let port = (40000..41000)
+        .find(|&p| dp.maglev_choice(6379, &flow_key(p, 6379, 6)) == backend_mac(13))
+        .unwrap();
+    assert_eq!(dp.run(&tcp(port, TCP_SYN)).1[0..6], backend_mac(13));
+    dp.reconfigure(&[(11, 1), (12, 1)]);
+    let ack = tcp(port, TCP_ACK);
+    let want = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
+    assert_ne!(want, backend_mac(13));
+    assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, want)));
+}
+
+#[test]
+fn drained_backend_keeps_its_tracked_flows() {
+    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 1)]) else {
+        return;
+    };
+    let port = (40000..41000)
+        .find(|&p| dp.maglev_choice(6379, &flow_key(p, 6379, 6)) == backend_mac(12))
+        .unwrap();
+    dp.run(&tcp(port, TCP_SYN));
+    dp.reconfigure(&[(11, 1), (12, 0)]);
+    let ack = tcp(port, TCP_ACK);
+    assert_eq!(
+        dp.run(&ack),
+        (XDP_TX, forwarded(&ack, backend_mac(12))),
+        "weight 0 drains: existing flows stay"
+    );
+    let new_port = port + 1000;
+    let syn = tcp(new_port, TCP_SYN);
+    assert_eq!(
+        dp.run(&syn),
+        (XDP_TX, forwarded(&syn, backend_mac(11))),
+        "new flows avoid the drained backend"
+    );
+}
+
+#[test]
+fn idle_flow_past_its_timeout_is_rescheduled() {
+    let before = [(11, 1), (12, 1), (13, 1)];
+    let after = [(11, 1), (12, 1), (14, 1)];
+    let Some(mut dp) = Datapath::new(&before) else {
+        return;
+    };
+    let port = port_that_moves(&dp, &after);
+    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    dp.reconfigure(&after);
+    let mut short = settings(&config(&after));
+    short.tcp_timeout_ns = Duration::from_millis(2).as_nanos() as u64;
+    dp.set_settings(short);
+    sleep(Duration::from_millis(20));
+    let ack = tcp(port, TCP_ACK);
+    let (verdict, out) = dp.run(&ack);
+    assert_eq!(verdict, XDP_TX);
+    assert_ne!(
+        backend_of(&out),
+        backend_of(&first),
+        "stale entry must not pin the flow"
+    );
+    assert_eq!(
+        out,
+        forwarded(&ack, dp.maglev_choice(6379, &flow_key(port, 6379, 6)))
+    );
+}
+
+#[test]
+fn new_syn_after_fin_starts_a_new_connection() {
+    let before = [(11, 1), (12, 1), (13, 1)];
+    let after = [(11, 1), (12, 1), (14, 1)];
+    let Some(mut dp) = Datapath::new(&before) else {
+        return;
+    };
+    let port = port_that_moves(&dp, &after);
+    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    dp.reconfigure(&after);
+    let fin = tcp(port, TCP_FIN | TCP_ACK);
+    assert_eq!(
+        dp.run(&fin),
+        (XDP_TX, forwarded(&fin, backend_of(&first))),
+        "FIN still reaches the old backend"
+    );
+    let syn = tcp(port, TCP_SYN);
+    let (_, out) = dp.run(&syn);
+    assert_eq!(
+        out,
+        forwarded(&syn, dp.maglev_choice(6379, &flow_key(port, 6379, 6))),
+        "port reuse is a new connection"
+    );
+}
+
+#[test]
+fn retransmitted_syn_of_a_live_flow_keeps_its_backend() {
+    let before = [(11, 1), (12, 1), (13, 1)];
+    let after = [(11, 1), (12, 1), (14, 1)];
+    let Some(mut dp) = Datapath::new(&before) else {
+        return;
+    };
+    let port = port_that_moves(&dp, &after);
+    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    dp.reconfigure(&after);
+    let syn = tcp(port, TCP_SYN);
+    assert_eq!(dp.run(&syn), (XDP_TX, forwarded(&syn, backend_of(&first))));
+}
+
+/// Frames that must reach the kernel exactly as they came.
+#[test]
+fn frames_not_for_the_balancer_pass_unchanged() {
+    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 1)]) else {
+        return;
+    };
+    let mut fragment = Ipv4Frame::tcp(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 6379),
+        TCP_SYN,
+    );
+    fragment.frag = 0x2000;
+    let mut vlan = tcp(40000, TCP_SYN);
+    vlan.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "TCP to a non-VIP address",
+            Ipv4Frame::tcp(
+                CLIENT_MAC,
+                DIRECTOR_MAC,
+                (CLIENT, 40000),
+                (Ipv4Addr::new(198, 18, 1, 2), 6379),
+                TCP_SYN,
+            )
+            .build(),
+        ),
+        (
+            "TCP to the VIP on another port",
+            Ipv4Frame::tcp(
+                CLIENT_MAC,
+                DIRECTOR_MAC,
+                (CLIENT, 40000),
+                (VIP, 22),
+                TCP_SYN,
+            )
+            .build(),
+        ),
+        (
+            "UDP to a TCP-only VIP port",
+            Ipv4Frame::udp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 6379)).build(),
+        ),
+        (
+            "ARP request for the VIP",
+            arp_request(CLIENT_MAC, CLIENT, VIP),
+        ),
+        (
+            "IPv6 TCP (no IPv6 VIPs yet)",
+            ipv6_tcp_syn(
+                CLIENT_MAC,
+                DIRECTOR_MAC,
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8::100".parse().unwrap(),
+                6379,
+            ),
+        ),
+        (
+            "VIP SYN addressed to another MAC (bridge flooding)",
+            Ipv4Frame::tcp(CLIENT_MAC, OTHER_MAC, (CLIENT, 40000), (VIP, 6379), TCP_SYN).build(),
+        ),
+        (
+            "VIP SYN to the broadcast MAC",
+            Ipv4Frame::tcp(CLIENT_MAC, [0xff; 6], (CLIENT, 40000), (VIP, 6379), TCP_SYN).build(),
+        ),
+        ("ICMP echo to the VIP", {
+            let mut f = Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 0), (VIP, 0), 0);
+            f.l4 = L4::Other { proto: 1 };
+            f.payload = vec![8, 0, 0, 0, 0, 1, 0, 1];
+            f.build()
+        }),
+        ("VRRP advertisement", {
+            let mut f = Ipv4Frame::tcp(
+                CLIENT_MAC,
+                DIRECTOR_MAC,
+                (CLIENT, 0),
+                (Ipv4Addr::new(224, 0, 0, 18), 0),
+                0,
+            );
+            f.l4 = L4::Other { proto: 112 };
+            f.payload = vec![0x21, 51, 100, 1, 0, 1, 0, 0, 198, 18, 1, 100];
+            f.build()
+        }),
+        (
+            "first fragment of a VIP SYN (fragments are not balanced yet)",
+            fragment.build(),
+        ),
+        ("802.1Q-tagged VIP SYN (VLANs are not parsed yet)", vlan),
+    ];
+    for (description, frame) in cases {
+        assert_eq!(dp.run(&frame), (XDP_PASS, frame.clone()), "{description}");
+    }
+}
+
+/// Truncated or inconsistent frames are passed or dropped, never forwarded. (Frames shorter
+/// than an Ethernet header cannot be fed to BPF_PROG_TEST_RUN, EINVAL, nor arrive from a NIC.)
+#[test]
+fn malformed_frames_are_never_forwarded() {
+    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 1)]) else {
+        return;
+    };
+    let syn = tcp(40000, TCP_SYN);
+    let mut bad_ihl = syn.clone();
+    bad_ihl[14] = 0x44;
+    let mut bad_version = syn.clone();
+    bad_version[14] = 0x65;
+    let mut long_tot_len = syn.clone();
+    long_tot_len[16..18].copy_from_slice(&1500u16.to_be_bytes());
+    let mut options_past_end = syn.clone();
+    options_past_end[14] = 0x4f; // 60-byte IP header in a 40-byte packet
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("Ethernet header only", syn[..14].to_vec()),
+        ("IPv4 header cut short", syn[..14 + 12].to_vec()),
+        ("TCP header cut short", syn[..14 + 20 + 8].to_vec()),
+        ("IHL below 5", bad_ihl),
+        ("IP version 6 in an IPv4 ethertype", bad_version),
+        ("total length beyond the frame", long_tot_len),
+        ("IP options beyond the frame", options_past_end),
+    ];
+    for (description, frame) in cases {
+        let (verdict, out) = dp.run(&frame);
+        assert!(
+            verdict == XDP_PASS || verdict == XDP_DROP,
+            "{description}: verdict {verdict}"
+        );
+        assert_ne!(verdict, XDP_ABORTED, "{description}");
+        assert_eq!(out, frame, "{description}: frame must not be modified");
+    }
+    let v = dp.snapshot().verdicts;
+    assert_eq!(v.tx, 0, "nothing malformed was forwarded");
+    assert_eq!(v.drop_malformed, 7, "{v:?}");
+}
+
+#[test]
+fn vip_without_a_usable_backend_drops() {
+    let Some(mut dp) = Datapath::new(&[(11, 1)]) else {
+        return;
+    };
+    let syn = Ipv4Frame::tcp(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 6380),
+        TCP_SYN,
+    )
+    .build();
+    assert_eq!(dp.run(&syn), (XDP_DROP, syn.clone()));
+    assert_eq!(dp.snapshot().verdicts.drop_no_backend, 1);
+}
+
+#[test]
+fn forwarding_off_passes_vip_traffic_to_the_kernel() {
+    let Some(mut dp) = Datapath::new(&[(11, 1)]) else {
+        return;
+    };
+    let mut off = settings(&config(&[(11, 1)]));
+    off.forwarding = 0;
+    dp.set_settings(off);
+    let syn = tcp(40000, TCP_SYN);
+    assert_eq!(dp.run(&syn), (XDP_PASS, syn.clone()));
+    assert_eq!(dp.snapshot().verdicts.pass_not_forwarding, 1);
+}
+
+#[test]
+fn counters_count_packets_bytes_and_new_flows() {
+    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 1)]) else {
+        return;
+    };
+    let mut expected: std::collections::HashMap<[u8; 6], (u64, u64, u64)> = Default::default();
+    let mut vip_bytes = 0u64;
+    for port in 40000..40010u16 {
+        for (i, flags) in [TCP_SYN, TCP_ACK, TCP_ACK | TCP_PSH]
+            .into_iter()
+            .enumerate()
+        {
+            let frame =
+                Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, port), (VIP, 6379), flags)
+                    .with_payload(&vec![7; i * 100])
+                    .build();
+            let (verdict, out) = dp.run(&frame);
+            assert_eq!(verdict, XDP_TX);
+            let e = expected.entry(backend_of(&out)).or_default();
+            e.0 += 1;
+            e.1 += frame.len() as u64;
+            e.2 += (flags == TCP_SYN) as u64;
+            vip_bytes += frame.len() as u64;
+        }
+    }
+    dp.run(&arp_request(CLIENT_MAC, CLIENT, VIP)); // broadcast: not for us
+    dp.run(&ipv6_tcp_syn(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8::100".parse().unwrap(),
+        6379,
+    ));
+    dp.run(
+        &Ipv4Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (CLIENT, 40000),
+            (VIP, 22),
+            TCP_SYN,
+        )
+        .build(),
+    );
+    dp.run(&Ipv4Frame::tcp(CLIENT_MAC, OTHER_MAC, (CLIENT, 40000), (VIP, 6379), TCP_SYN).build());
+    dp.run(&tcp(40000, TCP_SYN)[..20]);
+
+    let snap = dp.snapshot();
+    let vip = snap
+        .vips
+        .iter()
+        .find(|v| v.port() == 6379)
+        .expect("vip in snapshot");
+    assert_eq!(
+        (
+            vip.counters.packets,
+            vip.counters.bytes,
+            vip.counters.new_flows
+        ),
+        (30, vip_bytes, 10)
+    );
+    for b in &vip.backends {
+        let want = expected.get(&b.entry.mac).copied().unwrap_or_default();
+        assert_eq!(
+            (b.counters.packets, b.counters.bytes, b.counters.new_flows),
+            want,
+            "backend {}",
+            b.address()
+        );
+        assert_eq!(b.active_flows, want.2, "tracked flows of {}", b.address());
+    }
+    assert_eq!(
+        snap.verdicts,
+        VerdictCounters {
+            rx: 35,
+            tx: 30,
+            pass_not_for_us: 2,
+            pass_not_balanced: 1,
+            pass_not_vip: 1,
+            drop_malformed: 1,
+            ..Default::default()
+        }
+    );
+}
