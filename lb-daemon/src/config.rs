@@ -108,6 +108,18 @@ pub struct VipConfig {
     pub backends: Vec<BackendConfig>,
 }
 
+impl VipConfig {
+    /// The datapath's key for this VIP.
+    pub fn key(&self) -> lb_common::VipKey {
+        lb_common::VipKey {
+            addr: u32::from_ne_bytes(self.address.octets()),
+            port: self.port.to_be(),
+            proto: self.protocol.number(),
+            _pad: 0,
+        }
+    }
+}
+
 /// One real server of a VIP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendConfig {

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use lb_common::{Settings, VipKey};
+use lb_common::Settings;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -51,19 +51,24 @@ pub fn desired_state(config: &Config) -> Result<Vec<DesiredVip>> {
     } else {
         netdev::resolve(&unresolved, &config.interfaces, ARP_WAIT)?
     };
+    desired_state_with(config, &neighbours)
+}
+
+/// [`desired_state`] with the neighbour table given (a configured MAC wins).
+pub fn desired_state_with(
+    config: &Config,
+    neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>,
+) -> Result<Vec<DesiredVip>> {
     let mut vips = Vec::new();
     for (i, vip) in config.vips.iter().enumerate() {
         let mut backends = Vec::new();
         for (j, b) in vip.backends.iter().enumerate() {
-            let mac = match b.mac.or_else(|| neighbours.get(&b.address).copied()) {
-                Some(mac) => mac,
-                None => {
-                    return Err(Error::Unresolved {
-                        addr: b.address,
-                        key: format!("vip[{i}].backend[{j}]"),
-                        interfaces: config.interfaces.join(", "),
-                    });
-                }
+            let Some(mac) = b.mac.or_else(|| neighbours.get(&b.address).copied()) else {
+                return Err(Error::Unresolved {
+                    addr: b.address,
+                    key: format!("vip[{i}].backend[{j}]"),
+                    interfaces: config.interfaces.join(", "),
+                });
             };
             backends.push(DesiredBackend {
                 addr: b.address,
@@ -75,12 +80,7 @@ pub fn desired_state(config: &Config) -> Result<Vec<DesiredVip>> {
             warn!(vip = %vip.address, port = vip.port, "every backend has weight 0: new flows to this VIP are dropped");
         }
         vips.push(DesiredVip {
-            key: VipKey {
-                addr: u32::from_ne_bytes(vip.address.octets()),
-                port: vip.port.to_be(),
-                proto: vip.protocol.number(),
-                _pad: 0,
-            },
+            key: vip.key(),
             backends,
         });
     }

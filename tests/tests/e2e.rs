@@ -1,0 +1,349 @@
+//! End to end: a client, a director running `lbd` (native XDP on a veth) and real servers
+//! running `redis-server`, each in its own network namespace on one bridge. Needs root.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use lb_common::{FlowKey, VipKey, hash::ring_slot};
+use lb_daemon::{config::Config, daemon::desired_state_with, reconcile::Reconciler};
+use lb_tests::{
+    lab::{self, CLIENT, Lab, VIP, server_addr},
+    lbd::Lbd,
+    resp::Reply,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The daemon's ring for a sequence of configs, rebuilt here with the daemon's own planner
+/// (MACs do not affect the ring).
+fn planned(configs: &[&str]) -> Reconciler {
+    let mut reconciler = Reconciler::default();
+    for text in configs {
+        let config = Config::parse(Path::new("lab.toml"), text).expect("lab config");
+        let macs: BTreeMap<Ipv4Addr, [u8; 6]> = config
+            .vips
+            .iter()
+            .flat_map(|v| &v.backends)
+            .map(|b| (b.address, [2, 0, 0, 0, 0, 1]))
+            .collect();
+        reconciler = reconciler
+            .plan(&desired_state_with(&config, &macs).unwrap())
+            .unwrap()
+            .1;
+    }
+    reconciler
+}
+
+/// Which server the ring sends a client port to.
+fn predicted_server(reconciler: &Reconciler, lab: &Lab, source_port: u16) -> String {
+    let vip = VipKey {
+        addr: u32::from_ne_bytes(VIP.octets()),
+        port: lab::REDIS_PORT.to_be(),
+        proto: 6,
+        _pad: 0,
+    };
+    let key = FlowKey {
+        src_addr: u32::from_ne_bytes(CLIENT.octets()),
+        dst_addr: vip.addr,
+        src_port: source_port.to_be(),
+        dst_port: vip.port,
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let id = reconciler.ring(&vip).expect("vip")[ring_slot(&key) as usize];
+    let server = lab
+        .servers
+        .iter()
+        .find(|s| reconciler.backend_id(&vip, s.addr) == Some(id))
+        .expect("backend");
+    server.name.clone()
+}
+
+#[test]
+fn connections_reach_backends_by_weight_and_each_reads_its_own_writes() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("wt", 3);
+    let config = lab.config(&[(0, 1), (1, 2), (2, 3)]);
+    let _lbd = Lbd::start(&lab, &config);
+    let ring = planned(&[&config]);
+
+    const CONNECTIONS: u16 = 300;
+    let served: Vec<(u16, String)> = lab.client.run(|| {
+        (0..CONNECTIONS)
+            .map(|i| {
+                let port = 20000 + i;
+                let mut conn = lab::connect_vip(port, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("connection {i} via the VIP: {e}"));
+                let who = lab::whoami(&mut conn).expect("GET whoami");
+                let key = format!("k{i}");
+                assert_eq!(
+                    conn.command(&["SET", &key, &format!("v{i}")]).unwrap(),
+                    Reply::Simple("OK".into())
+                );
+                assert_eq!(
+                    conn.command(&["GET", &key]).unwrap().text(),
+                    Some(format!("v{i}")),
+                    "GET after SET on connection {i}"
+                );
+                (port, who)
+            })
+            .collect()
+    });
+
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (port, who) in &served {
+        assert_eq!(
+            *who,
+            predicted_server(&ring, &lab, *port),
+            "connection from port {port} reached another server than Maglev's choice"
+        );
+        *counts.entry(who.as_str()).or_default() += 1;
+    }
+    for (name, weight) in [("rs1", 1.0), ("rs2", 2.0), ("rs3", 3.0)] {
+        let expected = CONNECTIONS as f64 * weight / 6.0;
+        let got = *counts.get(name).unwrap_or(&0) as f64;
+        assert!(
+            (got - expected).abs() <= 0.2 * expected,
+            "{name}: {got} connections, expected {expected} +-20% ({counts:?})"
+        );
+    }
+}
+
+#[test]
+fn long_lived_connections_keep_their_backend_across_a_reload() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("ll", 4);
+    let before = lab.config(&[(0, 1), (1, 1), (2, 1)]);
+    let after = lab.config(&[(0, 1), (1, 1), (3, 1)]);
+    let lbd = Lbd::start(&lab, &before);
+    let ring_after = planned(&[&before, &after]);
+
+    let mut conns = lab.client.run(|| {
+        (0..45u16)
+            .map(|i| {
+                let mut conn = lab::connect_vip(30000 + i, TIMEOUT).expect("connect");
+                let who = lab::whoami(&mut conn).expect("whoami");
+                (30000 + i, who, conn)
+            })
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        conns.iter().any(|(_, who, _)| who == "rs3"),
+        "some connections must start on rs3"
+    );
+
+    // rs3 leaves, rs4 joins.
+    let out = lbd.reload(&after);
+    assert!(
+        out.status.success(),
+        "lbd reload: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut moved_by_ring = 0;
+    lab.client.run(|| {
+        for (port, who, conn) in &mut conns {
+            let now = lab::whoami(conn);
+            if who == "rs3" {
+                // Its backend left: the flow is rescheduled, and the new server resets it.
+                assert!(
+                    now.as_ref().map_or(true, |n| n != "rs3"),
+                    "port {port} still reaches removed rs3"
+                );
+                continue;
+            }
+            assert_eq!(
+                now.as_deref().ok(),
+                Some(who.as_str()),
+                "port {port} left {who} after the reload"
+            );
+            assert_eq!(
+                conn.command(&["SET", "after", "reload"]).unwrap(),
+                Reply::Simple("OK".into())
+            );
+            assert_eq!(
+                conn.command(&["GET", "after"]).unwrap().text().as_deref(),
+                Some("reload")
+            );
+            if predicted_server(&ring_after, &lab, *port) != *who {
+                moved_by_ring += 1;
+            }
+        }
+    });
+    assert!(
+        moved_by_ring > 0,
+        "no kept connection would have moved by the new ring alone: the test proves nothing"
+    );
+
+    let fresh: Vec<String> = lab.client.run(|| {
+        (0..30)
+            .map(|_| {
+                lab::whoami(&mut lab::connect_vip(0, TIMEOUT).expect("connect")).expect("whoami")
+            })
+            .collect()
+    });
+    assert!(
+        !fresh.iter().any(|w| w == "rs3"),
+        "new connections reach removed rs3: {fresh:?}"
+    );
+    assert!(
+        fresh.iter().any(|w| w == "rs4"),
+        "new connections never reach added rs4: {fresh:?}"
+    );
+}
+
+#[test]
+fn bad_reload_is_rejected_and_the_running_config_kept() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("br", 3);
+    let good = lab.config(&[(0, 1), (1, 1), (2, 1)]);
+    let lbd = Lbd::start(&lab, &good);
+
+    // Invalid file: refused by `lbd reload` itself, naming file, line and key.
+    let invalid =
+        good.replacen("weight = 1", "weight = -1", 2)
+            .replacen("weight = -1", "weight = 1", 1);
+    let out = lbd.reload(&invalid);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = invalid.lines().position(|l| l == "weight = -1").unwrap() + 1;
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}:{line}: vip[0].backend[1].weight",
+            lbd.config_path.display()
+        )),
+        "{stderr}"
+    );
+
+    // Valid file the daemon cannot apply (a backend nobody answers ARP for): refused by lbd.
+    let unresolvable = format!("{good}\n[[vip.backend]]\naddress = \"198.18.0.99\"\n");
+    let out = lbd.reload(&unresolvable);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "reload with an unresolvable backend must fail"
+    );
+    assert!(stderr.contains("198.18.0.99"), "{stderr}");
+
+    let status = lbd.status();
+    assert!(!status.contains("198.18.0.99"), "{status}");
+    let served: Vec<String> = lab.client.run(|| {
+        (0..60)
+            .map(|_| {
+                lab::whoami(&mut lab::connect_vip(0, TIMEOUT).expect("connect")).expect("whoami")
+            })
+            .collect()
+    });
+    for name in ["rs1", "rs2", "rs3"] {
+        assert!(
+            served.iter().any(|w| w == name),
+            "{name} no longer served after rejected reloads: {served:?}"
+        );
+    }
+}
+
+#[test]
+fn status_and_bpftool_show_the_vip_and_its_backends() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("st", 3);
+    let lbd = Lbd::start(&lab, &lab.config(&[(0, 1), (1, 2), (2, 1)]));
+    lab.client.run(|| {
+        for _ in 0..20 {
+            lab::whoami(&mut lab::connect_vip(0, TIMEOUT).expect("connect")).expect("whoami");
+        }
+    });
+
+    let status = lbd.status();
+    assert!(status.contains(&format!("TCP  {VIP}:6379")), "{status}");
+    let mut forwarded = 0;
+    for (i, weight) in [(0, 1), (1, 2), (2, 1)] {
+        let line = status
+            .lines()
+            .find(|l| l.contains(&format!("-> {}:6379", server_addr(i))))
+            .unwrap_or_else(|| panic!("no line for {}:\n{status}", server_addr(i)));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // ->, addr:port, mac, weight, active, inactive, packets, bytes, new flows
+        assert_eq!(fields[3], weight.to_string(), "{line}");
+        forwarded += fields[8].parse::<u64>().unwrap();
+    }
+    assert_eq!(forwarded, 20, "new flows over all backends:\n{status}");
+
+    let dump = |map: &str| {
+        let path = lbd.pin_layout().map(map);
+        let out = Command::new("bpftool")
+            .args(["map", "dump", "pinned"])
+            .arg(&path)
+            .output()
+            .expect("bpftool");
+        assert!(
+            out.status.success(),
+            "bpftool {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let vips = dump("VIPS");
+    let vip_bytes = format!("{}", u32::from_ne_bytes(VIP.octets()));
+    assert!(
+        vips.contains("\"vip_id\"") && vips.contains(&vip_bytes),
+        "VIPS dump lacks named fields or the VIP:\n{vips}"
+    );
+    let backends = dump("BACKENDS");
+    assert!(
+        backends.contains("\"mac\"") && backends.contains("\"weight\": 2"),
+        "BACKENDS dump:\n{backends}"
+    );
+}
+
+#[test]
+fn stop_detaches_and_removes_every_pin() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("sp", 1);
+    let mut lbd = Lbd::start(&lab, &lab.config(&[(0, 1)]));
+    let link =
+        String::from_utf8_lossy(&lab.director.ip(&["link", "show", "eth0"]).stdout).into_owned();
+    assert!(
+        link.contains(" xdp"),
+        "XDP not attached while running: {link}"
+    );
+    assert!(lbd.pin_layout().dir.exists());
+
+    assert!(
+        lbd.stop(),
+        "lbd must exit cleanly on SIGTERM:\n{}",
+        lbd.log()
+    );
+    assert!(!lbd.pin_layout().dir.exists(), "pins left behind");
+    assert!(
+        !lb_daemon::paths::pid_file(&lbd.instance).exists(),
+        "pid file left behind"
+    );
+    let link =
+        String::from_utf8_lossy(&lab.director.ip(&["link", "show", "eth0"]).stdout).into_owned();
+    assert!(
+        !link.contains(" xdp"),
+        "XDP still attached after stop: {link}"
+    );
+    // With the program gone, the VIP is the director's own address again: nothing listens.
+    let refused = lab
+        .client
+        .run(|| lab::connect_vip(0, TIMEOUT).err().map(|e| e.kind()));
+    assert_eq!(refused, Some(std::io::ErrorKind::ConnectionRefused));
+}
