@@ -35,14 +35,14 @@ pub fn reload(instance: &str, wait: Duration) -> Result<String> {
     }
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
-        if let Some((generation, result)) = reload_generation(instance) {
-            if generation > before {
-                return if result.starts_with("ok") {
-                    Ok(result)
-                } else {
-                    Err(Error::ReloadRefused(result))
-                };
-            }
+        if let Some((generation, result)) = reload_generation(instance)
+            && generation > before
+        {
+            return if result.starts_with("ok") {
+                Ok(result)
+            } else {
+                Err(Error::ReloadRefused(result))
+            };
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -38,7 +38,7 @@ pub enum Error {
     Attach {
         interface: String,
         mode: &'static str,
-        cause: aya::programs::ProgramError,
+        cause: Box<aya::programs::ProgramError>,
         hint: &'static str,
     },
     #[error("{what} {path}: {cause}")]
@@ -52,16 +52,39 @@ pub enum Error {
     #[error("reload refused: {0}")]
     ReloadRefused(String),
     #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
+    Load(Box<aya::EbpfError>),
     #[error("eBPF program: {0}")]
-    Program(#[from] aya::programs::ProgramError),
+    Program(Box<aya::programs::ProgramError>),
     #[error("map {name}: {cause}")]
     Map {
         name: &'static str,
-        cause: aya::maps::MapError,
+        cause: Box<aya::maps::MapError>,
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+// aya's errors are large; boxed, they keep every `Result` in the daemon small.
+impl From<aya::EbpfError> for Error {
+    fn from(err: aya::EbpfError) -> Self {
+        Error::Load(Box::new(err))
+    }
+}
+
+impl From<aya::programs::ProgramError> for Error {
+    fn from(err: aya::programs::ProgramError) -> Self {
+        Error::Program(Box::new(err))
+    }
+}
+
+impl Error {
+    /// A failed operation on the map `name`.
+    pub fn map(name: &'static str, cause: aya::maps::MapError) -> Self {
+        Error::Map {
+            name,
+            cause: Box::new(cause),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -9,7 +9,9 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, btf_maps::Array, macros::btf_map, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, btf_maps::Array, macros::btf_map, macros::xdp, programs::XdpContext,
+};
 use lb_common::Interface;
 use network_types::eth::{EthHdr, EtherType};
 
@@ -29,7 +31,9 @@ fn eth(ctx: &XdpContext) -> Option<*mut EthHdr> {
 
 #[xdp]
 pub fn mac_swap(ctx: XdpContext) -> u32 {
-    let Some(eth) = eth(&ctx) else { return xdp_action::XDP_DROP };
+    let Some(eth) = eth(&ctx) else {
+        return xdp_action::XDP_DROP;
+    };
     // SAFETY: bounds checked above.
     unsafe { core::mem::swap(&mut (*eth).src_addr, &mut (*eth).dst_addr) };
     xdp_action::XDP_TX
@@ -37,8 +41,12 @@ pub fn mac_swap(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn l2_forward(ctx: XdpContext) -> u32 {
-    let Some(eth) = eth(&ctx) else { return xdp_action::XDP_PASS };
-    let (Some(own), Some(backend)) = (L2_FORWARD.get(0), L2_FORWARD.get(1)) else { return xdp_action::XDP_PASS };
+    let Some(eth) = eth(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    let (Some(own), Some(backend)) = (L2_FORWARD.get(0), L2_FORWARD.get(1)) else {
+        return xdp_action::XDP_PASS;
+    };
     // SAFETY: bounds checked above; packed fields read and written by value.
     unsafe {
         if (*eth).dst_addr != own.mac || (*eth).ether_type != EtherType::Ipv4 as u16 {

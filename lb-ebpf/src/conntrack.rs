@@ -2,13 +2,18 @@
 //! backend set only moves the flows of backends that left.
 
 use aya_ebpf::bindings::BPF_ANY;
-use lb_common::{Backend, FLOW_F_CLOSING, FLOW_TOUCH_INTERVAL_NS, Flow, FlowKey, PROTO_TCP, Settings};
+use lb_common::{
+    Backend, FLOW_F_CLOSING, FLOW_TOUCH_INTERVAL_NS, Flow, FlowKey, PROTO_TCP, Settings,
+};
 
 use crate::{maps, parse::Packet, usable};
 
 pub enum Lookup {
     /// A live entry whose backend is still in service.
-    Tracked { backend_id: u32, backend: &'static Backend },
+    Tracked {
+        backend_id: u32,
+        backend: &'static Backend,
+    },
     /// No entry, an expired one, a new connection on a closed 5-tuple, or a backend that
     /// was removed: schedule afresh.
     Untracked,
@@ -16,7 +21,9 @@ pub enum Lookup {
 
 #[inline(always)]
 pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> Lookup {
-    let Some(flow) = maps::FLOWS.get_ptr_mut(key) else { return Lookup::Untracked };
+    let Some(flow) = maps::FLOWS.get_ptr_mut(key) else {
+        return Lookup::Untracked;
+    };
     // SAFETY: `flow` points into the map value; concurrent writers only store whole fields.
     let flow = unsafe { &mut *flow };
     let closing = flow.flags & FLOW_F_CLOSING != 0;
@@ -33,7 +40,9 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     if expired || reopened {
         return Lookup::Untracked;
     }
-    let Some(backend) = maps::BACKENDS.get(flow.backend_id) else { return Lookup::Untracked };
+    let Some(backend) = maps::BACKENDS.get(flow.backend_id) else {
+        return Lookup::Untracked;
+    };
     if !usable(backend) {
         return Lookup::Untracked;
     }
@@ -45,13 +54,28 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
             flow.flags |= FLOW_F_CLOSING;
         }
     }
-    Lookup::Tracked { backend_id: flow.backend_id, backend }
+    Lookup::Tracked {
+        backend_id: flow.backend_id,
+        backend,
+    }
 }
 
 #[inline(always)]
 pub fn track(key: &FlowKey, packet: &Packet, backend_id: u32, now: u64) {
     let flags = packet.tcp_flags;
-    let closing = if flags.fin || flags.rst { FLOW_F_CLOSING } else { 0 };
+    let closing = if flags.fin || flags.rst {
+        FLOW_F_CLOSING
+    } else {
+        0
+    };
     // A failed insert only costs a later reschedule to the same Maglev choice.
-    let _ = maps::FLOWS.insert(key, Flow { backend_id, flags: closing, last_seen_ns: now }, BPF_ANY as u64);
+    let _ = maps::FLOWS.insert(
+        key,
+        Flow {
+            backend_id,
+            flags: closing,
+            last_seen_ns: now,
+        },
+        BPF_ANY as u64,
+    );
 }

@@ -18,7 +18,9 @@ mod parse;
 mod select;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
 use lb_common::{BACKEND_F_ACTIVE, Backend, FlowKey, VipKey};
 
 use crate::conntrack::Lookup;
@@ -62,9 +64,14 @@ pub fn lb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let packet = parse::parse(ctx)?;
-    let vip_key = VipKey { addr: packet.dst_addr, port: packet.dst_port, proto: packet.proto, _pad: 0 };
+    let vip_key = VipKey {
+        addr: packet.dst_addr,
+        port: packet.dst_port,
+        proto: packet.proto,
+        _pad: 0,
+    };
     // SAFETY: map values are only read; the daemon replaces them whole.
-    let vip = unsafe { maps::VIPS.get(&vip_key) }.ok_or(Outcome::NotVip)?;
+    let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
     let settings = maps::SETTINGS.get(0).ok_or(Outcome::NotForwarding)?;
     if settings.forwarding == 0 {
         return Err(Outcome::NotForwarding);
@@ -80,8 +87,12 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     // SAFETY: a helper call without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
 
-    let (backend_id, backend, new_flow) = match conntrack::lookup(&flow_key, &packet, settings, now) {
-        Lookup::Tracked { backend_id, backend } => (backend_id, backend, false),
+    let (backend_id, backend, new_flow) = match conntrack::lookup(&flow_key, &packet, settings, now)
+    {
+        Lookup::Tracked {
+            backend_id,
+            backend,
+        } => (backend_id, backend, false),
         Lookup::Untracked => {
             let (backend_id, backend) = select::pick(ctx, vip.vip_id, &flow_key)?;
             conntrack::track(&flow_key, &packet, backend_id, now);

@@ -6,8 +6,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Backend, DEFAULT_MAX_FLOWS, Flow, FlowKey, Interface, MAX_BACKENDS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
-    Settings, TrafficCounters, VerdictCounters, VipInfo, VipKey,
+    Backend, DEFAULT_MAX_FLOWS, Flow, FlowKey, Interface, MAX_BACKENDS, MAX_INTERFACES, MAX_VIPS,
+    RING_SIZE, Settings, TrafficCounters, VerdictCounters, VipInfo, VipKey,
 };
 
 #[btf_map]
@@ -33,7 +33,8 @@ pub static SETTINGS: Array<Settings, 1> = Array::new();
 pub static VIP_STATS: PerCpuArray<TrafficCounters, { MAX_VIPS as usize }> = PerCpuArray::new();
 
 #[btf_map]
-pub static BACKEND_STATS: PerCpuArray<TrafficCounters, { MAX_BACKENDS as usize }> = PerCpuArray::new();
+pub static BACKEND_STATS: PerCpuArray<TrafficCounters, { MAX_BACKENDS as usize }> =
+    PerCpuArray::new();
 
 #[btf_map]
 pub static VERDICTS: PerCpuArray<VerdictCounters, 1> = PerCpuArray::new();

@@ -56,7 +56,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     let ifindex = ctx.ingress_ifindex() as u32;
     // SAFETY: map value read only.
-    let iface = unsafe { maps::INTERFACES.get(&ifindex) }.ok_or(Outcome::NotForUs)?;
+    let iface = unsafe { maps::INTERFACES.get(ifindex) }.ok_or(Outcome::NotForUs)?;
     // SAFETY: `eth` is within bounds; EthHdr is packed, so fields are read by value.
     let (dst_mac, ether_type) = unsafe { ((*eth).dst_addr, (*eth).ether_type) };
     if dst_mac != iface.mac {
@@ -103,13 +103,33 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
             (
                 u16::from_ne_bytes((*tcp).source),
                 u16::from_ne_bytes((*tcp).dest),
-                TcpFlags { syn: (*tcp).syn() != 0, ack: (*tcp).ack() != 0, fin: (*tcp).fin() != 0, rst: (*tcp).rst() != 0 },
+                TcpFlags {
+                    syn: (*tcp).syn() != 0,
+                    ack: (*tcp).ack() != 0,
+                    fin: (*tcp).fin() != 0,
+                    rst: (*tcp).rst() != 0,
+                },
             )
         }
     } else {
         let udp: *const UdpHdr = ptr_at(ctx, l4)?;
         // SAFETY: `udp` is within bounds.
-        unsafe { (u16::from_ne_bytes((*udp).src), u16::from_ne_bytes((*udp).dst), TcpFlags::default()) }
+        unsafe {
+            (
+                u16::from_ne_bytes((*udp).src),
+                u16::from_ne_bytes((*udp).dst),
+                TcpFlags::default(),
+            )
+        }
     };
-    Ok(Packet { eth, frame_len, src_addr, dst_addr, src_port, dst_port, proto, tcp_flags })
+    Ok(Packet {
+        eth,
+        frame_len,
+        src_addr,
+        dst_addr,
+        src_port,
+        dst_port,
+        proto,
+        tcp_flags,
+    })
 }

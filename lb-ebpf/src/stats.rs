@@ -4,7 +4,9 @@ use crate::{Outcome, maps};
 
 #[inline(always)]
 pub fn count_outcome(outcome: Outcome) {
-    let Some(counters) = maps::VERDICTS.get_ptr_mut(0) else { return };
+    let Some(counters) = maps::VERDICTS.get_ptr_mut(0) else {
+        return;
+    };
     // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
     let c = unsafe { &mut *counters };
     c.rx += 1;
@@ -22,7 +24,10 @@ pub fn count_outcome(outcome: Outcome) {
 
 #[inline(always)]
 pub fn count_forwarded(vip_id: u32, backend_id: u32, bytes: u64, new_flow: bool) {
-    for counters in [maps::VIP_STATS.get_ptr_mut(vip_id), maps::BACKEND_STATS.get_ptr_mut(backend_id)] {
+    for counters in [
+        maps::VIP_STATS.get_ptr_mut(vip_id),
+        maps::BACKEND_STATS.get_ptr_mut(backend_id),
+    ] {
         let Some(counters) = counters else { continue };
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
         let c = unsafe { &mut *counters };

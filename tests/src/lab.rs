@@ -221,13 +221,12 @@ pub fn attach_pass(ns: &Netns, iface: &str) -> aya::Ebpf {
 pub fn wait_for_redis(addr: SocketAddr, within: Duration) -> resp::Connection {
     let deadline = Instant::now() + within;
     loop {
-        if let Ok(mut conn) = resp::Connection::connect(addr, Duration::from_secs(1)) {
-            if conn
+        if let Ok(mut conn) = resp::Connection::connect(addr, Duration::from_secs(1))
+            && conn
                 .command(&["PING"])
                 .is_ok_and(|r| r == resp::Reply::Simple("PONG".into()))
-            {
-                return conn;
-            }
+        {
+            return conn;
         }
         assert!(
             Instant::now() < deadline,

@@ -60,7 +60,7 @@ impl Dataplane {
             .program_mut(PROGRAM_LB)
             .ok_or(Error::NoEbpfObject)?
             .try_into()
-            .map_err(Error::Program)?;
+            .map_err(Error::from)?;
         program.load()?;
         Ok(Dataplane { ebpf })
     }
@@ -109,9 +109,8 @@ impl Dataplane {
 
 impl snapshot::MapSource for Dataplane {
     fn map(&self, name: &'static str) -> Result<&Map> {
-        self.ebpf.map(name).ok_or(Error::Map {
-            name,
-            cause: aya::maps::MapError::InvalidName { name: name.into() },
-        })
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| Error::map(name, aya::maps::MapError::InvalidName { name: name.into() }))
     }
 }

@@ -101,7 +101,7 @@ impl Pinned {
             .map_err(|cause| Error::Attach {
                 interface: iface.name.clone(),
                 mode: mode_name,
-                cause,
+                cause: Box::new(cause),
                 hint,
             })?;
         let link = program.take_link(link_id)?;
@@ -155,10 +155,10 @@ impl PinnedMaps {
         let mut maps = BTreeMap::new();
         for name in ALL_MAPS {
             let path = layout.map(name);
-            let data = MapData::from_pin(&path).map_err(|cause| Error::Map { name, cause })?;
+            let data = MapData::from_pin(&path).map_err(|cause| Error::map(name, cause))?;
             maps.insert(
                 name,
-                Map::from_map_data(data).map_err(|cause| Error::Map { name, cause })?,
+                Map::from_map_data(data).map_err(|cause| Error::map(name, cause))?,
             );
         }
         Ok(PinnedMaps { maps })
@@ -167,9 +167,8 @@ impl PinnedMaps {
 
 impl MapSource for PinnedMaps {
     fn map(&self, name: &'static str) -> Result<&Map> {
-        self.maps.get(name).ok_or(Error::Map {
-            name,
-            cause: aya::maps::MapError::InvalidName { name: name.into() },
-        })
+        self.maps
+            .get(name)
+            .ok_or_else(|| Error::map(name, aya::maps::MapError::InvalidName { name: name.into() }))
     }
 }

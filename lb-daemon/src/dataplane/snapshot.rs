@@ -17,7 +17,7 @@ pub trait MapSource {
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
-    move |cause| Error::Map { name, cause }
+    move |cause| Error::map(name, cause)
 }
 
 /// Everything `lbd status` shows.
@@ -74,10 +74,7 @@ pub fn sum_per_cpu<V: aya::Pod + Default>(
     let mut total = V::default();
     for v in map
         .get(&index, 0)
-        .map_err(|cause| Error::Map {
-            name: "per-cpu",
-            cause,
-        })?
+        .map_err(|cause| Error::map("per-cpu", cause))?
         .iter()
     {
         add(&mut total, v);

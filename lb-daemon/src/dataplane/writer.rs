@@ -20,7 +20,7 @@ pub struct MapWriter<'a> {
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
-    move |cause| Error::Map { name, cause }
+    move |cause| Error::map(name, cause)
 }
 
 impl<'a> MapWriter<'a> {
@@ -29,10 +29,9 @@ impl<'a> MapWriter<'a> {
     }
 
     fn data(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
-        self.ebpf.map_mut(name).ok_or(Error::Map {
-            name,
-            cause: aya::maps::MapError::InvalidName { name: name.into() },
-        })
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| Error::map(name, aya::maps::MapError::InvalidName { name: name.into() }))
     }
 
     fn array<V: Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>> {
