@@ -29,3 +29,10 @@ pub fn flow_hash(key: &FlowKey) -> u64 {
 pub fn ring_slot(key: &FlowKey) -> u32 {
     (flow_hash(key) % crate::RING_SIZE as u64) as u32
 }
+
+/// VIP prefilter slot of (address, port, protocol), all as stored in a [`crate::VipKey`].
+#[inline(always)]
+pub fn vip_filter_slot(addr: u32, port: u16, proto: u8) -> u32 {
+    let key = ((addr as u64) << 24) | ((port as u64) << 8) | proto as u64;
+    (mix64(key ^ SEED) % crate::VIP_FILTER_SIZE as u64) as u32
+}

@@ -9,8 +9,12 @@ pub const MAX_VIPS: u32 = 64;
 pub const MAX_BACKENDS: u32 = 4_096;
 /// Default capacity of the connection-tracking LRU (overridable in the config).
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
-/// Interfaces the program may be attached to (keyed by ifindex).
-pub const MAX_INTERFACES: u32 = 64;
+/// Slots of the interface table, indexed by `ifindex % MAX_INTERFACES` (an array lookup
+/// is inlined by the verifier; a hash lookup costs a call). The daemon refuses two
+/// interfaces that share a slot.
+pub const MAX_INTERFACES: u32 = 1_024;
+/// Slots of the VIP prefilter, indexed by [`crate::hash::vip_filter_slot`].
+pub const VIP_FILTER_SIZE: u32 = 65_536;
 
 /// Name of the XDP load-balancer program in the object file.
 pub const PROGRAM_LB: &str = "lb";
@@ -23,8 +27,11 @@ pub const MAP_RING: &str = "RING";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 /// `FlowKey -> Flow` LRU hash: connection tracking.
 pub const MAP_FLOWS: &str = "FLOWS";
-/// `u32 ifindex -> Interface`: the director's own interfaces and their MACs.
+/// `u32 (ifindex % MAX_INTERFACES) -> Interface` array: the director's interfaces and MACs.
 pub const MAP_INTERFACES: &str = "INTERFACES";
+/// `u32 slot -> u32` array: non-zero when some VIP's (address, port, protocol) hashes to the
+/// slot. Lets non-VIP traffic pass after one inlined array read instead of a hash lookup.
+pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
 /// `u32 (0) -> Settings` array: timeouts and the forwarding switch.
 pub const MAP_SETTINGS: &str = "SETTINGS";
 /// Per-CPU `u32 vip_id -> TrafficCounters`.
@@ -35,8 +42,9 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 10] = [
     MAP_VIPS,
+    MAP_VIP_FILTER,
     MAP_RING,
     MAP_BACKENDS,
     MAP_FLOWS,

@@ -80,8 +80,12 @@ pub const FLOW_F_CLOSING: u32 = 1;
 pub struct Flow {
     /// Backend chosen when the flow was first seen.
     pub backend_id: u32,
+    /// The flow's VIP, so a tracked packet needs no VIP lookup.
+    pub vip_id: u32,
     /// `FLOW_F_*` bits.
     pub flags: u32,
+    /// Keeps `last_seen_ns` aligned.
+    pub _pad: u32,
     /// `bpf_ktime_get_ns()` of the last packet (refreshed at most once per
     /// [`FLOW_TOUCH_INTERVAL_NS`] to keep established flows write-free).
     pub last_seen_ns: u64,
@@ -90,15 +94,17 @@ pub struct Flow {
 /// Minimum interval between two refreshes of [`Flow::last_seen_ns`].
 pub const FLOW_TOUCH_INTERVAL_NS: u64 = 1_000_000_000;
 
-/// Value of [`crate::MAP_INTERFACES`], keyed by ifindex.
+/// Value of [`crate::MAP_INTERFACES`], at slot `ifindex % MAX_INTERFACES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Interface {
     /// The interface's own MAC: only frames addressed to it are balanced (a bridge floods
     /// unknown unicast, and another director must not forward the same frame twice).
     pub mac: [u8; 6],
-    /// Keeps the value 8 bytes long.
+    /// Keeps `ifindex` aligned.
     pub _pad: [u8; 2],
+    /// Which interface owns the slot (0: none).
+    pub ifindex: u32,
 }
 
 /// Value of [`crate::MAP_SETTINGS`] slot 0.

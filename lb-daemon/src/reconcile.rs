@@ -11,7 +11,10 @@ use std::{
     net::Ipv4Addr,
 };
 
-use lb_common::{BACKEND_F_ACTIVE, Backend, MAX_BACKENDS, MAX_VIPS, RING_SIZE, VipInfo, VipKey};
+use lb_common::{
+    BACKEND_F_ACTIVE, Backend, MAX_BACKENDS, MAX_VIPS, RING_SIZE, VipInfo, VipKey,
+    hash::vip_filter_slot,
+};
 
 use crate::maglev::{self, MaglevBackend};
 
@@ -47,6 +50,8 @@ pub enum MapOp {
     RemoveVip { key: VipKey },
     /// Mark a backend unusable: flows tracked to it are rescheduled.
     RetireBackend { backend_id: u32 },
+    /// Set a VIP prefilter slot: the number of VIPs hashing to it (0 = none).
+    SetVipFilter { slot: u32, vips: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -206,6 +211,22 @@ impl Reconciler {
             }
         }
 
+        // The prefilter follows the published VIP set.
+        let (old_filter, new_filter) = (
+            filter_counts(self.vips.keys()),
+            filter_counts(next.vips.keys()),
+        );
+        for slot in old_filter
+            .keys()
+            .chain(new_filter.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let vips = new_filter.get(slot).copied().unwrap_or(0);
+            if old_filter.get(slot).copied().unwrap_or(0) != vips {
+                ops.push(MapOp::SetVipFilter { slot: *slot, vips });
+            }
+        }
+
         // Only now nothing points at retired backends.
         for backend_id in retire {
             ops.push(MapOp::RetireBackend { backend_id });
@@ -228,6 +249,17 @@ impl Reconciler {
     pub fn vip_id(&self, vip: &VipKey) -> Option<u32> {
         self.vips.get(vip).map(|v| v.vip_id)
     }
+}
+
+/// VIPs per prefilter slot.
+fn filter_counts<'a>(vips: impl Iterator<Item = &'a VipKey>) -> BTreeMap<u32, u32> {
+    let mut counts = BTreeMap::new();
+    for key in vips {
+        *counts
+            .entry(vip_filter_slot(key.addr, key.port, key.proto))
+            .or_default() += 1;
+    }
+    counts
 }
 
 /// A VIP's ring: backend id per slot, all 0 when no backend has a positive weight.

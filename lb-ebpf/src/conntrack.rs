@@ -11,11 +11,12 @@ use crate::{maps, parse::Packet, usable};
 pub enum Lookup {
     /// A live entry whose backend is still in service.
     Tracked {
+        vip_id: u32,
         backend_id: u32,
         backend: &'static Backend,
     },
     /// No entry, an expired one, a new connection on a closed 5-tuple, or a backend that
-    /// was removed: schedule afresh.
+    /// was removed (or whose id now serves another VIP): schedule afresh.
     Untracked,
 }
 
@@ -43,7 +44,7 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     let Some(backend) = maps::BACKENDS.get(flow.backend_id) else {
         return Lookup::Untracked;
     };
-    if !usable(backend) {
+    if !usable(backend) || backend.vip_id != flow.vip_id {
         return Lookup::Untracked;
     }
     let now_closing = flags.fin || flags.rst;
@@ -55,13 +56,14 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
         }
     }
     Lookup::Tracked {
+        vip_id: flow.vip_id,
         backend_id: flow.backend_id,
         backend,
     }
 }
 
 #[inline(always)]
-pub fn track(key: &FlowKey, packet: &Packet, backend_id: u32, now: u64) {
+pub fn track(key: &FlowKey, packet: &Packet, vip_id: u32, backend_id: u32, now: u64) {
     let flags = packet.tcp_flags;
     let closing = if flags.fin || flags.rst {
         FLOW_F_CLOSING
@@ -73,7 +75,9 @@ pub fn track(key: &FlowKey, packet: &Packet, backend_id: u32, now: u64) {
         key,
         Flow {
             backend_id,
+            vip_id,
             flags: closing,
+            _pad: 0,
             last_seen_ns: now,
         },
         BPF_ANY as u64,

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, DEFAULT_MAX_FLOWS, Flow, FlowKey, Interface, MAX_BACKENDS, MAX_INTERFACES, MAX_VIPS,
-    RING_SIZE, Settings, TrafficCounters, VerdictCounters, VipInfo, VipKey,
+    RING_SIZE, Settings, TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
 };
 
 #[btf_map]
@@ -24,7 +24,10 @@ pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
 pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_MAX_FLOWS as usize }> = LruHashMap::new();
 
 #[btf_map]
-pub static INTERFACES: HashMap<u32, Interface, { MAX_INTERFACES as usize }> = HashMap::new();
+pub static INTERFACES: Array<Interface, { MAX_INTERFACES as usize }> = Array::new();
+
+#[btf_map]
+pub static VIP_FILTER: Array<u32, { VIP_FILTER_SIZE as usize }> = Array::new();
 
 #[btf_map]
 pub static SETTINGS: Array<Settings, 1> = Array::new();

@@ -3,7 +3,7 @@
 use core::mem;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{PROTO_TCP, PROTO_UDP};
+use lb_common::{MAX_INTERFACES, PROTO_TCP, PROTO_UDP};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -55,8 +55,12 @@ const IPV4_OFFSET_MASK: u16 = 0x1fff;
 pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: map value read only.
-    let iface = unsafe { maps::INTERFACES.get(ifindex) }.ok_or(Outcome::NotForUs)?;
+    let iface = maps::INTERFACES
+        .get(ifindex % MAX_INTERFACES)
+        .ok_or(Outcome::NotForUs)?;
+    if iface.ifindex != ifindex {
+        return Err(Outcome::NotForUs);
+    }
     // SAFETY: `eth` is within bounds; EthHdr is packed, so fields are read by value.
     let (dst_mac, ether_type) = unsafe { ((*eth).dst_addr, (*eth).ether_type) };
     if dst_mac != iface.mac {

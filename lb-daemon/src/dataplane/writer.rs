@@ -7,7 +7,8 @@ use aya::{
 };
 use lb_common::{
     Backend, Interface, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_INTERFACES, MAP_RING, MAP_SETTINGS,
-    MAP_VIP_STATS, MAP_VIPS, RING_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
+    MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, RING_SIZE, Settings, TrafficCounters,
+    VipInfo, VipKey,
 };
 
 use crate::{
@@ -58,10 +59,27 @@ impl<'a> MapWriter<'a> {
     }
 
     /// Declares one of the director's interfaces (frames to `mac` on `ifindex` are balanced).
+    /// Two interfaces sharing a slot (`ifindex % MAX_INTERFACES`) are refused.
     pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
-        self.hash::<u32, Interface>(MAP_INTERFACES)?
-            .insert(ifindex, Interface { mac, _pad: [0; 2] }, 0)
-            .map_err(map_err(MAP_INTERFACES))
+        let slot = ifindex % MAX_INTERFACES;
+        let mut map = self.array::<Interface>(MAP_INTERFACES)?;
+        let current = map.get(&slot, 0).map_err(map_err(MAP_INTERFACES))?;
+        if current.ifindex != 0 && current.ifindex != ifindex {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "interfaces with ifindex {} and {ifindex} share slot {slot} of {MAP_INTERFACES}",
+                current.ifindex
+            ))));
+        }
+        map.set(
+            slot,
+            Interface {
+                mac,
+                _pad: [0; 2],
+                ifindex,
+            },
+            0,
+        )
+        .map_err(map_err(MAP_INTERFACES))
     }
 
     /// Applies reconcile ops in order.
@@ -97,6 +115,10 @@ impl<'a> MapWriter<'a> {
                     .hash::<VipKey, VipInfo>(MAP_VIPS)?
                     .insert(key, info, 0)
                     .map_err(map_err(MAP_VIPS))?,
+                MapOp::SetVipFilter { slot, vips } => self
+                    .array::<u32>(MAP_VIP_FILTER)?
+                    .set(*slot, vips, 0)
+                    .map_err(map_err(MAP_VIP_FILTER))?,
                 MapOp::RemoveVip { key } => self
                     .hash::<VipKey, VipInfo>(MAP_VIPS)?
                     .remove(key)

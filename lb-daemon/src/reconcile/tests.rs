@@ -1,4 +1,5 @@
 use super::*;
+use lb_common::hash::vip_filter_slot;
 
 fn vip(last: u8, port: u16) -> VipKey {
     VipKey {
@@ -48,7 +49,11 @@ fn first_apply_creates_backends_then_ring_then_vip() {
     let set_backend = position(&ops, |op| matches!(op, MapOp::SetBackend { .. }));
     let ring = position(&ops, |op| matches!(op, MapOp::WriteRing { .. }));
     let set_vip = position(&ops, |op| matches!(op, MapOp::SetVip { .. }));
-    assert!(set_backend < ring && ring < set_vip, "{ops:?}");
+    let filter = position(&ops, |op| matches!(op, MapOp::SetVipFilter { vips: 1, .. }));
+    assert!(
+        set_backend < ring && ring < set_vip && set_vip < filter,
+        "{ops:?}"
+    );
     assert_eq!(ring_slots_written(&ops), RING_SIZE as usize);
     let ring = next.ring(&vip(100, 6379)).unwrap();
     let ids = [
@@ -179,12 +184,13 @@ fn removed_vip_is_unpublished_then_its_backends_retired() {
         .backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 11))
         .unwrap();
     let (ops, next) = applied.plan(&[]).unwrap();
+    let key = vip(100, 6379);
+    let slot = vip_filter_slot(key.addr, key.port, key.proto);
     assert_eq!(
         ops,
         [
-            MapOp::RemoveVip {
-                key: vip(100, 6379)
-            },
+            MapOp::RemoveVip { key },
+            MapOp::SetVipFilter { slot, vips: 0 },
             MapOp::RetireBackend { backend_id: id }
         ]
     );
@@ -269,4 +275,47 @@ fn backend_order_in_config_does_not_change_the_ring() {
             .collect()
     };
     assert_eq!(addr_ring(&a), addr_ring(&b));
+}
+
+#[test]
+fn prefilter_counts_vips_sharing_a_slot() {
+    let two = vec![
+        DesiredVip {
+            key: vip(100, 6379),
+            backends: vec![backend(11, 1)],
+        },
+        DesiredVip {
+            key: vip(100, 6380),
+            backends: vec![backend(11, 1)],
+        },
+    ];
+    let (ops, applied) = Reconciler::default().plan(&two).unwrap();
+    let filters: Vec<&MapOp> = ops
+        .iter()
+        .filter(|op| matches!(op, MapOp::SetVipFilter { .. }))
+        .collect();
+    let slots: Vec<u32> = [6379u16, 6380]
+        .iter()
+        .map(|&p| vip_filter_slot(vip(100, p).addr, vip(100, p).port, 6))
+        .collect();
+    if slots[0] == slots[1] {
+        assert_eq!(
+            filters,
+            [&MapOp::SetVipFilter {
+                slot: slots[0],
+                vips: 2
+            }]
+        );
+    } else {
+        assert_eq!(filters.len(), 2, "{filters:?}");
+    }
+    // Dropping one VIP leaves the other's slot marked.
+    let (ops, _) = applied.plan(&two[..1]).unwrap();
+    assert!(
+        !ops.contains(&MapOp::SetVipFilter {
+            slot: slots[0],
+            vips: 0
+        }),
+        "{ops:?}"
+    );
 }
