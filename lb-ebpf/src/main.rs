@@ -82,7 +82,8 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         src_port: packet.src_port,
         dst_port: packet.dst_port,
         proto: packet.proto,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     };
     // SAFETY: a helper call without preconditions. The coarse clock (one tick, 4 ms at
     // HZ=250) is ample for timeouts counted in seconds and far cheaper to read.

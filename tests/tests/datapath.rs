@@ -168,7 +168,8 @@ fn flow_key(src_port: u16, dst_port: u16, proto: u8) -> FlowKey {
         src_port: src_port.to_be(),
         dst_port: dst_port.to_be(),
         proto,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     }
 }
 

@@ -53,7 +53,8 @@ fn predicted_server(reconciler: &Reconciler, lab: &Lab, source_port: u16) -> Str
         src_port: source_port.to_be(),
         dst_port: vip.port,
         proto: 6,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
     };
     let id = reconciler.ring(&vip).expect("vip")[ring_slot(&key) as usize];
     let server = lab
