@@ -29,9 +29,11 @@ pub struct VerdictCounters {
     pub rx: u64,
     /// XDP_TX: forwarded to a backend.
     pub tx: u64,
-    /// XDP_PASS: not addressed to this director's MAC (flooded by a bridge, multicast, ...).
+    /// XDP_PASS: not addressed to this director's MAC (flooded by a bridge, broadcast such
+    /// as ARP requests, multicast, ...).
     pub pass_not_for_us: u64,
-    /// XDP_PASS: not IPv4 TCP/UDP (ARP, IPv6, VRRP, ICMP, VLAN, ...).
+    /// XDP_PASS: addressed to this director but not IPv4 TCP/UDP (ARP replies, IPv6, VRRP,
+    /// ICMP, VLAN-tagged, ...).
     pub pass_not_balanced: u64,
     /// XDP_PASS: IPv4 TCP/UDP, but not a configured VIP:port.
     pub pass_not_vip: u64,

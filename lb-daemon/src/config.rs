@@ -282,17 +282,14 @@ impl Validator<'_> {
         self.error(Some(at.span().start), key, message);
     }
 
-    /// toml reports syntax and type errors with a span and a message; the key is the last
-    /// quoted name in the message when there is one, else the key on the offending line.
+    /// toml reports syntax and type errors with a span and a message. The key is rebuilt
+    /// from the text: the table headers above the offending line (counting `[[vip]]` and
+    /// `[[vip.backend]]` to get indices) and the key on that line.
     fn syntax_error(&mut self, err: &toml::de::Error) {
         let offset = err.span().map(|s| s.start);
         let message = err.message().trim().to_owned();
         let key = offset
-            .and_then(|o| {
-                let start = self.text[..o].rfind('\n').map_or(0, |i| i + 1);
-                let line = self.text[start..].lines().next().unwrap_or("");
-                line.split_once('=').map(|(k, _)| k.trim().to_owned())
-            })
+            .map(|o| key_path_at(self.text, o))
             .unwrap_or_default();
         self.error(offset, key, message);
     }
@@ -423,7 +420,7 @@ impl Validator<'_> {
         }
         let xdp_mode = match raw.xdp_mode {
             None => XdpModeSetting::Native,
-            Some(mode) => match mode.get_ref().as_str() {
+            Some(mode) => match mode.get_ref().to_ascii_lowercase().as_str() {
                 "native" | "driver" => XdpModeSetting::Native,
                 "skb" | "generic" => XdpModeSetting::Skb,
                 other => {
@@ -522,7 +519,7 @@ impl Validator<'_> {
         };
         let scheduler = match &raw.scheduler {
             None => Some(Scheduler::Maglev),
-            Some(s) => match s.get_ref().as_str() {
+            Some(s) => match s.get_ref().to_ascii_lowercase().as_str() {
                 "maglev" | "mh" => Some(Scheduler::Maglev),
                 other => {
                     self.error_at(
@@ -641,6 +638,41 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+}
+
+/// The dotted key of the line holding `offset`, e.g. `vip[1].backend[0].weight`.
+fn key_path_at(text: &str, offset: usize) -> String {
+    let (mut table, mut vip, mut backend) = (String::new(), None::<usize>, None::<usize>);
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    for line in text[..line_start].lines().map(str::trim) {
+        match line {
+            "[[vip]]" => {
+                vip = Some(vip.map_or(0, |i| i + 1));
+                backend = None;
+                table = format!("vip[{}]", vip.unwrap_or(0));
+            }
+            "[[vip.backend]]" => {
+                backend = Some(backend.map_or(0, |i| i + 1));
+                table = format!(
+                    "vip[{}].backend[{}]",
+                    vip.unwrap_or(0),
+                    backend.unwrap_or(0)
+                );
+            }
+            l if l.starts_with('[') => {
+                table = l.trim_matches(|c| c == '[' || c == ']').trim().to_owned()
+            }
+            _ => {}
+        }
+    }
+    let line = text[line_start..].lines().next().unwrap_or("");
+    match line.split_once('=').map(|(k, _)| k.trim()) {
+        Some(key) if !line.trim_start().starts_with('[') && table.is_empty() => key.to_owned(),
+        Some(key) if !line.trim_start().starts_with('[') => format!("{table}.{key}"),
+        _ => table,
     }
 }
 

@@ -1,9 +1,12 @@
 //! Talking to a running instance: `lbd reload` and `lbd status`.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use crate::{
-    daemon::running_pid,
+    daemon::running,
     dataplane::{pins::PinnedMaps, snapshot},
     error::{Error, Result},
     paths::{self, PinLayout},
@@ -21,13 +24,22 @@ fn reload_generation(instance: &str) -> Option<(u64, String)> {
     Some((generation.parse().ok()?, result.to_owned()))
 }
 
-/// Sends SIGHUP to a running instance and waits for its verdict on the new config.
-/// Returns the daemon's message; an `Err` if it rejected the file.
-pub fn reload(instance: &str, wait: Duration) -> Result<String> {
-    let pid = running_pid(instance).ok_or_else(|| Error::NotRunning {
+/// Sends SIGHUP to the instance running `config` and waits for its verdict on the file.
+/// Returns the daemon's message; an `Err` if it rejected the file, or if that instance was
+/// started with another file (it would re-read that one, not `config`).
+pub fn reload(instance: &str, config: &Path, wait: Duration) -> Result<String> {
+    let (pid, daemon_config) = running(instance).ok_or_else(|| Error::NotRunning {
         instance: instance.to_owned(),
         pin_dir: PinLayout::for_instance(instance).dir,
     })?;
+    let given = std::fs::canonicalize(config)?;
+    if given != daemon_config {
+        return Err(Error::ReloadRefused(format!(
+            "instance {instance} (pid {pid}) runs with {}, not {}: edit that file, or restart with this one",
+            daemon_config.display(),
+            given.display()
+        )));
+    }
     let before = reload_generation(instance).map_or(0, |(g, _)| g);
     // SAFETY: sends a signal to a pid read from our own pid file.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {

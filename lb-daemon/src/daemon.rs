@@ -115,7 +115,12 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     let instance = daemon.config.instance.clone();
     let pid_file = paths::pid_file(&instance);
     std::fs::create_dir_all(paths::RUN_DIR)?;
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
+    // The config path lets `lbd reload --config FILE` refuse a FILE this daemon does not read.
+    let config_path = std::fs::canonicalize(&daemon.options.config_path)?;
+    std::fs::write(
+        &pid_file,
+        format!("{}\n{}\n", std::process::id(), config_path.display()),
+    )?;
     let mut hangups = signal(SignalKind::hangup())?;
     let mut generation = 0u64;
     write_reload_status(&instance, generation, "ok (started)");
@@ -151,13 +156,17 @@ fn write_reload_status(instance: &str, generation: u64, text: &str) {
 
 /// The pid of a live `lbd` for `instance`, if any.
 pub fn running_pid(instance: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(paths::pid_file(instance))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    running(instance).map(|(pid, _)| pid)
+}
+
+/// The pid and config file of a live `lbd` for `instance`, from its pid file.
+pub fn running(instance: &str) -> Option<(i32, PathBuf)> {
+    let text = std::fs::read_to_string(paths::pid_file(instance)).ok()?;
+    let mut lines = text.lines();
+    let pid: i32 = lines.next()?.trim().parse().ok()?;
+    let config = PathBuf::from(lines.next().unwrap_or_default());
     // SAFETY: signal 0 only checks that the process exists.
-    (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+    (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some((pid, config))
 }
 
 async fn start(options: RunOptions) -> Result<Daemon> {

@@ -130,6 +130,10 @@ fn main() -> ExitCode {
                 .block_on(daemon::run(options, shutdown_signal()));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(err @ lb_daemon::error::Error::Config(_)) => {
+                    eprintln!("{err}");
+                    ExitCode::from(2)
+                }
                 Err(err) => {
                     eprintln!("lbd: {err}");
                     ExitCode::FAILURE
@@ -144,7 +148,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match control::reload(&parsed.instance, Duration::from_secs(20)) {
+            match control::reload(&parsed.instance, &config, Duration::from_secs(20)) {
                 Ok(msg) => {
                     println!("reloaded instance {}: {msg}", parsed.instance);
                     ExitCode::SUCCESS

@@ -77,9 +77,9 @@ pub fn parse_proc_net_arp(text: &str, interfaces: &[String]) -> BTreeMap<Ipv4Add
         .collect()
 }
 
-/// MACs of `addrs`, sending one datagram out of `interfaces[0]` to each unresolved address
-/// so the kernel ARPs for it, and waiting up to `wait`. Unresolved addresses are missing
-/// from the result.
+/// MACs of `addrs`, sending one datagram out of every interface to each unresolved
+/// address so the kernel ARPs for it, and waiting up to `wait`. Unresolved addresses are
+/// missing from the result.
 pub fn resolve(
     addrs: &[Ipv4Addr],
     interfaces: &[String],
@@ -94,15 +94,20 @@ pub fn resolve(
     if missing.is_empty() {
         return Ok(known);
     }
-    let probe = UdpSocket::bind("0.0.0.0:0")?;
-    if let Some(first) = interfaces.first() {
-        bind_to_device(&probe, first)?;
+    let mut probes = Vec::new();
+    for name in interfaces {
+        let probe = UdpSocket::bind("0.0.0.0:0")?;
+        bind_to_device(&probe, name)?;
+        probes.push(probe);
     }
     let deadline = Instant::now() + wait;
     let mut last_probe: Option<Instant> = None;
     loop {
         if last_probe.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
-            for addr in &missing {
+            for (probe, addr) in probes
+                .iter()
+                .flat_map(|p| missing.iter().map(move |a| (p, a)))
+            {
                 // The discard port: the datagram only exists to make the kernel resolve.
                 let _ = probe.send_to(&[], SocketAddrV4::new(*addr, 9));
             }

@@ -9,6 +9,26 @@ use crate::{
     dataplane::snapshot::{Snapshot, VipStatus},
 };
 
+/// Width of the descriptive columns; counters follow, right-aligned.
+const LEFT: usize = 72;
+
+/// One table row: the left part padded, then packets, bytes, new flows.
+fn row(
+    out: &mut String,
+    left: &str,
+    packets: impl ToString,
+    bytes: impl ToString,
+    new_flows: impl ToString,
+) {
+    let _ = writeln!(
+        out,
+        "{left:<LEFT$}{:>12}{:>14}{:>10}",
+        packets.to_string(),
+        bytes.to_string(),
+        new_flows.to_string()
+    );
+}
+
 /// Renders a snapshot as a table.
 pub fn render(instance: &str, snapshot: &Snapshot) -> String {
     let mut out = String::new();
@@ -16,16 +36,25 @@ pub fn render(instance: &str, snapshot: &Snapshot) -> String {
         out,
         "lbd instance {instance}: {} VIP(s), forwarding {}",
         snapshot.vips.len(),
-        on_off(snapshot.settings.forwarding)
+        if snapshot.settings.forwarding != 0 {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    row(
+        &mut out,
+        &format!(
+            "{:<5}{:<23}{:<10}",
+            "Prot", "LocalAddress:Port", "Scheduler"
+        ),
+        "Packets",
+        "Bytes",
+        "NewFlows",
     );
     let _ = writeln!(
         out,
-        "{:<5}{:<24}{:<10}{:>8}{:>11}{:>11}{:>12}{:>14}{:>10}",
-        "Prot", "LocalAddress:Port", "Scheduler", "", "", "", "Packets", "Bytes", "NewFlows"
-    );
-    let _ = writeln!(
-        out,
-        "  -> {:<22}{:<19}{:>8}{:>11}{:>11}",
+        "  -> {:<21}{:<18}{:>7}{:>11}{:>10}",
         "RemoteAddress:Port", "MAC", "Weight", "ActiveConn", "InActConn"
     );
     for vip in &snapshot.vips {
@@ -34,7 +63,8 @@ pub fn render(instance: &str, snapshot: &Snapshot) -> String {
     let v: &VerdictCounters = &snapshot.verdicts;
     let _ = writeln!(
         out,
-        "datapath: rx {} tx {} | pass: not-for-us {} not-balanced {} not-vip {} fragment {} not-forwarding {} | drop: malformed {} no-backend {}",
+        "datapath: rx {} tx {} | pass: not-for-us {} not-balanced {} not-vip {} fragment {} \
+         not-forwarding {} | drop: malformed {} no-backend {}",
         v.rx,
         v.tx,
         v.pass_not_for_us,
@@ -54,35 +84,30 @@ fn render_vip(out: &mut String, vip: &VipStatus) {
     } else {
         "UDP"
     };
-    let _ = writeln!(
+    let local = format!("{}:{}", vip.address(), vip.port());
+    let c = &vip.counters;
+    row(
         out,
-        "{:<5}{:<24}{:<10}{:>8}{:>11}{:>11}{:>12}{:>14}{:>10}",
-        proto,
-        format!("{}:{}", vip.address(), vip.port()),
-        "maglev",
-        "",
-        "",
-        "",
-        vip.counters.packets,
-        vip.counters.bytes,
-        vip.counters.new_flows
+        &format!("{proto:<5}{local:<23}{:<10}", "maglev"),
+        c.packets,
+        c.bytes,
+        c.new_flows,
     );
     for b in &vip.backends {
-        let _ = writeln!(
-            out,
-            "  -> {:<22}{:<19}{:>8}{:>11}{:>11}{:>12}{:>14}{:>10}",
-            format!("{}:{}", b.address(), vip.port()),
+        let remote = format!("{}:{}", b.address(), vip.port());
+        let left = format!(
+            "  -> {remote:<21}{:<18}{:>7}{:>11}{:>10}",
             format_mac(&b.entry.mac),
             b.entry.weight,
             b.active_flows,
-            b.closing_flows,
+            b.closing_flows
+        );
+        row(
+            out,
+            &left,
             b.counters.packets,
             b.counters.bytes,
-            b.counters.new_flows
+            b.counters.new_flows,
         );
     }
-}
-
-fn on_off(flag: u32) -> &'static str {
-    if flag != 0 { "on" } else { "off" }
 }

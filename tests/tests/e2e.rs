@@ -238,6 +238,21 @@ fn bad_reload_is_rejected_and_the_running_config_kept() {
     );
     assert!(stderr.contains("198.18.0.99"), "{stderr}");
 
+    // A valid file the daemon does not read: refused, since the daemon would re-read its own.
+    let other = lab.dir.join("other.toml");
+    std::fs::write(&other, &good).unwrap();
+    let out = Command::new(lb_tests::lbd::bin())
+        .arg("reload")
+        .arg("--config")
+        .arg(&other)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("runs with"),
+        "{stderr}"
+    );
+
     let status = lbd.status();
     assert!(!status.contains("198.18.0.99"), "{status}");
     let served: Vec<String> = lab.client.run(|| {

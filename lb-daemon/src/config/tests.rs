@@ -101,7 +101,7 @@ fn toml_syntax_error_names_line() {
     let errors = parse(&text).unwrap_err().0;
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].line, Some(line_of(&text, "port = =")));
-    assert_eq!(errors[0].key, "port");
+    assert_eq!(errors[0].key, "vip[0].port");
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn wrong_type_names_line_and_key() {
         Some(line_of(&text, "port = \"6379\"")),
         "{errors:?}"
     );
-    assert_eq!(errors[0].key, "port");
+    assert_eq!(errors[0].key, "vip[0].port");
 }
 
 #[test]
@@ -122,6 +122,7 @@ fn unknown_key_is_rejected() {
     let errors = parse(&text).unwrap_err().0;
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].line, Some(line_of(&text, "wieght")));
+    assert_eq!(errors[0].key, "vip[0].backend[0].wieght");
     assert!(errors[0].message.contains("wieght"), "{}", errors[0]);
 }
 
@@ -436,4 +437,29 @@ fn mac_round_trip() {
     );
     assert_eq!(parse_mac("02:ab:00:00:00:ff:00"), None);
     assert_eq!(format_mac(&[2, 0xab, 0, 0, 0, 0xff]), "02:ab:00:00:00:ff");
+}
+
+#[test]
+fn type_error_in_a_later_backend_names_its_indices() {
+    let text = with(
+        r#"address = "198.18.0.12""#,
+        "address = \"198.18.0.12\"\nweight = \"heavy\"",
+    );
+    let errors = parse(&text).unwrap_err().0;
+    assert_eq!(errors[0].key, "vip[0].backend[1].weight", "{errors:?}");
+    assert_eq!(errors[0].line, Some(line_of(&text, "heavy")));
+}
+
+#[test]
+fn type_error_in_director_names_the_table() {
+    let text = with(r#"interfaces = ["eth0"]"#, "interfaces = \"eth0\"");
+    let errors = parse(&text).unwrap_err().0;
+    assert_eq!(errors[0].key, "director.interfaces", "{errors:?}");
+}
+
+#[test]
+fn enum_values_are_case_insensitive() {
+    let text = with(r#"scheduler = "maglev""#, r#"scheduler = "MH""#)
+        .replace(r#"protocol = "tcp""#, r#"protocol = "TCP""#);
+    assert_eq!(parse(&text).unwrap().vips[0].scheduler, Scheduler::Maglev);
 }
