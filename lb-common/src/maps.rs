@@ -18,6 +18,9 @@ pub const VIP_FILTER_SIZE: u32 = 65_536;
 
 /// Name of the XDP load-balancer program in the object file.
 pub const PROGRAM_LB: &str = "lb";
+/// A program that writes the conntrack clock (jiffies) into the frame it is run on, so
+/// userspace can age flows by the datapath's own clock through BPF_PROG_TEST_RUN.
+pub const PROGRAM_CLOCK: &str = "clock";
 
 /// `VipKey -> VipInfo`: which (address, port, protocol) are load balanced.
 pub const MAP_VIPS: &str = "VIPS";

@@ -86,15 +86,13 @@ pub struct Flow {
     pub vip_id: u32,
     /// `FLOW_F_*` bits.
     pub flags: u32,
-    /// Keeps `last_seen_ns` aligned.
+    /// Keeps `last_seen` aligned.
     pub _pad: u32,
-    /// `bpf_ktime_get_ns()` of the last packet (refreshed at most once per
-    /// [`FLOW_TOUCH_INTERVAL_NS`] to keep established flows write-free).
-    pub last_seen_ns: u64,
+    /// Kernel jiffies of the last packet, refreshed at most once per
+    /// [`Settings::touch_interval`] so established flows stay write-free. Jiffies because
+    /// `bpf_jiffies64()` is inlined to a load, where a clock helper costs a call.
+    pub last_seen: u64,
 }
-
-/// Minimum interval between two refreshes of [`Flow::last_seen_ns`].
-pub const FLOW_TOUCH_INTERVAL_NS: u64 = 1_000_000_000;
 
 /// Value of [`crate::MAP_INTERFACES`], at slot `ifindex % MAX_INTERFACES`.
 #[repr(C)]
@@ -109,21 +107,26 @@ pub struct Interface {
     pub ifindex: u32,
 }
 
-/// Value of [`crate::MAP_SETTINGS`] slot 0.
+/// Value of [`crate::MAP_SETTINGS`] slot 0. Durations are in kernel jiffies (the daemon
+/// converts; [`Settings::jiffy_ns`] says how long one is).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {
     /// 1 when this director forwards. A later VRRP backup sets 0 and passes VIP traffic
     /// to the kernel, so two directors never forward to each other.
     pub forwarding: u32,
-    /// Keeps the timeouts aligned.
+    /// Keeps the durations aligned.
     pub _pad: u32,
     /// Idle timeout of an established TCP flow (`ipvsadm --set` tcp; default 900 s).
-    pub tcp_timeout_ns: u64,
+    pub tcp_timeout: u64,
     /// Idle timeout after the client's FIN or RST (`ipvsadm --set` tcpfin; default 120 s).
-    pub tcp_fin_timeout_ns: u64,
+    pub tcp_fin_timeout: u64,
     /// Idle timeout of a UDP flow (`ipvsadm --set` udp; default 300 s).
-    pub udp_timeout_ns: u64,
+    pub udp_timeout: u64,
+    /// Minimum interval between two refreshes of [`Flow::last_seen`] (1 s).
+    pub touch_interval: u64,
+    /// Length of one jiffy in ns, for readers of these values.
+    pub jiffy_ns: u64,
 }
 
 #[cfg(feature = "user")]

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::{
     config::{Config, XdpModeSetting, format_mac},
     dataplane::{
-        DatapathLogLevel, Dataplane, LoadOptions, object,
+        DatapathLogLevel, Dataplane, LoadOptions, clock, object,
         pins::{self, Pinned},
     },
     error::{Error, Result},
@@ -87,14 +87,17 @@ pub fn desired_state_with(
     Ok(vips)
 }
 
-/// The datapath settings a config asks for.
+/// The datapath settings a config asks for (durations in jiffies).
 pub fn settings(config: &Config) -> Settings {
+    let jiffy_ns = clock::jiffy_ns();
     Settings {
         forwarding: 1,
         _pad: 0,
-        tcp_timeout_ns: config.timeouts.tcp.as_nanos() as u64,
-        tcp_fin_timeout_ns: config.timeouts.tcp_fin.as_nanos() as u64,
-        udp_timeout_ns: config.timeouts.udp.as_nanos() as u64,
+        tcp_timeout: clock::to_jiffies(config.timeouts.tcp, jiffy_ns),
+        tcp_fin_timeout: clock::to_jiffies(config.timeouts.tcp_fin, jiffy_ns),
+        udp_timeout: clock::to_jiffies(config.timeouts.udp, jiffy_ns),
+        touch_interval: clock::to_jiffies(Duration::from_secs(1), jiffy_ns),
+        jiffy_ns,
     }
 }
 

@@ -10,7 +10,7 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/lbd";
 pub const RUN_DIR: &str = "/run/lbd";
 
 /// Pins of one instance:
-/// `<PIN_ROOT>/<instance>/{prog_lb, link_<ifname>, maps/<MAP>}`. A later `lbd run` can adopt
+/// `<PIN_ROOT>/<instance>/{prog_lb, prog_clock, link_<ifname>, maps/<MAP>}`. A later `lbd run` can adopt
 /// the attached program through `link_*` and its state through `maps/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinLayout {
@@ -31,6 +31,10 @@ impl PinLayout {
     }
     pub fn program(&self) -> PathBuf {
         self.dir.join("prog_lb")
+    }
+    /// The clock program `lbd status` runs to age flows.
+    pub fn clock_program(&self) -> PathBuf {
+        self.dir.join("prog_clock")
     }
     pub fn link(&self, interface: &str) -> PathBuf {
         self.dir.join(format!("link_{interface}"))

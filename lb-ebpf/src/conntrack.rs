@@ -2,9 +2,7 @@
 //! backend set only moves the flows of backends that left.
 
 use aya_ebpf::bindings::BPF_ANY;
-use lb_common::{
-    Backend, FLOW_F_CLOSING, FLOW_TOUCH_INTERVAL_NS, Flow, FlowKey, PROTO_TCP, Settings,
-};
+use lb_common::{Backend, FLOW_F_CLOSING, Flow, FlowKey, PROTO_TCP, Settings};
 
 use crate::{maps, parse::Packet, usable};
 
@@ -29,14 +27,14 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     let flow = unsafe { &mut *flow };
     let closing = flow.flags & FLOW_F_CLOSING != 0;
     let timeout = if packet.proto != PROTO_TCP {
-        settings.udp_timeout_ns
+        settings.udp_timeout
     } else if closing {
-        settings.tcp_fin_timeout_ns
+        settings.tcp_fin_timeout
     } else {
-        settings.tcp_timeout_ns
+        settings.tcp_timeout
     };
     let flags = packet.tcp_flags;
-    let expired = now.wrapping_sub(flow.last_seen_ns) > timeout;
+    let expired = now.wrapping_sub(flow.last_seen) > timeout;
     let reopened = closing && flags.syn && !flags.ack;
     if expired || reopened {
         return Lookup::Untracked;
@@ -49,8 +47,8 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     }
     let now_closing = flags.fin || flags.rst;
     // Established flows are read-only: refresh the timestamp at most once a second.
-    if now.wrapping_sub(flow.last_seen_ns) > FLOW_TOUCH_INTERVAL_NS || (now_closing && !closing) {
-        flow.last_seen_ns = now;
+    if now.wrapping_sub(flow.last_seen) > settings.touch_interval || (now_closing && !closing) {
+        flow.last_seen = now;
         if now_closing {
             flow.flags |= FLOW_F_CLOSING;
         }
@@ -78,7 +76,7 @@ pub fn track(key: &FlowKey, packet: &Packet, vip_id: u32, backend_id: u32, now: 
             vip_id,
             flags: closing,
             _pad: 0,
-            last_seen_ns: now,
+            last_seen: now,
         },
         BPF_ANY as u64,
     );

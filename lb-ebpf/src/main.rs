@@ -18,9 +18,7 @@ mod parse;
 mod select;
 mod stats;
 
-use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use lb_common::{BACKEND_F_ACTIVE, Backend, FlowKey, VipKey, hash::vip_filter_slot};
 
 use crate::conntrack::Lookup;
@@ -85,9 +83,8 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         _pad0: 0,
         _pad1: 0,
     };
-    // SAFETY: a helper call without preconditions. The coarse clock (one tick, 4 ms at
-    // HZ=250) is ample for timeouts counted in seconds and far cheaper to read.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: a helper without preconditions; the verifier inlines it to a load.
+    let now = unsafe { bpf_jiffies64() };
 
     let (vip_id, backend_id, backend, new_flow) =
         match conntrack::lookup(&flow_key, &packet, settings, now) {
@@ -113,6 +110,18 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     forward::rewrite_macs(&packet, backend);
     stats::count_forwarded(vip_id, backend_id, packet.frame_len, new_flow);
     Ok(Outcome::Tx)
+}
+
+/// Writes the conntrack clock (jiffies) into the first 8 bytes of the frame. Run by
+/// `lbd status` through BPF_PROG_TEST_RUN, never attached.
+#[xdp]
+pub fn clock(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 8 <= ctx.data_end() {
+        // SAFETY: bounds checked above; a helper without preconditions.
+        unsafe { *(start as *mut [u8; 8]) = bpf_jiffies64().to_ne_bytes() };
+    }
+    xdp_action::XDP_PASS
 }
 
 /// Whether a backend entry may still receive packets.

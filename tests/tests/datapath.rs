@@ -326,9 +326,9 @@ fn idle_flow_past_its_timeout_is_rescheduled() {
     let (_, first) = dp.run(&tcp(port, TCP_SYN));
     dp.reconfigure(&after);
     let mut short = settings(&config(&after));
-    short.tcp_timeout_ns = Duration::from_millis(2).as_nanos() as u64;
+    short.tcp_timeout = 1; // jiffies
     dp.set_settings(short);
-    sleep(Duration::from_millis(20));
+    sleep(Duration::from_millis(60)); // several ticks at any HZ from 100 up
     let ack = tcp(port, TCP_ACK);
     let (verdict, out) = dp.run(&ack);
     assert_eq!(verdict, XDP_TX);

@@ -5,13 +5,14 @@
 //! - [`snapshot`]: typed reads for `lbd status` and tests, from loaded or pinned maps.
 //! - [`pins`]: bpffs checks, pinning, attachment and cleanup.
 
+pub mod clock;
 pub mod object;
 pub mod pins;
 pub mod snapshot;
 pub mod writer;
 
 use aya::{Ebpf, EbpfLoader, maps::Map, programs::Xdp};
-use lb_common::{MAP_FLOWS, PROGRAM_LB};
+use lb_common::{MAP_FLOWS, PROGRAM_CLOCK, PROGRAM_LB};
 
 use crate::error::{Error, Result};
 
@@ -45,7 +46,7 @@ impl Default for LoadOptions {
 
 /// The balancer program, loaded into the kernel (not yet attached) with its maps.
 pub struct Dataplane {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
 }
 
 impl Dataplane {
@@ -62,6 +63,11 @@ impl Dataplane {
             .try_into()
             .map_err(Error::from)?;
         program.load()?;
+        let clock: &mut Xdp = ebpf
+            .program_mut(PROGRAM_CLOCK)
+            .ok_or(Error::NoEbpfObject)?
+            .try_into()?;
+        clock.load()?;
         Ok(Dataplane { ebpf })
     }
 
@@ -69,6 +75,14 @@ impl Dataplane {
     pub fn program(&mut self) -> &mut Xdp {
         self.ebpf
             .program_mut(PROGRAM_LB)
+            .and_then(|p| p.try_into().ok())
+            .expect("load() checked the program exists and is XDP")
+    }
+
+    /// The clock program (loaded), see [`clock::now`].
+    pub fn clock_program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM_CLOCK)
             .and_then(|p| p.try_into().ok())
             .expect("load() checked the program exists and is XDP")
     }
@@ -108,6 +122,10 @@ impl Dataplane {
 }
 
 impl snapshot::MapSource for Dataplane {
+    fn now_jiffies(&self) -> Result<u64> {
+        clock::now(self.clock_program())
+    }
+
     fn map(&self, name: &'static str) -> Result<&Map> {
         self.ebpf
             .map(name)

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fs, io, path::Path};
 use aya::{
     maps::{Map, MapData},
     programs::{
-        XdpMode,
+        Xdp, XdpMode,
         links::{FdLink, PinnedLink},
     },
 };
@@ -76,6 +76,15 @@ impl Pinned {
             .program()
             .pin(&path)
             .map_err(pin_err("pinning program", &path))?;
+        let path = pinned.layout.clock_program();
+        let clock: &mut Xdp = dataplane
+            .ebpf
+            .program_mut(lb_common::PROGRAM_CLOCK)
+            .expect("loaded")
+            .try_into()?;
+        clock
+            .pin(&path)
+            .map_err(pin_err("pinning program", &path))?;
         Ok(pinned)
     }
 
@@ -139,9 +148,10 @@ pub fn remove_stale(layout: &PinLayout) -> io::Result<()> {
     }
 }
 
-/// Maps of a running instance, opened from its pins.
+/// Maps (and the clock program) of a running instance, opened from its pins.
 pub struct PinnedMaps {
     maps: BTreeMap<&'static str, Map>,
+    clock: Xdp,
 }
 
 impl PinnedMaps {
@@ -161,11 +171,19 @@ impl PinnedMaps {
                 Map::from_map_data(data).map_err(|cause| Error::map(name, cause))?,
             );
         }
-        Ok(PinnedMaps { maps })
+        let clock = Xdp::from_pin(
+            layout.clock_program(),
+            aya_obj::programs::XdpAttachType::Interface,
+        )?;
+        Ok(PinnedMaps { maps, clock })
     }
 }
 
 impl MapSource for PinnedMaps {
+    fn now_jiffies(&self) -> Result<u64> {
+        super::clock::now(&self.clock)
+    }
+
     fn map(&self, name: &'static str) -> Result<&Map> {
         self.maps
             .get(name)

@@ -1,6 +1,6 @@
 //! Typed reads of the datapath's state, from maps loaded here or pinned by a running daemon.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use lb_common::{
@@ -11,9 +11,11 @@ use lb_common::{
 
 use crate::error::{Error, Result};
 
-/// Where maps come from.
+/// Where maps (and the datapath's clock) come from.
 pub trait MapSource {
     fn map(&self, name: &'static str) -> Result<&Map>;
+    /// The conntrack clock now, in jiffies.
+    fn now_jiffies(&self) -> Result<u64>;
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
@@ -82,16 +84,6 @@ pub fn sum_per_cpu<V: aya::Pod + Default>(
     Ok(total)
 }
 
-fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32).as_nanos() as u64
-}
-
 /// Reads the whole state.
 pub fn read(source: &impl MapSource) -> Result<Snapshot> {
     let vips: HashMap<&MapData, VipKey, VipInfo> =
@@ -114,17 +106,17 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
     let verdicts = sum_per_cpu(&verdict_map, 0, VerdictCounters::add)?;
 
     // Flow counts per backend, as ipvsadm's ActiveConn / InActConn.
-    let now = monotonic_now_ns();
+    let now = source.now_jiffies()?;
     let mut flow_counts: std::collections::HashMap<u32, (u64, u64)> = Default::default();
     for entry in flows.iter() {
         let Ok((key, flow)) = entry else { continue };
         let closing = flow.flags & FLOW_F_CLOSING != 0;
         let timeout = match (key.proto == PROTO_TCP, closing) {
-            (false, _) => settings.udp_timeout_ns,
-            (true, true) => settings.tcp_fin_timeout_ns,
-            (true, false) => settings.tcp_timeout_ns,
+            (false, _) => settings.udp_timeout,
+            (true, true) => settings.tcp_fin_timeout,
+            (true, false) => settings.tcp_timeout,
         };
-        if now.saturating_sub(flow.last_seen_ns) > timeout {
+        if now.saturating_sub(flow.last_seen) > timeout {
             continue;
         }
         let counts = flow_counts.entry(flow.backend_id).or_default();
