@@ -13,6 +13,8 @@ pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
 /// is inlined by the verifier; a hash lookup costs a call). The daemon refuses two
 /// interfaces that share a slot.
 pub const MAX_INTERFACES: u32 = 1_024;
+/// Slots of the per-CPU flow cache (a power of two: the index is `hash & (size - 1)`).
+pub const FLOW_CACHE_SIZE: u32 = 4_096;
 /// Slots of the VIP prefilter, indexed by [`crate::hash::vip_filter_slot`].
 pub const VIP_FILTER_SIZE: u32 = 65_536;
 
@@ -28,8 +30,11 @@ pub const MAP_VIPS: &str = "VIPS";
 pub const MAP_RING: &str = "RING";
 /// `u32 -> Backend` array: backend id -> MAC and state.
 pub const MAP_BACKENDS: &str = "BACKENDS";
-/// `FlowKey -> Flow` LRU hash: connection tracking.
+/// `FlowKey -> Flow` LRU hash: connection tracking (authoritative).
 pub const MAP_FLOWS: &str = "FLOWS";
+/// Per-CPU `u32 slot -> FlowCacheEntry` array: a direct-mapped cache of recently seen
+/// established flows, so most packets skip the LRU hash lookup.
+pub const MAP_FLOW_CACHE: &str = "FLOW_CACHE";
 /// `u32 (ifindex % MAX_INTERFACES) -> Interface` array: the director's interfaces and MACs.
 pub const MAP_INTERFACES: &str = "INTERFACES";
 /// `u32 slot -> u32` array: non-zero when some VIP's (address, port, protocol) hashes to the
@@ -45,12 +50,13 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_VIPS,
     MAP_VIP_FILTER,
     MAP_RING,
     MAP_BACKENDS,
     MAP_FLOWS,
+    MAP_FLOW_CACHE,
     MAP_INTERFACES,
     MAP_SETTINGS,
     MAP_VIP_STATS,

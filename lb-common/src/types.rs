@@ -94,6 +94,22 @@ pub struct Flow {
     pub last_seen: u64,
 }
 
+/// Value of [`crate::MAP_FLOW_CACHE`]: a copy of a live, not closing flow, valid while
+/// `last_seen` is younger than the touch interval and the flow's timeout. The LRU entry
+/// stays the truth; this only saves its lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowCacheEntry {
+    /// The flow this slot holds (all zero: empty).
+    pub key: FlowKey,
+    /// The flow's backend.
+    pub backend_id: u32,
+    /// The flow's VIP.
+    pub vip_id: u32,
+    /// `Flow::last_seen` when the slot was filled.
+    pub last_seen: u64,
+}
+
 /// Value of [`crate::MAP_INTERFACES`], at slot `ifindex % MAX_INTERFACES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -137,6 +153,7 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::FlowCacheEntry {}
     unsafe impl aya::Pod for super::Interface {}
     unsafe impl aya::Pod for super::Settings {}
 }

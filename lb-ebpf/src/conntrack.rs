@@ -1,8 +1,17 @@
 //! Connection tracking: a flow keeps the backend it was first given, so changing the
 //! backend set only moves the flows of backends that left.
+//!
+//! The LRU hash `FLOWS` is the truth. In front of it, a per-CPU direct-mapped cache holds
+//! recently seen established flows: a packet without SYN, FIN or RST whose slot holds its
+//! flow, refreshed within the touch interval, skips the LRU lookup (the costliest step of an
+//! established packet). Control packets, closing flows and stale slots always consult the
+//! LRU, which refills the slot, so the LRU's timestamp is refreshed as before.
 
 use aya_ebpf::bindings::BPF_ANY;
-use lb_common::{Backend, FLOW_F_CLOSING, Flow, FlowKey, PROTO_TCP, Settings};
+use lb_common::{
+    Backend, FLOW_CACHE_SIZE, FLOW_F_CLOSING, Flow, FlowCacheEntry, FlowKey, PROTO_TCP, Settings,
+    hash::flow_hash,
+};
 
 use crate::{maps, parse::Packet, usable};
 
@@ -18,41 +27,73 @@ pub enum Lookup {
     Untracked,
 }
 
+/// The flow's backend entry, if it still serves the flow's VIP.
+#[inline(always)]
+fn serving(backend_id: u32, vip_id: u32) -> Option<&'static Backend> {
+    let backend = maps::BACKENDS.get(backend_id)?;
+    (usable(backend) && backend.vip_id == vip_id).then_some(backend)
+}
+
+#[inline(always)]
+fn cache_slot(key: &FlowKey) -> u32 {
+    (flow_hash(key) as u32) & (FLOW_CACHE_SIZE - 1)
+}
+
 #[inline(always)]
 pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> Lookup {
+    let flags = packet.tcp_flags;
+    let open_timeout = if packet.proto == PROTO_TCP {
+        settings.tcp_timeout
+    } else {
+        settings.udp_timeout
+    };
+    let slot = cache_slot(key);
+    let control = flags.syn || flags.fin || flags.rst;
+    if !control
+        && let Some(cached) = maps::FLOW_CACHE.get(slot)
+        && cached.key == *key
+    {
+        let age = now.wrapping_sub(cached.last_seen);
+        if age <= settings.touch_interval
+            && age <= open_timeout
+            && let Some(backend) = serving(cached.backend_id, cached.vip_id)
+        {
+            return Lookup::Tracked {
+                vip_id: cached.vip_id,
+                backend_id: cached.backend_id,
+                backend,
+            };
+        }
+    }
+
     let Some(flow) = maps::FLOWS.get_ptr_mut(key) else {
         return Lookup::Untracked;
     };
     // SAFETY: `flow` points into the map value; concurrent writers only store whole fields.
     let flow = unsafe { &mut *flow };
     let closing = flow.flags & FLOW_F_CLOSING != 0;
-    let timeout = if packet.proto != PROTO_TCP {
-        settings.udp_timeout
-    } else if closing {
+    let timeout = if closing && packet.proto == PROTO_TCP {
         settings.tcp_fin_timeout
     } else {
-        settings.tcp_timeout
+        open_timeout
     };
-    let flags = packet.tcp_flags;
     let expired = now.wrapping_sub(flow.last_seen) > timeout;
     let reopened = closing && flags.syn && !flags.ack;
     if expired || reopened {
         return Lookup::Untracked;
     }
-    let Some(backend) = maps::BACKENDS.get(flow.backend_id) else {
+    let Some(backend) = serving(flow.backend_id, flow.vip_id) else {
         return Lookup::Untracked;
     };
-    if !usable(backend) || backend.vip_id != flow.vip_id {
-        return Lookup::Untracked;
-    }
     let now_closing = flags.fin || flags.rst;
-    // Established flows are read-only: refresh the timestamp at most once a second.
+    // Established flows are read-only: refresh the timestamp at most once per interval.
     if now.wrapping_sub(flow.last_seen) > settings.touch_interval || (now_closing && !closing) {
         flow.last_seen = now;
         if now_closing {
             flow.flags |= FLOW_F_CLOSING;
         }
     }
+    remember(slot, key, flow);
     Lookup::Tracked {
         vip_id: flow.vip_id,
         backend_id: flow.backend_id,
@@ -68,16 +109,52 @@ pub fn track(key: &FlowKey, packet: &Packet, vip_id: u32, backend_id: u32, now: 
     } else {
         0
     };
+    let flow = Flow {
+        backend_id,
+        vip_id,
+        flags: closing,
+        _pad: 0,
+        last_seen: now,
+    };
     // A failed insert only costs a later reschedule to the same Maglev choice.
-    let _ = maps::FLOWS.insert(
-        key,
-        Flow {
-            backend_id,
-            vip_id,
-            flags: closing,
-            _pad: 0,
-            last_seen: now,
-        },
-        BPF_ANY as u64,
-    );
+    let _ = maps::FLOWS.insert(key, flow, BPF_ANY as u64);
+    // The next packet without SYN/FIN/RST fills the cache from the LRU. A slot still holding
+    // this 5-tuple (seen with a SYN after its LRU entry was evicted) must not outlive the new
+    // choice.
+    forget(cache_slot(key), key);
+}
+
+/// Empties this CPU's slot if it holds `key`.
+#[inline(always)]
+fn forget(slot: u32, key: &FlowKey) {
+    let Some(entry) = maps::FLOW_CACHE.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+    let entry = unsafe { &mut *entry };
+    if entry.key == *key {
+        entry.last_seen = 0;
+        entry.key.proto = 0;
+    }
+}
+
+/// Caches an open flow in this CPU's slot, or empties the slot if the flow is closing (so
+/// a later SYN on the 5-tuple is seen by the LRU as a new connection).
+#[inline(always)]
+fn remember(slot: u32, key: &FlowKey, flow: &Flow) {
+    if flow.flags & FLOW_F_CLOSING != 0 {
+        return forget(slot, key);
+    }
+    let Some(entry) = maps::FLOW_CACHE.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+    unsafe {
+        *entry = FlowCacheEntry {
+            key: *key,
+            backend_id: flow.backend_id,
+            vip_id: flow.vip_id,
+            last_seen: flow.last_seen,
+        }
+    };
 }

@@ -6,8 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Backend, DEFAULT_MAX_FLOWS, Flow, FlowKey, Interface, MAX_BACKENDS, MAX_INTERFACES, MAX_VIPS,
-    RING_SIZE, Settings, TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
+    Backend, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, Flow, FlowCacheEntry, FlowKey, Interface,
+    MAX_BACKENDS, MAX_INTERFACES, MAX_VIPS, RING_SIZE, Settings, TrafficCounters, VIP_FILTER_SIZE,
+    VerdictCounters, VipInfo, VipKey,
 };
 
 #[btf_map]
@@ -22,6 +23,11 @@ pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
 /// Sized by the daemon at load time (`max_flows`); this is the default.
 #[btf_map]
 pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_MAX_FLOWS as usize }> = LruHashMap::new();
+
+/// Per-CPU: a flow's packets normally stay on one CPU (RSS), and no locking is needed.
+#[btf_map]
+pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry, { FLOW_CACHE_SIZE as usize }> =
+    PerCpuArray::new();
 
 #[btf_map]
 pub static INTERFACES: Array<Interface, { MAX_INTERFACES as usize }> = Array::new();

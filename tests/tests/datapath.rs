@@ -368,6 +368,35 @@ fn new_syn_after_fin_starts_a_new_connection() {
     );
 }
 
+/// The per-CPU flow cache never outlives a new choice: a flow evicted from the LRU and
+/// rescheduled by its next SYN must not be pulled back to its old backend by a cached slot.
+#[test]
+fn rescheduled_flow_is_not_sent_to_its_cached_old_backend() {
+    let before = [(11, 1), (12, 1), (13, 1)];
+    let after = [(11, 1), (12, 1), (14, 1)];
+    let Some(mut dp) = Datapath::new(&before) else {
+        return;
+    };
+    let port = port_that_moves(&dp, &after);
+    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    let (_, cached) = dp.run(&tcp(port, TCP_ACK)); // fills the cache from the LRU
+    assert_eq!(backend_of(&cached), backend_of(&first));
+    dp.reconfigure(&after);
+    dp.dataplane
+        .writer()
+        .remove_flow(&flow_key(port, 6379, 6))
+        .unwrap();
+    let syn = tcp(port, TCP_SYN);
+    let new_choice = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
+    assert_eq!(dp.run(&syn), (XDP_TX, forwarded(&syn, new_choice)));
+    let ack = tcp(port, TCP_ACK);
+    assert_eq!(
+        dp.run(&ack),
+        (XDP_TX, forwarded(&ack, new_choice)),
+        "a stale cache slot won over the new choice"
+    );
+}
+
 #[test]
 fn retransmitted_syn_of_a_live_flow_keeps_its_backend() {
     let before = [(11, 1), (12, 1), (13, 1)];

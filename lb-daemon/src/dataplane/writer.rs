@@ -6,9 +6,9 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Interface, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_INTERFACES, MAP_RING, MAP_SETTINGS,
-    MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, RING_SIZE, Settings, TrafficCounters,
-    VipInfo, VipKey,
+    Backend, Flow, FlowKey, Interface, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_INTERFACES,
+    MAP_RING, MAP_SETTINGS, MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, RING_SIZE,
+    Settings, TrafficCounters, VipInfo, VipKey,
 };
 
 use crate::{
@@ -80,6 +80,13 @@ impl<'a> MapWriter<'a> {
             0,
         )
         .map_err(map_err(MAP_INTERFACES))
+    }
+
+    /// Drops a tracked flow, as LRU eviction would; its next packet is scheduled afresh.
+    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<()> {
+        self.hash::<FlowKey, Flow>(MAP_FLOWS)?
+            .remove(key)
+            .map_err(map_err(MAP_FLOWS))
     }
 
     /// Applies reconcile ops in order.
