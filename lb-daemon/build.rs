@@ -8,7 +8,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LB_EBPF_DIR");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let dir = env::var_os("LB_EBPF_DIR").map(PathBuf::from);
-    for name in ["lb", "aux"] {
+    for name in ["lb", "aux", "probes"] {
         let dest = out.join(format!("{name}.bpf.o"));
         match &dir {
             Some(dir) => {

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 
 static LB: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.bpf.o"));
 static AUX: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/aux.bpf.o"));
+static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probes.bpf.o"));
 
 /// The load balancer (`lb` program and its maps).
 pub fn lb() -> Result<&'static [u8]> {
@@ -20,5 +21,14 @@ pub fn aux() -> Result<&'static [u8]> {
         Err(Error::NoEbpfObject)
     } else {
         Ok(AUX)
+    }
+}
+
+/// Benchmark probes: one kernel primitive per program.
+pub fn probes() -> Result<&'static [u8]> {
+    if PROBES.is_empty() {
+        Err(Error::NoEbpfObject)
+    } else {
+        Ok(PROBES)
     }
 }

@@ -36,7 +36,7 @@ use lb_tests::{
 const DIRECTOR_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 0x02];
 const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x01];
 const REPEAT: u32 = 1_000_000;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 /// Distinct SYNs per round for the new-flow measurement (all fit in the flow table).
 const NEW_FLOWS_PER_ROUND: u32 = 20_000;
 
@@ -62,6 +62,21 @@ fn main() {
     std::fs::write("docs/benchmarks.md", &report).expect("write docs/benchmarks.md");
     println!("\nwritten to docs/benchmarks.md");
 }
+
+/// Probe programs (in the `probes` object) and what each measures.
+const PROBES: [(&str, &str); 5] = [
+    (
+        "probe_lru_lookup",
+        "LRU hash lookup, hit (FLOWS-sized, 262,144 entries)",
+    ),
+    (
+        "probe_hash_lookup",
+        "hash lookup, hit (VIPS-sized, 64 entries)",
+    ),
+    ("probe_ktime", "bpf_ktime_get_ns()"),
+    ("probe_ktime_coarse", "bpf_ktime_get_coarse_ns()"),
+    ("probe_jiffies", "bpf_jiffies64() (inlined by the verifier)"),
+];
 
 /// Kernel-measured ns per run of `program` on `frame`, repeated `repeat` times.
 fn ns_per_packet(program: &Xdp, frame: &[u8], repeat: u32) -> f64 {
@@ -151,6 +166,50 @@ fn datapath(report: &mut String) {
         let p: &mut Xdp = aux.program_mut(name).unwrap().try_into().unwrap();
         p.load().unwrap();
     }
+    let mut probes = Ebpf::load(object::probes().expect("probes object")).expect("load probes");
+    {
+        use lb_common::{Flow, FlowKey, VipInfo, VipKey};
+        // The probes look up key 0 (frames are shorter than 64 KiB): make both lookups hit.
+        let key = FlowKey {
+            src_addr: 0,
+            dst_addr: 1,
+            src_port: 2,
+            dst_port: 3,
+            proto: 6,
+            _pad0: 0,
+            _pad1: 0,
+        };
+        let flow = Flow {
+            backend_id: 1,
+            vip_id: 0,
+            flags: 0,
+            _pad: 0,
+            last_seen: 0,
+        };
+        let mut flows: aya::maps::HashMap<_, FlowKey, Flow> =
+            aya::maps::HashMap::try_from(probes.map_mut("PROBE_FLOWS").unwrap()).unwrap();
+        flows.insert(key, flow, 0).unwrap();
+        let mut vips: aya::maps::HashMap<_, VipKey, VipInfo> =
+            aya::maps::HashMap::try_from(probes.map_mut("PROBE_VIPS").unwrap()).unwrap();
+        vips.insert(
+            VipKey {
+                addr: 0,
+                port: 3,
+                proto: 6,
+                _pad: 0,
+            },
+            VipInfo {
+                vip_id: 0,
+                flags: 0,
+            },
+            0,
+        )
+        .unwrap();
+    }
+    for (name, _) in PROBES {
+        let p: &mut Xdp = probes.program_mut(name).unwrap().try_into().unwrap();
+        p.load().unwrap();
+    }
     let pass: &Xdp = aux.program("pass").unwrap().try_into().unwrap();
     let mac_swap: &Xdp = aux.program("mac_swap").unwrap().try_into().unwrap();
 
@@ -197,6 +256,11 @@ fn datapath(report: &mut String) {
             .entry("mac_swap")
             .or_default()
             .push(ns_per_packet(mac_swap, &established, REPEAT));
+        for (name, _) in PROBES {
+            let p: &Xdp = probes.program(name).unwrap().try_into().unwrap();
+            let ns = ns_per_packet(p, &established, REPEAT);
+            samples.entry(name).or_default().push(ns);
+        }
         // New flows: one distinct SYN per call (repeat = 1), next to PASS called the same way.
         let mut new_flow = Vec::new();
         let mut pass_once = Vec::new();
@@ -274,6 +338,22 @@ fn datapath(report: &mut String) {
             "| {name} | {ns:.1} | {:.2} | {:.2} | {target} | {met} |",
             ns / pass_ns,
             ns / swap_ns
+        );
+    }
+    let _ = writeln!(
+        report,
+        "\nWhat the kernel primitives cost here, each alone in a program, measured in the same rounds:\n"
+    );
+    let _ = writeln!(
+        report,
+        "| primitive | ns/packet | ns above the PASS floor |\n|---|---:|---:|"
+    );
+    for (name, what) in PROBES {
+        let _ = writeln!(
+            report,
+            "| {what} | {:.1} | {:.1} |",
+            m(name),
+            m(name) - pass_ns
         );
     }
     let _ = writeln!(
