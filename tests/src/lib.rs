@@ -7,6 +7,7 @@
 //! - [`lbd`]: starting and stopping `lbd` in a lab.
 //! - [`frame`]: Ethernet/IPv4/TCP/UDP frame builder.
 //! - [`resp`]: a minimal Redis client.
+//! - [`xdp`]: BPF_PROG_TEST_RUN on one frame.
 //!
 //! Everything here needs root. [`require_root`] skips politely outside CI and fails in CI.
 
@@ -16,6 +17,7 @@ pub mod lbd;
 pub mod netns;
 pub mod process;
 pub mod resp;
+pub mod xdp;
 
 /// True when running as root. Without root: panics when `CI` is set (a root-only test must
 /// never silently skip there), else prints why the test is skipped and returns false.

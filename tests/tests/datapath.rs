@@ -5,7 +5,6 @@
 
 use std::{net::Ipv4Addr, path::Path, thread::sleep, time::Duration};
 
-use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{FlowKey, RING_SIZE, Settings, VerdictCounters, VipKey, hash::ring_slot};
 use lb_daemon::{
     config::Config,
@@ -96,40 +95,8 @@ impl Datapath {
 
     /// Runs one frame; returns the verdict and the frame as the program left it.
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        #[repr(C)]
-        struct XdpMd {
-            data: u32,
-            data_end: u32,
-            data_meta: u32,
-            ingress_ifindex: u32,
-            rx_queue_index: u32,
-            egress_ifindex: u32,
-        }
-        let ctx = XdpMd {
-            data: 0,
-            data_end: frame.len() as u32,
-            data_meta: 0,
-            ingress_ifindex: TEST_IFINDEX,
-            rx_queue_index: 0,
-            egress_ifindex: 0,
-        };
-        // SAFETY: XdpMd is repr(C) plain data.
-        let ctx_bytes = unsafe {
-            std::slice::from_raw_parts((&ctx as *const XdpMd).cast::<u8>(), size_of::<XdpMd>())
-        };
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = self
-            .dataplane
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(ctx_bytes),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        let result = lb_tests::xdp::test_run(self.dataplane.program(), frame, TEST_IFINDEX, 1);
+        (result.verdict, result.frame)
     }
 
     /// The MAC of the backend the daemon's ring gives this flow, computed here from the

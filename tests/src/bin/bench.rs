@@ -16,7 +16,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::Array,
-    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{Xdp, XdpMode},
 };
 use lb_common::Interface;
 use lb_daemon::{
@@ -80,38 +80,7 @@ const PROBES: [(&str, &str); 5] = [
 
 /// Kernel-measured ns per run of `program` on `frame`, repeated `repeat` times.
 fn ns_per_packet(program: &Xdp, frame: &[u8], repeat: u32) -> f64 {
-    #[repr(C)]
-    struct XdpMd {
-        data: u32,
-        data_end: u32,
-        data_meta: u32,
-        ingress_ifindex: u32,
-        rx_queue_index: u32,
-        egress_ifindex: u32,
-    }
-    let ctx = XdpMd {
-        data: 0,
-        data_end: frame.len() as u32,
-        data_meta: 0,
-        ingress_ifindex: 1,
-        rx_queue_index: 0,
-        egress_ifindex: 0,
-    };
-    // SAFETY: XdpMd is repr(C) plain data.
-    let ctx = unsafe {
-        std::slice::from_raw_parts((&ctx as *const XdpMd).cast::<u8>(), size_of::<XdpMd>())
-    };
-    let mut out = vec![0u8; frame.len() + 64];
-    let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(ctx),
-            repeat,
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    result.duration.as_nanos() as f64
+    lb_tests::xdp::test_run(program, frame, 1, repeat).ns_per_run
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
