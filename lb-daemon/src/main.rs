@@ -73,10 +73,23 @@ enum LogArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The datapath's own events arrive under the target `datapath`; `--datapath-log`
+    // decides both what the program emits and what is shown.
+    let datapath_level = match &cli.command {
+        Command::Run { datapath_log, .. } => match datapath_log {
+            LogArg::Off => "off",
+            LogArg::Error => "error",
+            LogArg::Warn => "warn",
+            LogArg::Info => "info",
+            LogArg::Debug => "debug",
+        },
+        _ => "warn",
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{filter},datapath={datapath_level}"
+        )))
         .with_writer(std::io::stderr)
         .init();
     if let Some(netns) = &cli.netns {

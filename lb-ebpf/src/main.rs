@@ -19,6 +19,7 @@ mod select;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::debug;
 use lb_common::{BACKEND_F_ACTIVE, Backend, FlowKey, VipKey, hash::vip_filter_slot};
 
 use crate::conntrack::Lookup;
@@ -104,6 +105,14 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
                 let (backend_id, backend) = select::pick(ctx, vip.vip_id, &flow_key)?;
                 conntrack::track(&flow_key, &packet, vip.vip_id, backend_id, now);
+                // Compiled out by the verifier unless lbd runs with --datapath-log debug.
+                debug!(
+                    ctx,
+                    "new flow from port {} to vip {} -> backend {}",
+                    u16::from_be(packet.src_port),
+                    vip.vip_id,
+                    backend_id
+                );
                 (vip.vip_id, backend_id, backend, true)
             }
         };

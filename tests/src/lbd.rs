@@ -30,6 +30,11 @@ impl Lbd {
     /// Writes `config` and starts `lbd run` in the lab's director namespace; returns once
     /// `lbd status` answers.
     pub fn start(lab: &Lab, config: &str) -> Lbd {
+        Lbd::start_with(lab, config, &[])
+    }
+
+    /// [`Lbd::start`] with extra `lbd run` arguments.
+    pub fn start_with(lab: &Lab, config: &str, run_args: &[&str]) -> Lbd {
         let config_path = lab.dir.join("lbd.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log_path = lab.dir.join("lbd.log");
@@ -37,6 +42,7 @@ impl Lbd {
         let child = Command::new(bin())
             .args(["--netns", &lab.director.name, "run", "--config"])
             .arg(&config_path)
+            .args(run_args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(log.try_clone().expect("log"))

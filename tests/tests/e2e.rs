@@ -363,3 +363,27 @@ fn stop_detaches_and_removes_every_pin() {
         .run(|| lab::connect_vip(0, TIMEOUT).err().map(|e| e.kind()));
     assert_eq!(refused, Some(std::io::ErrorKind::ConnectionRefused));
 }
+
+#[test]
+fn datapath_log_events_reach_the_daemon_log() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("lg", 1);
+    let lbd = Lbd::start_with(&lab, &lab.config(&[(0, 1)]), &["--datapath-log", "debug"]);
+    let port = lab.client.run(|| {
+        let mut conn = lab::connect_vip(0, TIMEOUT).expect("connect");
+        lab::whoami(&mut conn).expect("whoami");
+        conn.local_addr().expect("local addr").port()
+    });
+    let wanted = format!("new flow from port {port} to vip");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !lbd.log().contains(&wanted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no datapath event {wanted:?} in the lbd log:\n{}",
+            lbd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

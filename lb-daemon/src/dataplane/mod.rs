@@ -95,7 +95,7 @@ impl Dataplane {
     /// Starts forwarding the datapath's log events to `tracing` (through `log`).
     /// Must be called inside a tokio runtime.
     pub fn spawn_log_forwarder(&mut self) {
-        match aya_log::EbpfLogger::init(&mut self.ebpf) {
+        match aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, DatapathLog) {
             Ok(logger) => {
                 tokio::spawn(async move {
                     // SAFETY: the AsyncFd owns the logger, which owns the fd, so the fd outlives
@@ -119,6 +119,29 @@ impl Dataplane {
             Err(err) => tracing::warn!(cause = %err, "datapath log events unavailable"),
         }
     }
+}
+
+/// Forwards the datapath's aya-log records to `tracing` under the target `datapath`, so
+/// `--datapath-log LEVEL` can open exactly that target's filter.
+struct DatapathLog;
+
+impl log::Log for DatapathLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let message = record.args();
+        match record.level() {
+            log::Level::Error => tracing::error!(target: "datapath", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "datapath", "{message}"),
+            log::Level::Info => tracing::info!(target: "datapath", "{message}"),
+            log::Level::Debug => tracing::debug!(target: "datapath", "{message}"),
+            log::Level::Trace => tracing::trace!(target: "datapath", "{message}"),
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 impl snapshot::MapSource for Dataplane {
