@@ -255,7 +255,11 @@ async fn start(options: RunOptions) -> Result<Daemon> {
 }
 
 impl Daemon {
-    /// Re-reads the config and applies the difference. On any error nothing is changed.
+    /// Re-reads the config and applies the difference. Validation, MAC resolution and
+    /// planning all happen before the first map write, so a bad file or an unreachable
+    /// backend changes nothing. A map write failing midway (not expected: capacities are
+    /// validated) is reported and leaves the previous state as the reference, so the next
+    /// reload re-plans and rewrites everything that differs.
     async fn reload(&mut self) -> Result<()> {
         let new = Config::load(&self.options.config_path)?;
         let old = &self.config;
