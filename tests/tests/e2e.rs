@@ -387,3 +387,36 @@ fn datapath_log_events_reach_the_daemon_log() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn generic_skb_mode_forwards_too_and_says_it_is_slower() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("skb", 2);
+    let lbd = Lbd::start_with(&lab, &lab.config(&[(0, 1), (1, 1)]), &["--xdp-mode", "skb"]);
+    assert!(
+        lbd.log().contains("generic (skb) XDP"),
+        "no warning about skb mode:\n{}",
+        lbd.log()
+    );
+    let link =
+        String::from_utf8_lossy(&lab.director.ip(&["link", "show", "eth0"]).stdout).into_owned();
+    assert!(
+        link.contains("xdpgeneric"),
+        "not attached in generic mode: {link}"
+    );
+    let served: Vec<String> = lab.client.run(|| {
+        (0..40)
+            .map(|_| {
+                lab::whoami(&mut lab::connect_vip(0, TIMEOUT).expect("connect")).expect("whoami")
+            })
+            .collect()
+    });
+    for name in ["rs1", "rs2"] {
+        assert!(
+            served.iter().any(|w| w == name),
+            "{name} never served in skb mode: {served:?}"
+        );
+    }
+}
