@@ -647,7 +647,10 @@ fn key_path_at(text: &str, offset: usize) -> String {
     let line_start = text[..offset.min(text.len())]
         .rfind('\n')
         .map_or(0, |i| i + 1);
-    for line in text[..line_start].lines().map(str::trim) {
+    // Headers may carry a trailing comment: `[[vip]]  # primary`.
+    let without_comment = |l: &str| l.split('#').next().unwrap_or("").trim().to_owned();
+    for line in text[..line_start].lines().map(without_comment) {
+        let line = line.as_str();
         match line {
             "[[vip]]" => {
                 vip = Some(vip.map_or(0, |i| i + 1));

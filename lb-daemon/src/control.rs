@@ -53,7 +53,9 @@ pub fn reload(instance: &str, config: &Path, wait: Duration) -> Result<String> {
             return if result.starts_with("ok") {
                 Ok(result)
             } else {
-                Err(Error::ReloadRefused(result))
+                Err(Error::ReloadRejected(
+                    result.trim_start_matches("error: ").to_owned(),
+                ))
             };
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -107,8 +107,31 @@ struct Daemon {
     config: Config,
     dataplane: Dataplane,
     reconciler: Reconciler,
-    /// Declared last so it is dropped (detach + unpin) after nothing else needs it.
+    /// Declared after the dataplane so it is dropped (detach + unpin) after it.
     _pinned: Pinned,
+    /// Held for the daemon's life: a second `lbd run` of the instance fails at once instead
+    /// of mistaking this one's pins for stale ones during start-up.
+    _instance_lock: std::fs::File,
+}
+
+/// Takes the instance's exclusive lock (`/run/lbd/<instance>.lock`), or says who holds it.
+fn lock_instance(instance: &str, layout: &PinLayout) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(paths::RUN_DIR)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::path::Path::new(paths::RUN_DIR).join(format!("{instance}.lock")))?;
+    // SAFETY: flock on an open descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::AlreadyRunning {
+            instance: instance.to_owned(),
+            pid: running_pid(instance).unwrap_or(0),
+            pin_dir: layout.dir.clone(),
+        });
+    }
+    Ok(file)
 }
 
 /// Runs until `shutdown` completes (or SIGINT/SIGTERM arrive, see `main`), then detaches
@@ -175,13 +198,7 @@ pub fn running(instance: &str) -> Option<(i32, PathBuf)> {
 async fn start(options: RunOptions) -> Result<Daemon> {
     let config = Config::load(&options.config_path)?;
     let layout = PinLayout::for_instance(&config.instance);
-    if let Some(pid) = running_pid(&config.instance) {
-        return Err(Error::AlreadyRunning {
-            instance: config.instance,
-            pid,
-            pin_dir: layout.dir,
-        });
-    }
+    let instance_lock = lock_instance(&config.instance, &layout)?;
     if !pins::is_bpffs(Path::new(paths::BPFFS)) {
         return Err(Error::NoBpffs);
     }
@@ -251,6 +268,7 @@ async fn start(options: RunOptions) -> Result<Daemon> {
         dataplane,
         reconciler,
         _pinned: pinned,
+        _instance_lock: instance_lock,
     })
 }
 

@@ -51,6 +51,8 @@ pub enum Error {
     Reconcile(#[from] ReconcileError),
     #[error("reload refused: {0}")]
     ReloadRefused(String),
+    #[error("the daemon kept its running configuration: {0}")]
+    ReloadRejected(String),
     #[error("loading the eBPF object: {0}")]
     Load(Box<aya::EbpfError>),
     #[error("eBPF program: {0}")]

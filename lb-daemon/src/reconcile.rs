@@ -4,7 +4,8 @@
 //! smallest ordered list of [`MapOp`]s that brings the datapath to a new desired state:
 //! backends exist before rings point at them, rings stop pointing at a backend before it is
 //! retired, and only ring slots that change are written. Tracked flows are never touched:
-//! the datapath reschedules a flow only when its backend was retired.
+//! the datapath reschedules a flow only when its backend was retired (or its id now serves
+//! another VIP).
 
 use std::{
     collections::{BTreeMap, VecDeque},

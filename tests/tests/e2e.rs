@@ -341,6 +341,23 @@ fn stop_detaches_and_removes_every_pin() {
     );
     assert!(lbd.pin_layout().dir.exists());
 
+    // A second daemon for the same instance is refused and leaves the first one alone.
+    let second = Command::new(lb_tests::lbd::bin())
+        .args(["--netns", &lab.director.name, "run", "--config"])
+        .arg(&lbd.config_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && stderr.contains("already running"),
+        "{stderr}"
+    );
+    assert!(
+        lbd.pin_layout().map("VIPS").exists(),
+        "the running instance lost its pins"
+    );
+    lbd.status();
+
     assert!(
         lbd.stop(),
         "lbd must exit cleanly on SIGTERM:\n{}",

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 
 use crate::bootstrap::{ensure_build_chain, workspace_root};
 
-/// Builds `lb` and `aux`; returns the directory holding them.
+/// Builds the eBPF objects (`lb`, `aux`, `probes`); returns the directory holding them.
 pub fn ebpf() -> anyhow::Result<PathBuf> {
     ensure_build_chain()?;
     let crate_dir = workspace_root().join("lb-ebpf");

@@ -458,6 +458,16 @@ fn type_error_in_director_names_the_table() {
 }
 
 #[test]
+fn commented_table_headers_still_give_key_paths() {
+    let text = GOOD
+        .replace("[[vip]]", "[[vip]]  # primary")
+        .replacen("[[vip.backend]]", "[[vip.backend]] # rs1", 1)
+        .replace("port = 6379", "port = \"6379\"");
+    let errors = parse(&text).unwrap_err().0;
+    assert_eq!(errors[0].key, "vip[0].port", "{errors:?}");
+}
+
+#[test]
 fn enum_values_are_case_insensitive() {
     let text = with(r#"scheduler = "maglev""#, r#"scheduler = "MH""#)
         .replace(r#"protocol = "tcp""#, r#"protocol = "TCP""#);

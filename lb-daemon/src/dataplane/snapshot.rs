@@ -107,7 +107,9 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
 
     // Flow counts per backend, as ipvsadm's ActiveConn / InActConn.
     let now = source.now_jiffies()?;
-    let mut flow_counts: std::collections::HashMap<u32, (u64, u64)> = Default::default();
+    // Keyed by (backend, VIP): a flow whose backend id now serves another VIP is not that
+    // backend's (the datapath would reschedule it).
+    let mut flow_counts: std::collections::HashMap<(u32, u32), (u64, u64)> = Default::default();
     for entry in flows.iter() {
         let Ok((key, flow)) = entry else { continue };
         let closing = flow.flags & FLOW_F_CLOSING != 0;
@@ -119,7 +121,9 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
         if now.saturating_sub(flow.last_seen) > timeout {
             continue;
         }
-        let counts = flow_counts.entry(flow.backend_id).or_default();
+        let counts = flow_counts
+            .entry((flow.backend_id, flow.vip_id))
+            .or_default();
         if closing {
             counts.1 += 1
         } else {
@@ -140,7 +144,10 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
         let (key, info) = entry.map_err(map_err(MAP_VIPS))?;
         let mut members = Vec::new();
         for &(id, entry) in all_backends.iter().filter(|(_, b)| b.vip_id == info.vip_id) {
-            let (active_flows, closing_flows) = flow_counts.get(&id).copied().unwrap_or_default();
+            let (active_flows, closing_flows) = flow_counts
+                .get(&(id, info.vip_id))
+                .copied()
+                .unwrap_or_default();
             members.push(BackendStatus {
                 id,
                 entry,
