@@ -35,6 +35,9 @@ pub const MAP_FLOWS: &str = "FLOWS";
 /// Per-CPU `u32 slot -> FlowCacheEntry` array: a direct-mapped cache of recently seen
 /// established flows, so most packets skip the LRU hash lookup.
 pub const MAP_FLOW_CACHE: &str = "FLOW_CACHE";
+/// `u32 slot -> u32` array shared by all CPUs: bumped whenever a flow hashing to the slot is
+/// (re)scheduled, so every CPU's cached copy of that slot stops being trusted.
+pub const MAP_FLOW_EPOCHS: &str = "FLOW_EPOCHS";
 /// `u32 (ifindex % MAX_INTERFACES) -> Interface` array: the director's interfaces and MACs.
 pub const MAP_INTERFACES: &str = "INTERFACES";
 /// `u32 slot -> u32` array: non-zero when some VIP's (address, port, protocol) hashes to the
@@ -50,13 +53,14 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 12] = [
     MAP_VIPS,
     MAP_VIP_FILTER,
     MAP_RING,
     MAP_BACKENDS,
     MAP_FLOWS,
     MAP_FLOW_CACHE,
+    MAP_FLOW_EPOCHS,
     MAP_INTERFACES,
     MAP_SETTINGS,
     MAP_VIP_STATS,

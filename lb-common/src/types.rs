@@ -94,9 +94,9 @@ pub struct Flow {
     pub last_seen: u64,
 }
 
-/// Value of [`crate::MAP_FLOW_CACHE`]: a copy of a live, not closing flow, valid while
-/// `last_seen` is younger than the touch interval and the flow's timeout. The LRU entry
-/// stays the truth; this only saves its lookup.
+/// Value of [`crate::MAP_FLOW_CACHE`]: a copy of a live, not closing flow, valid while its
+/// slot's epoch is unchanged and `last_seen` is younger than the touch interval and the
+/// flow's timeout. The LRU entry stays the truth; this only saves its lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowCacheEntry {
@@ -106,8 +106,10 @@ pub struct FlowCacheEntry {
     pub backend_id: u32,
     /// The flow's VIP.
     pub vip_id: u32,
-    /// `Flow::last_seen` when the slot was filled.
-    pub last_seen: u64,
+    /// `Flow::last_seen` when the slot was filled (low 32 bits of jiffies).
+    pub last_seen: u32,
+    /// The slot's [`crate::MAP_FLOW_EPOCHS`] value, read before the LRU lookup that filled it.
+    pub epoch: u32,
 }
 
 /// Value of [`crate::MAP_INTERFACES`], at slot `ifindex % MAX_INTERFACES`.

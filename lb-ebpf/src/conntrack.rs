@@ -3,9 +3,15 @@
 //!
 //! The LRU hash `FLOWS` is the truth. In front of it, a per-CPU direct-mapped cache holds
 //! recently seen established flows: a packet without SYN, FIN or RST whose slot holds its
-//! flow, refreshed within the touch interval, skips the LRU lookup (the costliest step of an
-//! established packet). Control packets, closing flows and stale slots always consult the
-//! LRU, which refills the slot, so the LRU's timestamp is refreshed as before.
+//! flow, filled within the touch interval, skips the LRU lookup (the costliest step of an
+//! established packet). Control packets, closing flows and stale slots consult the LRU,
+//! which refills the slot, so the LRU's timestamp is refreshed as before.
+//!
+//! A flow's packets may be handled on several CPUs (veth, skewed RSS), and each CPU has its
+//! own cache. So every (re)schedule bumps the slot's epoch in `FLOW_EPOCHS`, shared by all
+//! CPUs, after its LRU insert; a cache entry records the epoch it read before its LRU lookup
+//! and is trusted only while the two match. A flow rescheduled on one CPU (port reuse after
+//! a close, eviction) is thus never sent to its old backend by another CPU's copy.
 
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
@@ -48,12 +54,15 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
         settings.udp_timeout
     };
     let slot = cache_slot(key);
+    // Read before the LRU lookup: a reschedule racing with it then leaves a stale epoch.
+    let epoch = maps::FLOW_EPOCHS.get(slot).copied().unwrap_or(0);
     let control = flags.syn || flags.fin || flags.rst;
     if !control
         && let Some(cached) = maps::FLOW_CACHE.get(slot)
         && cached.key == *key
+        && cached.epoch == epoch
     {
-        let age = now.wrapping_sub(cached.last_seen);
+        let age = (now as u32).wrapping_sub(cached.last_seen) as u64;
         if age <= settings.touch_interval
             && age <= open_timeout
             && let Some(backend) = serving(cached.backend_id, cached.vip_id)
@@ -93,7 +102,7 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
             flow.flags |= FLOW_F_CLOSING;
         }
     }
-    remember(slot, key, flow);
+    remember(slot, key, flow, epoch);
     Lookup::Tracked {
         vip_id: flow.vip_id,
         backend_id: flow.backend_id,
@@ -118,32 +127,20 @@ pub fn track(key: &FlowKey, packet: &Packet, vip_id: u32, backend_id: u32, now: 
     };
     // A failed insert only costs a later reschedule to the same Maglev choice.
     let _ = maps::FLOWS.insert(key, flow, BPF_ANY as u64);
-    // The next packet without SYN/FIN/RST fills the cache from the LRU. A slot still holding
-    // this 5-tuple (seen with a SYN after its LRU entry was evicted) must not outlive the new
-    // choice.
-    forget(cache_slot(key), key);
-}
-
-/// Empties this CPU's slot if it holds `key`.
-#[inline(always)]
-fn forget(slot: u32, key: &FlowKey) {
-    let Some(entry) = maps::FLOW_CACHE.get_ptr_mut(slot) else {
-        return;
-    };
-    // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-    let entry = unsafe { &mut *entry };
-    if entry.key == *key {
-        entry.last_seen = 0;
-        entry.key.proto = 0;
+    // After the insert: every CPU's cached copy of this slot is now stale. A lost update
+    // between two CPUs still changes the value, which is all readers compare.
+    if let Some(epoch) = maps::FLOW_EPOCHS.get_ptr_mut(cache_slot(key)) {
+        // SAFETY: points into the array's value.
+        unsafe { *epoch = (*epoch).wrapping_add(1) };
     }
 }
 
-/// Caches an open flow in this CPU's slot, or empties the slot if the flow is closing (so
-/// a later SYN on the 5-tuple is seen by the LRU as a new connection).
+/// Caches an open flow in this CPU's slot under the epoch read before its LRU lookup.
+/// Closing flows are not cached: their packets go to the LRU, which times them out sooner.
 #[inline(always)]
-fn remember(slot: u32, key: &FlowKey, flow: &Flow) {
+fn remember(slot: u32, key: &FlowKey, flow: &Flow, epoch: u32) {
     if flow.flags & FLOW_F_CLOSING != 0 {
-        return forget(slot, key);
+        return;
     }
     let Some(entry) = maps::FLOW_CACHE.get_ptr_mut(slot) else {
         return;
@@ -154,7 +151,8 @@ fn remember(slot: u32, key: &FlowKey, flow: &Flow) {
             key: *key,
             backend_id: flow.backend_id,
             vip_id: flow.vip_id,
-            last_seen: flow.last_seen,
+            last_seen: flow.last_seen as u32,
+            epoch,
         }
     };
 }

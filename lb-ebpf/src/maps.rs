@@ -29,6 +29,10 @@ pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_MAX_FLOWS as usize }> = Lr
 pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry, { FLOW_CACHE_SIZE as usize }> =
     PerCpuArray::new();
 
+/// Shared by all CPUs; see `conntrack`.
+#[btf_map]
+pub static FLOW_EPOCHS: Array<u32, { FLOW_CACHE_SIZE as usize }> = Array::new();
+
 #[btf_map]
 pub static INTERFACES: Array<Interface, { MAX_INTERFACES as usize }> = Array::new();
 

@@ -624,3 +624,64 @@ fn counters_count_packets_bytes_and_new_flows() {
         }
     );
 }
+
+/// Moves the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the caller's CPU.
+fn run_on_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pin to CPU {cpu}"
+        );
+    }
+}
+
+/// Per-CPU caches must not outlive a reschedule made on another CPU: a client reuses its
+/// port right after closing (new SYN, new Maglev choice on CPU 0), and the next packet of
+/// the new connection lands on CPU 1, which still caches the old connection's backend.
+#[test]
+fn a_flow_rescheduled_on_one_cpu_is_not_misrouted_by_another_cpus_cache() {
+    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 1), (13, 1)]) else {
+        return;
+    };
+    // SAFETY: no preconditions.
+    if unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } < 2 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI machines have 2 CPUs; this one has 1"
+        );
+        eprintln!("skipped: needs 2 CPUs");
+        return;
+    }
+    let after = [(11, 1), (12, 1), (14, 1)];
+    let port = port_that_moves(&dp, &after);
+    run_on_cpu(0);
+    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    dp.run(&tcp(port, TCP_ACK));
+    run_on_cpu(1);
+    let ack = tcp(port, TCP_ACK);
+    assert_eq!(
+        dp.run(&ack),
+        (XDP_TX, forwarded(&ack, backend_of(&first))),
+        "CPU 1 caches the flow too"
+    );
+    run_on_cpu(0);
+    dp.run(&tcp(port, TCP_FIN | TCP_ACK));
+    dp.reconfigure(&after);
+    let syn = tcp(port, TCP_SYN);
+    let new_choice = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
+    assert_eq!(
+        dp.run(&syn),
+        (XDP_TX, forwarded(&syn, new_choice)),
+        "port reuse is a new connection"
+    );
+    run_on_cpu(1);
+    assert_eq!(
+        dp.run(&ack),
+        (XDP_TX, forwarded(&ack, new_choice)),
+        "CPU 1's cache sent the new connection to the old backend"
+    );
+}
