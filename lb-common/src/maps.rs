@@ -15,7 +15,7 @@ pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
 pub const MAX_INTERFACES: u32 = 1_024;
 /// Slots of the per-CPU flow cache (a power of two: the index is `hash & (size - 1)`).
 pub const FLOW_CACHE_SIZE: u32 = 4_096;
-/// Slots of the VIP prefilter, indexed by [`crate::hash::vip_filter_slot`].
+/// Slots of the VIP prefilter, indexed by [`crate::hash::vip_filter_slot`] (a power of two).
 pub const VIP_FILTER_SIZE: u32 = 65_536;
 
 /// Name of the XDP load-balancer program in the object file.

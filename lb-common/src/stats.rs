@@ -25,8 +25,6 @@ impl TrafficCounters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VerdictCounters {
-    /// Frames seen.
-    pub rx: u64,
     /// XDP_TX: forwarded to a backend.
     pub tx: u64,
     /// XDP_PASS: not addressed to this director's MAC (flooded by a bridge, broadcast such
@@ -48,9 +46,20 @@ pub struct VerdictCounters {
 }
 
 impl VerdictCounters {
+    /// Frames seen: every frame ends in exactly one outcome, so this is their sum.
+    pub fn rx(&self) -> u64 {
+        self.tx
+            + self.pass_not_for_us
+            + self.pass_not_balanced
+            + self.pass_not_vip
+            + self.pass_fragment
+            + self.pass_not_forwarding
+            + self.drop_malformed
+            + self.drop_no_backend
+    }
+
     /// Adds another CPU's copy.
     pub fn add(&mut self, o: &Self) {
-        self.rx += o.rx;
         self.tx += o.tx;
         self.pass_not_for_us += o.pass_not_for_us;
         self.pass_not_balanced += o.pass_not_balanced;

@@ -65,7 +65,7 @@ pub fn render(instance: &str, snapshot: &Snapshot) -> String {
         out,
         "datapath: rx {} tx {} | pass: not-for-us {} not-balanced {} not-vip {} fragment {} \
          not-forwarding {} | drop: malformed {} no-backend {}",
-        v.rx,
+        v.rx(),
         v.tx,
         v.pass_not_for_us,
         v.pass_not_balanced,

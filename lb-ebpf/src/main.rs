@@ -20,7 +20,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use lb_common::{BACKEND_F_ACTIVE, Backend, FlowKey, VipKey, hash::vip_filter_slot};
+use lb_common::{BACKEND_F_ACTIVE, Backend, FlowKey, VipKey};
 
 use crate::conntrack::Lookup;
 
@@ -63,14 +63,6 @@ pub fn lb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let packet = parse::parse(ctx)?;
-    // Most traffic that is not for a VIP leaves here, after one inlined array read.
-    let filter_slot = vip_filter_slot(packet.dst_addr, packet.dst_port, packet.proto);
-    if maps::VIP_FILTER
-        .get(filter_slot)
-        .is_none_or(|&maybe| maybe == 0)
-    {
-        return Err(Outcome::NotVip);
-    }
     let settings = maps::SETTINGS.get(0).ok_or(Outcome::NotForwarding)?;
     if settings.forwarding == 0 {
         return Err(Outcome::NotForwarding);

@@ -3,7 +3,7 @@
 use core::mem;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{MAX_INTERFACES, PROTO_TCP, PROTO_UDP};
+use lb_common::{MAX_INTERFACES, PROTO_TCP, PROTO_UDP, hash::vip_filter_slot};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -50,7 +50,8 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Outcome> {
 const IPV4_MF: u16 = 0x2000;
 const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
-/// Parses a frame down to its ports, or says why it is not for the balancer.
+/// Parses a frame down to its ports, or says why it is not for the balancer (including
+/// "not a VIP", from the prefilter).
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
@@ -90,6 +91,25 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Err(Outcome::NotBalanced);
     }
+    // TCP and UDP both start with the two ports.
+    let l4 = EthHdr::LEN + ihl;
+    let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
+    // SAFETY: `ports` is within bounds.
+    let ports = unsafe { *ports };
+    let (src_port, dst_port) = (
+        u16::from_ne_bytes([ports[0], ports[1]]),
+        u16::from_ne_bytes([ports[2], ports[3]]),
+    );
+    // The VIP prefilter, as soon as the destination is known: traffic for no VIP pays for
+    // nothing more, and the kernel judges its headers.
+    let filter_slot = vip_filter_slot(dst_addr, dst_port, proto);
+    if maps::VIP_FILTER
+        .get(filter_slot)
+        .is_none_or(|&vips| vips == 0)
+    {
+        return Err(Outcome::NotVip);
+    }
+
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     // The IP header claims more than the frame holds, or less than its own header.
     if (tot_len as usize) < ihl || tot_len as u64 > frame_len - EthHdr::LEN as u64 {
@@ -98,33 +118,20 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     if frags & (IPV4_MF | IPV4_OFFSET_MASK) != 0 {
         return Err(Outcome::Fragment);
     }
-
-    let l4 = EthHdr::LEN + ihl;
-    let (src_port, dst_port, tcp_flags) = if proto == PROTO_TCP {
+    let tcp_flags = if proto == PROTO_TCP {
         let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
         // SAFETY: `tcp` is within bounds.
         unsafe {
-            (
-                u16::from_ne_bytes((*tcp).source),
-                u16::from_ne_bytes((*tcp).dest),
-                TcpFlags {
-                    syn: (*tcp).syn() != 0,
-                    ack: (*tcp).ack() != 0,
-                    fin: (*tcp).fin() != 0,
-                    rst: (*tcp).rst() != 0,
-                },
-            )
+            TcpFlags {
+                syn: (*tcp).syn() != 0,
+                ack: (*tcp).ack() != 0,
+                fin: (*tcp).fin() != 0,
+                rst: (*tcp).rst() != 0,
+            }
         }
     } else {
-        let udp: *const UdpHdr = ptr_at(ctx, l4)?;
-        // SAFETY: `udp` is within bounds.
-        unsafe {
-            (
-                u16::from_ne_bytes((*udp).src),
-                u16::from_ne_bytes((*udp).dst),
-                TcpFlags::default(),
-            )
-        }
+        let _: *const UdpHdr = ptr_at(ctx, l4)?;
+        TcpFlags::default()
     };
     Ok(Packet {
         eth,

@@ -9,7 +9,6 @@ pub fn count_outcome(outcome: Outcome) {
     };
     // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
     let c = unsafe { &mut *counters };
-    c.rx += 1;
     match outcome {
         Outcome::Tx => c.tx += 1,
         Outcome::NotForUs => c.pass_not_for_us += 1,

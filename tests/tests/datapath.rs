@@ -508,6 +508,7 @@ fn malformed_frames_are_never_forwarded() {
     }
     let v = dp.snapshot().verdicts;
     assert_eq!(v.tx, 0, "nothing malformed was forwarded");
+    assert_eq!(v.rx(), 7);
     assert_eq!(v.drop_malformed, 7, "{v:?}");
 }
 
@@ -611,10 +612,10 @@ fn counters_count_packets_bytes_and_new_flows() {
         );
         assert_eq!(b.active_flows, want.2, "tracked flows of {}", b.address());
     }
+    assert_eq!(snap.verdicts.rx(), 35, "every frame is counted once");
     assert_eq!(
         snap.verdicts,
         VerdictCounters {
-            rx: 35,
             tx: 30,
             pass_not_for_us: 2,
             pass_not_balanced: 1,
