@@ -6,8 +6,10 @@
 //! untouched, or dropped when its headers are truncated. The daemon precomputes every table
 //! read here (Maglev rings, backend MACs, timeouts); this program only looks things up.
 //!
-//! Layout: `maps` (all maps), `parse` (bounds-checked header access), `conntrack` (flow
-//! table), `select` (Maglev ring), `forward` (MAC rewrite), `stats` (counters).
+//! Per packet, in order: `parse` (bounds-checked headers; the VIP prefilter as soon as the
+//! destination is known), `conntrack` (per-CPU flow cache, else the LRU flow table), and for
+//! a new flow the VIP lookup and `select` (one read of the VIP's Maglev ring), then
+//! `forward` (MAC rewrite) and `stats` (per-CPU counters). `maps` declares every map.
 #![no_std]
 #![no_main]
 
