@@ -109,9 +109,6 @@ struct Daemon {
     reconciler: Reconciler,
     /// Declared after the dataplane so it is dropped (detach + unpin) after it.
     _pinned: Pinned,
-    /// Held for the daemon's life: a second `lbd run` of the instance fails at once instead
-    /// of mistaking this one's pins for stale ones during start-up.
-    _instance_lock: std::fs::File,
 }
 
 /// Takes the instance's exclusive lock (`/run/lbd/<instance>.lock`), or says who holds it.
@@ -127,7 +124,7 @@ fn lock_instance(instance: &str, layout: &PinLayout) -> Result<std::fs::File> {
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(Error::AlreadyRunning {
             instance: instance.to_owned(),
-            pid: running_pid(instance).unwrap_or(0),
+            pid: running_pid(instance),
             pin_dir: layout.dir.clone(),
         });
     }
@@ -137,7 +134,9 @@ fn lock_instance(instance: &str, layout: &PinLayout) -> Result<std::fs::File> {
 /// Runs until `shutdown` completes (or SIGINT/SIGTERM arrive, see `main`), then detaches
 /// and removes every pin.
 pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let mut daemon = start(options).await?;
+    // Held until the very end: released only once pins, pid and status files are gone, so a
+    // second `lbd run` fails at once instead of taking a live instance's pins for stale.
+    let (mut daemon, instance_lock) = start(options).await?;
     let instance = daemon.config.instance.clone();
     let pid_file = paths::pid_file(&instance);
     std::fs::create_dir_all(paths::RUN_DIR)?;
@@ -170,6 +169,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     drop(daemon);
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(paths::reload_status_file(&instance));
+    drop(instance_lock);
     Ok(())
 }
 
@@ -195,7 +195,7 @@ pub fn running(instance: &str) -> Option<(i32, PathBuf)> {
     (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some((pid, config))
 }
 
-async fn start(options: RunOptions) -> Result<Daemon> {
+async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File)> {
     let config = Config::load(&options.config_path)?;
     let layout = PinLayout::for_instance(&config.instance);
     let instance_lock = lock_instance(&config.instance, &layout)?;
@@ -262,14 +262,16 @@ async fn start(options: RunOptions) -> Result<Daemon> {
         );
     }
     info!(instance = %config.instance, pins = %layout.dir.display(), "running");
-    Ok(Daemon {
-        options,
-        config,
-        dataplane,
-        reconciler,
-        _pinned: pinned,
-        _instance_lock: instance_lock,
-    })
+    Ok((
+        Daemon {
+            options,
+            config,
+            dataplane,
+            reconciler,
+            _pinned: pinned,
+        },
+        instance_lock,
+    ))
 }
 
 impl Daemon {

@@ -26,10 +26,11 @@ pub enum Error {
     },
     #[error("{BPFFS} is not a mounted BPF filesystem: run `mount -t bpf bpf {BPFFS}`", BPFFS = crate::paths::BPFFS)]
     NoBpffs,
-    #[error("instance {instance:?} is already running (pid {pid}, {pin_dir})")]
+    #[error("instance {instance:?} is already running ({pid}, {pin_dir})", pid = pid.map_or("starting".to_owned(), |p| format!("pid {p}")), pin_dir = pin_dir.display())]
     AlreadyRunning {
         instance: String,
-        pid: i32,
+        /// Unknown while the other instance is still starting.
+        pid: Option<i32>,
         pin_dir: PathBuf,
     },
     #[error("instance {instance:?} is not running (no pins at {pin_dir})")]

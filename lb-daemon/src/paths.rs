@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// Parent of every instance's pins.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/lbd";
-/// Pid and reload-status files.
+/// Pid, lock and reload-status files.
 pub const RUN_DIR: &str = "/run/lbd";
 
 /// Pins of one instance:

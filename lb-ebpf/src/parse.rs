@@ -91,6 +91,10 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Err(Outcome::NotBalanced);
     }
+    // Fragments first: a later fragment has no ports, and the first may be too short to.
+    if frags & (IPV4_MF | IPV4_OFFSET_MASK) != 0 {
+        return Err(Outcome::Fragment);
+    }
     // TCP and UDP both start with the two ports.
     let l4 = EthHdr::LEN + ihl;
     let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
@@ -114,9 +118,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     // The IP header claims more than the frame holds, or less than its own header.
     if (tot_len as usize) < ihl || tot_len as u64 > frame_len - EthHdr::LEN as u64 {
         return Err(Outcome::Malformed);
-    }
-    if frags & (IPV4_MF | IPV4_OFFSET_MASK) != 0 {
-        return Err(Outcome::Fragment);
     }
     let tcp_flags = if proto == PROTO_TCP {
         let tcp: *const TcpHdr = ptr_at(ctx, l4)?;

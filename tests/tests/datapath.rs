@@ -392,6 +392,10 @@ fn frames_not_for_the_balancer_pass_unchanged() {
         TCP_SYN,
     );
     fragment.frag = 0x2000;
+    // A first fragment ending 2 bytes into the transport header: no ports to read.
+    let mut tiny_fragment = fragment.build();
+    tiny_fragment.truncate(14 + 20 + 2);
+    tiny_fragment[16..18].copy_from_slice(&22u16.to_be_bytes());
     let mut vlan = tcp(40000, TCP_SYN);
     vlan.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -464,6 +468,10 @@ fn frames_not_for_the_balancer_pass_unchanged() {
         (
             "first fragment of a VIP SYN (fragments are not balanced yet)",
             fragment.build(),
+        ),
+        (
+            "a first fragment too short to hold the ports",
+            tiny_fragment,
         ),
         ("802.1Q-tagged VIP SYN (VLANs are not parsed yet)", vlan),
     ];
