@@ -18,6 +18,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "/usr/sbin/bpftool"),
     ("iproute2", "/usr/sbin/ip"),
     ("ethtool", "/usr/sbin/ethtool"),
+    ("procps", "/usr/sbin/sysctl"),
 ];
 
 /// Nightly that `-Z build-std` uses, and a copy of its rust-src shipped beside the project.
