@@ -35,7 +35,7 @@ enum Command {
     },
     /// Datapath micro-benchmarks and the lab redis-benchmark; writes docs/benchmarks.md.
     Bench {
-        /// Skip the lab redis-benchmark part.
+        /// Skip the lab redis-benchmark part (prints only; the report is not rewritten).
         #[arg(long)]
         no_lab: bool,
     },
