@@ -27,8 +27,8 @@ pub struct Lbd {
 }
 
 impl Lbd {
-    /// Writes `config` and starts `lbd run` in the lab's director namespace; returns once
-    /// `lbd status` answers.
+    /// Writes `config` and starts `lbd run` in the lab's director namespace; returns once it
+    /// serves (its pid file names it, which happens after attaching) and `lbd status` answers.
     pub fn start(lab: &Lab, config: &str) -> Lbd {
         Lbd::start_with(lab, config, &[])
     }
@@ -61,7 +61,9 @@ impl Lbd {
             if let Some(status) = lbd.child.try_status() {
                 panic!("lbd exited ({status}) during start:\n{}", lbd.log());
             }
-            if lbd.status_output().status.success() {
+            // The pid file is written once every interface is attached (pins come earlier).
+            let serving = lb_daemon::daemon::running_pid(&lbd.instance) == Some(lbd.pid());
+            if serving && lbd.status_output().status.success() {
                 return lbd;
             }
             assert!(
