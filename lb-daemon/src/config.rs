@@ -16,6 +16,10 @@ use lb_common::{MAX_BACKENDS, MAX_VIPS, PROTO_TCP, PROTO_UDP};
 use serde::Deserialize;
 use toml::Spanned;
 
+/// At most half the backend slots (less the reserved id 0): a reload that replaces every
+/// backend needs new ids while the old ones are still in service.
+pub const MAX_CONFIGURED_BACKENDS: usize = (MAX_BACKENDS as usize - 1) / 2;
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -345,14 +349,11 @@ impl Validator<'_> {
                 vips.push(vip);
             }
         }
-        if backend_count >= MAX_BACKENDS as usize {
+        if backend_count > MAX_CONFIGURED_BACKENDS {
             self.error(
                 None,
                 "vip",
-                format!(
-                    "{backend_count} backends in all; at most {} are supported",
-                    MAX_BACKENDS - 1
-                ),
+                format!("{backend_count} backends in all; at most {MAX_CONFIGURED_BACKENDS} are supported"),
             );
         }
         Config {
@@ -543,7 +544,13 @@ impl Validator<'_> {
             let bat = raw_backend.span().start;
             let bkey = format!("{key}.backend[{j}]");
             if let Some(backend) = self.backend(&bkey, raw_backend.into_inner(), bat) {
-                if backends.iter().any(|b| b.address == backend.address) {
+                if address == Some(backend.address) {
+                    self.error(
+                        Some(bat),
+                        format!("{bkey}.address"),
+                        "is the VIP itself: a real server has its own address (the VIP goes on its lo)",
+                    );
+                } else if backends.iter().any(|b| b.address == backend.address) {
                     self.error(
                         Some(bat),
                         format!("{bkey}.address"),

@@ -119,7 +119,7 @@ fn lock_instance(instance: &str, layout: &PinLayout) -> Result<std::fs::File> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(std::path::Path::new(paths::RUN_DIR).join(format!("{instance}.lock")))?;
+        .open(paths::lock_file(instance))?;
     // SAFETY: flock on an open descriptor.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(Error::AlreadyRunning {
@@ -136,7 +136,12 @@ fn lock_instance(instance: &str, layout: &PinLayout) -> Result<std::fs::File> {
 pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     // Held until the very end: released only once pins, pid and status files are gone, so a
     // second `lbd run` fails at once instead of taking a live instance's pins for stale.
-    let (mut daemon, instance_lock) = start(options).await?;
+    // Installed before start-up, so a reload asked for early is queued, not fatal.
+    let mut hangups = signal(SignalKind::hangup())?;
+    let started = start(options).await?;
+    // Declared before the daemon so it is dropped after it, on every path.
+    let instance_lock = started.1;
+    let mut daemon = started.0;
     let instance = daemon.config.instance.clone();
     let pid_file = paths::pid_file(&instance);
     std::fs::create_dir_all(paths::RUN_DIR)?;
@@ -146,7 +151,6 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
         &pid_file,
         format!("{}\n{}\n", std::process::id(), config_path.display()),
     )?;
-    let mut hangups = signal(SignalKind::hangup())?;
     let mut generation = 0u64;
     write_reload_status(&instance, generation, "ok (started)");
     tokio::pin!(shutdown);
@@ -191,8 +195,21 @@ pub fn running(instance: &str) -> Option<(i32, PathBuf)> {
     let mut lines = text.lines();
     let pid: i32 = lines.next()?.trim().parse().ok()?;
     let config = PathBuf::from(lines.next().unwrap_or_default());
+    // A pid file outlives a crash, and its pid may be reused: only an instance that holds
+    // its lock is running.
     // SAFETY: signal 0 only checks that the process exists.
-    (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some((pid, config))
+    (pid > 0 && instance_lock_held(instance) && unsafe { libc::kill(pid, 0) } == 0)
+        .then_some((pid, config))
+}
+
+/// Whether some process holds `instance`'s lock (probed without keeping it).
+fn instance_lock_held(instance: &str) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(paths::lock_file(instance)) else {
+        return false;
+    };
+    // SAFETY: flock on an open descriptor; released when `file` closes.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
 }
 
 async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File)> {

@@ -138,9 +138,12 @@ fn main() -> ExitCode {
                 .worker_threads(2)
                 .enable_all()
                 .build();
-            let result = runtime
-                .expect("tokio runtime")
-                .block_on(daemon::run(options, shutdown_signal()));
+            let result = runtime.expect("tokio runtime").block_on(async {
+                // Registered before start-up: a SIGTERM while loading or attaching is
+                // acted on once start-up ends, with a clean stop, not the default action.
+                let shutdown = shutdown_signal()?;
+                daemon::run(options, shutdown).await
+            });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err @ lb_daemon::error::Error::Config(_)) => {
@@ -198,14 +201,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT, with both handlers installed now (not when first polled).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn enter_netns(name: &str) -> std::io::Result<()> {

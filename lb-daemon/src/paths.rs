@@ -46,6 +46,11 @@ pub fn pid_file(instance: &str) -> PathBuf {
     PathBuf::from(RUN_DIR).join(format!("{instance}.pid"))
 }
 
+/// Held (flock) by the running instance for its whole life.
+pub fn lock_file(instance: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{instance}.lock"))
+}
+
 /// Result of the last reload (`<generation> ok` or `<generation> error: ...`), read by
 /// `lbd reload` to report what the daemon did with the new file.
 pub fn reload_status_file(instance: &str) -> PathBuf {

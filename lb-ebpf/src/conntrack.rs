@@ -86,7 +86,9 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     } else {
         open_timeout
     };
-    let expired = now.wrapping_sub(flow.last_seen) > timeout;
+    // Saturating: another CPU may have stored a newer jiffy than the one read here.
+    let age = now.saturating_sub(flow.last_seen);
+    let expired = age > timeout;
     let reopened = closing && flags.syn && !flags.ack;
     if expired || reopened {
         return Lookup::Untracked;
@@ -96,7 +98,7 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     };
     let now_closing = flags.fin || flags.rst;
     // Established flows are read-only: refresh the timestamp at most once per interval.
-    if now.wrapping_sub(flow.last_seen) > settings.touch_interval || (now_closing && !closing) {
+    if age > settings.touch_interval || (now_closing && !closing) {
         flow.last_seen = now;
         if now_closing {
             flow.flags |= FLOW_F_CLOSING;

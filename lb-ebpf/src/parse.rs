@@ -115,8 +115,14 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     }
 
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    // The IP header claims more than the frame holds, or less than its own header.
-    if (tot_len as usize) < ihl || tot_len as u64 > frame_len - EthHdr::LEN as u64 {
+    // The IP packet claims more than the frame holds, or too little for its own header and
+    // the transport header (a padded frame must not lend the padding to the TCP header).
+    let l4_header = if proto == PROTO_TCP {
+        TcpHdr::LEN
+    } else {
+        UdpHdr::LEN
+    };
+    if (tot_len as usize) < ihl + l4_header || tot_len as u64 > frame_len - EthHdr::LEN as u64 {
         return Err(Outcome::Malformed);
     }
     let tcp_flags = if proto == PROTO_TCP {

@@ -19,7 +19,7 @@ pub fn pick(
         return Err(Outcome::NoBackend);
     }
     let backend = maps::BACKENDS.get(backend_id).ok_or(Outcome::NoBackend)?;
-    if !usable(backend) {
+    if !usable(backend) || backend.vip_id != vip_id {
         // The daemon rewrites rings before retiring a backend; seeing this means it did not.
         warn!(
             ctx,

@@ -495,6 +495,10 @@ fn malformed_frames_are_never_forwarded() {
     bad_version[14] = 0x65;
     let mut long_tot_len = syn.clone();
     long_tot_len[16..18].copy_from_slice(&1500u16.to_be_bytes());
+    // IP says 28 bytes (8 of TCP); the frame is padded to 60: the flags would be padding.
+    let mut tcp_past_ip_length = syn.clone();
+    tcp_past_ip_length[16..18].copy_from_slice(&28u16.to_be_bytes());
+    tcp_past_ip_length.resize(60, 0);
     let mut options_past_end = syn.clone();
     options_past_end[14] = 0x4f; // 60-byte IP header in a 40-byte packet
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -505,6 +509,10 @@ fn malformed_frames_are_never_forwarded() {
         ("IP version 6 in an IPv4 ethertype", bad_version),
         ("total length beyond the frame", long_tot_len),
         ("IP options beyond the frame", options_past_end),
+        (
+            "TCP header beyond the IP total length (padded frame)",
+            tcp_past_ip_length,
+        ),
     ];
     for (description, frame) in cases {
         let (verdict, out) = dp.run(&frame);
@@ -517,8 +525,8 @@ fn malformed_frames_are_never_forwarded() {
     }
     let v = dp.snapshot().verdicts;
     assert_eq!(v.tx, 0, "nothing malformed was forwarded");
-    assert_eq!(v.rx(), 7);
-    assert_eq!(v.drop_malformed, 7, "{v:?}");
+    assert_eq!(v.rx(), 8);
+    assert_eq!(v.drop_malformed, 8, "{v:?}");
 }
 
 #[test]

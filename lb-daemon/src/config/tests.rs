@@ -473,3 +473,49 @@ fn enum_values_are_case_insensitive() {
         .replace(r#"protocol = "tcp""#, r#"protocol = "TCP""#);
     assert_eq!(parse(&text).unwrap().vips[0].scheduler, Scheduler::Maglev);
 }
+
+#[test]
+fn backend_cannot_be_the_vip() {
+    let text = with(r#"address = "198.18.0.12""#, r#"address = "198.18.0.100""#);
+    let second_backend_line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "[[vip.backend]]")
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
+    one_error(
+        &text,
+        second_backend_line,
+        "vip[0].backend[1].address",
+        "VIP itself",
+    );
+}
+
+#[test]
+fn backends_are_capped_so_a_reload_can_replace_them_all() {
+    let mut text = String::from("[director]\ninterfaces = [\"eth0\"]\n");
+    for v in 0..9u32 {
+        text.push_str(&format!(
+            "[[vip]]\naddress = \"198.18.1.{}\"\nport = 6379\n",
+            v + 1
+        ));
+        for b in 0..230u32 {
+            text.push_str(&format!(
+                "[[vip.backend]]\naddress = \"198.19.{}.{}\"\n",
+                v,
+                b + 1
+            ));
+        }
+    }
+    let errors = parse(&text).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains(&format!(
+            "2070 backends in all; at most {MAX_CONFIGURED_BACKENDS}"
+        )),
+        "{}",
+        errors[0]
+    );
+}
