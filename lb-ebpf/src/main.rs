@@ -13,6 +13,8 @@
 #![no_std]
 #![no_main]
 
+mod runtime;
+
 mod conntrack;
 mod forward;
 mod maps;
@@ -132,13 +134,3 @@ pub fn clock(ctx: XdpContext) -> u32 {
 fn usable(backend: &Backend) -> bool {
     backend.flags & BACKEND_F_ACTIVE != 0
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -4,6 +4,8 @@
 #![no_std]
 #![no_main]
 
+mod runtime;
+
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{HashMap, LruHashMap},
@@ -79,13 +81,3 @@ pub fn probe_jiffies(_ctx: XdpContext) -> u32 {
     // SAFETY: helpers without preconditions.
     verdict(unsafe { bpf_jiffies64() } != 1)
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

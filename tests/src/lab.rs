@@ -12,7 +12,6 @@
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::PathBuf,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -180,16 +179,6 @@ impl Lab {
         }
         text
     }
-
-    /// The real server's name for an address.
-    pub fn server_name(&self, addr: Ipv4Addr) -> &str {
-        &self
-            .servers
-            .iter()
-            .find(|s| s.addr == addr)
-            .expect("lab server")
-            .name
-    }
 }
 
 impl Drop for Lab {
@@ -253,9 +242,4 @@ pub fn whoami(conn: &mut resp::Connection) -> std::io::Result<String> {
     conn.command(&["GET", WHOAMI_KEY])?
         .text()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no whoami"))
-}
-
-/// Stdio that discards output.
-pub fn quiet() -> Stdio {
-    Stdio::null()
 }
