@@ -35,8 +35,8 @@ pub const MAP_FLOWS: &str = "FLOWS";
 /// Per-CPU `u32 slot -> FlowCacheEntry` array: a direct-mapped cache of recently seen
 /// established flows, so most packets skip the LRU hash lookup.
 pub const MAP_FLOW_CACHE: &str = "FLOW_CACHE";
-/// `u32 slot -> u32` array shared by all CPUs: bumped whenever a flow hashing to the slot is
-/// (re)scheduled, so every CPU's cached copy of that slot stops being trusted.
+/// `u32 slot -> u64` array shared by all CPUs: atomically bumped whenever a flow hashing to
+/// the slot is (re)scheduled, so every CPU's cached copy of that slot stops being trusted.
 pub const MAP_FLOW_EPOCHS: &str = "FLOW_EPOCHS";
 /// `u32 (ifindex % MAX_INTERFACES) -> Interface` array: the director's interfaces and MACs.
 pub const MAP_INTERFACES: &str = "INTERFACES";

@@ -50,6 +50,10 @@ pub struct Backend {
     pub vip_id: u32,
     /// Configured weight (informational: the ring already encodes it).
     pub weight: u32,
+    /// Which allocation of this id the entry is (never 0 for an active entry). Ids are
+    /// reused; a tracked flow records the generation it was scheduled to and is trusted only
+    /// while the entry still has it, so a reused id never inherits another backend's flows.
+    pub generation: u32,
 }
 
 /// Connection-tracking key: the client side of a flow, as it arrives.
@@ -86,8 +90,9 @@ pub struct Flow {
     pub vip_id: u32,
     /// `FLOW_F_*` bits.
     pub flags: u32,
-    /// Keeps `last_seen` aligned.
-    pub _pad: u32,
+    /// [`Backend::generation`] of `backend_id` when the flow was scheduled: the flow follows
+    /// that allocation only, never a later backend (of any VIP) given the same id.
+    pub backend_generation: u32,
     /// Kernel jiffies of the last packet, refreshed at most once per
     /// [`Settings::touch_interval`] so established flows stay write-free. Jiffies because
     /// `bpf_jiffies64()` is inlined to a load, where a clock helper costs a call.
@@ -104,11 +109,12 @@ pub struct FlowCacheEntry {
     pub key: FlowKey,
     /// The flow's backend.
     pub backend_id: u32,
-    /// The flow's VIP.
-    pub vip_id: u32,
+    /// The flow's [`Flow::backend_generation`] (the VIP comes from the backend entry).
+    pub backend_generation: u32,
     /// `Flow::last_seen` when the slot was filled (low 32 bits of jiffies).
     pub last_seen: u32,
-    /// The slot's [`crate::MAP_FLOW_EPOCHS`] value, read before the LRU lookup that filled it.
+    /// The slot's [`crate::MAP_FLOW_EPOCHS`] value (low 32 bits), read before the LRU lookup
+    /// that filled it.
     pub epoch: u32,
 }
 

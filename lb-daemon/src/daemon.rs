@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
+    apply::Applier,
     config::{Config, XdpModeSetting, format_mac},
     dataplane::{
         DatapathLogLevel, Dataplane, LoadOptions, clock, object,
@@ -21,7 +22,7 @@ use crate::{
     error::{Error, Result},
     netdev::{self, InterfaceInfo},
     paths::{self, PinLayout},
-    reconcile::{DesiredBackend, DesiredVip, Reconciler},
+    reconcile::{DesiredBackend, DesiredVip},
 };
 
 /// How `lbd run` was asked to run.
@@ -106,7 +107,11 @@ struct Daemon {
     options: RunOptions,
     config: Config,
     dataplane: Dataplane,
-    reconciler: Reconciler,
+    /// Owns every planner write to the maps.
+    applier: Applier,
+    /// The desired state of `config`, as last applied in full: what a failed reload rolls
+    /// back to.
+    desired: Vec<DesiredVip>,
     /// Declared after the dataplane so it is dropped (detach + unpin) after it.
     _pinned: Pinned,
 }
@@ -252,15 +257,15 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File)> {
         },
     )?;
     dataplane.spawn_log_forwarder();
-    let (ops, reconciler) = Reconciler::default().plan(&desired)?;
+    let mut applier = Applier::new();
     {
         let mut writer = dataplane.writer();
         writer.set_settings(settings(&config))?;
         for iface in &interfaces {
             writer.set_interface(iface.ifindex, iface.mac)?;
         }
-        writer.apply(&ops)?;
     }
+    applier.apply(&mut dataplane, &desired)?;
     let mode = options.xdp_mode.unwrap_or(config.xdp_mode);
     if mode == XdpModeSetting::Skb {
         warn!(
@@ -284,7 +289,8 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File)> {
             options,
             config,
             dataplane,
-            reconciler,
+            applier,
+            desired,
             _pinned: pinned,
         },
         instance_lock,
@@ -295,8 +301,8 @@ impl Daemon {
     /// Re-reads the config and applies the difference. Validation, MAC resolution and
     /// planning all happen before the first map write, so a bad file or an unreachable
     /// backend changes nothing. A map write failing midway (not expected: capacities are
-    /// validated) is reported and leaves the previous state as the reference, so the next
-    /// reload re-plans and rewrites everything that differs.
+    /// validated) is reported, and the running configuration is applied again from what the
+    /// maps really hold (see [`Applier`]); if that fails too, the next reload does it.
     async fn reload(&mut self) -> Result<()> {
         let new = Config::load(&self.options.config_path)?;
         let old = &self.config;
@@ -319,15 +325,46 @@ impl Daemon {
                 .await
                 .expect("resolver task")?
         };
-        let (ops, next) = self.reconciler.plan(&desired)?;
-        let mut writer = self.dataplane.writer();
-        if new.timeouts != old.timeouts {
-            writer.set_settings(settings(&new))?;
+        // Written whole every time: after an earlier failure the map may hold other values
+        // than `old` says.
+        self.dataplane.writer().set_settings(settings(&new))?;
+        match self.applier.apply(&mut self.dataplane, &desired) {
+            Ok(ops) => {
+                info!(map_writes = ops, vips = new.vips.len(), "reloaded");
+                self.config = new;
+                self.desired = desired;
+                Ok(())
+            }
+            Err(err) => Err(self.roll_back(err)),
         }
-        writer.apply(&ops)?;
-        info!(map_writes = ops.len(), vips = new.vips.len(), "reloaded");
-        self.reconciler = next;
-        self.config = new;
-        Ok(())
+    }
+
+    /// After a failed apply: re-applies the running configuration (settings and VIPs) from
+    /// what the maps hold, and returns the error to report.
+    fn roll_back(&mut self, err: Error) -> Error {
+        let restored = self
+            .dataplane
+            .writer()
+            .set_settings(settings(&self.config))
+            .and_then(|()| self.applier.apply(&mut self.dataplane, &self.desired));
+        match restored {
+            Ok(ops) => {
+                warn!(
+                    map_writes = ops,
+                    "a map write failed; the running configuration was restored"
+                );
+                Error::ApplyFailed {
+                    cause: Box::new(err),
+                    restored: true,
+                }
+            }
+            Err(again) => {
+                error!(cause = %again, "restoring the running configuration failed too; the next reload re-reads the maps and retries");
+                Error::ApplyFailed {
+                    cause: Box::new(err),
+                    restored: false,
+                }
+            }
+        }
     }
 }

@@ -50,6 +50,11 @@ pub enum Error {
     },
     #[error("{0}")]
     Reconcile(#[from] ReconcileError),
+    #[error(
+        "applying the new configuration failed midway ({cause}); {}",
+        if *restored { "the running configuration was restored" } else { "restoring the running configuration failed too: the maps are re-read and fixed by the next reload" }
+    )]
+    ApplyFailed { cause: Box<Error>, restored: bool },
     #[error("reload refused: {0}")]
     ReloadRefused(String),
     #[error("the daemon kept its running configuration: {0}")]

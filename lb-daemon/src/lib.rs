@@ -3,6 +3,7 @@
 //! - [`config`]: TOML parsing and validation (pure).
 //! - [`maglev`]: weighted Maglev tables (pure).
 //! - [`reconcile`]: desired state -> ordered map writes (pure).
+//! - [`apply`]: the one owner of those writes; re-reads the maps after a failed one.
 //! - [`netdev`]: interface MACs and neighbour resolution.
 //! - [`dataplane`]: loading, pinning, attaching, typed map writes and reads.
 //! - [`daemon`]: `lbd run` (start, SIGHUP reload, clean stop).
@@ -10,6 +11,7 @@
 //! - [`status`]: the status table.
 //! - [`paths`], [`error`]: every path, every error.
 
+pub mod apply;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -4,8 +4,12 @@
 //! smallest ordered list of [`MapOp`]s that brings the datapath to a new desired state:
 //! backends exist before rings point at them, rings stop pointing at a backend before it is
 //! retired, and only ring slots that change are written. Tracked flows are never touched:
-//! the datapath reschedules a flow only when its backend was retired (or its id now serves
-//! another VIP).
+//! the datapath reschedules a flow only when its backend was retired or its id was given
+//! to another backend since (every allocation of an id carries a new generation).
+//!
+//! After a failed apply, what the maps hold is not what was planned:
+//! [`Reconciler::from_maps`] rebuilds the applied state from the maps' contents, so the
+//! next plan converges from what is really there.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -49,8 +53,9 @@ pub enum MapOp {
     SetVip { key: VipKey, info: VipInfo },
     /// Stop serving a VIP (before its backends are retired).
     RemoveVip { key: VipKey },
-    /// Mark a backend unusable: flows tracked to it are rescheduled.
-    RetireBackend { backend_id: u32 },
+    /// Mark a backend unusable: flows tracked to it are rescheduled. The entry keeps its
+    /// generation, so the next allocation of the id can be told apart even after a restart.
+    RetireBackend { backend_id: u32, generation: u32 },
     /// Set a VIP prefilter slot: the number of VIPs hashing to it (0 = none).
     SetVipFilter { slot: u32, vips: u32 },
 }
@@ -82,9 +87,19 @@ struct AppliedBackend {
 pub struct Reconciler {
     vips: BTreeMap<VipKey, AppliedVip>,
     free_vip_ids: VecDeque<u32>,
-    /// First in, first out: a retired id is reused as late as possible, so a stale flow
-    /// entry is unlikely to meet a new backend under its old id.
+    /// First in, first out: a retired id is reused as late as possible (generations make
+    /// reuse safe; late reuse keeps ids stable to read in `bpftool` output).
     free_backend_ids: VecDeque<u32>,
+    /// Generation of the next backend allocation; never 0 (the value of an empty entry).
+    next_generation: u32,
+    /// Prefilter slot -> VIP count, as the map holds it.
+    filter: BTreeMap<u32, u32>,
+    /// Active backend entries that no published VIP owns (left by a failed apply): retired
+    /// by the next plan.
+    orphans: Vec<(u32, u32)>,
+    /// Published VIPs the maps hold but the planner cannot own (a duplicate or out-of-range
+    /// id, only after a failed or foreign write): unpublished by the next plan.
+    strays: Vec<VipKey>,
 }
 
 impl Default for Reconciler {
@@ -94,8 +109,31 @@ impl Default for Reconciler {
             free_vip_ids: (0..MAX_VIPS).collect(),
             // Id 0 means "no backend" in a ring slot.
             free_backend_ids: (1..MAX_BACKENDS).collect(),
+            next_generation: 1,
+            filter: BTreeMap::new(),
+            orphans: Vec::new(),
+            strays: Vec::new(),
         }
     }
+}
+
+/// What the datapath's maps hold, as read back by the daemon (see
+/// [`Reconciler::from_maps`]).
+#[derive(Clone, Debug, Default)]
+pub struct MapContents {
+    /// Every entry of the VIP map.
+    pub vips: Vec<(VipKey, VipInfo)>,
+    /// The backend array, indexed by id.
+    pub backends: Vec<Backend>,
+    /// Ring of each published VIP id (`RING_SIZE` slots).
+    pub rings: BTreeMap<u32, Vec<u32>>,
+    /// Non-zero prefilter slots.
+    pub filter: BTreeMap<u32, u32>,
+}
+
+/// The generation after `generation`, skipping 0.
+fn next_gen(generation: u32) -> u32 {
+    generation.wrapping_add(1).max(1)
 }
 
 impl Reconciler {
@@ -104,14 +142,24 @@ impl Reconciler {
     pub fn plan(&self, desired: &[DesiredVip]) -> Result<(Vec<MapOp>, Reconciler), ReconcileError> {
         let mut next = self.clone();
         let mut ops = Vec::new();
-        let mut retire = Vec::new();
+        let mut retire: Vec<(u32, u32)> = std::mem::take(&mut next.orphans);
         let wanted: BTreeMap<VipKey, &DesiredVip> = desired.iter().map(|v| (v.key, v)).collect();
+
+        // Entries no plan made: unpublished before anything reuses their ids.
+        for key in std::mem::take(&mut next.strays) {
+            ops.push(MapOp::RemoveVip { key });
+        }
 
         // VIPs that go away: unpublish first, then retire their backends.
         for (key, applied) in &self.vips {
             if !wanted.contains_key(key) {
                 ops.push(MapOp::RemoveVip { key: *key });
-                retire.extend(applied.backends.values().map(|b| b.id));
+                retire.extend(
+                    applied
+                        .backends
+                        .values()
+                        .map(|b| (b.id, b.entry.generation)),
+                );
                 next.vips.remove(key);
                 next.free_vip_ids.push_back(applied.vip_id);
             }
@@ -139,28 +187,34 @@ impl Reconciler {
 
             // Backends that stay or arrive: entries first, so the ring never points at nothing.
             for b in &want.backends {
-                let entry = Backend {
+                let mut entry = Backend {
                     mac: b.mac,
                     _pad: [0; 2],
                     addr: u32::from_ne_bytes(b.addr.octets()),
                     flags: BACKEND_F_ACTIVE,
                     vip_id,
                     weight: b.weight,
+                    generation: 0,
                 };
                 match vip.backends.get_mut(&b.addr) {
-                    Some(applied) if applied.entry == entry => {}
                     Some(applied) => {
-                        applied.entry = entry;
-                        ops.push(MapOp::SetBackend {
-                            backend_id: applied.id,
-                            backend: entry,
-                        });
+                        // The same backend: its flows stay, so its generation does too.
+                        entry.generation = applied.entry.generation;
+                        if applied.entry != entry {
+                            applied.entry = entry;
+                            ops.push(MapOp::SetBackend {
+                                backend_id: applied.id,
+                                backend: entry,
+                            });
+                        }
                     }
                     None => {
                         let id = next
                             .free_backend_ids
                             .pop_front()
                             .ok_or(ReconcileError::TooManyBackends)?;
+                        entry.generation = next.next_generation;
+                        next.next_generation = next_gen(next.next_generation);
                         ops.push(MapOp::ResetBackendStats { backend_id: id });
                         ops.push(MapOp::SetBackend {
                             backend_id: id,
@@ -178,7 +232,7 @@ impl Reconciler {
                 .collect();
             for addr in gone {
                 let applied = vip.backends.remove(&addr).expect("listed above");
-                retire.push(applied.id);
+                retire.push((applied.id, applied.entry.generation));
             }
 
             // The ring, over backends in address order so every director builds the same one.
@@ -213,10 +267,7 @@ impl Reconciler {
         }
 
         // The prefilter follows the published VIP set.
-        let (old_filter, new_filter) = (
-            filter_counts(self.vips.keys()),
-            filter_counts(next.vips.keys()),
-        );
+        let (old_filter, new_filter) = (&self.filter, filter_counts(next.vips.keys()));
         for slot in old_filter
             .keys()
             .chain(new_filter.keys())
@@ -227,13 +278,89 @@ impl Reconciler {
                 ops.push(MapOp::SetVipFilter { slot: *slot, vips });
             }
         }
+        next.filter = new_filter;
 
         // Only now nothing points at retired backends.
-        for backend_id in retire {
-            ops.push(MapOp::RetireBackend { backend_id });
+        for (backend_id, generation) in retire {
+            ops.push(MapOp::RetireBackend {
+                backend_id,
+                generation,
+            });
             next.free_backend_ids.push_back(backend_id);
         }
         Ok((ops, next))
+    }
+
+    /// The applied state as the maps hold it, for planning after a failed apply (or, later,
+    /// adopting a running datapath). VIPs keep their ids, rings and backends (matched by
+    /// VIP id), so tracked flows keep theirs; active backends of no published VIP become
+    /// orphans and published VIPs with an unusable id strays, both undone by the next plan.
+    /// Generations continue after the highest one in the backend array, so no id is ever
+    /// given a generation a flow may still carry.
+    pub fn from_maps(contents: &MapContents) -> Reconciler {
+        let mut vips: BTreeMap<VipKey, AppliedVip> = BTreeMap::new();
+        let mut strays = Vec::new();
+        let mut key_of_id: BTreeMap<u32, VipKey> = BTreeMap::new();
+        for &(key, info) in &contents.vips {
+            let ring = contents.rings.get(&info.vip_id);
+            let usable = info.vip_id < MAX_VIPS
+                && !key_of_id.contains_key(&info.vip_id)
+                && ring.is_some_and(|r| r.len() == RING_SIZE as usize);
+            if !usable {
+                strays.push(key);
+                continue;
+            }
+            key_of_id.insert(info.vip_id, key);
+            vips.insert(
+                key,
+                AppliedVip {
+                    vip_id: info.vip_id,
+                    backends: BTreeMap::new(),
+                    ring: ring.expect("checked above").clone(),
+                },
+            );
+        }
+        let mut orphans = Vec::new();
+        let mut free_backend_ids = VecDeque::new();
+        let mut max_generation = 0;
+        for (id, entry) in contents.backends.iter().enumerate().skip(1) {
+            let id = id as u32;
+            max_generation = max_generation.max(entry.generation);
+            if entry.flags & BACKEND_F_ACTIVE == 0 {
+                free_backend_ids.push_back(id);
+                continue;
+            }
+            let owner = key_of_id
+                .get(&entry.vip_id)
+                .and_then(|key| vips.get_mut(key));
+            let addr = Ipv4Addr::from(entry.addr.to_ne_bytes());
+            match owner {
+                Some(vip) if !vip.backends.contains_key(&addr) => {
+                    vip.backends
+                        .insert(addr, AppliedBackend { id, entry: *entry });
+                }
+                _ => orphans.push((id, entry.generation)),
+            }
+        }
+        Reconciler {
+            free_vip_ids: (0..MAX_VIPS)
+                .filter(|id| !key_of_id.contains_key(id))
+                .collect(),
+            vips,
+            free_backend_ids,
+            next_generation: next_gen(max_generation),
+            filter: contents.filter.clone(),
+            orphans,
+            strays,
+        }
+    }
+
+    /// Continue generations at least from `other`'s (the in-memory counter may be ahead of
+    /// what the maps show when its last allocations were never written).
+    pub fn continue_generations_from(&mut self, other: &Reconciler) {
+        if other.next_generation > self.next_generation {
+            self.next_generation = other.next_generation;
+        }
     }
 
     /// Backend id of `addr` in `vip`, as applied.

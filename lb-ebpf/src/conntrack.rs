@@ -7,11 +7,26 @@
 //! established packet). Control packets, closing flows and stale slots consult the LRU,
 //! which refills the slot, so the LRU's timestamp is refreshed as before.
 //!
+//! Identity: a flow records its backend's id and generation. The daemon reuses ids (of
+//! backends and of VIPs) and gives every allocation a new generation, so a flow is trusted
+//! only while its backend entry is active with the same generation; otherwise it is
+//! scheduled afresh by the VIP it is addressed to (or passed when that is no VIP).
+//!
 //! A flow's packets may be handled on several CPUs (veth, skewed RSS), and each CPU has its
-//! own cache. So every (re)schedule bumps the slot's epoch in `FLOW_EPOCHS`, shared by all
-//! CPUs, after its LRU insert; a cache entry records the epoch it read before its LRU lookup
-//! and is trusted only while the two match. A flow rescheduled on one CPU (port reuse after
-//! a close, eviction) is thus never sent to its old backend by another CPU's copy.
+//! own cache. So every (re)schedule atomically adds 1 to the slot's epoch in `FLOW_EPOCHS`,
+//! shared by all CPUs, after its LRU insert; a cache entry records the epoch it read before
+//! its LRU lookup and is trusted only while the two match. The add is atomic because a lost
+//! update could move the epoch back to a value some CPU's copy still carries. A flow
+//! rescheduled on one CPU (port reuse after a close, eviction) is thus never sent to its old
+//! backend by another CPU's copy.
+//!
+//! Ordering relied on: the writer's LRU insert (a helper call that publishes the element)
+//! precedes its epoch add, a lock-prefixed full barrier on x86-64; the reader loads the
+//! epoch before calling the LRU lookup, and x86-64 does not reorder loads with loads. A
+//! reader that saw the old epoch but the new element caches it under the old epoch, which
+//! the next packet finds stale.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
@@ -29,15 +44,15 @@ pub enum Lookup {
         backend: &'static Backend,
     },
     /// No entry, an expired one, a new connection on a closed 5-tuple, or a backend that
-    /// was removed (or whose id now serves another VIP): schedule afresh.
+    /// was removed (or whose id was given to another backend since): schedule afresh.
     Untracked,
 }
 
-/// The flow's backend entry, if it still serves the flow's VIP.
+/// The flow's backend entry, if it is still the allocation the flow was scheduled to.
 #[inline(always)]
-fn serving(backend_id: u32, vip_id: u32) -> Option<&'static Backend> {
+fn serving(backend_id: u32, generation: u32) -> Option<&'static Backend> {
     let backend = maps::BACKENDS.get(backend_id)?;
-    (usable(backend) && backend.vip_id == vip_id).then_some(backend)
+    (usable(backend) && backend.generation == generation).then_some(backend)
 }
 
 #[inline(always)]
@@ -55,7 +70,8 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     };
     let slot = cache_slot(key);
     // Read before the LRU lookup: a reschedule racing with it then leaves a stale epoch.
-    let epoch = maps::FLOW_EPOCHS.get(slot).copied().unwrap_or(0);
+    // The low 32 bits suffice: a copy would need 2^32 reschedules in one slot to match again.
+    let epoch = maps::FLOW_EPOCHS.get(slot).copied().unwrap_or(0) as u32;
     let control = flags.syn || flags.fin || flags.rst;
     if !control
         && let Some(cached) = maps::FLOW_CACHE.get(slot)
@@ -65,10 +81,10 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
         let age = (now as u32).wrapping_sub(cached.last_seen) as u64;
         if age <= settings.touch_interval
             && age <= open_timeout
-            && let Some(backend) = serving(cached.backend_id, cached.vip_id)
+            && let Some(backend) = serving(cached.backend_id, cached.backend_generation)
         {
             return Lookup::Tracked {
-                vip_id: cached.vip_id,
+                vip_id: backend.vip_id,
                 backend_id: cached.backend_id,
                 backend,
             };
@@ -93,7 +109,7 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     if expired || reopened {
         return Lookup::Untracked;
     }
-    let Some(backend) = serving(flow.backend_id, flow.vip_id) else {
+    let Some(backend) = serving(flow.backend_id, flow.backend_generation) else {
         return Lookup::Untracked;
     };
     let now_closing = flags.fin || flags.rst;
@@ -106,14 +122,14 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     }
     remember(slot, key, flow, epoch);
     Lookup::Tracked {
-        vip_id: flow.vip_id,
+        vip_id: backend.vip_id,
         backend_id: flow.backend_id,
         backend,
     }
 }
 
 #[inline(always)]
-pub fn track(key: &FlowKey, packet: &Packet, vip_id: u32, backend_id: u32, now: u64) {
+pub fn track(key: &FlowKey, packet: &Packet, backend_id: u32, backend: &Backend, now: u64) {
     let flags = packet.tcp_flags;
     let closing = if flags.fin || flags.rst {
         FLOW_F_CLOSING
@@ -122,18 +138,20 @@ pub fn track(key: &FlowKey, packet: &Packet, vip_id: u32, backend_id: u32, now: 
     };
     let flow = Flow {
         backend_id,
-        vip_id,
+        vip_id: backend.vip_id,
         flags: closing,
-        _pad: 0,
+        backend_generation: backend.generation,
         last_seen: now,
     };
     // A failed insert only costs a later reschedule to the same Maglev choice.
     let _ = maps::FLOWS.insert(key, flow, BPF_ANY as u64);
-    // After the insert: every CPU's cached copy of this slot is now stale. A lost update
-    // between two CPUs still changes the value, which is all readers compare.
+    // After the insert: every CPU's cached copy of this slot is now stale. Atomic, so two
+    // CPUs bumping at once never leave the epoch at a value a stale copy carries.
     if let Some(epoch) = maps::FLOW_EPOCHS.get_ptr_mut(cache_slot(key)) {
-        // SAFETY: points into the array's value.
-        unsafe { *epoch = (*epoch).wrapping_add(1) };
+        // SAFETY: an aligned u64 inside the array's value, which lives as long as the map;
+        // the load in `lookup` is one aligned load. The intrinsic, because core's atomic
+        // types have no read-modify-write on the BPF target; it compiles to BPF's atomic add.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(epoch, 1) };
     }
 }
 
@@ -152,7 +170,7 @@ fn remember(slot: u32, key: &FlowKey, flow: &Flow, epoch: u32) {
         *entry = FlowCacheEntry {
             key: *key,
             backend_id: flow.backend_id,
-            vip_id: flow.vip_id,
+            backend_generation: flow.backend_generation,
             last_seen: flow.last_seen as u32,
             epoch,
         }

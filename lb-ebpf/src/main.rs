@@ -12,6 +12,9 @@
 //! `forward` (MAC rewrite) and `stats` (per-CPU counters). `maps` declares every map.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the flow-cache epoch bump (see `conntrack`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod runtime;
 
@@ -100,7 +103,7 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 // SAFETY: map values are only read; the daemon replaces them whole.
                 let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
                 let (backend_id, backend) = select::pick(ctx, vip.vip_id, &flow_key)?;
-                conntrack::track(&flow_key, &packet, vip.vip_id, backend_id, now);
+                conntrack::track(&flow_key, &packet, backend_id, backend, now);
                 // Compiled out by the verifier unless lbd runs with --datapath-log debug.
                 debug!(
                     ctx,

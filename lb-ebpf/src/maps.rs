@@ -31,7 +31,7 @@ pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry, { FLOW_CACHE_SIZE as usize }>
 
 /// Shared by all CPUs; see `conntrack`.
 #[btf_map]
-pub static FLOW_EPOCHS: Array<u32, { FLOW_CACHE_SIZE as usize }> = Array::new();
+pub static FLOW_EPOCHS: Array<u64, { FLOW_CACHE_SIZE as usize }> = Array::new();
 
 #[btf_map]
 pub static INTERFACES: Array<Interface, { MAX_INTERFACES as usize }> = Array::new();

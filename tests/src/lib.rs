@@ -6,11 +6,13 @@
 //! - [`lab`]: client, director and real servers running `redis-server`, on one bridge.
 //! - [`lbd`]: starting and stopping `lbd` in a lab.
 //! - [`frame`]: Ethernet/IPv4/TCP/UDP frame builder.
+//! - [`fixture`]: the datapath fixtures' harness (load, provision, run one frame).
 //! - [`resp`]: a minimal Redis client.
 //! - [`xdp`]: BPF_PROG_TEST_RUN on one frame.
 //!
 //! Everything here needs root. [`require_root`] skips politely outside CI and fails in CI.
 
+pub mod fixture;
 pub mod frame;
 pub mod lab;
 pub mod lbd;

@@ -3,9 +3,11 @@
 //! - [`object`]: the embedded eBPF objects.
 //! - [`writer`]: typed writes (settings, interfaces, reconcile ops).
 //! - [`snapshot`]: typed reads for `lbd status` and tests, from loaded or pinned maps.
+//! - [`contents`]: reads back what the planner wrote, to rebuild it after a failure.
 //! - [`pins`]: bpffs checks, pinning, attachment and cleanup.
 
 pub mod clock;
+pub mod contents;
 pub mod object;
 pub mod pins;
 pub mod snapshot;
@@ -47,6 +49,8 @@ impl Default for LoadOptions {
 /// The balancer program, loaded into the kernel (not yet attached) with its maps.
 pub struct Dataplane {
     pub(super) ebpf: Ebpf,
+    /// Map writes allowed before an injected failure; `None` (always, outside tests).
+    write_budget: Option<usize>,
 }
 
 impl Dataplane {
@@ -68,7 +72,10 @@ impl Dataplane {
             .ok_or(Error::NoEbpfObject)?
             .try_into()?;
         clock.load()?;
-        Ok(Dataplane { ebpf })
+        Ok(Dataplane {
+            ebpf,
+            write_budget: None,
+        })
     }
 
     /// The balancer program (loaded), for attaching or `BPF_PROG_TEST_RUN`.
@@ -89,7 +96,14 @@ impl Dataplane {
 
     /// Typed writes to the maps.
     pub fn writer(&mut self) -> writer::MapWriter<'_> {
-        writer::MapWriter::new(&mut self.ebpf)
+        writer::MapWriter::new(&mut self.ebpf, &mut self.write_budget)
+    }
+
+    /// Makes every map write after the next `writes` fail (`None`: never), so tests can
+    /// show what a failure midway through an apply leaves behind and how it is repaired.
+    #[doc(hidden)]
+    pub fn fail_writes_after(&mut self, writes: Option<usize>) {
+        self.write_budget = writes;
     }
 
     /// Starts forwarding the datapath's log events to `tracing` (through `log`).

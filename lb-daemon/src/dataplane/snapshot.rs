@@ -107,8 +107,8 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
 
     // Flow counts per backend, as ipvsadm's ActiveConn / InActConn.
     let now = source.now_jiffies()?;
-    // Keyed by (backend, VIP): a flow whose backend id now serves another VIP is not that
-    // backend's (the datapath would reschedule it).
+    // Keyed by (backend id, generation): a flow of an earlier backend under the same id is
+    // not this backend's (the datapath would reschedule it).
     let mut flow_counts: std::collections::HashMap<(u32, u32), (u64, u64)> = Default::default();
     for entry in flows.iter() {
         let Ok((key, flow)) = entry else { continue };
@@ -122,7 +122,7 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
             continue;
         }
         let counts = flow_counts
-            .entry((flow.backend_id, flow.vip_id))
+            .entry((flow.backend_id, flow.backend_generation))
             .or_default();
         if closing {
             counts.1 += 1
@@ -145,7 +145,7 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
         let mut members = Vec::new();
         for &(id, entry) in all_backends.iter().filter(|(_, b)| b.vip_id == info.vip_id) {
             let (active_flows, closing_flows) = flow_counts
-                .get(&(id, info.vip_id))
+                .get(&(id, entry.generation))
                 .copied()
                 .unwrap_or_default();
             members.push(BackendStatus {

@@ -18,6 +18,9 @@ use crate::{
 
 pub struct MapWriter<'a> {
     ebpf: &'a mut Ebpf,
+    /// Writes left before an injected failure (tests only; see
+    /// [`super::Dataplane::fail_writes_after`]).
+    budget: &'a mut Option<usize>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
@@ -25,11 +28,26 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
 }
 
 impl<'a> MapWriter<'a> {
-    pub(super) fn new(ebpf: &'a mut Ebpf) -> Self {
-        MapWriter { ebpf }
+    pub(super) fn new(ebpf: &'a mut Ebpf, budget: &'a mut Option<usize>) -> Self {
+        MapWriter { ebpf, budget }
+    }
+
+    /// Counts one map write against the injected-failure budget.
+    fn spend(&mut self) -> Result<()> {
+        match self.budget {
+            Some(0) => Err(Error::Io(std::io::Error::other(
+                "injected map write failure (test)",
+            ))),
+            Some(left) => {
+                *left -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     fn data(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
+        self.spend()?;
         self.ebpf
             .map_mut(name)
             .ok_or_else(|| Error::map(name, aya::maps::MapError::InvalidName { name: name.into() }))
@@ -106,15 +124,25 @@ impl<'a> MapWriter<'a> {
                     .array::<Backend>(MAP_BACKENDS)?
                     .set(*backend_id, backend, 0)
                     .map_err(map_err(MAP_BACKENDS))?,
-                MapOp::RetireBackend { backend_id } => self
+                MapOp::RetireBackend {
+                    backend_id,
+                    generation,
+                } => self
                     .array::<Backend>(MAP_BACKENDS)?
-                    .set(*backend_id, Backend::default(), 0)
+                    .set(
+                        *backend_id,
+                        Backend {
+                            generation: *generation,
+                            ..Backend::default()
+                        },
+                        0,
+                    )
                     .map_err(map_err(MAP_BACKENDS))?,
                 MapOp::WriteRing { vip_id, slots } => {
-                    let mut ring = self.array::<u32>(MAP_RING)?;
                     let base = vip_id * RING_SIZE;
                     for &(slot, backend_id) in slots {
-                        ring.set(base + slot, backend_id, 0)
+                        self.array::<u32>(MAP_RING)?
+                            .set(base + slot, backend_id, 0)
                             .map_err(map_err(MAP_RING))?;
                     }
                 }
@@ -126,10 +154,14 @@ impl<'a> MapWriter<'a> {
                     .array::<u32>(MAP_VIP_FILTER)?
                     .set(*slot, vips, 0)
                     .map_err(map_err(MAP_VIP_FILTER))?,
-                MapOp::RemoveVip { key } => self
-                    .hash::<VipKey, VipInfo>(MAP_VIPS)?
-                    .remove(key)
-                    .map_err(map_err(MAP_VIPS))?,
+                // Idempotent: an entry already gone is what this op wants.
+                MapOp::RemoveVip { key } => {
+                    match self.hash::<VipKey, VipInfo>(MAP_VIPS)?.remove(key) {
+                        Err(aya::maps::MapError::SyscallError(err))
+                            if err.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                        other => other.map_err(map_err(MAP_VIPS))?,
+                    }
+                }
             }
         }
         Ok(())

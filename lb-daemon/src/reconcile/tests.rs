@@ -90,11 +90,10 @@ fn removing_a_backend_rewrites_its_slots_before_retiring_it() {
         .plan(&desired(vec![backend(11, 1), backend(12, 1)]))
         .unwrap();
     let ring = position(&ops, |op| matches!(op, MapOp::WriteRing { .. }));
-    let retire = position(&ops, |op| {
-        *op == MapOp::RetireBackend {
-            backend_id: removed_id,
-        }
-    });
+    let retire = position(
+        &ops,
+        |op| matches!(op, MapOp::RetireBackend { backend_id, .. } if *backend_id == removed_id),
+    );
     assert!(ring < retire, "{:?}", &ops[..ops.len().min(3)]);
     // Only the removed backend's third (and a little more) moves.
     let written = ring_slots_written(&ops) as f64 / RING_SIZE as f64;
@@ -191,7 +190,10 @@ fn removed_vip_is_unpublished_then_its_backends_retired() {
         [
             MapOp::RemoveVip { key },
             MapOp::SetVipFilter { slot, vips: 0 },
-            MapOp::RetireBackend { backend_id: id }
+            MapOp::RetireBackend {
+                backend_id: id,
+                generation: 1
+            }
         ]
     );
     assert_eq!(next.vip_id(&vip(100, 6379)), None);
@@ -318,4 +320,235 @@ fn prefilter_counts_vips_sharing_a_slot() {
         }),
         "{ops:?}"
     );
+}
+
+/// The maps after `ops_history` was written to empty maps (for recovery tests).
+fn contents_of(ops_history: &[MapOp]) -> MapContents {
+    let mut contents = MapContents {
+        backends: vec![Backend::default(); MAX_BACKENDS as usize],
+        ..MapContents::default()
+    };
+    let mut vips = BTreeMap::new();
+    for op in ops_history {
+        match op {
+            MapOp::SetBackend {
+                backend_id,
+                backend,
+            } => contents.backends[*backend_id as usize] = *backend,
+            MapOp::RetireBackend {
+                backend_id,
+                generation,
+            } => {
+                contents.backends[*backend_id as usize] = Backend {
+                    generation: *generation,
+                    ..Backend::default()
+                }
+            }
+            MapOp::WriteRing { vip_id, slots } => {
+                let ring = contents
+                    .rings
+                    .entry(*vip_id)
+                    .or_insert_with(|| vec![0; RING_SIZE as usize]);
+                for &(slot, id) in slots {
+                    ring[slot as usize] = id;
+                }
+            }
+            MapOp::SetVip { key, info } => {
+                vips.insert(*key, *info);
+            }
+            MapOp::RemoveVip { key } => {
+                vips.remove(key);
+            }
+            MapOp::SetVipFilter { slot, vips } => {
+                if *vips == 0 {
+                    contents.filter.remove(slot);
+                } else {
+                    contents.filter.insert(*slot, *vips);
+                }
+            }
+            MapOp::ResetVipStats { .. } | MapOp::ResetBackendStats { .. } => {}
+        }
+    }
+    let published: std::collections::BTreeSet<u32> = vips.values().map(|i| i.vip_id).collect();
+    contents.rings.retain(|id, _| published.contains(id));
+    contents.vips = vips.into_iter().collect();
+    contents
+}
+
+#[test]
+fn every_new_backend_allocation_gets_a_new_generation_and_updates_keep_it() {
+    let (ops, applied) = Reconciler::default()
+        .plan(&desired(vec![backend(11, 1), backend(12, 1)]))
+        .unwrap();
+    let generations: Vec<u32> = ops
+        .iter()
+        .filter_map(|op| match op {
+            MapOp::SetBackend { backend, .. } => Some(backend.generation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(generations, [1, 2]);
+    // A weight change updates the entry in place: same id, same generation, flows stay.
+    let (ops, applied) = applied
+        .plan(&desired(vec![backend(11, 5), backend(12, 1)]))
+        .unwrap();
+    assert!(ops.iter().any(|op| matches!(
+        op,
+        MapOp::SetBackend { backend, .. } if backend.weight == 5 && backend.generation == 1
+    )));
+    // Removed and added back: a new allocation, so a new generation, whatever the id.
+    let (_, applied) = applied.plan(&desired(vec![backend(12, 1)])).unwrap();
+    let (ops, _) = applied
+        .plan(&desired(vec![backend(11, 1), backend(12, 1)]))
+        .unwrap();
+    assert!(ops.iter().any(|op| matches!(
+        op,
+        MapOp::SetBackend { backend, .. } if backend.generation == 3
+    )));
+}
+
+#[test]
+fn a_reused_backend_id_never_gets_a_generation_it_had_before() {
+    // Swap between two disjoint sets of 1,000 backends until every id came back twice.
+    let set = |base: u8| -> Vec<DesiredBackend> {
+        (0..1000u32)
+            .map(|i| DesiredBackend {
+                addr: Ipv4Addr::new(198, 18 + (base % 2), (i / 250) as u8, (i % 250) as u8),
+                weight: 1,
+                mac: [2, 0, 0, 0, 0, 1],
+            })
+            .collect()
+    };
+    let mut applied = Reconciler::default();
+    let mut seen = BTreeMap::new();
+    for round in 0..(2 * MAX_BACKENDS / 1000 + 2) as u8 {
+        let (ops, next) = applied.plan(&desired(set(round))).unwrap();
+        for op in &ops {
+            if let MapOp::SetBackend {
+                backend_id,
+                backend,
+            } = op
+            {
+                let before = seen.insert(*backend_id, backend.generation);
+                assert_ne!(before, Some(backend.generation), "id {backend_id} reused");
+            }
+        }
+        applied = next;
+    }
+}
+
+#[test]
+fn recovered_state_plans_nothing_when_the_maps_hold_the_plan() {
+    let mut history = Vec::new();
+    let (ops, applied) = Reconciler::default()
+        .plan(&[
+            DesiredVip {
+                key: vip(100, 6379),
+                backends: vec![backend(11, 1), backend(12, 2)],
+            },
+            DesiredVip {
+                key: vip(101, 6380),
+                backends: vec![backend(13, 1)],
+            },
+        ])
+        .unwrap();
+    history.extend(ops);
+    let recovered = Reconciler::from_maps(&contents_of(&history));
+    let again = [
+        DesiredVip {
+            key: vip(100, 6379),
+            backends: vec![backend(11, 1), backend(12, 2)],
+        },
+        DesiredVip {
+            key: vip(101, 6380),
+            backends: vec![backend(13, 1)],
+        },
+    ];
+    let (ops, _) = recovered.plan(&again).unwrap();
+    assert_eq!(ops, [], "the recovered state is the applied one");
+    assert_eq!(
+        recovered.backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 12)),
+        applied.backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 12))
+    );
+}
+
+#[test]
+fn recovery_after_a_half_applied_plan_converges_back() {
+    let before = desired(vec![backend(11, 1), backend(12, 1)]);
+    let (ops, applied) = Reconciler::default().plan(&before).unwrap();
+    let mut history = ops;
+    // Adding .13 fails after half of its ring slots.
+    let (ops, _) = applied
+        .plan(&desired(vec![
+            backend(11, 1),
+            backend(12, 1),
+            backend(13, 1),
+        ]))
+        .unwrap();
+    let mut partial = Vec::new();
+    for op in ops {
+        if let MapOp::WriteRing { vip_id, slots } = op {
+            let half = slots.len() / 2;
+            partial.push(MapOp::WriteRing {
+                vip_id,
+                slots: slots[..half].to_vec(),
+            });
+            break;
+        }
+        partial.push(op);
+    }
+    history.extend(partial);
+    let maps = contents_of(&history);
+    let recovered = Reconciler::from_maps(&maps);
+    // Planning against the remembered state writes nothing; against the maps it repairs.
+    assert_eq!(applied.plan(&before).unwrap().0, []);
+    let (ops, repaired) = recovered.plan(&before).unwrap();
+    history.extend(ops.iter().cloned());
+    let after = contents_of(&history);
+    let ring = &after.rings[&repaired.vip_id(&vip(100, 6379)).unwrap()];
+    assert_eq!(ring.as_slice(), applied.ring(&vip(100, 6379)).unwrap());
+    assert!(
+        ops.iter()
+            .any(|op| matches!(op, MapOp::RetireBackend { .. })),
+        "the half-added backend is retired: {ops:?}"
+    );
+    let active: Vec<u32> = (1..MAX_BACKENDS)
+        .filter(|&id| after.backends[id as usize].flags & BACKEND_F_ACTIVE != 0)
+        .collect();
+    assert_eq!(active.len(), 2, "only .11 and .12 stay active");
+}
+
+#[test]
+fn recovery_retires_orphans_removes_strays_and_continues_generations() {
+    let (ops, _) = Reconciler::default()
+        .plan(&desired(vec![backend(11, 1)]))
+        .unwrap();
+    let mut maps = contents_of(&ops);
+    // An active backend of an unpublished VIP id (a new VIP whose SetVip never happened)...
+    maps.backends[77] = Backend {
+        flags: BACKEND_F_ACTIVE,
+        vip_id: 9,
+        generation: 41,
+        ..Backend::default()
+    };
+    // ...a retired entry with a higher generation, and a VIP published with an id in use.
+    maps.backends[78] = Backend {
+        generation: 50,
+        ..Backend::default()
+    };
+    let info = maps.vips[0].1;
+    maps.vips.push((vip(102, 1), info));
+    let recovered = Reconciler::from_maps(&maps);
+    let (ops, _) = recovered
+        .plan(&desired(vec![backend(11, 1), backend(12, 1)]))
+        .unwrap();
+    assert_eq!(ops[0], MapOp::RemoveVip { key: vip(102, 1) });
+    assert!(ops.contains(&MapOp::RetireBackend {
+        backend_id: 77,
+        generation: 41
+    }));
+    assert!(ops.iter().any(|op| matches!(
+        op,
+        MapOp::SetBackend { backend, .. } if backend.generation == 51
+    )));
 }

@@ -20,11 +20,11 @@ use aya::{
 };
 use lb_common::Interface;
 use lb_daemon::{
+    apply::Applier,
     config::Config,
     daemon::{desired_state, settings},
     dataplane::{Dataplane, LoadOptions, object, snapshot},
     netdev,
-    reconcile::Reconciler,
 };
 use lb_tests::{
     frame::{Ipv4Frame, TCP_ACK, TCP_SYN},
@@ -126,15 +126,14 @@ fn datapath(report: &mut String) {
         },
     )
     .expect("load lb");
-    let (ops, _) = Reconciler::default()
-        .plan(&desired_state(&config).unwrap())
-        .unwrap();
     {
         let mut w = lb.writer();
         w.set_settings(settings(&config)).unwrap();
         w.set_interface(1, DIRECTOR_MAC).unwrap();
-        w.apply(&ops).unwrap();
     }
+    Applier::new()
+        .apply(&mut lb, &desired_state(&config).unwrap())
+        .unwrap();
     let mut aux = Ebpf::load(object::aux().expect("aux object")).expect("load aux");
     for name in ["pass", "mac_swap"] {
         let p: &mut Xdp = aux.program_mut(name).unwrap().try_into().unwrap();
@@ -157,7 +156,7 @@ fn datapath(report: &mut String) {
             backend_id: 1,
             vip_id: 0,
             flags: 0,
-            _pad: 0,
+            backend_generation: 1,
             last_seen: 0,
         };
         let mut flows: aya::maps::HashMap<_, FlowKey, Flow> =

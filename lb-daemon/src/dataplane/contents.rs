@@ -1,0 +1,67 @@
+//! Reads back what the planner's maps hold (VIPs, backends, rings, prefilter), so the
+//! [`Reconciler`](crate::reconcile::Reconciler) can be rebuilt from the truth after a
+//! failed apply.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{Array, HashMap, MapData};
+use lb_common::{
+    Backend, MAP_BACKENDS, MAP_RING, MAP_VIP_FILTER, MAP_VIPS, RING_SIZE, VipInfo, VipKey,
+};
+
+use super::snapshot::MapSource;
+use crate::{
+    error::{Error, Result},
+    reconcile::MapContents,
+};
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+    move |cause| Error::map(name, cause)
+}
+
+/// One element read per slot: a few seconds for a full director (64 VIPs), paid only when
+/// an apply failed.
+pub fn read(source: &impl MapSource) -> Result<MapContents> {
+    let vip_map: HashMap<&MapData, VipKey, VipInfo> =
+        HashMap::try_from(source.map(MAP_VIPS)?).map_err(map_err(MAP_VIPS))?;
+    let backend_map: Array<&MapData, Backend> =
+        Array::try_from(source.map(MAP_BACKENDS)?).map_err(map_err(MAP_BACKENDS))?;
+    let ring_map: Array<&MapData, u32> =
+        Array::try_from(source.map(MAP_RING)?).map_err(map_err(MAP_RING))?;
+    let filter_map: Array<&MapData, u32> =
+        Array::try_from(source.map(MAP_VIP_FILTER)?).map_err(map_err(MAP_VIP_FILTER))?;
+
+    let vips = vip_map
+        .iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_err(MAP_VIPS))?;
+    let backends = (0..backend_map.len())
+        .map(|id| backend_map.get(&id, 0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_err(MAP_BACKENDS))?;
+    let mut rings = BTreeMap::new();
+    for (_, info) in &vips {
+        let base = info.vip_id.wrapping_mul(RING_SIZE);
+        if base / RING_SIZE != info.vip_id || base + RING_SIZE > ring_map.len() {
+            continue; // an id out of range: the planner treats the VIP as a stray
+        }
+        let ring = (base..base + RING_SIZE)
+            .map(|slot| ring_map.get(&slot, 0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(MAP_RING))?;
+        rings.insert(info.vip_id, ring);
+    }
+    let mut filter = BTreeMap::new();
+    for slot in 0..filter_map.len() {
+        let vips = filter_map.get(&slot, 0).map_err(map_err(MAP_VIP_FILTER))?;
+        if vips != 0 {
+            filter.insert(slot, vips);
+        }
+    }
+    Ok(MapContents {
+        vips,
+        backends,
+        rings,
+        filter,
+    })
+}
