@@ -1,21 +1,63 @@
 //! Talking to a running instance: `lbd reload` and `lbd status`.
 
 use std::{
+    os::unix::fs::MetadataExt,
     path::Path,
     time::{Duration, Instant},
 };
 
 use crate::{
-    daemon::running,
+    daemon::describe_file,
     dataplane::{pins::PinnedMaps, snapshot},
     error::{Error, Result},
+    host,
+    instance::{self, Liveness},
     paths::{self, PinLayout},
 };
 
-/// The status table of a running instance.
-pub fn status(instance: &str) -> Result<String> {
-    let maps = PinnedMaps::open(&PinLayout::for_instance(instance), instance)?;
-    Ok(crate::status::render(instance, &snapshot::read(&maps)?))
+/// What `lbd status` found.
+pub struct Status {
+    /// The table, when the instance's datapath is pinned.
+    pub table: String,
+    /// The daemon behind it.
+    pub daemon: Liveness,
+}
+
+/// The status table of an instance, and whether its daemon is alive. An instance whose
+/// daemon died still has its datapath attached: the table is shown, and `daemon` says so.
+pub fn status(instance: &str) -> Result<Status> {
+    let layout = PinLayout::for_instance(instance);
+    host::require_pin_access("lbd status")?;
+    if !layout.maps_dir().is_dir() {
+        return Err(not_serving(instance, &layout));
+    }
+    let maps = PinnedMaps::open(&layout, instance)?;
+    Ok(Status {
+        table: crate::status::render(instance, &snapshot::read(&maps)?),
+        daemon: instance::liveness(instance),
+    })
+}
+
+/// Why an instance without pins is not serving: no bpffs here, starting, or not running.
+fn not_serving(instance: &str, layout: &PinLayout) -> Error {
+    if !crate::dataplane::pins::is_bpffs(Path::new(paths::BPFFS)) {
+        return host::no_bpffs();
+    }
+    match instance::liveness(instance) {
+        Liveness::Starting { pid } => Error::Starting {
+            instance: instance.to_owned(),
+            pid,
+        },
+        // Its pid file is written after its pins: a moment between two reads.
+        Liveness::Running { pid, .. } => Error::Starting {
+            instance: instance.to_owned(),
+            pid: Some(pid),
+        },
+        Liveness::Stopped => Error::NotRunning {
+            instance: instance.to_owned(),
+            pin_dir: layout.dir.clone(),
+        },
+    }
 }
 
 fn reload_generation(instance: &str) -> Option<(u64, String)> {
@@ -24,26 +66,59 @@ fn reload_generation(instance: &str) -> Option<(u64, String)> {
     Some((generation.parse().ok()?, result.to_owned()))
 }
 
+/// Whether two paths name the same file now (after following symlinks).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Sends SIGHUP to the instance running `config` and waits for its verdict on the file.
-/// Returns the daemon's message; an `Err` if it rejected the file, or if that instance was
-/// started with another file (it would re-read that one, not `config`).
+/// Returns the daemon's message (which file it applied); an `Err` if it rejected the file,
+/// or if that instance reads another file than `config` (it would apply that one).
 pub fn reload(instance: &str, config: &Path, wait: Duration) -> Result<String> {
-    let (pid, daemon_config) = running(instance).ok_or_else(|| Error::NotRunning {
-        instance: instance.to_owned(),
-        pin_dir: PinLayout::for_instance(instance).dir,
-    })?;
-    let given = std::fs::canonicalize(config)?;
-    if given != daemon_config {
+    let layout = PinLayout::for_instance(instance);
+    let (pid, daemon_config) = match instance::liveness(instance) {
+        Liveness::Running { pid, config } => (pid, config),
+        Liveness::Starting { pid } => {
+            return Err(Error::Starting {
+                instance: instance.to_owned(),
+                pid,
+            });
+        }
+        Liveness::Stopped => {
+            host::require_pin_access("lbd reload")?;
+            return Err(if layout.dir.exists() {
+                Error::DaemonGone {
+                    instance: instance.to_owned(),
+                    pin_dir: layout.dir,
+                }
+            } else {
+                not_serving(instance, &layout)
+            });
+        }
+    };
+    let given = std::path::absolute(config)?;
+    if given != daemon_config && !same_file(&given, &daemon_config) {
         return Err(Error::ReloadRefused(format!(
-            "instance {instance} (pid {pid}) runs with {}, not {}: edit that file, or restart with this one",
-            daemon_config.display(),
-            given.display()
+            "instance {instance} (pid {pid}) reads {}, not {}: edit that file, or restart with this one",
+            describe_file(&daemon_config),
+            describe_file(&given)
         )));
     }
     let before = reload_generation(instance).map_or(0, |(g, _)| g);
-    // SAFETY: sends a signal to a pid read from our own pid file.
+    // SAFETY: `pid` holds the instance's lock and wrote its pid file: it is that lbd.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-        return Err(Error::Io(std::io::Error::last_os_error()));
+        let err = std::io::Error::last_os_error();
+        return Err(if err.raw_os_error() == Some(libc::EPERM) {
+            Error::NeedsPrivilege {
+                what: "lbd reload",
+                detail: format!("not allowed to signal lbd (pid {pid})"),
+            }
+        } else {
+            Error::Io(err)
+        });
     }
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {

@@ -20,6 +20,7 @@ use crate::{
         pins::{self, Pinned},
     },
     error::{Error, Result},
+    instance,
     netdev::{self, InterfaceInfo},
     paths::{self, PinLayout},
     reconcile::{DesiredBackend, DesiredVip},
@@ -116,26 +117,6 @@ struct Daemon {
     _pinned: Pinned,
 }
 
-/// Takes the instance's exclusive lock (`/run/lbd/<instance>.lock`), or says who holds it.
-fn lock_instance(instance: &str, layout: &PinLayout) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    std::fs::create_dir_all(paths::RUN_DIR)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(paths::lock_file(instance))?;
-    // SAFETY: flock on an open descriptor.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(Error::AlreadyRunning {
-            instance: instance.to_owned(),
-            pid: running_pid(instance),
-            pin_dir: layout.dir.clone(),
-        });
-    }
-    Ok(file)
-}
-
 /// Runs until `shutdown` completes (or SIGINT/SIGTERM arrive, see `main`), then detaches
 /// and removes every pin.
 pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -151,7 +132,8 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     let pid_file = paths::pid_file(&instance);
     std::fs::create_dir_all(paths::RUN_DIR)?;
     // The config path lets `lbd reload --config FILE` refuse a FILE this daemon does not read.
-    let config_path = std::fs::canonicalize(&daemon.options.config_path)?;
+    // Absolute but not resolved: a symlink is followed again at every reload.
+    let config_path = std::path::absolute(&daemon.options.config_path)?;
     std::fs::write(
         &pid_file,
         format!("{}\n{}\n", std::process::id(), config_path.display()),
@@ -165,9 +147,14 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             _ = hangups.recv() => {
                 generation += 1;
                 match daemon.reload().await {
-                    Ok(()) => write_reload_status(&instance, generation, "ok"),
+                    Ok(()) => write_reload_status(
+                        &instance,
+                        generation,
+                        &format!("ok: applied {}", describe_file(&config_path)),
+                    ),
                     Err(err) => {
-                        error!("reload rejected, keeping the running configuration:\n{err}");
+                        // One event, one line: a config error lists every problem.
+                        error!(cause = %one_line(&err.to_string()), "reload not applied");
                         write_reload_status(&instance, generation, &format!("error: {err}"));
                     }
                 }
@@ -182,6 +169,19 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     Ok(())
 }
 
+/// `path`, and where it leads when it is a symlink (what a reload really read).
+pub fn describe_file(path: &Path) -> String {
+    match std::fs::canonicalize(path) {
+        Ok(target) if target != path => format!("{} -> {}", path.display(), target.display()),
+        _ => path.display().to_string(),
+    }
+}
+
+/// Folds a multi-line message (every config error, one per line) onto one log line.
+pub fn one_line(text: &str) -> String {
+    text.lines().collect::<Vec<_>>().join("; ")
+}
+
 fn write_reload_status(instance: &str, generation: u64, text: &str) {
     let path = paths::reload_status_file(instance);
     if let Err(err) = std::fs::write(&path, format!("{generation} {text}\n")) {
@@ -189,40 +189,20 @@ fn write_reload_status(instance: &str, generation: u64, text: &str) {
     }
 }
 
-/// The pid of a live `lbd` for `instance`, if any.
-pub fn running_pid(instance: &str) -> Option<i32> {
-    running(instance).map(|(pid, _)| pid)
-}
-
-/// The pid and config file of a live `lbd` for `instance`, from its pid file.
-pub fn running(instance: &str) -> Option<(i32, PathBuf)> {
-    let text = std::fs::read_to_string(paths::pid_file(instance)).ok()?;
-    let mut lines = text.lines();
-    let pid: i32 = lines.next()?.trim().parse().ok()?;
-    let config = PathBuf::from(lines.next().unwrap_or_default());
-    // A pid file outlives a crash, and its pid may be reused: only an instance that holds
-    // its lock is running.
-    // SAFETY: signal 0 only checks that the process exists.
-    (pid > 0 && instance_lock_held(instance) && unsafe { libc::kill(pid, 0) } == 0)
-        .then_some((pid, config))
-}
-
-/// Whether some process holds `instance`'s lock (probed without keeping it).
-fn instance_lock_held(instance: &str) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(file) = std::fs::File::open(paths::lock_file(instance)) else {
-        return false;
-    };
-    // SAFETY: flock on an open descriptor; released when `file` closes.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
-}
-
 async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File)> {
     let config = Config::load(&options.config_path)?;
+    crate::host::require_bpf_privileges("lbd run")?;
     let layout = PinLayout::for_instance(&config.instance);
-    let instance_lock = lock_instance(&config.instance, &layout)?;
+    let instance_lock = instance::lock(&config.instance)?;
+    // Ours now: files a crashed daemon left must not speak for this one while it starts.
+    for stale in [
+        paths::pid_file(&config.instance),
+        paths::reload_status_file(&config.instance),
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
     if !pins::is_bpffs(Path::new(paths::BPFFS)) {
-        return Err(Error::NoBpffs);
+        return Err(crate::host::no_bpffs());
     }
     if layout.dir.exists() {
         warn!(dir = %layout.dir.display(), "removing pins left by an lbd that did not stop cleanly");

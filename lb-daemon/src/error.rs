@@ -24,8 +24,13 @@ pub enum Error {
         key: String,
         interfaces: String,
     },
-    #[error("{BPFFS} is not a mounted BPF filesystem: run `mount -t bpf bpf {BPFFS}`", BPFFS = crate::paths::BPFFS)]
-    NoBpffs,
+    #[error("{BPFFS} is not a mounted BPF filesystem: {hint}", BPFFS = crate::paths::BPFFS)]
+    NoBpffs {
+        /// What to do: mount it, or (inside `ip netns exec`) use `--netns`.
+        hint: String,
+    },
+    #[error("{what} needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): {detail}")]
+    NeedsPrivilege { what: &'static str, detail: String },
     #[error("instance {instance:?} is already running ({pid}, {pin_dir})", pid = pid.map_or("starting".to_owned(), |p| format!("pid {p}")), pin_dir = pin_dir.display())]
     AlreadyRunning {
         instance: String,
@@ -35,12 +40,31 @@ pub enum Error {
     },
     #[error("instance {instance:?} is not running (no pins at {pin_dir})")]
     NotRunning { instance: String, pin_dir: PathBuf },
-    #[error("attaching XDP to {interface} in {mode} mode: {cause}{hint}")]
+    #[error(
+        "instance {instance:?}: the daemon is not running (it stopped without cleaning up, e.g. \
+         killed), but its datapath is still attached and forwarding with the last applied \
+         configuration (pins at {pin_dir}). `lbd run --config FILE` takes over (it replaces \
+         those pins); removing {pin_dir} detaches it", pin_dir = pin_dir.display()
+    )]
+    DaemonGone { instance: String, pin_dir: PathBuf },
+    #[error("instance {instance:?} is starting ({}); try again once it serves", pid.map_or("pid unknown".to_owned(), |p| format!("pid {p}")))]
+    Starting { instance: String, pid: Option<i32> },
+    #[error("attaching XDP to {interface} in {mode} mode: {}{hint}", chain(cause.as_ref()))]
     Attach {
         interface: String,
         mode: &'static str,
         cause: Box<aya::programs::ProgramError>,
-        hint: &'static str,
+        hint: String,
+    },
+    #[error(
+        "interface {interface} is busy: it already has an XDP program attached{holder}. lbd \
+         never replaces another program: detach it first (`bpftool net show dev {interface}` \
+         shows it; `ip link set dev {interface} xdp off` removes one attached without a link)"
+    )]
+    InterfaceBusy {
+        interface: String,
+        /// ", by lbd instance \"x\" (...)" when the holder is one of ours.
+        holder: String,
     },
     #[error("{what} {path}: {cause}")]
     Pin {
@@ -63,7 +87,7 @@ pub enum Error {
     Load(Box<aya::EbpfError>),
     #[error("eBPF program: {0}")]
     Program(Box<aya::programs::ProgramError>),
-    #[error("map {name}: {cause}")]
+    #[error("map {name}: {}", chain(cause.as_ref()))]
     Map {
         name: &'static str,
         cause: Box<aya::maps::MapError>,
@@ -83,6 +107,36 @@ impl From<aya::programs::ProgramError> for Error {
     fn from(err: aya::programs::ProgramError) -> Self {
         Error::Program(Box::new(err))
     }
+}
+
+/// An error and its sources, `: `-separated (aya's syscall errors keep the errno in a
+/// source, which `Display` alone drops).
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The OS error somewhere in `err`'s sources, if any.
+pub fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(code) = io.raw_os_error()
+        {
+            return Some(code);
+        }
+        current = e.source();
+    }
+    None
 }
 
 impl Error {

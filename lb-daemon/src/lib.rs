@@ -5,6 +5,8 @@
 //! - [`reconcile`]: desired state -> ordered map writes (pure).
 //! - [`apply`]: the one owner of those writes; re-reads the maps after a failed one.
 //! - [`netdev`]: interface MACs and neighbour resolution.
+//! - [`host`]: privileges and namespaces, for errors that say what to do.
+//! - [`instance`]: is an instance's daemon alive, and which pid (lock + pid file).
 //! - [`dataplane`]: loading, pinning, attaching, typed map writes and reads.
 //! - [`daemon`]: `lbd run` (start, SIGHUP reload, clean stop).
 //! - [`control`]: `lbd reload` / `lbd status` against a running instance.
@@ -17,6 +19,8 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod error;
+pub mod host;
+pub mod instance;
 pub mod maglev;
 pub mod netdev;
 pub mod paths;

@@ -1,6 +1,6 @@
 //! `lbd`: argument parsing and logging setup; the work is in the library.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_daemon::{
@@ -8,6 +8,8 @@ use lb_daemon::{
     control,
     daemon::{self, RunOptions},
     dataplane::DatapathLogLevel,
+    instance::Liveness,
+    paths::PinLayout,
 };
 
 /// XDP direct-routing load balancer for Redis (and any TCP/UDP service).
@@ -26,6 +28,7 @@ struct Cli {
 enum Command {
     /// Load, attach and serve until SIGINT/SIGTERM; SIGHUP reloads the config.
     Run {
+        /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
         /// Overrides `director.xdp_mode`.
@@ -37,12 +40,13 @@ enum Command {
     },
     /// Validate a config file and exit.
     Check {
+        /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Ask a running instance to re-read its config, and print what it did.
     Reload {
-        /// The config of the instance (validated here first).
+        /// The configuration file the instance runs with (validated here first).
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -51,6 +55,7 @@ enum Command {
         /// The instance name (default: from --config, else "lbd").
         #[arg(long, short)]
         instance: Option<String>,
+        /// Take the instance name from this configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -86,10 +91,13 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    // Colour only for a person at a terminal: a log file or journal gets plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
             "{filter},datapath={datapath_level}"
         )))
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     if let Some(netns) = &cli.netns {
@@ -103,11 +111,13 @@ fn main() -> ExitCode {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
-                println!(
-                    "{}: ok ({} VIPs, {backends} backends)",
+                print_out(&format!(
+                    "{}: ok ({} VIPs, {backends} backends; conntrack table of {} flows: about {} MiB of kernel memory)\n",
                     config.display(),
-                    c.vips.len()
-                );
+                    c.vips.len(),
+                    c.max_flows,
+                    (u64::from(c.max_flows) * 104).div_ceil(1 << 20)
+                ));
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -166,7 +176,7 @@ fn main() -> ExitCode {
             };
             match control::reload(&parsed.instance, &config, Duration::from_secs(20)) {
                 Ok(msg) => {
-                    println!("reloaded instance {}: {msg}", parsed.instance);
+                    print_out(&format!("reloaded instance {}: {msg}\n", parsed.instance));
                     ExitCode::SUCCESS
                 }
                 Err(err) => {
@@ -188,9 +198,24 @@ fn main() -> ExitCode {
                 (None, None) => "lbd".to_owned(),
             };
             match control::status(&instance) {
-                Ok(table) => {
-                    print!("{table}");
-                    ExitCode::SUCCESS
+                Ok(status) => {
+                    print_out(&status.table);
+                    match status.daemon {
+                        Liveness::Running { .. } => ExitCode::SUCCESS,
+                        Liveness::Starting { pid } => {
+                            let pid = pid.map_or("pid unknown".to_owned(), |p| format!("pid {p}"));
+                            eprintln!("lbd: instance {instance:?} is still starting ({pid})");
+                            ExitCode::SUCCESS
+                        }
+                        Liveness::Stopped => {
+                            let gone = lb_daemon::error::Error::DaemonGone {
+                                pin_dir: PinLayout::for_instance(&instance).dir,
+                                instance,
+                            };
+                            eprintln!("lbd: {gone}");
+                            ExitCode::from(3)
+                        }
+                    }
                 }
                 Err(err) => {
                     eprintln!("lbd: {err}");
@@ -198,6 +223,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`lbd status | head -1`) ends the
+/// command quietly instead of panicking on a broken pipe.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(err) => eprintln!("lbd: writing to stdout: {err}"),
+        Ok(()) => {}
     }
 }
 

@@ -10,9 +10,12 @@ use crate::{
 };
 
 /// Width of the descriptive columns; counters follow, right-aligned.
-const LEFT: usize = 72;
+const LEFT: usize = 78;
+/// `255.255.255.255:65535`: the widest IPv4 address and port.
+const ADDR: usize = 21;
 
-/// One table row: the left part padded, then packets, bytes, new flows.
+/// One table row: the left part padded, then packets, bytes, new flows. Every column is
+/// followed by at least one space, so a value as wide as its column never runs into the next.
 fn row(
     out: &mut String,
     left: &str,
@@ -22,11 +25,16 @@ fn row(
 ) {
     let _ = writeln!(
         out,
-        "{left:<LEFT$}{:>12}{:>14}{:>10}",
+        "{left:<LEFT$} {:>12} {:>14} {:>10}",
         packets.to_string(),
         bytes.to_string(),
         new_flows.to_string()
     );
+}
+
+/// The backend part of a row: address, MAC, weight and flow counts.
+fn backend_columns(remote: &str, mac: &str, weight: &str, active: &str, inactive: &str) -> String {
+    format!("  -> {remote:<ADDR$} {mac:<17} {weight:>6} {active:>10} {inactive:>10}")
 }
 
 /// Renders a snapshot as a table.
@@ -45,7 +53,7 @@ pub fn render(instance: &str, snapshot: &Snapshot) -> String {
     row(
         &mut out,
         &format!(
-            "{:<5}{:<23}{:<10}",
+            "{:<4} {:<ADDR$} {:<9}",
             "Prot", "LocalAddress:Port", "Scheduler"
         ),
         "Packets",
@@ -54,8 +62,14 @@ pub fn render(instance: &str, snapshot: &Snapshot) -> String {
     );
     let _ = writeln!(
         out,
-        "  -> {:<21}{:<18}{:>7}{:>11}{:>10}",
-        "RemoteAddress:Port", "MAC", "Weight", "ActiveConn", "InActConn"
+        "{}",
+        backend_columns(
+            "RemoteAddress:Port",
+            "MAC",
+            "Weight",
+            "ActiveConn",
+            "InActConn"
+        )
     );
     for vip in &snapshot.vips {
         render_vip(&mut out, vip);
@@ -88,19 +102,19 @@ fn render_vip(out: &mut String, vip: &VipStatus) {
     let c = &vip.counters;
     row(
         out,
-        &format!("{proto:<5}{local:<23}{:<10}", "maglev"),
+        &format!("{proto:<4} {local:<ADDR$} {:<9}", "maglev"),
         c.packets,
         c.bytes,
         c.new_flows,
     );
     for b in &vip.backends {
         let remote = format!("{}:{}", b.address(), vip.port());
-        let left = format!(
-            "  -> {remote:<21}{:<18}{:>7}{:>11}{:>10}",
-            format_mac(&b.entry.mac),
-            b.entry.weight,
-            b.active_flows,
-            b.closing_flows
+        let left = backend_columns(
+            &remote,
+            &format_mac(&b.entry.mac),
+            &b.entry.weight.to_string(),
+            &b.active_flows.to_string(),
+            &b.closing_flows.to_string(),
         );
         row(
             out,
@@ -108,6 +122,65 @@ fn render_vip(out: &mut String, vip: &VipStatus) {
             b.counters.packets,
             b.counters.bytes,
             b.counters.new_flows,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::{BACKEND_F_ACTIVE, Backend, TrafficCounters, VipInfo, VipKey};
+
+    use super::*;
+    use crate::dataplane::snapshot::BackendStatus;
+
+    #[test]
+    fn the_widest_address_and_counters_never_run_into_the_next_column() {
+        let addr = u32::from_ne_bytes([100, 100, 100, 100]);
+        let huge = TrafficCounters {
+            packets: u64::MAX,
+            bytes: u64::MAX,
+            new_flows: u64::MAX,
+        };
+        let snapshot = Snapshot {
+            vips: vec![VipStatus {
+                key: VipKey {
+                    addr,
+                    port: 65535u16.to_be(),
+                    proto: PROTO_TCP,
+                    _pad: 0,
+                },
+                info: VipInfo {
+                    vip_id: 0,
+                    flags: 0,
+                },
+                counters: huge,
+                backends: vec![BackendStatus {
+                    id: 1,
+                    entry: Backend {
+                        mac: [0xaa; 6],
+                        addr,
+                        flags: BACKEND_F_ACTIVE,
+                        weight: 65535,
+                        ..Backend::default()
+                    },
+                    counters: huge,
+                    active_flows: 4_294_967_295,
+                    closing_flows: 4_294_967_295,
+                }],
+            }],
+            ..Snapshot::default()
+        };
+        let table = render("x", &snapshot);
+        for needle in [
+            "100.100.100.100:65535 maglev",
+            "100.100.100.100:65535 aa:aa:aa:aa:aa:aa  65535 4294967295 4294967295",
+        ] {
+            assert!(table.contains(needle), "{needle:?} not in\n{table}");
+        }
+        let max = u64::MAX.to_string();
+        assert!(
+            table.contains(&format!(" {max} {max} {max}\n")),
+            "counters apart:\n{table}"
         );
     }
 }

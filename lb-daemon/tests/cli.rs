@@ -1,7 +1,7 @@
 //! The `lbd` binary's refusals, which need no root: a bad config is reported with file,
-//! line and key, and nothing is started.
+//! line and key, and nothing is started; a closed stdout and `--help` behave.
 
-use std::process::Command;
+use std::{os::fd::FromRawFd, process::Command};
 
 fn lbd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lbd"))
@@ -51,7 +51,7 @@ fn check_accepts_a_good_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 VIPs, 1 backends)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 VIPs, 1 backends;"));
 }
 
 #[test]
@@ -85,4 +85,76 @@ fn run_with_a_missing_config_names_the_file() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/lbd.toml: cannot read"));
+}
+
+const GOOD: &str = "instance = \"cli-good\"\n[director]\ninterfaces = [\"eth0\"]\n[[vip]]\naddress = \"198.18.0.100\"\nport = 6379\n[[vip.backend]]\naddress = \"198.18.0.11\"\n";
+
+/// `lbd check -c FILE | head -c0`: the reader is gone before lbd writes. The command ends
+/// quietly (no "failed printing to stdout" panic, no exit 101).
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let path = write_config("pipe", GOOD);
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills two descriptors; the read end is closed at once, so writes to the
+    // other fail with EPIPE (Rust ignores SIGPIPE).
+    let write_end = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::os::fd::OwnedFd::from_raw_fd(fds[1])
+    };
+    let out = lbd()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::from(write_end))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn check_says_what_the_conntrack_table_costs() {
+    let path = write_config(
+        "mem",
+        &GOOD.replace(
+            "interfaces = [\"eth0\"]",
+            "interfaces = [\"eth0\"]\nmax_flows = 67108864",
+        ),
+    );
+    let out = lbd()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("67108864 flows: about 6656 MiB of kernel memory"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn every_option_is_described_in_help() {
+    for command in ["run", "check", "reload", "status"] {
+        let out = lbd().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        for line in help.lines().filter(|l| l.trim_start().starts_with('-')) {
+            let described = line
+                .split("  ")
+                .filter(|part| !part.trim().is_empty())
+                .count()
+                > 1;
+            assert!(
+                described,
+                "`lbd {command} --help`: no description for {line:?}"
+            );
+        }
+    }
 }

@@ -44,7 +44,6 @@ impl Lbd {
             .arg(&config_path)
             .args(run_args)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -62,7 +61,7 @@ impl Lbd {
                 panic!("lbd exited ({status}) during start:\n{}", lbd.log());
             }
             // The pid file is written once every interface is attached (pins come earlier).
-            let serving = lb_daemon::daemon::running_pid(&lbd.instance) == Some(lbd.pid());
+            let serving = lb_daemon::instance::running_pid(&lbd.instance) == Some(lbd.pid());
             if serving && lbd.status_output().status.success() {
                 return lbd;
             }
@@ -110,6 +109,22 @@ impl Lbd {
             .arg(&self.config_path)
             .output()
             .expect("lbd reload")
+    }
+
+    /// SIGKILL, as a crash would: nothing is cleaned up (the guard removes the pins later).
+    pub fn kill(&mut self) {
+        // SAFETY: signals the lbd this guard started and has not reaped.
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_status().is_none() {
+            assert!(Instant::now() < deadline, "lbd survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `lbd <args>` run here (in the host namespace), with its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin()).args(args).output().expect("lbd")
     }
 
     /// SIGTERM and wait; returns whether it exited successfully.

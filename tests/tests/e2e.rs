@@ -249,7 +249,7 @@ fn bad_reload_is_rejected_and_the_running_config_kept() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && stderr.contains("runs with"),
+        !out.status.success() && stderr.contains("reads"),
         "{stderr}"
     );
 

@@ -11,16 +11,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     bootstrap::ensure_all()?;
     let ebpf = build::ebpf()?;
     let lbd = build::lbd(&ebpf, true)?;
-    let status = if args.is_empty() {
+    if args.is_empty() {
         let lab = lbd.with_file_name("lb-lab");
-        Command::new(lab).env("LBD_BIN", &lbd).status()?
-    } else {
-        Command::new(&lbd).args(args).status()?
-    };
-    if !status.success() {
-        bail!("exited with {status}");
+        let status = Command::new(lab).env("LBD_BIN", &lbd).status()?;
+        if !status.success() {
+            bail!("the lab exited with {status}");
+        }
+        return Ok(());
     }
-    Ok(())
+    // `lbd` speaks for itself: its exit code (2 for a bad config) and nothing added.
+    let status = Command::new(&lbd).args(args).status()?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// `cargo xtask test`: every test, root-only ones included.

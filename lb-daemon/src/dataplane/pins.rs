@@ -52,7 +52,7 @@ impl Pinned {
     /// Pins the maps and the program of `dataplane` under `layout` (which must not exist).
     pub fn pin(dataplane: &mut Dataplane, layout: PinLayout) -> Result<Pinned> {
         if !is_bpffs(Path::new(crate::paths::BPFFS)) {
-            return Err(Error::NoBpffs);
+            return Err(crate::host::no_bpffs());
         }
         fs::create_dir_all(layout.maps_dir()).map_err(|cause| Error::Pin {
             what: "creating",
@@ -96,23 +96,14 @@ impl Pinned {
         iface: &InterfaceInfo,
         mode: XdpModeSetting,
     ) -> Result<()> {
-        let (xdp_mode, mode_name, hint) = match mode {
-            XdpModeSetting::Native => (
-                XdpMode::Driver,
-                "native",
-                "; if this driver has no native XDP, set xdp_mode = \"skb\" (or run with --xdp-mode skb)",
-            ),
-            XdpModeSetting::Skb => (XdpMode::Skb, "skb", ""),
+        let (xdp_mode, mode_name) = match mode {
+            XdpModeSetting::Native => (XdpMode::Driver, "native"),
+            XdpModeSetting::Skb => (XdpMode::Skb, "skb"),
         };
         let program = dataplane.program();
         let link_id = program
             .attach_to_if_index(iface.ifindex, xdp_mode)
-            .map_err(|cause| Error::Attach {
-                interface: iface.name.clone(),
-                mode: mode_name,
-                cause: Box::new(cause),
-                hint,
-            })?;
+            .map_err(|cause| attach_error(iface, mode, mode_name, cause))?;
         let link = program.take_link(link_id)?;
         let fd_link = FdLink::try_from(link).map_err(|e| Error::Pin {
             what: "converting XDP link",
@@ -140,6 +131,56 @@ impl Drop for Pinned {
     }
 }
 
+/// Says why attaching failed and what to do: a busy interface (and by whom, when it is
+/// another lbd instance), or a driver without native XDP.
+fn attach_error(
+    iface: &InterfaceInfo,
+    mode: XdpModeSetting,
+    mode_name: &'static str,
+    cause: aya::programs::ProgramError,
+) -> Error {
+    let errno = crate::error::os_error(&cause);
+    if matches!(errno, Some(libc::EBUSY) | Some(libc::EEXIST)) {
+        let holder = lbd_holding(&iface.name)
+            .map(|(instance, link)| {
+                format!(
+                    ", by lbd instance {instance:?} (link pinned at {})",
+                    link.display()
+                )
+            })
+            .unwrap_or_default();
+        return Error::InterfaceBusy {
+            interface: iface.name.clone(),
+            holder,
+        };
+    }
+    let denied = matches!(errno, Some(libc::EPERM) | Some(libc::EACCES));
+    let hint = if mode == XdpModeSetting::Native && !denied {
+        "; if this driver has no native XDP, set xdp_mode = \"skb\" (or run with --xdp-mode skb)"
+            .to_owned()
+    } else {
+        String::new()
+    };
+    Error::Attach {
+        interface: iface.name.clone(),
+        mode: mode_name,
+        cause: Box::new(cause),
+        hint,
+    }
+}
+
+/// An lbd instance with a pinned link for an interface of this name, if any.
+fn lbd_holding(interface: &str) -> Option<(String, std::path::PathBuf)> {
+    fs::read_dir(crate::paths::PIN_ROOT)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .find_map(|entry| {
+            let link = entry.path().join(format!("link_{interface}"));
+            link.exists()
+                .then(|| (entry.file_name().to_string_lossy().into_owned(), link))
+        })
+}
+
 /// Removes the pins a crashed instance left (detaching its program).
 pub fn remove_stale(layout: &PinLayout) -> io::Result<()> {
     match fs::remove_dir_all(&layout.dir) {
@@ -165,7 +206,14 @@ impl PinnedMaps {
         let mut maps = BTreeMap::new();
         for name in ALL_MAPS {
             let path = layout.map(name);
-            let data = MapData::from_pin(&path).map_err(|cause| Error::map(name, cause))?;
+            let data =
+                MapData::from_pin(&path).map_err(|cause| match crate::error::os_error(&cause) {
+                    Some(libc::EPERM) | Some(libc::EACCES) => Error::NeedsPrivilege {
+                        what: "reading an instance's maps",
+                        detail: format!("opening {} was refused", path.display()),
+                    },
+                    _ => Error::map(name, cause),
+                })?;
             maps.insert(
                 name,
                 Map::from_map_data(data).map_err(|cause| Error::map(name, cause))?,
