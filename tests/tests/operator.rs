@@ -79,15 +79,16 @@ fn reload_never_signals_a_pid_that_does_not_hold_the_instance_lock() {
             .expect("lbd reload")
     };
     let out = reload();
+    assert!(
+        bystander.try_status().is_none(),
+        "lbd reload signalled a stranger: {}",
+        describe(&out)
+    );
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(
         text(&out.stderr).contains("is starting"),
         "{}",
         describe(&out)
-    );
-    assert!(
-        bystander.try_status().is_none(),
-        "lbd reload signalled a stranger"
     );
 
     drop(lock);
