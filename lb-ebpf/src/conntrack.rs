@@ -70,8 +70,12 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     };
     let slot = cache_slot(key);
     // Read before the LRU lookup: a reschedule racing with it then leaves a stale epoch.
-    // The low 32 bits suffice: a copy would need 2^32 reschedules in one slot to match again.
-    let epoch = maps::FLOW_EPOCHS.get(slot).copied().unwrap_or(0) as u32;
+    // The low 32 bits suffice (a copy would need 2^32 reschedules in one slot to match
+    // again), read as the u64's first word (BPF is little-endian here), saving a truncation.
+    let epoch = maps::FLOW_EPOCHS
+        .get(slot)
+        // SAFETY: the first 4 bytes of an aligned u64 inside the array's value.
+        .map_or(0, |e| unsafe { *(e as *const u64 as *const u32) });
     let control = flags.syn || flags.fin || flags.rst;
     if !control
         && let Some(cached) = maps::FLOW_CACHE.get(slot)
