@@ -116,7 +116,7 @@ fn main() -> ExitCode {
                     config.display(),
                     c.vips.len(),
                     c.max_flows,
-                    (u64::from(c.max_flows) * 104).div_ceil(1 << 20)
+                    c.conntrack_memory_bytes().div_ceil(1 << 20)
                 ));
                 ExitCode::SUCCESS
             }

@@ -519,3 +519,164 @@ fn backends_are_capped_so_a_reload_can_replace_them_all() {
         errors[0]
     );
 }
+
+#[test]
+fn dotted_keys_and_inline_tables_read_like_the_table_form() {
+    let dotted = "instance = \"lab\"\ndirector.interfaces = [\"eth0\"]\ndirector.max_flows = 4096\n\
+                  timeouts.tcp = 5\n\n[[vip]]\naddress = \"198.18.0.100\"\nport = 6379\n\
+                  backend = [{ address = \"198.18.0.11\", weight = 2 }]\n";
+    let config = parse(dotted).unwrap();
+    assert_eq!(config.interfaces, ["eth0"]);
+    assert_eq!(config.max_flows, 4096);
+    assert_eq!(config.timeouts.tcp, Duration::from_secs(5));
+    assert_eq!(config.vips[0].backends[0].weight, 2);
+    let inline = "director = { interfaces = [\"eth0\"] }\nvip = [{ address = \"198.18.0.100\", \
+                  port = 6379, backend = [{ address = \"198.18.0.11\" }] }]\n";
+    assert_eq!(parse(inline).unwrap().vips.len(), 1);
+    // An error inside a dotted key still names the key and its line.
+    one_error(
+        "director.interfaces = [\"eth0\"]\ndirector.max_flows = 10\n[[vip]]\naddress = \"198.18.0.100\"\nport = 1\n[[vip.backend]]\naddress = \"198.18.0.11\"\n",
+        2,
+        "director.max_flows",
+        "between 1024",
+    );
+}
+
+#[test]
+fn every_error_is_one_line() {
+    for text in [
+        with("port = 6379", "port = = 6379"),
+        with("[timeouts]", "[director]"),
+        with("port = 6379", "port = 6379\nport = 6380"),
+        with("address = \"198.18.0.11\"", "address = \"198.18.\\q0.11\""),
+        with("[[vip]]", "[[vip]"),
+    ] {
+        for err in parse(&text).expect_err("rejected").0 {
+            let shown = err.to_string();
+            assert!(!shown.contains('\n'), "two lines: {shown:?}");
+            assert!(err.line.is_some(), "no line: {shown}");
+        }
+    }
+}
+
+#[test]
+fn a_misspelt_section_is_reported_as_itself() {
+    let text = with("[timeouts]", "[timeout]");
+    one_error(
+        &text,
+        line_of(&text, "[timeout]"),
+        "timeout",
+        "unknown key `timeout`",
+    );
+}
+
+#[test]
+fn headers_with_spaces_keep_indices() {
+    let text = format!(
+        "{}\n[[ vip ]]\naddress = \"198.18.0.101\"\nport = 1\n[[ vip . backend ]]\naddress = \"198.18.0.21\"\nwieght = 2\n",
+        GOOD
+    );
+    one_error(
+        &text,
+        line_of(&text, "wieght"),
+        "vip[1].backend[0].wieght",
+        "unknown key",
+    );
+}
+
+#[test]
+fn an_element_of_a_multi_line_array_is_named() {
+    let text = with(
+        r#"interfaces = ["eth0"]"#,
+        "interfaces = [\n  \"eth0\",\n  5,\n]",
+    );
+    one_error(
+        &text,
+        line_of(&text, "  5,"),
+        "director.interfaces[1]",
+        "expected a string, found an integer",
+    );
+}
+
+#[test]
+fn type_errors_say_what_is_wanted_in_words() {
+    let cases = [
+        (
+            "port = 6379",
+            "port = \"6379\"",
+            "expected an integer, found a string",
+        ),
+        (
+            "tcp = 600",
+            "tcp = 6.5",
+            "expected an integer, found a float",
+        ),
+        (
+            "protocol = \"tcp\"",
+            "protocol = true",
+            "expected a string, found a boolean",
+        ),
+        (
+            "interfaces = [\"eth0\"]",
+            "interfaces = \"eth0\"",
+            "expected an array, found a string",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = with(from, to);
+        let errors = parse(&text).expect_err("rejected").0;
+        assert!(errors[0].message.contains(want), "{to}: {}", errors[0]);
+        assert!(!errors[0].message.contains("i64"), "{}", errors[0]);
+    }
+}
+
+#[test]
+fn errors_come_in_line_order() {
+    let text = "[[vip]]\naddress = \"198.18.0.100\"\nport = 0\n[[vip.backend]]\naddress = \"198.18.0.11\"\n\
+                [director]\ninterfaces = [\"eth0\"]\nxdp_mode = \"fast\"\n";
+    let lines: Vec<Option<usize>> = parse(text)
+        .expect_err("rejected")
+        .0
+        .iter()
+        .map(|e| e.line)
+        .collect();
+    assert_eq!(lines, [Some(3), Some(8)]);
+}
+
+#[test]
+fn interface_names_follow_the_kernels_rule_in_bytes() {
+    for name in [
+        ".",
+        "..",
+        "eth0:1",
+        "a/b",
+        "a b",
+        "",
+        "sixteen-bytes-xx",
+        "ethernet-αβγδ",
+    ] {
+        let text = with(
+            r#"interfaces = ["eth0"]"#,
+            &format!("interfaces = [{name:?}]"),
+        );
+        let errors = parse(&text).expect_err(name).0;
+        assert_eq!(errors[0].key, "director.interfaces[0]", "{name:?}");
+        assert!(errors[0].message.contains("bytes"), "{}", errors[0]);
+    }
+    // 15 bytes, the most Linux allows.
+    let text = with(
+        r#"interfaces = ["eth0"]"#,
+        r#"interfaces = ["fifteen-bytes-x"]"#,
+    );
+    assert!(parse(&text).is_ok());
+}
+
+#[test]
+fn conntrack_memory_is_estimated_per_flow() {
+    let text = with(
+        r#"interfaces = ["eth0"]"#,
+        "interfaces = [\"eth0\"]\nmax_flows = 67108864",
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.conntrack_memory_bytes(), 67_108_864 * 104);
+}

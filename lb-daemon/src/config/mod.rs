@@ -1,0 +1,284 @@
+//! The TOML configuration: parsing and validation, with no I/O beyond reading the file.
+//!
+//! Every error names the file, the line and the key (`lb.toml:12: vip[0].backend[1].weight:
+//! ...`) on one line, all errors are reported at once in line order, and nothing is applied
+//! unless the whole file is valid (keepalived starts silently on a broken file; we refuse).
+//!
+//! - [`walk`]: typed reads from the parsed document, with key paths and positions.
+//! - [`validate`]: the rules of each section.
+//! - [`keypath`]: the key path of a syntax error, from the text alone.
+
+mod keypath;
+mod validate;
+mod walk;
+
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use lb_common::{MAX_BACKENDS, PROTO_TCP, PROTO_UDP};
+
+/// At most half the backend slots (less the reserved id 0): a reload that replaces every
+/// backend needs new ids while the old ones are still in service.
+pub const MAX_CONFIGURED_BACKENDS: usize = (MAX_BACKENDS as usize - 1) / 2;
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Names the pin directory (`/sys/fs/bpf/lbd/<instance>`) and the pid file.
+    pub instance: String,
+    /// Interfaces facing clients and real servers (one L2 segment).
+    pub interfaces: Vec<String>,
+    /// Native (driver) XDP, or generic (skb) XDP for drivers without XDP support.
+    pub xdp_mode: XdpModeSetting,
+    /// Capacity of the connection-tracking table (see [`Config::conntrack_memory_bytes`]).
+    pub max_flows: u32,
+    /// Idle timeouts of tracked flows.
+    pub timeouts: Timeouts,
+    /// Virtual services.
+    pub vips: Vec<VipConfig>,
+}
+
+/// How the program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpModeSetting {
+    Native,
+    Skb,
+}
+
+/// Flow idle timeouts, as `ipvsadm --set tcp tcpfin udp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp: Duration,
+    pub tcp_fin: Duration,
+    pub udp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp: Duration::from_secs(900),
+            tcp_fin: Duration::from_secs(120),
+            udp: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Transport protocol of a VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        })
+    }
+}
+
+/// Backend selection algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheduler {
+    /// Weighted Maglev consistent hashing (`mh` in ipvsadm).
+    Maglev,
+}
+
+impl fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("maglev")
+    }
+}
+
+/// One virtual service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipConfig {
+    pub address: Ipv4Addr,
+    /// Also the real servers' port: DR forwarding never rewrites ports.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    pub backends: Vec<BackendConfig>,
+}
+
+impl VipConfig {
+    /// The datapath's key for this VIP.
+    pub fn key(&self) -> lb_common::VipKey {
+        lb_common::VipKey {
+            addr: u32::from_ne_bytes(self.address.octets()),
+            port: self.port.to_be(),
+            proto: self.protocol.number(),
+            _pad: 0,
+        }
+    }
+}
+
+/// One real server of a VIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    /// Share of new flows; 0 drains (no new flows, tracked flows continue).
+    pub weight: u32,
+    /// Fixed MAC; otherwise resolved through the neighbour table at start and reload.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// One problem in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when the problem has a position.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `vip[0].backend[2].weight`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// All problems found in one file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, err) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{err}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read: {err}"),
+            }])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text`, reporting errors against `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let error = |offset: Option<usize>, key: String, message: String| ConfigError {
+            file: file.to_owned(),
+            line: offset.map(|o| line_of(text, o)),
+            key,
+            message: one_line(&message),
+        };
+        let document = match toml_edit::ImDocument::parse(text) {
+            Ok(document) => document,
+            Err(err) => {
+                let offset = err.span().map(|s| s.start);
+                let key = offset
+                    .map(|o| keypath::key_path_at(text, o))
+                    .unwrap_or_default();
+                return Err(ConfigErrors(vec![error(
+                    offset,
+                    key,
+                    err.message().to_owned(),
+                )]));
+            }
+        };
+        let (config, problems) = validate::config(document.as_table());
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        let mut errors: Vec<ConfigError> = problems
+            .into_iter()
+            .map(|(offset, key, message)| error(offset, key, message))
+            .collect();
+        // Line order (stable within a line); errors without a line last.
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Err(ConfigErrors(errors))
+    }
+
+    /// Kernel memory the connection-tracking table takes when full: about 104 bytes per
+    /// entry (key and value, 40 bytes, plus the LRU hash element's header and list links),
+    /// allocated when the program is loaded. 64 Mi flows take about 6.5 GiB.
+    pub fn conntrack_memory_bytes(&self) -> u64 {
+        u64::from(self.max_flows) * CONNTRACK_BYTES_PER_FLOW
+    }
+}
+
+/// See [`Config::conntrack_memory_bytes`].
+pub const CONNTRACK_BYTES_PER_FLOW: u64 = 104;
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// A multi-line message (toml's syntax errors) on one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split([':', '-']);
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,411 @@
+//! The rules of each section, read through [`walk`](super::walk). Every rule reports its
+//! problem and carries on, so one pass finds them all.
+
+use std::{collections::HashSet, net::Ipv4Addr, time::Duration};
+
+use lb_common::MAX_VIPS;
+use toml_edit::TableLike;
+
+use super::{
+    BackendConfig, Config, MAX_CONFIGURED_BACKENDS, Protocol, Scheduler, Timeouts, VipConfig,
+    XdpModeSetting, parse_mac,
+    walk::{self, Problems, Read, Table},
+};
+
+/// Checks the whole document; returns the config (meaningful only without problems).
+pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, String)>) {
+    let mut p = Problems::default();
+    let root = Table {
+        path: "",
+        table: root,
+        at: 0,
+    };
+    root.only(&["instance", "director", "timeouts", "vip"], &mut p);
+    let instance = instance(&root, &mut p);
+    let (interfaces, xdp_mode, max_flows) = director(&root, &mut p);
+    let timeouts = timeouts(&root, &mut p);
+
+    let raw_vips = root.tables("vip", &mut p);
+    if raw_vips.len() > MAX_VIPS as usize {
+        p.add(
+            Some(raw_vips[MAX_VIPS as usize].1),
+            format!("vip[{MAX_VIPS}]"),
+            format!("at most {MAX_VIPS} VIPs are supported"),
+        );
+    }
+    let mut vips: Vec<VipConfig> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut backend_count = 0usize;
+    for (i, (table, at)) in raw_vips.into_iter().enumerate() {
+        if let Some(vip) = vip(i, table, at, &mut p) {
+            if !seen.insert((vip.address, vip.port, vip.protocol)) {
+                p.add(
+                    Some(at),
+                    format!("vip[{i}]"),
+                    format!(
+                        "{}:{} {} is defined twice",
+                        vip.address, vip.port, vip.protocol
+                    ),
+                );
+            }
+            backend_count += vip.backends.len();
+            vips.push(vip);
+        }
+    }
+    if backend_count > MAX_CONFIGURED_BACKENDS {
+        p.add(
+            None,
+            "vip",
+            format!(
+                "{backend_count} backends in all; at most {MAX_CONFIGURED_BACKENDS} are supported"
+            ),
+        );
+    }
+    let config = Config {
+        instance,
+        interfaces,
+        xdp_mode,
+        max_flows,
+        timeouts,
+        vips,
+    };
+    (config, p.0)
+}
+
+fn instance(root: &Table<'_>, p: &mut Problems) -> String {
+    let Some(name) = root.string("instance", p) else {
+        return "lbd".to_owned();
+    };
+    let ok = !name.value.is_empty()
+        && name.value.len() <= 32
+        && name
+            .value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        p.add(
+            Some(name.at),
+            name.key,
+            "must be 1-32 characters of [A-Za-z0-9_-] (it names a directory)",
+        );
+    }
+    name.value
+}
+
+/// Linux's rule for interface names (`dev_valid_name`).
+pub fn interface_name_problem(name: &str) -> Option<String> {
+    let rule = "a Linux interface name has 1-15 bytes, is not \".\" or \"..\", and has no '/', ':' or whitespace";
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.chars().any(char::is_whitespace);
+    bad.then(|| {
+        format!(
+            "{name:?} is not an interface name ({} bytes; {rule})",
+            name.len()
+        )
+    })
+}
+
+fn director(root: &Table<'_>, p: &mut Problems) -> (Vec<String>, XdpModeSetting, u32) {
+    let defaults = (
+        Vec::new(),
+        XdpModeSetting::Native,
+        lb_common::DEFAULT_MAX_FLOWS,
+    );
+    if root.get("director").is_none() {
+        p.add(
+            Some(0),
+            "director",
+            "missing section: [director] with interfaces = [\"eth0\"]",
+        );
+        return defaults;
+    }
+    let Some(director) = root.table("director", "director", p) else {
+        return defaults;
+    };
+    director.only(&["interfaces", "xdp_mode", "max_flows"], p);
+    let mut interfaces = Vec::new();
+    match director.get("interfaces") {
+        None => p.add(
+            Some(director.at),
+            "director.interfaces",
+            "missing: the interfaces to attach to",
+        ),
+        Some(list) => {
+            let elements = walk::array(&list, p).unwrap_or_default();
+            if elements.is_empty() && list.item.is_array() {
+                p.add(Some(list.at), &list.key, "needs at least one interface");
+            }
+            for (i, (value, at)) in elements.into_iter().enumerate() {
+                let key = format!("{}[{i}]", list.key);
+                let Some(name) = value.as_str() else {
+                    p.add(
+                        Some(at),
+                        key,
+                        format!(
+                            "expected a string, found {}",
+                            walk::describe_array_element(value)
+                        ),
+                    );
+                    continue;
+                };
+                if let Some(problem) = interface_name_problem(name) {
+                    p.add(Some(at), key, problem);
+                } else if interfaces.iter().any(|n| n == name) {
+                    p.add(Some(at), key, format!("{name:?} is listed twice"));
+                } else {
+                    interfaces.push(name.to_owned());
+                }
+            }
+        }
+    }
+    let xdp_mode = match director.string("xdp_mode", p) {
+        None => XdpModeSetting::Native,
+        Some(mode) => match mode.value.to_ascii_lowercase().as_str() {
+            "native" | "driver" => XdpModeSetting::Native,
+            "skb" | "generic" => XdpModeSetting::Skb,
+            other => {
+                p.add(
+                    Some(mode.at),
+                    mode.key,
+                    format!("{other:?}: expected \"native\" or \"skb\""),
+                );
+                XdpModeSetting::Native
+            }
+        },
+    };
+    let max_flows = match director.integer("max_flows", p) {
+        None => lb_common::DEFAULT_MAX_FLOWS,
+        Some(n) => match u32::try_from(n.value) {
+            Ok(v) if (1024..=64 << 20).contains(&v) => v,
+            _ => {
+                p.add(
+                    Some(n.at),
+                    n.key,
+                    "must be between 1024 and 67108864 (each flow costs about 104 bytes of kernel memory)",
+                );
+                lb_common::DEFAULT_MAX_FLOWS
+            }
+        },
+    };
+    (interfaces, xdp_mode, max_flows)
+}
+
+fn timeouts(root: &Table<'_>, p: &mut Problems) -> Timeouts {
+    let mut timeouts = Timeouts::default();
+    let Some(table) = root.table("timeouts", "timeouts", p) else {
+        return timeouts;
+    };
+    table.only(&["tcp", "tcp_fin", "udp"], p);
+    for (name, slot) in [
+        ("tcp", &mut timeouts.tcp),
+        ("tcp_fin", &mut timeouts.tcp_fin),
+        ("udp", &mut timeouts.udp),
+    ] {
+        if let Some(secs) = table.integer(name, p) {
+            if (1..=86_400 * 7).contains(&secs.value) {
+                *slot = Duration::from_secs(secs.value as u64);
+            } else {
+                p.add(Some(secs.at), secs.key, "seconds, between 1 and 604800");
+            }
+        }
+    }
+    timeouts
+}
+
+fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<VipConfig> {
+    let path = format!("vip[{i}]");
+    let vip = Table {
+        path: &path,
+        table,
+        at,
+    };
+    let before = p.len();
+    vip.only(&["address", "port", "protocol", "scheduler", "backend"], p);
+    let address = match vip.string("address", p) {
+        None if vip.get("address").is_none() => {
+            p.add(Some(at), format!("{path}.address"), "missing");
+            None
+        }
+        None => None,
+        Some(a) => ipv4(&a, "VIP", p),
+    };
+    let port = match vip.integer("port", p) {
+        None if vip.get("port").is_none() => {
+            p.add(
+                Some(at),
+                format!("{path}.port"),
+                "missing (the real servers listen on the same port)",
+            );
+            None
+        }
+        None => None,
+        Some(n) => match u16::try_from(n.value) {
+            Ok(port) if port != 0 => Some(port),
+            _ => {
+                p.add(Some(n.at), n.key, "must be between 1 and 65535");
+                None
+            }
+        },
+    };
+    let protocol = match vip.string("protocol", p) {
+        None if vip.get("protocol").is_none() => Some(Protocol::Tcp),
+        None => None,
+        Some(s) => match s.value.to_ascii_lowercase().as_str() {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            other => {
+                p.add(
+                    Some(s.at),
+                    s.key,
+                    format!("{other:?}: expected \"tcp\" or \"udp\""),
+                );
+                None
+            }
+        },
+    };
+    let scheduler = match vip.string("scheduler", p) {
+        None if vip.get("scheduler").is_none() => Some(Scheduler::Maglev),
+        None => None,
+        Some(s) => match s.value.to_ascii_lowercase().as_str() {
+            "maglev" | "mh" => Some(Scheduler::Maglev),
+            other => {
+                p.add(
+                    Some(s.at),
+                    s.key,
+                    format!("{other:?}: supported: \"maglev\" (alias \"mh\")"),
+                );
+                None
+            }
+        },
+    };
+    let raw_backends = vip.tables("backend", p);
+    if raw_backends.is_empty() && vip.get("backend").is_none() {
+        p.add(
+            Some(at),
+            format!("{path}.backend"),
+            "no backends: add at least one [[vip.backend]]",
+        );
+    }
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    for (j, (table, bat)) in raw_backends.into_iter().enumerate() {
+        let bkey = format!("{path}.backend[{j}]");
+        if let Some(backend) = backend(&bkey, table, bat, p) {
+            if address == Some(backend.address) {
+                p.add(
+                    Some(bat),
+                    format!("{bkey}.address"),
+                    "is the VIP itself: a real server has its own address (the VIP goes on its lo)",
+                );
+            } else if backends.iter().any(|b| b.address == backend.address) {
+                p.add(
+                    Some(bat),
+                    format!("{bkey}.address"),
+                    format!("{} is listed twice in this VIP", backend.address),
+                );
+            } else {
+                backends.push(backend);
+            }
+        }
+    }
+    if p.len() != before {
+        return None;
+    }
+    Some(VipConfig {
+        address: address?,
+        port: port?,
+        protocol: protocol?,
+        scheduler: scheduler?,
+        backends,
+    })
+}
+
+fn backend(
+    path: &str,
+    table: &dyn TableLike,
+    at: usize,
+    p: &mut Problems,
+) -> Option<BackendConfig> {
+    let backend = Table { path, table, at };
+    backend.only(&["address", "weight", "mac"], p);
+    let address = match backend.string("address", p) {
+        None if backend.get("address").is_none() => {
+            p.add(Some(at), format!("{path}.address"), "missing");
+            None
+        }
+        None => None,
+        Some(a) => ipv4(&a, "backend", p),
+    };
+    let weight = match backend.integer("weight", p) {
+        None if backend.get("weight").is_none() => Some(1),
+        None => None,
+        Some(w) => match u32::try_from(w.value) {
+            Ok(v) if v <= 65_535 => Some(v),
+            _ => {
+                p.add(Some(w.at), w.key, "must be between 0 (drain) and 65535");
+                None
+            }
+        },
+    };
+    let mac = match backend.string("mac", p) {
+        None if backend.get("mac").is_none() => Some(None),
+        None => None,
+        Some(m) => match parse_mac(&m.value) {
+            Some(mac) if mac[0] & 1 == 0 && mac != [0; 6] => Some(Some(mac)),
+            Some(_) => {
+                p.add(Some(m.at), m.key, "must be a unicast, non-zero MAC");
+                None
+            }
+            None => {
+                p.add(
+                    Some(m.at),
+                    m.key,
+                    format!(
+                        "{:?}: expected six hex bytes like \"02:00:00:00:00:01\"",
+                        m.value
+                    ),
+                );
+                None
+            }
+        },
+    };
+    Some(BackendConfig {
+        address: address?,
+        weight: weight?,
+        mac: mac?,
+    })
+}
+
+fn ipv4(read: &Read<'_, String>, what: &str, p: &mut Problems) -> Option<Ipv4Addr> {
+    let text = &read.value;
+    match text.parse::<Ipv4Addr>() {
+        Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() => {
+            p.add(
+                Some(read.at),
+                &read.key,
+                format!("{a} cannot be a {what} address"),
+            );
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) if text.parse::<std::net::Ipv6Addr>().is_ok() => {
+            p.add(
+                Some(read.at),
+                &read.key,
+                format!("{text}: IPv6 is not supported yet"),
+            );
+            None
+        }
+        Err(_) => {
+            p.add(
+                Some(read.at),
+                &read.key,
+                format!("{text:?} is not an IPv4 address"),
+            );
+            None
+        }
+    }
+}
