@@ -20,6 +20,7 @@ use crate::{
         pins::{self, Pinned},
     },
     error::{Error, Result},
+    health::{self, Board, Monitor, Report},
     instance,
     netdev::{self, InterfaceInfo},
     paths::{self, PinLayout},
@@ -34,6 +35,10 @@ pub struct RunOptions {
     pub xdp_mode: Option<XdpModeSetting>,
     pub datapath_log_level: DatapathLogLevel,
 }
+
+/// How often the health state file is refreshed (when checks came in) and a failed
+/// health-driven apply is retried.
+const HEALTH_TICK: Duration = Duration::from_secs(1);
 
 /// How long MAC resolution waits for ARP replies.
 const ARP_WAIT: Duration = Duration::from_secs(3);
@@ -110,9 +115,15 @@ struct Daemon {
     dataplane: Dataplane,
     /// Owns every planner write to the maps.
     applier: Applier,
-    /// The desired state of `config`, as last applied in full: what a failed reload rolls
-    /// back to.
-    desired: Vec<DesiredVip>,
+    /// The desired state of `config` (MACs resolved), before health is taken into account.
+    resolved: Vec<DesiredVip>,
+    /// Health of every checked backend of `config`.
+    board: Board,
+    monitor: Monitor,
+    /// The health state file needs rewriting (a check result came in).
+    health_dirty: bool,
+    /// A health-driven apply failed: retry at the next tick.
+    replan_pending: bool,
     /// Declared after the dataplane so it is dropped (detach + unpin) after it.
     _pinned: Pinned,
 }
@@ -124,10 +135,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     // second `lbd run` fails at once instead of taking a live instance's pins for stale.
     // Installed before start-up, so a reload asked for early is queued, not fatal.
     let mut hangups = signal(SignalKind::hangup())?;
-    let started = start(options).await?;
-    // Declared before the daemon so it is dropped after it, on every path.
-    let instance_lock = started.1;
-    let mut daemon = started.0;
+    let (mut daemon, instance_lock, mut reports) = start(options).await?;
     let instance = daemon.config.instance.clone();
     let pid_file = paths::pid_file(&instance);
     std::fs::create_dir_all(paths::RUN_DIR)?;
@@ -141,9 +149,13 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     let mut generation = 0u64;
     write_reload_status(&instance, generation, "ok (started)");
     tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(HEALTH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            Some(report) = reports.recv() => daemon.on_report(report),
+            _ = tick.tick() => daemon.on_tick(),
             _ = hangups.recv() => {
                 generation += 1;
                 match daemon.reload().await {
@@ -164,6 +176,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     info!(instance = %instance, "stopping: detaching and removing pins");
     drop(daemon);
     let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(paths::health_file(&instance));
     let _ = std::fs::remove_file(paths::reload_status_file(&instance));
     drop(instance_lock);
     Ok(())
@@ -189,7 +202,9 @@ fn write_reload_status(instance: &str, generation: u64, text: &str) {
     }
 }
 
-async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File)> {
+async fn start(
+    options: RunOptions,
+) -> Result<(Daemon, std::fs::File, tokio::sync::mpsc::Receiver<Report>)> {
     let config = Config::load(&options.config_path)?;
     crate::host::require_bpf_privileges("lbd run")?;
     let layout = PinLayout::for_instance(&config.instance);
@@ -198,6 +213,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File)> {
     for stale in [
         paths::pid_file(&config.instance),
         paths::reload_status_file(&config.instance),
+        paths::health_file(&config.instance),
     ] {
         let _ = std::fs::remove_file(stale);
     }
@@ -222,12 +238,18 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File)> {
             })
         })
         .collect::<Result<Vec<InterfaceInfo>>>()?;
-    let desired = {
+    let resolved = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || desired_state(&config))
             .await
             .expect("resolver task")?
     };
+    // Checked backends start down (unless `initial = "up"`): none takes flows before its
+    // first successful check.
+    let mut board = Board::default();
+    let checks = board.sync(&config, std::time::SystemTime::now());
+    let (desired, events) = board.effective(&config, &resolved);
+    log_events(&events);
 
     let mut dataplane = Dataplane::load(
         object::lb()?,
@@ -263,18 +285,26 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File)> {
             backends = vip.backends.len(), "serving"
         );
     }
+    let (mut monitor, reports) = Monitor::new();
+    if !checks.start.is_empty() {
+        info!(backends = checks.start.len(), "health checks started");
+    }
+    monitor.apply(checks);
     info!(instance = %config.instance, pins = %layout.dir.display(), "running");
-    Ok((
-        Daemon {
-            options,
-            config,
-            dataplane,
-            applier,
-            desired,
-            _pinned: pinned,
-        },
-        instance_lock,
-    ))
+    let mut daemon = Daemon {
+        options,
+        config,
+        dataplane,
+        applier,
+        resolved,
+        board,
+        monitor,
+        health_dirty: true,
+        replan_pending: false,
+        _pinned: pinned,
+    };
+    daemon.on_tick();
+    Ok((daemon, instance_lock, reports))
 }
 
 impl Daemon {
@@ -299,23 +329,95 @@ impl Daemon {
                 )));
             }
         }
-        let desired = {
+        let resolved = {
             let config = new.clone();
             tokio::task::spawn_blocking(move || desired_state(&config))
                 .await
                 .expect("resolver task")?
         };
+        // Planned on a copy: a failed apply leaves the running state as it was.
+        let mut board = self.board.clone();
+        let checks = board.sync(&new, std::time::SystemTime::now());
+        let (desired, events) = board.effective(&new, &resolved);
         // Written whole every time: after an earlier failure the map may hold other values
         // than `old` says.
         self.dataplane.writer().set_settings(settings(&new))?;
         match self.applier.apply(&mut self.dataplane, &desired) {
             Ok(ops) => {
-                info!(map_writes = ops, vips = new.vips.len(), "reloaded");
+                info!(
+                    map_writes = ops,
+                    vips = new.vips.len(),
+                    checks_started = checks.start.len(),
+                    checks_stopped = checks.stop.len(),
+                    "reloaded"
+                );
+                log_events(&events);
+                self.monitor.apply(checks);
                 self.config = new;
-                self.desired = desired;
+                self.resolved = resolved;
+                self.board = board;
+                self.health_dirty = true;
                 Ok(())
             }
             Err(err) => Err(self.roll_back(err)),
+        }
+    }
+
+    /// Records a check result; re-plans the maps when it changes what a backend may take.
+    fn on_report(&mut self, report: Report) {
+        let (vip_key, addr) = report.key;
+        let Some(vip) = self.config.vips.iter().find(|v| v.key() == vip_key) else {
+            return;
+        };
+        let (service, max_lag) = (format!("{}:{}", vip.address, vip.port), vip.max_lag);
+        let reason = report.outcome.reason.clone();
+        let recorded = self.board.record(
+            report.key,
+            report.outcome,
+            max_lag,
+            std::time::SystemTime::now(),
+        );
+        self.health_dirty = true;
+        match recorded.went {
+            Some(true) => info!(vip = %service, backend = %addr, %reason, "backend up"),
+            Some(false) => warn!(vip = %service, backend = %addr, %reason, "backend down"),
+            None => {}
+        }
+        if recorded.replan {
+            self.apply_health();
+        }
+    }
+
+    /// Applies the running config as health now sees it.
+    fn apply_health(&mut self) {
+        let (desired, events) = self.board.effective(&self.config, &self.resolved);
+        log_events(&events);
+        match self.applier.apply(&mut self.dataplane, &desired) {
+            Ok(ops) => {
+                self.replan_pending = false;
+                if ops > 0 {
+                    info!(map_writes = ops, "applied health changes");
+                }
+            }
+            Err(err) => {
+                self.replan_pending = true;
+                error!(cause = %one_line(&err.to_string()), "applying health changes failed; retrying in a second from what the maps hold");
+            }
+        }
+    }
+
+    /// Once a second: retries a failed apply and refreshes the health state file.
+    fn on_tick(&mut self) {
+        if self.replan_pending {
+            self.apply_health();
+        }
+        if self.health_dirty {
+            self.health_dirty = false;
+            let path = paths::health_file(&self.config.instance);
+            let lines = health::report::lines(&self.config, &self.board);
+            if let Err(err) = health::report::write(&path, &lines) {
+                warn!(path = %path.display(), cause = %err, "cannot write the health state file");
+            }
         }
     }
 
@@ -326,7 +428,10 @@ impl Daemon {
             .dataplane
             .writer()
             .set_settings(settings(&self.config))
-            .and_then(|()| self.applier.apply(&mut self.dataplane, &self.desired));
+            .and_then(|()| {
+                let (desired, _) = self.board.effective(&self.config, &self.resolved);
+                self.applier.apply(&mut self.dataplane, &desired)
+            });
         match restored {
             Ok(ops) => {
                 warn!(
@@ -345,6 +450,16 @@ impl Daemon {
                     restored: false,
                 }
             }
+        }
+    }
+}
+
+fn log_events(events: &[health::board::Event]) {
+    for event in events {
+        if event.is_error() {
+            error!("{event}");
+        } else {
+            info!("{event}");
         }
     }
 }

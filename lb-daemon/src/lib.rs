@@ -3,6 +3,7 @@
 //! - [`config`]: TOML parsing and validation (pure).
 //! - [`maglev`]: weighted Maglev tables (pure).
 //! - [`reconcile`]: desired state -> ordered map writes (pure).
+//! - [`health`]: health checks (redis, tcp, script) and what they make of the desired state.
 //! - [`apply`]: the one owner of those writes; re-reads the maps after a failed one.
 //! - [`netdev`]: interface MACs and neighbour resolution.
 //! - [`host`]: privileges and namespaces, for errors that say what to do.
@@ -19,6 +20,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod error;
+pub mod health;
 pub mod host;
 pub mod instance;
 pub mod maglev;

@@ -56,3 +56,9 @@ pub fn lock_file(instance: &str) -> PathBuf {
 pub fn reload_status_file(instance: &str) -> PathBuf {
     PathBuf::from(RUN_DIR).join(format!("{instance}.reload"))
 }
+
+/// Health of every checked backend, written by the daemon for `lbd status` (see
+/// [`crate::health::report`]).
+pub fn health_file(instance: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{instance}.health"))
+}

@@ -8,6 +8,7 @@
 //! - [`validate`]: the rules of each section.
 //! - [`keypath`]: the key path of a syntax error, from the text alone.
 
+mod health;
 mod keypath;
 mod validate;
 mod walk;
@@ -115,6 +116,14 @@ pub struct VipConfig {
     pub protocol: Protocol,
     pub scheduler: Scheduler,
     pub backends: Vec<BackendConfig>,
+    /// The replication role backends must report (needs the redis check).
+    pub role: Role,
+    /// With `role = "replica"`: the most a replica may lag (`master_last_io_seconds_ago`).
+    pub max_lag: Option<Duration>,
+    /// What a failed check does to a backend.
+    pub on_down: OnDown,
+    /// `None`: no check, every backend is up.
+    pub check: Option<CheckConfig>,
 }
 
 impl VipConfig {
@@ -282,3 +291,104 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Which replication role a VIP's backends must report to take new flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Any healthy backend (no `INFO replication` check).
+    Any,
+    /// `role:master` (a write VIP): never more than one backend at a time.
+    Master,
+    /// `role:slave` with the link up and no sync in progress (a read VIP).
+    Replica,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Any => "any",
+            Role::Master => "master",
+            Role::Replica => "replica",
+        })
+    }
+}
+
+/// What happens to a backend that fails its check (or reports the wrong role).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDown {
+    /// Out of the ring and retired: its tracked flows are rescheduled at their next packet
+    /// (the new backend answers a mid-stream segment with a reset).
+    Remove,
+    /// Weight 0 (keepalived's `inhibit_on_failure`): no new flows, tracked flows continue.
+    Drain,
+}
+
+/// Where a secret comes from, so it need not be written in the config file.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Value(String),
+    /// Read at every check (first line, trailing newline removed).
+    File(PathBuf),
+    /// Read from the daemon's environment at every check.
+    Env(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Value(_) => f.write_str("Value(<redacted>)"),
+            Secret::File(path) => write!(f, "File({})", path.display()),
+            Secret::Env(name) => write!(f, "Env({name})"),
+        }
+    }
+}
+
+/// `AUTH` for the redis check: a password, or an ACL user and password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisAuth {
+    pub user: Option<String>,
+    pub password: Secret,
+}
+
+/// What a health check does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Connect, `AUTH`, `PING` expecting `PONG` (and `INFO replication` for role-aware VIPs).
+    Redis { auth: Option<RedisAuth> },
+    /// keepalived's TCP_CHECK: a TCP connect to `port` (default: the VIP's port).
+    Tcp { port: Option<u16> },
+    /// keepalived's MISC_CHECK: run `argv` (no shell); exit 0 up, 1 down; with
+    /// `dynamic_weight`, 2..=255 means up with weight `code - 2` (misc_dynamic).
+    Script {
+        argv: Vec<String>,
+        dynamic_weight: bool,
+    },
+}
+
+impl CheckKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Redis { .. } => "redis",
+            CheckKind::Tcp { .. } => "tcp",
+            CheckKind::Script { .. } => "script",
+        }
+    }
+}
+
+/// A VIP's health check, with keepalived's knobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub kind: CheckKind,
+    /// Between checks (`delay_loop`).
+    pub interval: Duration,
+    /// Bounds one whole check: connect, auth, commands, or the script (`connect_timeout`).
+    pub timeout: Duration,
+    /// Consecutive failures that take an up backend down (`retry`).
+    pub fall: u32,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Between checks while an up backend is failing (`delay_before_retry`).
+    pub delay_before_retry: Duration,
+    /// Whether a backend takes flows before its first check (default: no).
+    pub initially_up: bool,
+}

@@ -680,3 +680,148 @@ fn conntrack_memory_is_estimated_per_flow() {
     let config = parse(&text).unwrap();
     assert_eq!(config.conntrack_memory_bytes(), 67_108_864 * 104);
 }
+
+const CHECKED: &str = r#"
+[director]
+interfaces = ["eth0"]
+
+[[vip]]
+address = "198.18.0.100"
+port = 6379
+role = "master"
+
+[vip.check]
+type = "redis"
+interval = 0.5
+password_env = "REDIS_PASSWORD"
+
+[[vip.backend]]
+address = "198.18.0.11"
+"#;
+
+#[test]
+fn a_health_check_reads_with_keepalived_defaults() {
+    let config = parse(CHECKED).unwrap();
+    let vip = &config.vips[0];
+    assert_eq!(vip.role, Role::Master);
+    assert_eq!(vip.on_down, OnDown::Remove);
+    let check = vip.check.as_ref().unwrap();
+    assert_eq!(
+        check,
+        &CheckConfig {
+            kind: CheckKind::Redis {
+                auth: Some(RedisAuth {
+                    user: None,
+                    password: Secret::Env("REDIS_PASSWORD".into())
+                })
+            },
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+            delay_before_retry: Duration::from_millis(500),
+            initially_up: false,
+        }
+    );
+    // No check table: no checks, every backend up (as before).
+    assert_eq!(parse(GOOD).unwrap().vips[0].check, None);
+    // An empty check table is a redis check.
+    let text = GOOD.replacen("[[vip.backend]]", "[vip.check]\n\n[[vip.backend]]", 1);
+    assert!(matches!(
+        parse(&text).unwrap().vips[0].check.as_ref().unwrap().kind,
+        CheckKind::Redis { auth: None }
+    ));
+}
+
+#[test]
+fn a_password_is_never_printed() {
+    let text = CHECKED.replace("password_env = \"REDIS_PASSWORD\"", "password = \"hunter2\"");
+    let config = parse(&text).unwrap();
+    assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[test]
+fn health_check_mistakes_name_their_key() {
+    let at = |needle| line_of(CHECKED, needle);
+    one_error(
+        &CHECKED.replace("role = \"master\"", "role = \"primary\""),
+        at("role ="),
+        "vip[0].role",
+        "expected \"master\", \"replica\" or \"any\"",
+    );
+    one_error(
+        &CHECKED
+            .replace("type = \"redis\"", "type = \"tcp\"")
+            .replace("password_env = \"REDIS_PASSWORD\"", ""),
+        at("role ="),
+        "vip[0].role",
+        "needs a redis check",
+    );
+    one_error(
+        &CHECKED.replace("interval = 0.5", "interval = \"1s\""),
+        at("interval"),
+        "vip[0].check.interval",
+        "expected a number of seconds, found a string",
+    );
+    one_error(
+        &CHECKED.replace("interval = 0.5", "interval = 0"),
+        at("interval"),
+        "vip[0].check.interval",
+        "between 0.01 and 3600",
+    );
+    one_error(
+        &CHECKED.replace("interval = 0.5", "fall = 0"),
+        at("interval"),
+        "vip[0].check.fall",
+        "between 1 and 100",
+    );
+    one_error(
+        &CHECKED.replace("interval = 0.5", "password_file = \"/etc/lbd/secret\""),
+        at("password_env"),
+        "vip[0].check.password_env",
+        "give one of password",
+    );
+    one_error(
+        &CHECKED.replace("password_env = \"REDIS_PASSWORD\"", "user = \"lbd\""),
+        at("password_env"),
+        "vip[0].check.user",
+        "needs a password",
+    );
+    one_error(
+        &CHECKED.replace("role = \"master\"", "max_lag_secs = 3"),
+        at("role ="),
+        "vip[0].max_lag_secs",
+        "role = \"replica\"",
+    );
+    one_error(
+        &CHECKED.replace("interval = 0.5", "intreval = 0.5"),
+        at("interval"),
+        "vip[0].check.intreval",
+        "unknown key",
+    );
+}
+
+#[test]
+fn script_checks_take_an_absolute_argv_only() {
+    let script = |argv: &str| {
+        CHECKED
+            .replace("role = \"master\"", "")
+            .replace("type = \"redis\"", &format!("type = \"script\"\nscript = {argv}"))
+            .replace("password_env = \"REDIS_PASSWORD\"", "dynamic_weight = true")
+    };
+    let config = parse(&script("[\"/usr/local/bin/check\", \"--fast\"]")).unwrap();
+    assert_eq!(
+        config.vips[0].check.as_ref().unwrap().kind,
+        CheckKind::Script {
+            argv: vec!["/usr/local/bin/check".into(), "--fast".into()],
+            dynamic_weight: true
+        }
+    );
+    let text = script("[\"check.sh\"]");
+    one_error(&text, line_of(&text, "script ="), "vip[0].check.script[0]", "absolute path");
+    let text = script("[]");
+    one_error(&text, line_of(&text, "script ="), "vip[0].check.script", "at least the program");
+    let text = CHECKED.replace("type = \"redis\"", "type = \"tcp\"\nscript = [\"/bin/true\"]").replace("role = \"master\"", "");
+    let errors = parse(&text).unwrap_err().0;
+    assert!(errors.iter().any(|e| e.key == "vip[0].check.script" && e.message.contains("not used by a tcp check")), "{errors:?}");
+}

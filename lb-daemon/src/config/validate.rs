@@ -7,6 +7,7 @@ use lb_common::MAX_VIPS;
 use toml_edit::TableLike;
 
 use super::{
+    health,
     BackendConfig, Config, MAX_CONFIGURED_BACKENDS, Protocol, Scheduler, Timeouts, VipConfig,
     XdpModeSetting, parse_mac,
     walk::{self, Problems, Read, Table},
@@ -224,7 +225,9 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         at,
     };
     let before = p.len();
-    vip.only(&["address", "port", "protocol", "scheduler", "backend"], p);
+    let mut known = vec!["address", "port", "protocol", "scheduler", "backend"];
+    known.extend(health::VIP_KEYS);
+    vip.only(&known, p);
     let address = match vip.string("address", p) {
         None if vip.get("address").is_none() => {
             p.add(Some(at), format!("{path}.address"), "missing");
@@ -311,6 +314,7 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
             }
         }
     }
+    let health = health::vip_health(&vip, p);
     if p.len() != before {
         return None;
     }
@@ -320,6 +324,10 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         protocol: protocol?,
         scheduler: scheduler?,
         backends,
+        role: health.role,
+        max_lag: health.max_lag,
+        on_down: health.on_down,
+        check: health.check,
     })
 }
 

@@ -145,6 +145,43 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// A boolean entry; a wrong type is reported.
+    pub fn boolean(&self, name: &str, problems: &mut Problems) -> Option<Read<'a, bool>> {
+        let read = self.get(name)?;
+        match read.item.as_bool() {
+            Some(b) => Some(read.with(b)),
+            None => {
+                wrong_type(&read, "a boolean", problems);
+                None
+            }
+        }
+    }
+
+    /// A duration in seconds, integer or fractional (`interval = 0.5`); a wrong type or a
+    /// negative or non-finite value is reported.
+    pub fn seconds(
+        &self,
+        name: &str,
+        problems: &mut Problems,
+    ) -> Option<Read<'a, std::time::Duration>> {
+        let read = self.get(name)?;
+        let secs = match (read.item.as_integer(), read.item.as_float()) {
+            (Some(n), _) => n as f64,
+            (None, Some(x)) => x,
+            _ => {
+                wrong_type(&read, "a number of seconds", problems);
+                return None;
+            }
+        };
+        match std::time::Duration::try_from_secs_f64(secs) {
+            Ok(d) => Some(read.with(d)),
+            Err(_) => {
+                problems.add(Some(read.at), read.key, "must be a number of seconds >= 0");
+                None
+            }
+        }
+    }
+
     /// A sub-table entry (`[name]`, `name = {..}` or dotted keys); a wrong type is reported.
     pub fn table(&self, name: &str, path: &'a str, problems: &mut Problems) -> Option<Table<'a>> {
         let read = self.get(name)?;

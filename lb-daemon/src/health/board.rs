@@ -1,0 +1,366 @@
+//! The health of every checked backend, and what it makes of the desired state.
+//!
+//! The board is pure state: checkers' results come in through [`Board::record`], a reload
+//! through [`Board::sync`] (which says which checkers to start and stop), and
+//! [`Board::effective`] turns the config's desired state into the one to apply: down or
+//! unfit backends removed (or drained), and at most one master per write VIP.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+    time::SystemTime,
+};
+
+use lb_common::VipKey;
+
+use super::{replication::unfit, tracker::Tracker};
+use crate::{
+    config::{CheckConfig, Config, OnDown, Role, VipConfig},
+    reconcile::DesiredVip,
+};
+
+/// One checked backend: a VIP's key and the backend's address.
+pub type BackendKey = (VipKey, Ipv4Addr);
+
+/// What a checker needs to know besides the backend's address; a reload that changes it
+/// restarts the checker (and the backend's state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckSpec {
+    pub check: CheckConfig,
+    pub role: Role,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+}
+
+impl CheckSpec {
+    pub fn of(vip: &VipConfig) -> Option<CheckSpec> {
+        Some(CheckSpec {
+            check: vip.check.clone()?,
+            role: vip.role,
+            vip: vip.address,
+            port: vip.port,
+        })
+    }
+}
+
+/// The result of one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: bool,
+    /// What was seen: `PONG`, `LOADING Redis is loading ...`, `timed out after 1s`, ...
+    pub reason: String,
+    /// From `INFO replication`, when the VIP's role needs it.
+    pub replication: Option<super::Replication>,
+    /// A script's dynamic weight (exit code - 2).
+    pub weight: Option<u32>,
+}
+
+impl Outcome {
+    pub fn up(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            ok: true,
+            reason: reason.into(),
+            replication: None,
+            weight: None,
+        }
+    }
+
+    pub fn down(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            ok: false,
+            reason: reason.into(),
+            replication: None,
+            weight: None,
+        }
+    }
+}
+
+/// One backend's health.
+#[derive(Clone, Debug)]
+pub struct BackendHealth {
+    pub spec: CheckSpec,
+    pub tracker: Tracker,
+    /// The latest check's result.
+    pub last: Option<Outcome>,
+    pub checked_at: Option<SystemTime>,
+    /// When the up/down state last changed (or checking began).
+    pub since: SystemTime,
+}
+
+impl BackendHealth {
+    /// Why this backend takes no new flows of its VIP, or `None` when it may.
+    pub fn unfit(&self, max_lag: Option<std::time::Duration>) -> Option<String> {
+        if !self.tracker.is_up() {
+            return Some(match &self.last {
+                None => "not checked yet".to_owned(),
+                Some(last) if last.ok => format!("rising: {}", last.reason),
+                Some(last) => last.reason.clone(),
+            });
+        }
+        let replication = self.last.as_ref().and_then(|l| l.replication.as_ref());
+        if self.last.is_none() && self.spec.role != Role::Any {
+            return Some("role not checked yet".to_owned());
+        }
+        unfit(self.spec.role, replication, max_lag)
+    }
+
+    /// What a decision depends on: a change in it re-plans the maps.
+    fn decision_inputs(&self, max_lag: Option<std::time::Duration>) -> (bool, bool, Option<u32>) {
+        let fit = self.unfit(max_lag).is_none();
+        let weight = self.last.as_ref().and_then(|l| l.weight);
+        (self.tracker.is_up(), fit, weight)
+    }
+}
+
+/// Checkers to start (new or changed backends) and stop (removed ones), after a reload.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub start: Vec<(BackendKey, CheckSpec)>,
+    pub stop: Vec<BackendKey>,
+}
+
+/// What one recorded result changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The backend went up or down.
+    pub went: Option<bool>,
+    /// Something a decision depends on changed: re-plan.
+    pub replan: bool,
+}
+
+/// Something worth a log line, found while deciding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    MasterChosen { vip: String, master: Ipv4Addr },
+    NoMaster { vip: String },
+    /// More than one backend reports `role:master`.
+    SeveralMasters {
+        vip: String,
+        masters: Vec<Ipv4Addr>,
+        kept: Option<Ipv4Addr>,
+    },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |addrs: &[Ipv4Addr]| {
+            addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Event::MasterChosen { vip, master } => write!(f, "{vip}: master is {master}"),
+            Event::NoMaster { vip } => write!(f, "{vip}: no backend is a healthy master; new flows are dropped"),
+            Event::SeveralMasters { vip, masters, kept: Some(kept) } => write!(
+                f,
+                "{vip}: {} report role:master; keeping {kept}, the master already in service",
+                list(masters)
+            ),
+            Event::SeveralMasters { vip, masters, kept: None } => write!(
+                f,
+                "{vip}: {} all report role:master and none was in service: sending to none until one is demoted",
+                list(masters)
+            ),
+        }
+    }
+}
+
+impl Event {
+    /// Whether the event is an error an operator must act on.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Event::SeveralMasters { kept: None, .. })
+    }
+}
+
+/// The health of every checked backend.
+#[derive(Clone, Debug, Default)]
+pub struct Board {
+    backends: BTreeMap<BackendKey, BackendHealth>,
+    /// The master each write VIP sends to.
+    masters: BTreeMap<VipKey, Ipv4Addr>,
+    /// The masters each write VIP last saw when more than one reported it.
+    several: BTreeMap<VipKey, Vec<Ipv4Addr>>,
+}
+
+impl Board {
+    /// Follows a (re)loaded config: backends whose check did not change keep their state;
+    /// new or changed ones start in their initial state; removed ones are forgotten.
+    pub fn sync(&mut self, config: &Config, now: SystemTime) -> Changes {
+        let mut changes = Changes::default();
+        let mut wanted = BTreeMap::new();
+        for vip in &config.vips {
+            let Some(spec) = CheckSpec::of(vip) else {
+                continue;
+            };
+            for b in &vip.backends {
+                wanted.insert((vip.key(), b.address), spec.clone());
+            }
+        }
+        let known: Vec<BackendKey> = self.backends.keys().copied().collect();
+        for key in known {
+            match wanted.get(&key) {
+                Some(spec) if *spec == self.backends[&key].spec => {}
+                _ => {
+                    self.backends.remove(&key);
+                    changes.stop.push(key);
+                }
+            }
+        }
+        for (key, spec) in wanted {
+            if self.backends.contains_key(&key) {
+                continue;
+            }
+            self.backends.insert(
+                key,
+                BackendHealth {
+                    tracker: Tracker::new(spec.check.initially_up),
+                    spec: spec.clone(),
+                    last: None,
+                    checked_at: None,
+                    since: now,
+                },
+            );
+            changes.start.push((key, spec));
+        }
+        let vips: BTreeSet<VipKey> = config.vips.iter().map(|v| v.key()).collect();
+        self.masters.retain(|k, _| vips.contains(k));
+        self.several.retain(|k, _| vips.contains(k));
+        changes
+    }
+
+    /// Counts one check result (ignored for a backend no longer checked).
+    pub fn record(
+        &mut self,
+        key: BackendKey,
+        outcome: Outcome,
+        max_lag: Option<std::time::Duration>,
+        now: SystemTime,
+    ) -> Recorded {
+        let Some(health) = self.backends.get_mut(&key) else {
+            return Recorded::default();
+        };
+        let before = health.decision_inputs(max_lag);
+        let changed = health
+            .tracker
+            .record(outcome.ok, health.spec.check.rise, health.spec.check.fall);
+        health.last = Some(outcome);
+        health.checked_at = Some(now);
+        if changed {
+            health.since = now;
+        }
+        Recorded {
+            went: changed.then(|| health.tracker.is_up()),
+            replan: health.decision_inputs(max_lag) != before,
+        }
+    }
+
+    pub fn get(&self, key: &BackendKey) -> Option<&BackendHealth> {
+        self.backends.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&BackendKey, &BackendHealth)> {
+        self.backends.iter()
+    }
+
+    /// The master a write VIP sends to, if any.
+    pub fn master(&self, vip: &VipKey) -> Option<Ipv4Addr> {
+        self.masters.get(vip).copied()
+    }
+
+    /// The state to apply: `resolved` (the config's desired state, VIP for VIP) less the
+    /// backends that are down or unfit for their VIP's role. Keeps at most one master per
+    /// write VIP: the one in service while it still reports master; a newcomer only when
+    /// it is the only one.
+    pub fn effective(
+        &mut self,
+        config: &Config,
+        resolved: &[DesiredVip],
+    ) -> (Vec<DesiredVip>, Vec<Event>) {
+        let mut events = Vec::new();
+        let mut out = Vec::with_capacity(resolved.len());
+        for (vip, desired) in config.vips.iter().zip(resolved) {
+            debug_assert_eq!(vip.key(), desired.key);
+            if vip.check.is_none() {
+                out.push(desired.clone());
+                continue;
+            }
+            let key = desired.key;
+            let name = format!("{}:{}/{}", vip.address, vip.port, vip.protocol);
+            let mut fit: Vec<Ipv4Addr> = desired
+                .backends
+                .iter()
+                .filter(|b| {
+                    self.backends
+                        .get(&(key, b.addr))
+                        .is_some_and(|h| h.unfit(vip.max_lag).is_none())
+                })
+                .map(|b| b.addr)
+                .collect();
+            if vip.role == Role::Master {
+                let current = self.masters.get(&key).copied().filter(|m| fit.contains(m));
+                let chosen = current.or_else(|| (fit.len() == 1).then(|| fit[0]));
+                if fit.len() > 1 {
+                    if self.several.get(&key) != Some(&fit) {
+                        events.push(Event::SeveralMasters {
+                            vip: name.clone(),
+                            masters: fit.clone(),
+                            kept: current,
+                        });
+                        self.several.insert(key, fit.clone());
+                    }
+                } else {
+                    self.several.remove(&key);
+                }
+                let previous = self.masters.get(&key).copied();
+                match chosen {
+                    Some(master) => {
+                        if previous != Some(master) {
+                            events.push(Event::MasterChosen {
+                                vip: name.clone(),
+                                master,
+                            });
+                        }
+                        self.masters.insert(key, master);
+                    }
+                    None => {
+                        if previous.is_some() && fit.len() <= 1 {
+                            events.push(Event::NoMaster { vip: name.clone() });
+                        }
+                        self.masters.remove(&key);
+                    }
+                }
+                fit = chosen.into_iter().collect();
+            }
+            let backends = desired
+                .backends
+                .iter()
+                .filter_map(|b| {
+                    if fit.contains(&b.addr) {
+                        let weight = self
+                            .backends
+                            .get(&(key, b.addr))
+                            .and_then(|h| h.last.as_ref()?.weight)
+                            .unwrap_or(b.weight);
+                        Some(crate::reconcile::DesiredBackend { weight, ..b.clone() })
+                    } else {
+                        match vip.on_down {
+                            OnDown::Remove => None,
+                            OnDown::Drain => Some(crate::reconcile::DesiredBackend {
+                                weight: 0,
+                                ..b.clone()
+                            }),
+                        }
+                    }
+                })
+                .collect();
+            out.push(DesiredVip { key, backends });
+        }
+        (out, events)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::SystemTime};
+
+use super::*;
+use crate::health::Replication;
+use crate::{config::Config, daemon::desired_state_with};
+
+const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+const C: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 13);
+
+fn config(vip_extra: &str, check_extra: &str) -> Config {
+    let text = format!(
+        "[director]\ninterfaces = [\"eth0\"]\n\n[[vip]]\naddress = \"198.18.0.100\"\nport = 6379\n{vip_extra}\n\
+         [vip.check]\nfall = 2\nrise = 2\n{check_extra}\n\
+         [[vip.backend]]\naddress = \"198.18.0.11\"\nweight = 3\n\
+         [[vip.backend]]\naddress = \"198.18.0.12\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.13\"\n"
+    );
+    Config::parse(Path::new("t.toml"), &text).expect("valid test config")
+}
+
+fn resolved(config: &Config) -> Vec<DesiredVip> {
+    let macs: BTreeMap<Ipv4Addr, [u8; 6]> = [A, B, C]
+        .into_iter()
+        .map(|a| (a, [2, 0, 0, 0, 0, a.octets()[3]]))
+        .collect();
+    desired_state_with(config, &macs).unwrap()
+}
+
+struct World {
+    config: Config,
+    resolved: Vec<DesiredVip>,
+    board: Board,
+}
+
+impl World {
+    fn new(config: Config) -> World {
+        let mut board = Board::default();
+        board.sync(&config, SystemTime::now());
+        World {
+            resolved: resolved(&config),
+            config,
+            board,
+        }
+    }
+
+    fn key(&self, addr: Ipv4Addr) -> BackendKey {
+        (self.config.vips[0].key(), addr)
+    }
+
+    fn report(&mut self, addr: Ipv4Addr, outcome: Outcome) -> Recorded {
+        let key = self.key(addr);
+        let lag = self.config.vips[0].max_lag;
+        self.board.record(key, outcome, lag, SystemTime::now())
+    }
+
+    /// (address, weight) of every backend in the effective state.
+    fn serving(&mut self) -> (Vec<(Ipv4Addr, u32)>, Vec<Event>) {
+        let (vips, events) = self.board.effective(&self.config, &self.resolved);
+        (
+            vips[0].backends.iter().map(|b| (b.addr, b.weight)).collect(),
+            events,
+        )
+    }
+}
+
+fn role(replication: Replication) -> Outcome {
+    Outcome {
+        replication: Some(replication),
+        ..Outcome::up("PONG")
+    }
+}
+
+fn replica() -> Replication {
+    Replication::Replica {
+        link_up: true,
+        syncing: false,
+        last_io_secs: Some(1),
+    }
+}
+
+#[test]
+fn no_backend_serves_before_its_first_successful_check() {
+    let mut w = World::new(config("", ""));
+    assert_eq!(w.serving().0, []);
+    assert_eq!(w.report(A, Outcome::up("PONG")).went, Some(true));
+    w.report(B, Outcome::down("connect: refused"));
+    assert_eq!(w.serving().0, [(A, 3)]);
+}
+
+#[test]
+fn initially_up_backends_serve_at_once() {
+    let mut w = World::new(config("", "initial = \"up\""));
+    assert_eq!(w.serving().0, [(A, 3), (B, 1), (C, 1)]);
+}
+
+#[test]
+fn a_failing_backend_is_removed_after_fall_and_drained_with_on_down_drain() {
+    for (on_down, expected) in [
+        ("remove", vec![(B, 1), (C, 1)]),
+        ("drain", vec![(A, 0), (B, 1), (C, 1)]),
+    ] {
+        let mut w = World::new(config(&format!("on_down = \"{on_down}\""), ""));
+        for addr in [A, B, C] {
+            w.report(addr, Outcome::up("PONG"));
+        }
+        let first = w.report(A, Outcome::down("timed out after 0.1s"));
+        assert_eq!(first, Recorded::default(), "one failure is not a fall");
+        assert_eq!(w.serving().0.len(), 3);
+        let second = w.report(A, Outcome::down("timed out after 0.1s"));
+        assert_eq!(
+            second,
+            Recorded {
+                went: Some(false),
+                replan: true
+            }
+        );
+        assert_eq!(w.serving().0, expected, "on_down = {on_down}");
+    }
+}
+
+#[test]
+fn a_script_weight_replaces_the_configured_weight() {
+    let mut w = World::new(config(
+        "",
+        "type = \"script\"\nscript = [\"/bin/true\"]\ndynamic_weight = true",
+    ));
+    w.report(
+        A,
+        Outcome {
+            weight: Some(7),
+            ..Outcome::up("exit 9")
+        },
+    );
+    w.report(B, Outcome::up("exit 0"));
+    assert_eq!(w.serving().0, [(A, 7), (B, 1)]);
+    let same = w.report(
+        A,
+        Outcome {
+            weight: Some(7),
+            ..Outcome::up("exit 9")
+        },
+    );
+    assert!(!same.replan, "the same weight again changes nothing");
+    let changed = w.report(
+        A,
+        Outcome {
+            weight: Some(0),
+            ..Outcome::up("exit 2")
+        },
+    );
+    assert!(changed.replan);
+    assert_eq!(w.serving().0, [(A, 0), (B, 1)]);
+}
+
+#[test]
+fn a_write_vip_follows_the_only_master() {
+    let mut w = World::new(config("role = \"master\"", ""));
+    w.report(A, role(Replication::Master));
+    w.report(B, role(replica()));
+    w.report(C, role(replica()));
+    let (serving, events) = w.serving();
+    assert_eq!(serving, [(A, 3)]);
+    assert!(events.iter().any(|e| matches!(e, Event::MasterChosen { master, .. } if *master == A)));
+    // Failover: A demoted, B promoted.
+    w.report(A, role(replica()));
+    assert_eq!(w.serving().0, []);
+    assert!(w.report(B, role(Replication::Master)).replan);
+    assert_eq!(w.serving().0, [(B, 1)]);
+}
+
+#[test]
+fn a_write_vip_never_sends_to_two_masters() {
+    let mut w = World::new(config("role = \"master\"", ""));
+    w.report(B, role(Replication::Master));
+    assert_eq!(w.serving().0, [(B, 1)]);
+    // The old master comes back still believing it is one: B stays, A gets nothing.
+    w.report(A, role(Replication::Master));
+    let (serving, events) = w.serving();
+    assert_eq!(serving, [(B, 1)]);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::SeveralMasters { kept: Some(kept), masters, .. } if *kept == B && masters.len() == 2
+    )));
+    // B dies while A still claims master... and C too: nobody is trusted.
+    w.report(C, role(Replication::Master));
+    w.report(B, Outcome::down("connect: refused"));
+    w.report(B, Outcome::down("connect: refused"));
+    let (serving, events) = w.serving();
+    assert_eq!(serving, [], "two unproven masters: send to none");
+    assert!(events.iter().any(|e| e.is_error()), "{events:?}");
+    // C demoted: A is the only master left.
+    w.report(C, role(replica()));
+    assert_eq!(w.serving().0, [(A, 3)]);
+}
+
+#[test]
+fn a_read_vip_takes_synced_replicas_within_the_lag() {
+    let mut w = World::new(config("role = \"replica\"\nmax_lag_secs = 5", ""));
+    w.report(A, role(Replication::Master));
+    w.report(B, role(replica()));
+    w.report(
+        C,
+        role(Replication::Replica {
+            link_up: true,
+            syncing: true,
+            last_io_secs: Some(0),
+        }),
+    );
+    assert_eq!(w.serving().0, [(B, 1)]);
+    w.report(
+        B,
+        role(Replication::Replica {
+            link_up: true,
+            syncing: false,
+            last_io_secs: Some(9),
+        }),
+    );
+    assert_eq!(w.serving().0, [], "lagging 9 s > 5 s");
+}
+
+#[test]
+fn a_reload_keeps_unchanged_backends_state_and_restarts_changed_checks() {
+    let mut w = World::new(config("", ""));
+    w.report(A, Outcome::up("PONG"));
+    w.report(B, Outcome::up("PONG"));
+    // Same check, one backend gone: the others keep their state, nothing restarts.
+    let smaller = Config {
+        vips: vec![VipConfig {
+            backends: w.config.vips[0].backends[..2].to_vec(),
+            ..w.config.vips[0].clone()
+        }],
+        ..w.config.clone()
+    };
+    let changes = w.board.sync(&smaller, SystemTime::now());
+    assert_eq!(
+        changes,
+        Changes {
+            start: vec![],
+            stop: vec![w.key(C)]
+        }
+    );
+    assert!(w.board.get(&w.key(A)).unwrap().tracker.is_up());
+    // A changed check restarts every checker of the VIP, from the initial state.
+    let slower = config("", "interval = 5");
+    let changes = w.board.sync(&slower, SystemTime::now());
+    assert_eq!(changes.stop, [w.key(A), w.key(B)]);
+    assert_eq!(changes.start.len(), 3);
+    assert!(!w.board.get(&w.key(A)).unwrap().tracker.is_up());
+}
+
+#[test]
+fn a_vip_without_a_check_is_untouched() {
+    let text = "[director]\ninterfaces = [\"eth0\"]\n[[vip]]\naddress = \"198.18.0.100\"\nport = 6379\n\
+                [[vip.backend]]\naddress = \"198.18.0.11\"\n";
+    let config = Config::parse(Path::new("t.toml"), text).unwrap();
+    let mut w = World::new(config);
+    assert_eq!(w.serving().0, [(A, 1)]);
+    assert!(w.board.iter().next().is_none());
+}

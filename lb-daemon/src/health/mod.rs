@@ -1,0 +1,19 @@
+//! Health checks: whether each backend may take new flows.
+//!
+//! - [`probe`]: one check (redis, tcp, script), bounded by its timeout: the only I/O.
+//! - [`monitor`]: one checker task per backend, spread over the interval; they only report.
+//! - [`board`]: every backend's state (rise/fall in [`tracker`], role in [`replication`]),
+//!   and the effective desired state it makes of the config's: the daemon hands that to the
+//!   [`Applier`](crate::apply::Applier), the one writer of the maps.
+//! - [`report`]: the state file `lbd status` reads.
+
+pub mod board;
+pub mod monitor;
+pub mod probe;
+pub mod replication;
+pub mod report;
+pub mod tracker;
+
+pub use board::{BackendKey, Board, CheckSpec, Outcome};
+pub use monitor::{Monitor, Report};
+pub use replication::Replication;

@@ -1,0 +1,136 @@
+//! One checker task per backend. Checkers only report: results go to the daemon's loop,
+//! which records them on the [`Board`](super::Board) and applies what changes.
+//!
+//! Checks are spread over the interval (each backend starts at its own offset) and at most
+//! [`CONCURRENT_CHECKS`] run at once, so many backends at a short interval do not burst.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::Arc,
+    time::Duration,
+};
+
+use lb_common::hash::mix64;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinHandle,
+    time::Instant,
+};
+
+use super::{
+    board::{BackendKey, Changes, CheckSpec, Outcome},
+    probe,
+};
+
+/// Checks in flight at once, across all backends.
+pub const CONCURRENT_CHECKS: usize = 64;
+
+/// One check result.
+#[derive(Debug)]
+pub struct Report {
+    pub key: BackendKey,
+    pub outcome: Outcome,
+}
+
+/// The running checkers.
+pub struct Monitor {
+    tasks: BTreeMap<BackendKey, JoinHandle<()>>,
+    reports: mpsc::Sender<Report>,
+    permits: Arc<Semaphore>,
+}
+
+impl Monitor {
+    /// A monitor and the receiving end of its reports.
+    pub fn new() -> (Monitor, mpsc::Receiver<Report>) {
+        let (tx, rx) = mpsc::channel(1024);
+        (
+            Monitor {
+                tasks: BTreeMap::new(),
+                reports: tx,
+                permits: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+            },
+            rx,
+        )
+    }
+
+    /// Stops and starts checkers as a reload asks.
+    pub fn apply(&mut self, changes: Changes) {
+        for key in changes.stop {
+            if let Some(task) = self.tasks.remove(&key) {
+                task.abort();
+            }
+        }
+        for (key, spec) in changes.start {
+            let task = tokio::spawn(checker(
+                key,
+                spec,
+                self.reports.clone(),
+                self.permits.clone(),
+            ));
+            if let Some(old) = self.tasks.insert(key, task) {
+                old.abort();
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        for task in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+/// Where in the interval a backend's checks fall: fixed per backend, so checks of many
+/// backends spread out and each backend keeps its cadence.
+fn offset(key: &BackendKey, interval: Duration) -> Duration {
+    let seed = (u64::from(u32::from(key.1)) << 32)
+        ^ (u64::from(key.0.addr) << 16)
+        ^ u64::from(key.0.port);
+    let nanos = interval.as_nanos().max(1) as u64;
+    Duration::from_nanos(mix64(seed) % nanos)
+}
+
+async fn checker(
+    key: BackendKey,
+    spec: CheckSpec,
+    reports: mpsc::Sender<Report>,
+    permits: Arc<Semaphore>,
+) {
+    let check = &spec.check;
+    let addr: Ipv4Addr = key.1;
+    let mut next = Instant::now() + offset(&key, check.interval);
+    let mut failures = 0u32;
+    loop {
+        tokio::time::sleep_until(next).await;
+        let started = Instant::now();
+        let outcome = {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            probe::check(&spec, addr).await
+        };
+        failures = if outcome.ok { 0 } else { failures + 1 };
+        if reports.send(Report { key, outcome }).await.is_err() {
+            return;
+        }
+        // Cadence from the start of a check, so a check that times out does not also
+        // delay the next one; retries of a failing backend come after delay_before_retry.
+        let delay = if failures > 0 && failures < check.fall {
+            check.delay_before_retry
+        } else {
+            check.interval
+        };
+        next = (started + delay).max(Instant::now());
+    }
+}

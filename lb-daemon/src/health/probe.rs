@@ -1,0 +1,199 @@
+//! One check of one backend: the I/O. Every check is bounded by its `timeout` as a whole.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::unix::process::ExitStatusExt,
+    process::Stdio,
+    time::Duration,
+};
+
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+
+use super::{Replication, board::CheckSpec, board::Outcome};
+use crate::config::{CheckKind, RedisAuth, Role, Secret};
+
+/// Checks the backend at `addr` as `spec` says.
+pub async fn check(spec: &CheckSpec, addr: Ipv4Addr) -> Outcome {
+    let timeout = spec.check.timeout;
+    let work = async {
+        match &spec.check.kind {
+            CheckKind::Redis { auth } => {
+                redis_check(
+                    SocketAddrV4::new(addr, spec.port),
+                    auth.as_ref(),
+                    spec.role != Role::Any,
+                    timeout,
+                )
+                .await
+            }
+            CheckKind::Tcp { port } => {
+                tcp_check(SocketAddrV4::new(addr, port.unwrap_or(spec.port))).await
+            }
+            CheckKind::Script {
+                argv,
+                dynamic_weight,
+            } => script_check(argv, *dynamic_weight, spec, addr).await,
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::down(format!("timed out after {}", seconds(timeout))),
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// A secret's value, read now (so a rotated file or variable is picked up).
+pub fn reveal(secret: &Secret) -> Result<String, String> {
+    match secret {
+        Secret::Value(v) => Ok(v.clone()),
+        Secret::File(path) => std::fs::read_to_string(path)
+            .map(|text| text.lines().next().unwrap_or("").to_owned())
+            .map_err(|err| format!("password_file {}: {err}", path.display())),
+        Secret::Env(name) => {
+            std::env::var(name).map_err(|_| format!("password_env {name} is not set"))
+        }
+    }
+}
+
+/// One line of a Redis error, as the server said it (`LOADING Redis is loading ...`).
+fn redis_error(what: &str, err: &redis::RedisError) -> String {
+    let text = err.to_string();
+    format!("{what}: {}", text.lines().collect::<Vec<_>>().join(" "))
+}
+
+async fn redis_check(
+    addr: SocketAddrV4,
+    auth: Option<&RedisAuth>,
+    wants_role: bool,
+    timeout: Duration,
+) -> Outcome {
+    let password = match auth.map(|a| reveal(&a.password)).transpose() {
+        Ok(p) => p,
+        Err(reason) => return Outcome::down(reason),
+    };
+    let info = match ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()).into_connection_info()
+    {
+        // No handshake of its own (CLIENT SETINFO): the check says exactly what it sends.
+        Ok(info) => info.set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name()),
+        Err(err) => return Outcome::down(redis_error("address", &err)),
+    };
+    let client = match redis::Client::open(info) {
+        Ok(client) => client,
+        Err(err) => return Outcome::down(redis_error("client", &err)),
+    };
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut conn = match client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+    {
+        Ok(conn) => conn,
+        Err(err) => return Outcome::down(redis_error("connect", &err)),
+    };
+    if let (Some(auth), Some(password)) = (auth, password) {
+        let mut cmd = redis::cmd("AUTH");
+        if let Some(user) = &auth.user {
+            cmd.arg(user);
+        }
+        cmd.arg(password);
+        if let Err(err) = cmd.query_async::<()>(&mut conn).await {
+            return Outcome::down(redis_error("AUTH", &err));
+        }
+    }
+    match redis::cmd("PING").query_async::<String>(&mut conn).await {
+        Ok(pong) if pong == "PONG" => {}
+        Ok(other) => return Outcome::down(format!("PING answered {other:?}, not PONG")),
+        Err(err) => return Outcome::down(redis_error("PING", &err)),
+    }
+    if !wants_role {
+        return Outcome::up("PONG");
+    }
+    match redis::cmd("INFO")
+        .arg("replication")
+        .query_async::<String>(&mut conn)
+        .await
+    {
+        Ok(text) => match Replication::parse(&text) {
+            Some(replication) => Outcome {
+                reason: format!("PONG, role {}", replication.describe()),
+                replication: Some(replication),
+                ..Outcome::up("")
+            },
+            None => Outcome::down("INFO replication has no role"),
+        },
+        Err(err) => Outcome::down(redis_error("INFO replication", &err)),
+    }
+}
+
+async fn tcp_check(addr: SocketAddrV4) -> Outcome {
+    match tokio::net::TcpStream::connect(SocketAddr::V4(addr)).await {
+        Ok(_) => Outcome::up(format!("connected to {addr}")),
+        Err(err) => Outcome::down(format!("connect {addr}: {err}")),
+    }
+}
+
+/// Runs the script in its own process group, so a timeout kills whatever it started too.
+async fn script_check(
+    argv: &[String],
+    dynamic_weight: bool,
+    spec: &CheckSpec,
+    addr: Ipv4Addr,
+
+) -> Outcome {
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env("LBD_BACKEND", addr.to_string())
+        .env("LBD_PORT", spec.port.to_string())
+        .env("LBD_VIP", spec.vip.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => return Outcome::down(format!("{}: {err}", argv[0])),
+    };
+    // The check's timeout drops this future while the script runs: the guard then kills
+    // the whole group (the leader is not reaped yet, so its group id is still ours).
+    let mut group = ProcessGroup(child.id());
+    let status = match child.wait().await {
+        Ok(status) => status,
+        Err(err) => return Outcome::down(format!("{}: {err}", argv[0])),
+    };
+    // Reaped: its pid may be anyone's now. What it left running is its own business.
+    group.0 = None;
+    match (status.code(), dynamic_weight) {
+        (Some(0), _) => Outcome::up("exit 0"),
+        (Some(code @ 2..=255), true) => Outcome {
+            weight: Some(code as u32 - 2),
+            ..Outcome::up(format!("exit {code}: weight {}", code - 2))
+        },
+        (Some(code), _) => Outcome::down(format!("exit {code}")),
+        (None, _) => Outcome::down(format!(
+            "killed by signal {}",
+            status.signal().unwrap_or_default()
+        )),
+    }
+}
+
+/// Kills a script's process group when the check ends, however it ends.
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) with a negative pid signals the group the script leads; the
+            // group is ours (process_group(0) made it) and outlives its leader's zombie,
+            // which tokio reaps.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The health state file (`/run/lbd/<instance>.health`): written by the daemon, read by
+//! `lbd status`. One backend a line, tab-separated, so a shell can read it too:
+//! `vip  backend  state  role  checked_unix_ms  since_unix_ms  reason`.
+
+use std::{
+    io,
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use lb_common::VipKey;
+
+use super::board::Board;
+use crate::config::{Config, Role};
+
+/// One backend's line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthLine {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: String,
+    pub backend: Ipv4Addr,
+    /// `up` (taking new flows), `standby` (healthy, wrong role or not the chosen master),
+    /// `down`, or `pending` (not checked yet).
+    pub state: String,
+    /// The replication role last seen, or `-`.
+    pub role: String,
+    pub checked: Option<SystemTime>,
+    pub since: SystemTime,
+    pub reason: String,
+}
+
+fn millis(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
+}
+
+fn from_millis(text: &str) -> Option<SystemTime> {
+    let ms: u64 = text.parse().ok()?;
+    Some(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// The lines for every checked backend, in config order.
+pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
+    let mut out = Vec::new();
+    for vip in &config.vips {
+        let key: VipKey = vip.key();
+        for b in &vip.backends {
+            let Some(health) = board.get(&(key, b.address)) else {
+                continue;
+            };
+            let unfit = health.unfit(vip.max_lag);
+            let chosen = vip.role != Role::Master || board.master(&key) == Some(b.address);
+            let (state, reason) = match (&unfit, health.tracker.checked(), chosen) {
+                (Some(why), false, _) if !health.tracker.is_up() => ("pending", why.clone()),
+                (Some(why), _, _) if !health.tracker.is_up() => ("down", why.clone()),
+                (Some(why), _, _) => ("standby", why.clone()),
+                (None, _, false) => ("standby", "another master is in service, or several report master".to_owned()),
+                (None, _, true) => (
+                    "up",
+                    health.last.as_ref().map_or("initially up".to_owned(), |l| l.reason.clone()),
+                ),
+            };
+            let role = health
+                .last
+                .as_ref()
+                .and_then(|l| l.replication.as_ref())
+                .map_or("-".to_owned(), |r| r.describe());
+            out.push(HealthLine {
+                vip: vip.address,
+                port: vip.port,
+                protocol: vip.protocol.to_string(),
+                backend: b.address,
+                state: state.to_owned(),
+                role,
+                checked: health.checked_at,
+                since: health.since,
+                reason: reason.replace(['\t', '\n', '\r'], " "),
+            });
+        }
+    }
+    out
+}
+
+/// Writes the file whole (through a rename, so a reader never sees half of it).
+pub fn write(path: &Path, lines: &[HealthLine]) -> io::Result<()> {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(&format!(
+            "{}:{}/{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            l.vip,
+            l.port,
+            l.protocol,
+            l.backend,
+            l.state,
+            l.role,
+            l.checked.map_or("-".to_owned(), |t| millis(t).to_string()),
+            millis(l.since),
+            l.reason
+        ));
+    }
+    let tmp = path.with_extension("health.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads the file; lines that do not parse are skipped.
+pub fn read(path: &Path) -> io::Result<Vec<HealthLine>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.lines().filter_map(parse).collect())
+}
+
+fn parse(line: &str) -> Option<HealthLine> {
+    let mut f = line.splitn(7, '\t');
+    let service = f.next()?;
+    let (addr_port, protocol) = service.split_once('/')?;
+    let (vip, port) = addr_port.split_once(':')?;
+    Some(HealthLine {
+        vip: vip.parse().ok()?,
+        port: port.parse().ok()?,
+        protocol: protocol.to_owned(),
+        backend: f.next()?.parse().ok()?,
+        state: f.next()?.to_owned(),
+        role: f.next()?.to_owned(),
+        checked: from_millis(f.next()?),
+        since: from_millis(f.next()?)?,
+        reason: f.next().unwrap_or("").to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_survive_the_file() {
+        let line = HealthLine {
+            vip: Ipv4Addr::new(198, 18, 0, 100),
+            port: 6379,
+            protocol: "TCP".into(),
+            backend: Ipv4Addr::new(198, 18, 0, 11),
+            state: "down".into(),
+            role: "-".into(),
+            checked: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+            since: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+            reason: "AUTH: WRONGPASS invalid username-password pair".into(),
+        };
+        let pending = HealthLine {
+            checked: None,
+            state: "pending".into(),
+            reason: String::new(),
+            ..line.clone()
+        };
+        let dir = std::env::temp_dir().join(format!("lbd-health-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.health");
+        write(&path, &[line.clone(), pending.clone()]).unwrap();
+        assert_eq!(read(&path).unwrap(), [line, pending]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
