@@ -32,9 +32,22 @@ pub fn status(instance: &str) -> Result<Status> {
         return Err(not_serving(instance, &layout));
     }
     let maps = PinnedMaps::open(&layout, instance)?;
+    let daemon = instance::liveness(instance);
+    // Health lives in the daemon: its file is believed only while the daemon runs.
+    let health = match daemon {
+        Liveness::Running { .. } => {
+            crate::health::report::read(&paths::health_file(instance)).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
     Ok(Status {
-        table: crate::status::render(instance, &snapshot::read(&maps)?),
-        daemon: instance::liveness(instance),
+        table: crate::status::render(
+            instance,
+            &snapshot::read(&maps)?,
+            &health,
+            std::time::SystemTime::now(),
+        ),
+        daemon,
     })
 }
 

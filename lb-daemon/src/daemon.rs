@@ -356,7 +356,7 @@ impl Daemon {
                 self.config = new;
                 self.resolved = resolved;
                 self.board = board;
-                self.health_dirty = true;
+                self.write_health();
                 Ok(())
             }
             Err(err) => Err(self.roll_back(err)),
@@ -385,6 +385,8 @@ impl Daemon {
         }
         if recorded.replan {
             self.apply_health();
+        } else if recorded.went.is_some() {
+            self.write_health();
         }
     }
 
@@ -392,6 +394,8 @@ impl Daemon {
     fn apply_health(&mut self) {
         let (desired, events) = self.board.effective(&self.config, &self.resolved);
         log_events(&events);
+        // What `lbd status` shows must not lag the maps: written before they change.
+        self.write_health();
         match self.applier.apply(&mut self.dataplane, &desired) {
             Ok(ops) => {
                 self.replan_pending = false;
@@ -412,12 +416,16 @@ impl Daemon {
             self.apply_health();
         }
         if self.health_dirty {
-            self.health_dirty = false;
-            let path = paths::health_file(&self.config.instance);
-            let lines = health::report::lines(&self.config, &self.board);
-            if let Err(err) = health::report::write(&path, &lines) {
-                warn!(path = %path.display(), cause = %err, "cannot write the health state file");
-            }
+            self.write_health();
+        }
+    }
+
+    fn write_health(&mut self) {
+        self.health_dirty = false;
+        let path = paths::health_file(&self.config.instance);
+        let lines = health::report::lines(&self.config, &self.board);
+        if let Err(err) = health::report::write(&path, &lines) {
+            warn!(path = %path.display(), cause = %err, "cannot write the health state file");
         }
     }
 

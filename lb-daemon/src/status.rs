@@ -1,12 +1,14 @@
-//! `lbd status`: an `ipvsadm -L -n --stats`-like table from the pinned maps.
+//! `lbd status`: an `ipvsadm -L -n --stats`-like table from the pinned maps, with each
+//! checked backend's health from the daemon's state file.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, time::SystemTime};
 
 use lb_common::{PROTO_TCP, VerdictCounters};
 
 use crate::{
     config::format_mac,
     dataplane::snapshot::{Snapshot, VipStatus},
+    health::report::HealthLine,
 };
 
 /// Width of the descriptive columns; counters follow, right-aligned.
@@ -22,14 +24,27 @@ fn row(
     packets: impl ToString,
     bytes: impl ToString,
     new_flows: impl ToString,
+    health: &str,
 ) {
-    let _ = writeln!(
-        out,
-        "{left:<LEFT$} {:>12} {:>14} {:>10}",
+    let line = format!(
+        "{left:<LEFT$} {:>12} {:>14} {:>10} {health}",
         packets.to_string(),
         bytes.to_string(),
         new_flows.to_string()
     );
+    let _ = writeln!(out, "{}", line.trim_end());
+}
+
+/// The health columns of a checked backend: state, role, age of the last check, reason.
+fn health_columns(line: &HealthLine, now: SystemTime) -> String {
+    let age = line.checked.map_or("-".to_owned(), |t| {
+        let secs = now.duration_since(t).unwrap_or_default().as_secs_f64();
+        format!("{secs:.1}s")
+    });
+    format!(
+        "{:<7} {:<18} {:>7} {}",
+        line.state, line.role, age, line.reason
+    )
 }
 
 /// The backend part of a row: address, MAC, weight and flow counts.
@@ -37,8 +52,14 @@ fn backend_columns(remote: &str, mac: &str, weight: &str, active: &str, inactive
     format!("  -> {remote:<ADDR$} {mac:<17} {weight:>6} {active:>10} {inactive:>10}")
 }
 
-/// Renders a snapshot as a table.
-pub fn render(instance: &str, snapshot: &Snapshot) -> String {
+/// Renders a snapshot as a table; `health` adds the columns of checked backends (and rows
+/// for backends a failed check took out of the maps).
+pub fn render(
+    instance: &str,
+    snapshot: &Snapshot,
+    health: &[HealthLine],
+    now: SystemTime,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -59,6 +80,11 @@ pub fn render(instance: &str, snapshot: &Snapshot) -> String {
         "Packets",
         "Bytes",
         "NewFlows",
+        if health.is_empty() {
+            ""
+        } else {
+            "Health  Role               Checked Reason"
+        },
     );
     let _ = writeln!(
         out,
@@ -72,7 +98,7 @@ pub fn render(instance: &str, snapshot: &Snapshot) -> String {
         )
     );
     for vip in &snapshot.vips {
-        render_vip(&mut out, vip);
+        render_vip(&mut out, vip, health, now);
     }
     let v: &VerdictCounters = &snapshot.verdicts;
     let _ = writeln!(
@@ -92,7 +118,7 @@ pub fn render(instance: &str, snapshot: &Snapshot) -> String {
     out
 }
 
-fn render_vip(out: &mut String, vip: &VipStatus) {
+fn render_vip(out: &mut String, vip: &VipStatus, health: &[HealthLine], now: SystemTime) {
     let proto = if vip.key.proto == PROTO_TCP {
         "TCP"
     } else {
@@ -106,7 +132,17 @@ fn render_vip(out: &mut String, vip: &VipStatus) {
         c.packets,
         c.bytes,
         c.new_flows,
+        "",
     );
+    let proto_name = if vip.key.proto == PROTO_TCP {
+        "TCP"
+    } else {
+        "UDP"
+    };
+    let checked: Vec<&HealthLine> = health
+        .iter()
+        .filter(|h| h.vip == vip.address() && h.port == vip.port() && h.protocol == proto_name)
+        .collect();
     for b in &vip.backends {
         let remote = format!("{}:{}", b.address(), vip.port());
         let left = backend_columns(
@@ -122,7 +158,17 @@ fn render_vip(out: &mut String, vip: &VipStatus) {
             b.counters.packets,
             b.counters.bytes,
             b.counters.new_flows,
+            &checked
+                .iter()
+                .find(|h| h.backend == b.address())
+                .map_or(String::new(), |h| health_columns(h, now)),
         );
+    }
+    // Checked backends the maps do not hold: taken out by their check.
+    for h in checked.iter().filter(|h| vip.backend(h.backend).is_none()) {
+        let remote = format!("{}:{}", h.backend, vip.port());
+        let left = backend_columns(&remote, "-", "-", "-", "-");
+        row(out, &left, "-", "-", "-", &health_columns(h, now));
     }
 }
 
@@ -170,7 +216,7 @@ mod tests {
             }],
             ..Snapshot::default()
         };
-        let table = render("x", &snapshot);
+        let table = render("x", &snapshot, &[], SystemTime::now());
         for needle in [
             "100.100.100.100:65535 maglev",
             "100.100.100.100:65535 aa:aa:aa:aa:aa:aa  65535 4294967295 4294967295",

@@ -22,6 +22,8 @@ use crate::{netns::Netns, process::ChildGuard, resp, unique_name};
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const DIRECTOR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+/// A second VIP every real server also holds (a read VIP beside a write VIP).
+pub const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
 pub const REDIS_PORT: u16 = 6379;
 /// Key each real server answers with its own name, so a client can tell who served it.
 pub const WHOAMI_KEY: &str = "lab:backend";
@@ -102,7 +104,9 @@ impl Lab {
         client.exec("ethtool", &["-K", "eth0", "tx", "off"]);
         let director = host("dr", DIRECTOR);
         // The director owns the VIP (VRRP will later): it answers ARP for it.
-        director.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"]);
+        for vip in [VIP, VIP2] {
+            director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"]);
+        }
 
         let bridge_port_xdp = attach_pass(&switch, "dr");
 
@@ -112,29 +116,14 @@ impl Lab {
             let addr = server_addr(i);
             let ns = host(&name, addr);
             // The DR real-server recipe: VIP on lo, never answered for in ARP.
-            ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+            for vip in [VIP, VIP2] {
+                ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
+            }
             for conf in ["all", "lo"] {
                 ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
                 ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_announce"), "2");
             }
-            let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("redis log");
-            let child = ns
-                .command("redis-server")
-                .args([
-                    "--port",
-                    &REDIS_PORT.to_string(),
-                    "--bind",
-                    "0.0.0.0",
-                    "--protected-mode",
-                    "no",
-                ])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("starting redis-server");
+            let child = start_redis(&ns, &dir, &name);
             let server = RealServer {
                 name: name.clone(),
                 addr,
@@ -179,6 +168,85 @@ impl Lab {
         }
         text
     }
+}
+
+impl Lab {
+    /// Starts server `index`'s redis-server again (after it was killed), with an empty
+    /// dataset, and waits until it answers.
+    pub fn restart_redis(&mut self, index: usize) {
+        let server = &mut self.servers[index];
+        server.redis.stop(Duration::from_secs(5));
+        let child = start_redis(&server.ns, &self.dir, &server.name);
+        server.redis = ChildGuard::new(server.name.clone(), child);
+        let addr = server.addr;
+        server.ns.run(move || {
+            wait_for_redis(
+                SocketAddr::V4(SocketAddrV4::new(addr, REDIS_PORT)),
+                Duration::from_secs(10),
+            );
+        });
+    }
+
+    /// Runs one command on server `index` (from its own namespace), authenticating first
+    /// when `password` is given.
+    pub fn redis(&self, index: usize, password: Option<&str>, args: &[&str]) -> resp::Reply {
+        let server = &self.servers[index];
+        let addr = SocketAddr::V4(SocketAddrV4::new(server.addr, REDIS_PORT));
+        server.ns.run(|| {
+            let mut conn =
+                resp::Connection::connect(addr, Duration::from_secs(5)).expect("connect");
+            if let Some(password) = password {
+                let ok = conn.command(&["AUTH", password]).expect("AUTH");
+                assert_eq!(ok, resp::Reply::Simple("OK".into()), "AUTH on {addr}");
+            }
+            conn.command(args)
+                .unwrap_or_else(|err| panic!("{args:?} on {addr}: {err}"))
+        })
+    }
+
+    /// Sends a signal to server `index`'s redis-server (STOP, CONT, KILL).
+    pub fn signal_redis(&self, index: usize, signal: libc::c_int) {
+        let pid = self.servers[index].redis.pid();
+        assert!(
+            pid > 0,
+            "redis of {} is not running",
+            self.servers[index].name
+        );
+        // SAFETY: signals the redis-server this lab started (its guard has not reaped it).
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc, 0,
+            "kill({signal}) redis of {}",
+            self.servers[index].name
+        );
+    }
+}
+
+/// Starts redis-server on :6379 in `ns`, logging to `<dir>/<name>.log`, no persistence.
+fn start_redis(ns: &Netns, dir: &std::path::Path, name: &str) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("redis log");
+    ns.command("redis-server")
+        .args([
+            "--port",
+            &REDIS_PORT.to_string(),
+            "--bind",
+            "0.0.0.0",
+            "--protected-mode",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        // Each its own RDB name: replicas write theirs while syncing.
+        .args(["--dbfilename", &format!("{name}.rdb")])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("starting redis-server")
 }
 
 impl Drop for Lab {
@@ -227,13 +295,23 @@ pub fn wait_for_redis(addr: SocketAddr, within: Duration) -> resp::Connection {
 
 /// Connects to the VIP from `source_port` (0: any). Call from inside the client namespace.
 pub fn connect_vip(source_port: u16, timeout: Duration) -> std::io::Result<resp::Connection> {
+    connect_service(vip_socket(), source_port, timeout)
+}
+
+/// Connects to `service` (a VIP and port) from `source_port` (0: any). Call from inside the
+/// client namespace.
+pub fn connect_service(
+    service: SocketAddr,
+    source_port: u16,
+    timeout: Duration,
+) -> std::io::Result<resp::Connection> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if source_port != 0 {
         socket.bind(&SockAddr::from(SocketAddrV4::new(CLIENT, source_port)))?;
     }
-    socket.connect_timeout(&SockAddr::from(vip_socket()), timeout)?;
+    socket.connect_timeout(&SockAddr::from(service), timeout)?;
     resp::Connection::from_stream(socket.into(), timeout)
 }
 

@@ -7,7 +7,7 @@
 //! - [`lbd`]: starting and stopping `lbd` in a lab.
 //! - [`frame`]: Ethernet/IPv4/TCP/UDP frame builder.
 //! - [`fixture`]: the datapath fixtures' harness (load, provision, run one frame).
-//! - [`resp`]: a minimal Redis client.
+//! - [`resp`]: Redis connections on sockets the tests make (the `redis` crate's codec).
 //! - [`xdp`]: BPF_PROG_TEST_RUN on one frame.
 //!
 //! Everything here needs root. [`require_root`] skips politely outside CI and fails in CI.

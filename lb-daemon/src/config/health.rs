@@ -68,7 +68,10 @@ pub fn vip_health(vip: &Table<'_>, p: &mut Problems) -> VipHealth {
     let check_unreadable = vip.get("check").is_some() && check.is_none();
     if role != Role::Any
         && !check_unreadable
-        && !matches!(check.as_ref().map(|c| &c.kind), Some(CheckKind::Redis { .. }))
+        && !matches!(
+            check.as_ref().map(|c| &c.kind),
+            Some(CheckKind::Redis { .. })
+        )
     {
         let at = vip.get("role").map_or(vip.at, |r| r.at);
         p.add(
@@ -143,8 +146,10 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
     only_for(p, "script", &["script"]);
     only_for(p, "dynamic_weight", &["script"]);
 
-    let seconds = |p: &mut Problems, key: &str, default: Duration, min: Duration, max: Duration| {
-        match table.seconds(key, p) {
+    let seconds =
+        |p: &mut Problems, key: &str, default: Duration, min: Duration, max: Duration| match table
+            .seconds(key, p)
+        {
             None => default,
             Some(d) if (min..=max).contains(&d.value) => d.value,
             Some(d) => {
@@ -159,8 +164,7 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
                 );
                 default
             }
-        }
-    };
+        };
     let interval = seconds(
         p,
         "interval",
@@ -209,15 +213,15 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
             }
         },
     };
-    let port = table.integer("connect_port", p).and_then(|n| {
-        match u16::try_from(n.value) {
+    let port = table
+        .integer("connect_port", p)
+        .and_then(|n| match u16::try_from(n.value) {
             Ok(port) if port != 0 => Some(port),
             _ => {
                 p.add(Some(n.at), n.key, "must be between 1 and 65535");
                 None
             }
-        }
-    });
+        });
     let kind = match kind_name.as_str() {
         "redis" => CheckKind::Redis {
             auth: redis_auth(table, p),
@@ -235,18 +239,29 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
                 }
                 Some(list) => {
                     let mut argv = Vec::new();
-                    for (i, (value, at)) in walk::array(&list, p).unwrap_or_default().into_iter().enumerate() {
+                    for (i, (value, at)) in walk::array(&list, p)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .enumerate()
+                    {
                         match value.as_str() {
                             Some(arg) => argv.push(arg.to_owned()),
                             None => p.add(
                                 Some(at),
                                 format!("{}[{i}]", list.key),
-                                format!("expected a string, found {}", walk::describe_array_element(value)),
+                                format!(
+                                    "expected a string, found {}",
+                                    walk::describe_array_element(value)
+                                ),
                             ),
                         }
                     }
                     if argv.is_empty() && list.item.is_array() {
-                        p.add(Some(list.at), &list.key, "needs at least the program to run");
+                        p.add(
+                            Some(list.at),
+                            &list.key,
+                            "needs at least the program to run",
+                        );
                     } else if let Some(program) = argv.first()
                         && !program.starts_with('/')
                     {
@@ -261,9 +276,7 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
             };
             CheckKind::Script {
                 argv,
-                dynamic_weight: table
-                    .boolean("dynamic_weight", p)
-                    .is_some_and(|b| b.value),
+                dynamic_weight: table.boolean("dynamic_weight", p).is_some_and(|b| b.value),
             }
         }
     };

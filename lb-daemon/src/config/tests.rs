@@ -735,7 +735,10 @@ fn a_health_check_reads_with_keepalived_defaults() {
 
 #[test]
 fn a_password_is_never_printed() {
-    let text = CHECKED.replace("password_env = \"REDIS_PASSWORD\"", "password = \"hunter2\"");
+    let text = CHECKED.replace(
+        "password_env = \"REDIS_PASSWORD\"",
+        "password = \"hunter2\"",
+    );
     let config = parse(&text).unwrap();
     assert!(!format!("{config:?}").contains("hunter2"));
 }
@@ -806,7 +809,10 @@ fn script_checks_take_an_absolute_argv_only() {
     let script = |argv: &str| {
         CHECKED
             .replace("role = \"master\"", "")
-            .replace("type = \"redis\"", &format!("type = \"script\"\nscript = {argv}"))
+            .replace(
+                "type = \"redis\"",
+                &format!("type = \"script\"\nscript = {argv}"),
+            )
             .replace("password_env = \"REDIS_PASSWORD\"", "dynamic_weight = true")
     };
     let config = parse(&script("[\"/usr/local/bin/check\", \"--fast\"]")).unwrap();
@@ -818,10 +824,30 @@ fn script_checks_take_an_absolute_argv_only() {
         }
     );
     let text = script("[\"check.sh\"]");
-    one_error(&text, line_of(&text, "script ="), "vip[0].check.script[0]", "absolute path");
+    one_error(
+        &text,
+        line_of(&text, "script ="),
+        "vip[0].check.script[0]",
+        "absolute path",
+    );
     let text = script("[]");
-    one_error(&text, line_of(&text, "script ="), "vip[0].check.script", "at least the program");
-    let text = CHECKED.replace("type = \"redis\"", "type = \"tcp\"\nscript = [\"/bin/true\"]").replace("role = \"master\"", "");
+    one_error(
+        &text,
+        line_of(&text, "script ="),
+        "vip[0].check.script",
+        "at least the program",
+    );
+    let text = CHECKED
+        .replace(
+            "type = \"redis\"",
+            "type = \"tcp\"\nscript = [\"/bin/true\"]",
+        )
+        .replace("role = \"master\"", "");
     let errors = parse(&text).unwrap_err().0;
-    assert!(errors.iter().any(|e| e.key == "vip[0].check.script" && e.message.contains("not used by a tcp check")), "{errors:?}");
+    assert!(
+        errors.iter().any(
+            |e| e.key == "vip[0].check.script" && e.message.contains("not used by a tcp check")
+        ),
+        "{errors:?}"
+    );
 }

@@ -7,9 +7,8 @@ use lb_common::MAX_VIPS;
 use toml_edit::TableLike;
 
 use super::{
-    health,
     BackendConfig, Config, MAX_CONFIGURED_BACKENDS, Protocol, Scheduler, Timeouts, VipConfig,
-    XdpModeSetting, parse_mac,
+    XdpModeSetting, health, parse_mac,
     walk::{self, Problems, Read, Table},
 };
 

@@ -132,8 +132,13 @@ pub struct Recorded {
 /// Something worth a log line, found while deciding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    MasterChosen { vip: String, master: Ipv4Addr },
-    NoMaster { vip: String },
+    MasterChosen {
+        vip: String,
+        master: Ipv4Addr,
+    },
+    NoMaster {
+        vip: String,
+    },
     /// More than one backend reports `role:master`.
     SeveralMasters {
         vip: String,
@@ -153,13 +158,24 @@ impl fmt::Display for Event {
         };
         match self {
             Event::MasterChosen { vip, master } => write!(f, "{vip}: master is {master}"),
-            Event::NoMaster { vip } => write!(f, "{vip}: no backend is a healthy master; new flows are dropped"),
-            Event::SeveralMasters { vip, masters, kept: Some(kept) } => write!(
+            Event::NoMaster { vip } => write!(
+                f,
+                "{vip}: no backend is a healthy master; new flows are dropped"
+            ),
+            Event::SeveralMasters {
+                vip,
+                masters,
+                kept: Some(kept),
+            } => write!(
                 f,
                 "{vip}: {} report role:master; keeping {kept}, the master already in service",
                 list(masters)
             ),
-            Event::SeveralMasters { vip, masters, kept: None } => write!(
+            Event::SeveralMasters {
+                vip,
+                masters,
+                kept: None,
+            } => write!(
                 f,
                 "{vip}: {} all report role:master and none was in service: sending to none until one is demoted",
                 list(masters)
@@ -243,9 +259,10 @@ impl Board {
             return Recorded::default();
         };
         let before = health.decision_inputs(max_lag);
-        let changed = health
-            .tracker
-            .record(outcome.ok, health.spec.check.rise, health.spec.check.fall);
+        let changed =
+            health
+                .tracker
+                .record(outcome.ok, health.spec.check.rise, health.spec.check.fall);
         health.last = Some(outcome);
         health.checked_at = Some(now);
         if changed {
@@ -344,7 +361,10 @@ impl Board {
                             .get(&(key, b.addr))
                             .and_then(|h| h.last.as_ref()?.weight)
                             .unwrap_or(b.weight);
-                        Some(crate::reconcile::DesiredBackend { weight, ..b.clone() })
+                        Some(crate::reconcile::DesiredBackend {
+                            weight,
+                            ..b.clone()
+                        })
                     } else {
                         match vip.on_down {
                             OnDown::Remove => None,

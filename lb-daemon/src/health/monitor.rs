@@ -4,12 +4,7 @@
 //! Checks are spread over the interval (each backend starts at its own offset) and at most
 //! [`CONCURRENT_CHECKS`] run at once, so many backends at a short interval do not burst.
 
-use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use lb_common::hash::mix64;
 use tokio::{
@@ -94,9 +89,8 @@ impl Drop for Monitor {
 /// Where in the interval a backend's checks fall: fixed per backend, so checks of many
 /// backends spread out and each backend keeps its cadence.
 fn offset(key: &BackendKey, interval: Duration) -> Duration {
-    let seed = (u64::from(u32::from(key.1)) << 32)
-        ^ (u64::from(key.0.addr) << 16)
-        ^ u64::from(key.0.port);
+    let seed =
+        (u64::from(u32::from(key.1)) << 32) ^ (u64::from(key.0.addr) << 16) ^ u64::from(key.0.port);
     let nanos = interval.as_nanos().max(1) as u64;
     Duration::from_nanos(mix64(seed) % nanos)
 }

@@ -60,7 +60,10 @@ pub fn reveal(secret: &Secret) -> Result<String, String> {
 
 /// One line of a Redis error, as the server said it (`LOADING Redis is loading ...`).
 fn redis_error(what: &str, err: &redis::RedisError) -> String {
-    let text = err.to_string();
+    let text = match (err.code(), err.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => err.to_string(),
+    };
     format!("{what}: {}", text.lines().collect::<Vec<_>>().join(" "))
 }
 
@@ -142,7 +145,6 @@ async fn script_check(
     dynamic_weight: bool,
     spec: &CheckSpec,
     addr: Ipv4Addr,
-
 ) -> Outcome {
     let mut command = tokio::process::Command::new(&argv[0]);
     command

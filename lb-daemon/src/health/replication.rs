@@ -44,9 +44,7 @@ impl Replication {
     pub fn describe(&self) -> String {
         match self {
             Replication::Master => "master".to_owned(),
-            Replication::Replica {
-                link_up: false, ..
-            } => "replica(link down)".to_owned(),
+            Replication::Replica { link_up: false, .. } => "replica(link down)".to_owned(),
             Replication::Replica { syncing: true, .. } => "replica(syncing)".to_owned(),
             Replication::Replica { .. } => "replica".to_owned(),
             Replication::Other(role) => role.clone(),
@@ -55,7 +53,11 @@ impl Replication {
 }
 
 /// Why a healthy backend may not take a VIP's new flows, or `None` when it may.
-pub fn unfit(role: Role, replication: Option<&Replication>, max_lag: Option<Duration>) -> Option<String> {
+pub fn unfit(
+    role: Role,
+    replication: Option<&Replication>,
+    max_lag: Option<Duration>,
+) -> Option<String> {
     match (role, replication) {
         (Role::Any, _) => None,
         (_, None) => Some("role unknown (INFO replication unreadable)".to_owned()),
@@ -136,11 +138,23 @@ mod tests {
         let replica = Replication::parse(REPLICA).unwrap();
         assert_eq!(unfit(Role::Replica, Some(&replica), None), None);
         assert!(unfit(Role::Replica, Some(&Replication::Master), None).is_some());
-        let syncing = Replication::parse(&REPLICA.replace("in_progress:0", "in_progress:1")).unwrap();
-        assert!(unfit(Role::Replica, Some(&syncing), None).unwrap().contains("syncing"));
+        let syncing =
+            Replication::parse(&REPLICA.replace("in_progress:0", "in_progress:1")).unwrap();
+        assert!(
+            unfit(Role::Replica, Some(&syncing), None)
+                .unwrap()
+                .contains("syncing")
+        );
         let down = Replication::parse(&REPLICA.replace("status:up", "status:down")).unwrap();
-        assert!(unfit(Role::Replica, Some(&down), None).unwrap().contains("down"));
-        assert_eq!(unfit(Role::Replica, Some(&replica), Some(Duration::from_secs(3))), None);
+        assert!(
+            unfit(Role::Replica, Some(&down), None)
+                .unwrap()
+                .contains("down")
+        );
+        assert_eq!(
+            unfit(Role::Replica, Some(&replica), Some(Duration::from_secs(3))),
+            None
+        );
         assert!(
             unfit(Role::Replica, Some(&replica), Some(Duration::from_secs(2)))
                 .unwrap()

@@ -55,10 +55,16 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
                 (Some(why), false, _) if !health.tracker.is_up() => ("pending", why.clone()),
                 (Some(why), _, _) if !health.tracker.is_up() => ("down", why.clone()),
                 (Some(why), _, _) => ("standby", why.clone()),
-                (None, _, false) => ("standby", "another master is in service, or several report master".to_owned()),
+                (None, _, false) => (
+                    "standby",
+                    "another master is in service, or several report master".to_owned(),
+                ),
                 (None, _, true) => (
                     "up",
-                    health.last.as_ref().map_or("initially up".to_owned(), |l| l.reason.clone()),
+                    health
+                        .last
+                        .as_ref()
+                        .map_or("initially up".to_owned(), |l| l.reason.clone()),
                 ),
             };
             let role = health

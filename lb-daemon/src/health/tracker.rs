@@ -94,7 +94,10 @@ mod tests {
         let mut t = Tracker::new(true);
         run(&mut t, &[false, false, false]);
         assert!(!t.is_up());
-        assert_eq!(run(&mut t, &[true, false, true, true]), [false, false, false, true]);
+        assert_eq!(
+            run(&mut t, &[true, false, true, true]),
+            [false, false, false, true]
+        );
     }
 
     #[test]

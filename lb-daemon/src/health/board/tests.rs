@@ -58,7 +58,11 @@ impl World {
     fn serving(&mut self) -> (Vec<(Ipv4Addr, u32)>, Vec<Event>) {
         let (vips, events) = self.board.effective(&self.config, &self.resolved);
         (
-            vips[0].backends.iter().map(|b| (b.addr, b.weight)).collect(),
+            vips[0]
+                .backends
+                .iter()
+                .map(|b| (b.addr, b.weight))
+                .collect(),
             events,
         )
     }
@@ -161,7 +165,11 @@ fn a_write_vip_follows_the_only_master() {
     w.report(C, role(replica()));
     let (serving, events) = w.serving();
     assert_eq!(serving, [(A, 3)]);
-    assert!(events.iter().any(|e| matches!(e, Event::MasterChosen { master, .. } if *master == A)));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::MasterChosen { master, .. } if *master == A))
+    );
     // Failover: A demoted, B promoted.
     w.report(A, role(replica()));
     assert_eq!(w.serving().0, []);

@@ -1,0 +1,439 @@
+//! Health checks against real `redis-server`s in a DR lab: frozen, killed, busy, demoted
+//! and promoted backends, passwords, scripts. Every wait polls `lbd status` with a deadline.
+//! Needs root.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    lab::{self, Lab, REDIS_PORT, VIP, VIP2, WHOAMI_KEY, server_addr},
+    lbd::Lbd,
+    resp::{Connection, Reply},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+/// Long enough for several check rounds at the short test intervals, on a busy machine.
+const WITHIN: Duration = Duration::from_secs(20);
+const FAST_CHECK: &str = "interval = 0.2\ntimeout = 0.3\nfall = 2\nrise = 2";
+
+/// A config with one `[[vip]]` per entry: (address, extra VIP keys, `[vip.check]` body,
+/// backend server indices).
+fn config(lab: &Lab, vips: &[(Ipv4Addr, &str, &str, &[usize])]) -> String {
+    let mut text = format!(
+        "instance = \"{}\"\n\n[director]\ninterfaces = [\"eth0\"]\n",
+        lab.prefix
+    );
+    for (address, extra, check, backends) in vips {
+        text.push_str(&format!(
+            "\n[[vip]]\naddress = \"{address}\"\nport = {REDIS_PORT}\n{extra}\n\n[vip.check]\n{check}\n"
+        ));
+        for &i in backends.iter() {
+            text.push_str(&format!(
+                "\n[[vip.backend]]\naddress = \"{}\"\n",
+                server_addr(i)
+            ));
+        }
+    }
+    text
+}
+
+/// One backend row of `lbd status`.
+#[derive(Debug)]
+struct Row {
+    /// `None` when the maps do not hold the backend (a failed check removed it).
+    weight: Option<u32>,
+    health: String,
+    reason: String,
+}
+
+/// The backend rows of `vip` in a status table.
+fn rows(status: &str, vip: Ipv4Addr) -> BTreeMap<Ipv4Addr, Row> {
+    let mut out = BTreeMap::new();
+    let mut in_vip = false;
+    let service = format!("{vip}:{REDIS_PORT}");
+    for line in status.lines() {
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        if line.starts_with("TCP ") || line.starts_with("UDP ") {
+            in_vip = tokens.get(1) == Some(&service.as_str());
+        } else if in_vip && tokens.first() == Some(&"->") && tokens.len() >= 12 {
+            let Some(addr) = tokens[1]
+                .split(':')
+                .next()
+                .and_then(|a| a.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            out.insert(
+                addr,
+                Row {
+                    weight: tokens[3].parse().ok(),
+                    health: tokens[9].to_owned(),
+                    reason: tokens[12..].join(" "),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Polls `lbd status` until `done` holds for `vip`'s rows; panics with the table and the
+/// log at the deadline.
+fn wait_rows(
+    lbd: &Lbd,
+    vip: Ipv4Addr,
+    what: &str,
+    done: impl Fn(&BTreeMap<Ipv4Addr, Row>) -> bool,
+) -> BTreeMap<Ipv4Addr, Row> {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let status = lbd.status();
+        let rows = rows(&status, vip);
+        if done(&rows) {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {WITHIN:?}\n{status}\n--- lbd log ---\n{}",
+            lbd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn row(rows: &BTreeMap<Ipv4Addr, Row>, server: usize) -> Option<&Row> {
+    rows.get(&server_addr(server))
+}
+
+/// Whether server `i` is up and in the maps with a positive weight.
+fn serving(rows: &BTreeMap<Ipv4Addr, Row>, i: usize) -> bool {
+    row(rows, i).is_some_and(|r| r.health == "up" && r.weight.is_some_and(|w| w > 0))
+}
+
+/// Whether server `i` is out of the maps.
+fn removed(rows: &BTreeMap<Ipv4Addr, Row>, i: usize) -> bool {
+    row(rows, i).is_some_and(|r| r.weight.is_none())
+}
+
+/// Which servers `count` new connections to `service` reach (by their RDB file name, which
+/// replication does not copy). Every connection must be served.
+fn served(lab: &Lab, service: Ipv4Addr, password: Option<&str>, count: usize) -> BTreeSet<String> {
+    let service = SocketAddr::V4(SocketAddrV4::new(service, REDIS_PORT));
+    lab.client.run(|| {
+        (0..count)
+            .map(|_| {
+                let mut conn = lab::connect_service(service, 0, TIMEOUT)
+                    .unwrap_or_else(|err| panic!("connect {service}: {err}"));
+                name(&mut conn, password)
+            })
+            .collect()
+    })
+}
+
+/// Authenticates when asked and returns which server a connection reached (`rs1`, ...).
+fn name(conn: &mut Connection, password: Option<&str>) -> String {
+    if let Some(password) = password {
+        assert_eq!(
+            conn.command(&["AUTH", password]).expect("AUTH"),
+            Reply::Simple("OK".into())
+        );
+    }
+    match conn
+        .command(&["CONFIG", "GET", "dbfilename"])
+        .expect("CONFIG GET")
+    {
+        Reply::Array(items) => items[1]
+            .text()
+            .expect("dbfilename")
+            .trim_end_matches(".rdb")
+            .to_owned(),
+        other => panic!("CONFIG GET dbfilename: {other:?}"),
+    }
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn a_frozen_busy_or_killed_backend_leaves_the_rotation_and_returns() {
+    if !lb_tests::require_root("health") {
+        return;
+    }
+    let mut lab = Lab::new("hf", 3);
+    let lbd = Lbd::start(&lab, &config(&lab, &[(VIP, "", FAST_CHECK, &[0, 1, 2])]));
+    wait_rows(&lbd, VIP, "all three up", |r| (0..3).all(|i| serving(r, i)));
+    assert_eq!(served(&lab, VIP, None, 40), names(&["rs1", "rs2", "rs3"]));
+
+    // Frozen: accepts connections (the kernel does) but never answers.
+    lab.signal_redis(1, libc::SIGSTOP);
+    let rows = wait_rows(&lbd, VIP, "rs2 removed when frozen", |r| {
+        removed(r, 1) && row(r, 1).is_some_and(|r| r.health == "down")
+    });
+    assert!(
+        row(&rows, 1).unwrap().reason.contains("timed out"),
+        "{rows:?}"
+    );
+    assert_eq!(served(&lab, VIP, None, 40), names(&["rs1", "rs3"]));
+    lab.signal_redis(1, libc::SIGCONT);
+    wait_rows(&lbd, VIP, "rs2 back after rise", |r| serving(r, 1));
+
+    // Killed: refused; restarted: back (with its identity set again).
+    lab.signal_redis(2, libc::SIGKILL);
+    let rows = wait_rows(&lbd, VIP, "rs3 removed when killed", |r| removed(r, 2));
+    assert!(
+        row(&rows, 2).unwrap().reason.contains("refused"),
+        "{rows:?}"
+    );
+    lab.restart_redis(2);
+    lab.redis(2, None, &["SET", WHOAMI_KEY, "rs3"]);
+    wait_rows(&lbd, VIP, "rs3 back after restart", |r| serving(r, 2));
+
+    // Busy: a script that never ends makes every other client get -BUSY.
+    lab.redis(0, None, &["CONFIG", "SET", "busy-reply-threshold", "100"]);
+    let busy = {
+        let server = &lab.servers[0];
+        let addr = SocketAddr::V4(SocketAddrV4::new(server.addr, REDIS_PORT));
+        // A socket keeps the namespace it was made in.
+        let mut conn = server
+            .ns
+            .run(|| Connection::connect(addr, Duration::from_secs(30)).expect("connect"));
+        // Ends when SCRIPT KILL stops it.
+        std::thread::spawn(move || conn.command(&["EVAL", "while true do end", "0"]))
+    };
+    let rows = wait_rows(&lbd, VIP, "rs1 removed while busy", |r| removed(r, 0));
+    assert!(row(&rows, 0).unwrap().reason.contains("BUSY"), "{rows:?}");
+    assert_eq!(served(&lab, VIP, None, 30), names(&["rs2", "rs3"]));
+    lab.redis(0, None, &["SCRIPT", "KILL"]);
+    let _ = busy.join();
+    wait_rows(&lbd, VIP, "rs1 back after the script", |r| serving(r, 0));
+    let log = lbd.log();
+    for needle in ["backend down", "backend up"] {
+        assert!(log.contains(needle), "{needle:?} not logged:\n{log}");
+    }
+}
+
+const PASSWORD: &str = "lab-secret";
+
+/// Sets `requirepass` and `masterauth` on every server, and makes servers 1.. replicas of
+/// server 0; returns once every replica's link is up.
+fn replicated_set(lab: &Lab) {
+    for i in 0..lab.servers.len() {
+        lab.redis(i, None, &["CONFIG", "SET", "masterauth", PASSWORD]);
+        lab.redis(i, None, &["CONFIG", "SET", "requirepass", PASSWORD]);
+    }
+    let master = server_addr(0).to_string();
+    for i in 1..lab.servers.len() {
+        replica_of(lab, i, Some(&master));
+    }
+}
+
+/// `REPLICAOF master 6379` (or `NO ONE`) on server `i`; waits for the link when following.
+fn replica_of(lab: &Lab, i: usize, master: Option<&str>) {
+    let port = REDIS_PORT.to_string();
+    let args = match master {
+        Some(master) => ["REPLICAOF", master, port.as_str()],
+        None => ["REPLICAOF", "NO", "ONE"],
+    };
+    assert_eq!(
+        lab.redis(i, Some(PASSWORD), &args),
+        Reply::Simple("OK".into())
+    );
+    if master.is_none() {
+        return;
+    }
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let info = lab
+            .redis(i, Some(PASSWORD), &["INFO", "replication"])
+            .text()
+            .unwrap_or_default();
+        if info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {i} never synced:\n{info}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_write_vip_follows_the_one_master_and_the_read_vip_takes_synced_replicas() {
+    if !lb_tests::require_root("health") {
+        return;
+    }
+    let lab = Lab::new("hr", 3);
+    replicated_set(&lab);
+    let check = format!("{FAST_CHECK}\npassword = \"{PASSWORD}\"");
+    let lbd = Lbd::start(
+        &lab,
+        &config(
+            &lab,
+            &[
+                (VIP, "role = \"master\"", &check, &[0, 1, 2]),
+                (VIP2, "role = \"replica\"", &check, &[0, 1, 2]),
+            ],
+        ),
+    );
+    wait_rows(&lbd, VIP, "write VIP on rs1 only", |r| {
+        serving(r, 0) && removed(r, 1) && removed(r, 2)
+    });
+    let rows = wait_rows(&lbd, VIP2, "read VIP on rs2 and rs3", |r| {
+        removed(r, 0) && serving(r, 1) && serving(r, 2)
+    });
+    assert_eq!(row(&rows, 0).unwrap().health, "standby", "{rows:?}");
+    assert_eq!(served(&lab, VIP, Some(PASSWORD), 20), names(&["rs1"]));
+    assert_eq!(
+        served(&lab, VIP2, Some(PASSWORD), 30),
+        names(&["rs2", "rs3"])
+    );
+
+    // A client holding the write VIP, on rs1.
+    let mut held = lab.client.run(|| {
+        let mut conn = lab::connect_service(
+            SocketAddr::V4(SocketAddrV4::new(VIP, REDIS_PORT)),
+            0,
+            TIMEOUT,
+        )
+        .expect("connect write VIP");
+        assert_eq!(name(&mut conn, Some(PASSWORD)), "rs1");
+        conn
+    });
+
+    // rs2 promoted before rs1 is demoted: two masters. The write VIP keeps rs1.
+    replica_of(&lab, 1, None);
+    wait_rows(&lbd, VIP2, "rs2 leaves the read VIP", |r| removed(r, 1));
+    let rows = wait_rows(&lbd, VIP, "rs2 is a master on standby", |r| {
+        row(r, 1).is_some_and(|r| r.health == "standby")
+    });
+    assert!(serving(&rows, 0) && removed(&rows, 1), "{rows:?}");
+    assert_eq!(served(&lab, VIP, Some(PASSWORD), 20), names(&["rs1"]));
+    assert!(
+        lbd.log()
+            .contains("report role:master; keeping 198.18.0.11"),
+        "{}",
+        lbd.log()
+    );
+
+    // rs1 demoted (and rs3 follows rs2): the write VIP moves to rs2.
+    let new_master = server_addr(1).to_string();
+    replica_of(&lab, 0, Some(&new_master));
+    replica_of(&lab, 2, Some(&new_master));
+    wait_rows(&lbd, VIP, "write VIP on rs2 only", |r| {
+        serving(r, 1) && removed(r, 0) && removed(r, 2)
+    });
+    assert_eq!(served(&lab, VIP, Some(PASSWORD), 20), names(&["rs2"]));
+    wait_rows(&lbd, VIP2, "read VIP on rs1 and rs3", |r| {
+        serving(r, 0) && serving(r, 2) && removed(r, 1)
+    });
+
+    // The held client is not left writing to a replica, nor hanging: its next segment goes
+    // to rs2, which knows no such connection and resets it.
+    let write = lab.client.run(|| held.command(&["SET", "k", "v"]));
+    match write {
+        Err(err) => assert_ne!(err.kind(), std::io::ErrorKind::TimedOut, "hung: {err}"),
+        Ok(reply) => assert!(
+            matches!(&reply, Reply::Error(e) if e.starts_with("READONLY")),
+            "a write on the demoted master went through: {reply:?}"
+        ),
+    }
+}
+
+#[test]
+fn a_wrong_password_is_down_with_the_reason_and_a_reload_fixes_it() {
+    if !lb_tests::require_root("health") {
+        return;
+    }
+    let lab = Lab::new("hp", 1);
+    lab.redis(0, None, &["CONFIG", "SET", "requirepass", PASSWORD]);
+    let wrong = format!("{FAST_CHECK}\npassword = \"not-the-password\"");
+    let lbd = Lbd::start(&lab, &config(&lab, &[(VIP, "", &wrong, &[0])]));
+    let rows = wait_rows(&lbd, VIP, "rs1 down", |r| {
+        row(r, 0).is_some_and(|r| r.health == "down" && r.reason.contains("WRONGPASS"))
+    });
+    assert!(removed(&rows, 0), "{rows:?}");
+
+    // The right password from a file: a changed check restarts it.
+    let secret = lab.dir.join("redis.pass");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+    let right = format!("{FAST_CHECK}\npassword_file = \"{}\"", secret.display());
+    let out = lbd.reload(&config(&lab, &[(VIP, "", &right, &[0])]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_rows(&lbd, VIP, "rs1 up", |r| serving(r, 0));
+    assert_eq!(served(&lab, VIP, Some(PASSWORD), 5), names(&["rs1"]));
+}
+
+#[test]
+fn script_checks_follow_exit_codes_and_dynamic_weights_and_are_killed_at_the_timeout() {
+    if !lb_tests::require_root("health") {
+        return;
+    }
+    let lab = Lab::new("hs", 2);
+    // The script exits with the code written in code-<backend>, or hangs (with a child of
+    // its own) when the file says so.
+    let script = lab.dir.join("check.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "code=$(cat {dir}/code-$LBD_BACKEND)\n\
+             if [ \"$code\" = hang ]; then sleep 1000 & echo $! > {dir}/sleeper-$LBD_BACKEND; wait; fi\n\
+             exit $code\n",
+            dir = lab.dir.display()
+        ),
+    )
+    .unwrap();
+    let code = |i: usize, code: &str| {
+        std::fs::write(lab.dir.join(format!("code-{}", server_addr(i))), code).unwrap()
+    };
+    code(0, "0");
+    code(1, "1");
+    let check = format!(
+        "type = \"script\"\nscript = [\"/bin/sh\", \"{}\"]\ndynamic_weight = true\n{FAST_CHECK}",
+        script.display()
+    );
+    let lbd = Lbd::start(&lab, &config(&lab, &[(VIP, "", &check, &[0, 1])]));
+    let rows = wait_rows(&lbd, VIP, "rs1 up, rs2 never up", |r| {
+        serving(r, 0) && row(r, 1).is_some_and(|r| r.reason == "exit 1")
+    });
+    assert!(removed(&rows, 1), "{rows:?}");
+
+    // misc_dynamic: exit 2 + weight.
+    code(1, "7");
+    wait_rows(&lbd, VIP, "rs2 up with weight 5", |r| {
+        row(r, 1).is_some_and(|r| r.health == "up" && r.weight == Some(5))
+    });
+    code(1, "2");
+    wait_rows(&lbd, VIP, "rs2 drained by weight 0", |r| {
+        row(r, 1).is_some_and(|r| r.health == "up" && r.weight == Some(0))
+    });
+
+    // A script that hangs is killed at the timeout, with what it started.
+    code(0, "hang");
+    let rows = wait_rows(&lbd, VIP, "rs1 removed after hanging", |r| removed(r, 0));
+    assert!(
+        row(&rows, 0).unwrap().reason.contains("timed out"),
+        "{rows:?}"
+    );
+    let sleeper = std::fs::read_to_string(lab.dir.join(format!("sleeper-{}", server_addr(0))))
+        .expect("the hanging script wrote its child's pid");
+    let sleeper = sleeper.trim();
+    let deadline = Instant::now() + WITHIN;
+    // Gone, or a zombie of an exited parent on its way out: never left running.
+    while std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+        .is_ok_and(|stat| stat.contains("(sleep)") && !stat.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the script's child {sleeper} survived the timeout"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
