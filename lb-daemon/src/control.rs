@@ -140,6 +140,8 @@ pub fn reload(instance: &str, config: &Path, wait: Duration) -> Result<String> {
         {
             return if result.starts_with("ok") {
                 Ok(result)
+            } else if let Some(failed) = result.strip_prefix("failed: ") {
+                Err(Error::ReloadFailed(failed.to_owned()))
             } else {
                 Err(Error::ReloadRejected(
                     result.trim_start_matches("error: ").to_owned(),

@@ -158,18 +158,12 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             _ = tick.tick() => daemon.on_tick(),
             _ = hangups.recv() => {
                 generation += 1;
-                match daemon.reload().await {
-                    Ok(()) => write_reload_status(
-                        &instance,
-                        generation,
-                        &format!("ok: applied {}", describe_file(&config_path)),
-                    ),
-                    Err(err) => {
-                        // One event, one line: a config error lists every problem.
-                        error!(cause = %one_line(&err.to_string()), "reload not applied");
-                        write_reload_status(&instance, generation, &format!("error: {err}"));
-                    }
+                let result = daemon.reload().await;
+                if let Err(err) = &result {
+                    // One event, one line: a config error lists every problem.
+                    error!(cause = %one_line(&err.to_string()), "reload not applied");
                 }
+                write_reload_status(&instance, generation, &reload_verdict(&result, &config_path));
             }
         }
     }
@@ -180,6 +174,21 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     let _ = std::fs::remove_file(paths::reload_status_file(&instance));
     drop(instance_lock);
     Ok(())
+}
+
+/// The reload status line for `lbd reload`: `ok: applied FILE`; `error: ...` when the
+/// running configuration was kept; `failed: ...` when the maps hold neither configuration
+/// in full (an apply failed and restoring failed too).
+pub fn reload_verdict(result: &Result<()>, config_path: &Path) -> String {
+    match result {
+        Ok(()) => format!("ok: applied {}", describe_file(config_path)),
+        Err(
+            err @ Error::ApplyFailed {
+                restored: false, ..
+            },
+        ) => format!("failed: {err}"),
+        Err(err) => format!("error: {err}"),
+    }
 }
 
 /// `path`, and where it leads when it is a symlink (what a reload really read).

@@ -29,7 +29,9 @@ pub enum Error {
         /// What to do: mount it, or (inside `ip netns exec`) use `--netns`.
         hint: String,
     },
-    #[error("{what} needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): {detail}")]
+    #[error(
+        "{what} needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN): {detail}"
+    )]
     NeedsPrivilege { what: &'static str, detail: String },
     #[error("instance {instance:?} is already running ({pid}, {pin_dir})", pid = pid.map_or("starting".to_owned(), |p| format!("pid {p}")), pin_dir = pin_dir.display())]
     AlreadyRunning {
@@ -83,6 +85,9 @@ pub enum Error {
     ReloadRefused(String),
     #[error("the daemon kept its running configuration: {0}")]
     ReloadRejected(String),
+    /// Neither configuration is in the maps in full; the daemon retries at the next reload.
+    #[error("the reload failed and the maps hold part of each configuration: {0}")]
+    ReloadFailed(String),
     #[error("loading the eBPF object: {0}")]
     Load(Box<aya::EbpfError>),
     #[error("eBPF program: {0}")]

@@ -8,6 +8,7 @@ use crate::{
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// The effective capability set, from `/proc/self/status`.
@@ -23,11 +24,13 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether this process may load, attach and pin BPF programs.
+/// Whether this process may load, attach and pin BPF programs. Without CAP_SYS_ADMIN the
+/// verifier also wants CAP_PERFMON: the datapath does pointer arithmetic on map values,
+/// which it allows only to "perfmon-capable" loaders.
 pub fn may_administer_bpf() -> bool {
     let caps = effective_caps();
     let has = |cap: u32| caps & (1 << cap) != 0;
-    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_NET_ADMIN))
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_NET_ADMIN) && has(CAP_PERFMON))
 }
 
 /// Refuses early, with what is needed, rather than failing later on EPERM.
@@ -38,7 +41,7 @@ pub fn require_bpf_privileges(what: &'static str) -> Result<(), Error> {
     Err(Error::NeedsPrivilege {
         what,
         detail: "this process lacks them (run it as root, or from a unit with \
-                 AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN)"
+                 AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_PERFMON, or CAP_SYS_ADMIN)"
             .to_owned(),
     })
 }

@@ -12,6 +12,15 @@ use lb_daemon::{
     paths::PinLayout,
 };
 
+/// `eprintln!` that never panics: a closed stderr (`lbd check 2>&1 | head -0`) must not turn
+/// the command's exit code into a panic's 101.
+macro_rules! print_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// XDP direct-routing load balancer for Redis (and any TCP/UDP service).
 #[derive(Parser)]
 #[command(name = "lbd", version)]
@@ -103,7 +112,7 @@ fn main() -> ExitCode {
     if let Some(netns) = &cli.netns {
         // Before any thread exists, so every runtime thread inherits the namespace.
         if let Err(err) = enter_netns(netns) {
-            eprintln!("lbd: entering network namespace {netns}: {err}");
+            print_err!("lbd: entering network namespace {netns}: {err}");
             return ExitCode::FAILURE;
         }
     }
@@ -121,7 +130,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => {
-                eprintln!("{errors}");
+                print_err!("{errors}");
                 ExitCode::from(2)
             }
         },
@@ -157,11 +166,11 @@ fn main() -> ExitCode {
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err @ lb_daemon::error::Error::Config(_)) => {
-                    eprintln!("{err}");
+                    print_err!("{err}");
                     ExitCode::from(2)
                 }
                 Err(err) => {
-                    eprintln!("lbd: {err}");
+                    print_err!("lbd: {err}");
                     ExitCode::FAILURE
                 }
             }
@@ -170,7 +179,7 @@ fn main() -> ExitCode {
             let parsed = match Config::load(&config) {
                 Ok(c) => c,
                 Err(errors) => {
-                    eprintln!("{errors}\nlbd: not reloading: the running configuration is kept");
+                    print_err!("{errors}\nlbd: not reloading: the running configuration is kept");
                     return ExitCode::from(2);
                 }
             };
@@ -180,7 +189,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(err) => {
-                    eprintln!("lbd: {err}");
+                    print_err!("lbd: {err}");
                     ExitCode::FAILURE
                 }
             }
@@ -191,7 +200,7 @@ fn main() -> ExitCode {
                 (None, Some(path)) => match Config::load(&path) {
                     Ok(c) => c.instance,
                     Err(errors) => {
-                        eprintln!("{errors}");
+                        print_err!("{errors}");
                         return ExitCode::from(2);
                     }
                 },
@@ -204,7 +213,7 @@ fn main() -> ExitCode {
                         Liveness::Running { .. } => ExitCode::SUCCESS,
                         Liveness::Starting { pid } => {
                             let pid = pid.map_or("pid unknown".to_owned(), |p| format!("pid {p}"));
-                            eprintln!("lbd: instance {instance:?} is still starting ({pid})");
+                            print_err!("lbd: instance {instance:?} is still starting ({pid})");
                             ExitCode::SUCCESS
                         }
                         Liveness::Stopped => {
@@ -212,13 +221,13 @@ fn main() -> ExitCode {
                                 pin_dir: PinLayout::for_instance(&instance).dir,
                                 instance,
                             };
-                            eprintln!("lbd: {gone}");
+                            print_err!("lbd: {gone}");
                             ExitCode::from(3)
                         }
                     }
                 }
                 Err(err) => {
-                    eprintln!("lbd: {err}");
+                    print_err!("lbd: {err}");
                     ExitCode::FAILURE
                 }
             }
@@ -233,7 +242,7 @@ fn print_out(text: &str) {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(err) => eprintln!("lbd: writing to stdout: {err}"),
+        Err(err) => print_err!("lbd: writing to stdout: {err}"),
         Ok(()) => {}
     }
 }

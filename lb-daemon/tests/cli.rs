@@ -158,3 +158,29 @@ fn every_option_is_described_in_help() {
         }
     }
 }
+
+/// The reader going away on stderr (`lbd check -c bad.toml 2>&1 | head -0`): the verdict
+/// (exit 2, "invalid config") survives.
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    let path = write_config("pipe-err", &GOOD.replace("port = 6379", "port = 0"));
+    let mut fds = [0; 2];
+    // SAFETY: as above; the read end is closed at once.
+    let write_end = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::os::fd::OwnedFd::from_raw_fd(fds[1])
+    };
+    let out = lbd()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .stderr(std::process::Stdio::from(write_end))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a config error exits 2, whoever reads stderr"
+    );
+}

@@ -355,3 +355,158 @@ fn a_log_file_is_plain_text_and_a_rejected_reload_is_one_line() {
         "one line with level and every cause: {line}"
     );
 }
+
+/// lbd instance A serves `eth0` in one namespace; in another namespace, an unrelated XDP
+/// program holds another interface also called `eth0`. `lbd run` there says the interface
+/// is busy without naming A (pins live in the host's bpffs, shared by every namespace).
+#[test]
+fn a_busy_interface_is_not_blamed_on_an_lbd_in_another_namespace() {
+    if !lb_tests::require_root("busy interface, other namespace") {
+        return;
+    }
+    let lab = Lab::new("bq", 1);
+    let lbd = Lbd::start(&lab, &lab.config(&[(0, 1)]));
+    let other = lb_tests::netns::Netns::new(&format!("{}-o", lab.prefix));
+    other.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    other.ip(&["link", "set", "eth0", "up"]);
+    other.ip(&["link", "set", "eth1", "up"]);
+    let _pass = lb_tests::lab::attach_pass(&other, "eth0"); // not lbd
+    let name = format!("{}c", lab.prefix);
+    let _files = RunFiles(name.clone());
+    let config = lab.dir.join("other.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "instance = \"{name}\"\n[director]\ninterfaces = [\"eth0\"]\n[[vip]]\naddress = \
+             \"198.18.0.100\"\nport = 6379\n[[vip.backend]]\naddress = \"198.18.0.11\"\n\
+             mac = \"02:00:00:00:00:0b\"\n"
+        ),
+    )
+    .unwrap();
+    let out = lbd.cli(&[
+        "--netns",
+        &other.name,
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("eth0 is busy"), "{}", describe(&out));
+    assert!(
+        !err.contains(&format!("lbd instance {:?}", lbd.instance)),
+        "blames lbd instance {:?}, which serves an eth0 in another namespace: {err}",
+        lbd.instance
+    );
+}
+
+/// A reload whose apply failed and whose roll-back failed too leaves the maps half-applied;
+/// `lbd reload` must not tell the operator the running configuration was kept. (A stand-in
+/// daemon: this process holds the lock, wrote the pid file, and answers the SIGHUP with
+/// the status line `lbd run` writes for that case.)
+#[test]
+fn reload_does_not_claim_the_configuration_was_kept_when_restoring_failed() {
+    if !lb_tests::require_root("reload verdict") {
+        return;
+    }
+    let name = lb_tests::unique_name("rv");
+    let _files = RunFiles(name.clone());
+    let dir = std::env::temp_dir().join(format!("lbd-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("lbd.toml");
+    std::fs::write(&config, "").unwrap();
+    let _lock = instance::lock(&name).expect("lock");
+    std::fs::write(
+        paths::pid_file(&name),
+        format!("{}\n{}\n", std::process::id(), config.display()),
+    )
+    .unwrap();
+    // SAFETY: ignoring SIGHUP in this test process (the stand-in daemon).
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    let failed = lb_daemon::error::Error::ApplyFailed {
+        cause: Box::new(lb_daemon::error::Error::Io(std::io::Error::other("ENOMEM"))),
+        restored: false,
+    };
+    let status = paths::reload_status_file(&name);
+    let answer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let verdict = lb_daemon::daemon::reload_verdict(&Err(failed), Path::new("lbd.toml"));
+        std::fs::write(status, format!("1 {verdict}\n")).unwrap();
+    });
+    let err = lb_daemon::control::reload(&name, &config, std::time::Duration::from_secs(5))
+        .expect_err("the reload failed")
+        .to_string();
+    answer.join().unwrap();
+    assert!(
+        !err.contains("kept its running configuration") && err.contains("failed too"),
+        "says the configuration was kept, or not that restoring failed: {err}"
+    );
+}
+
+/// The privilege check accepts only capability sets that can load the datapath: without
+/// CAP_PERFMON (or CAP_SYS_ADMIN) the verifier refuses its pointer arithmetic on map values,
+/// so CAP_BPF + CAP_NET_ADMIN alone get "needs root (or ...)", not a verifier dump; with
+/// CAP_PERFMON added, lbd serves.
+#[test]
+fn only_capability_sets_that_can_load_the_program_pass_the_check() {
+    if !lb_tests::require_root("capabilities") {
+        return;
+    }
+    let name = lb_tests::unique_name("cp");
+    let _files = RunFiles(name.clone());
+    let ns = lb_tests::netns::Netns::new(&name);
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["link", "set", "eth1", "up"]);
+    let dir = std::env::temp_dir().join(format!("lbd-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("lbd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "instance = \"{name}\"\n[director]\ninterfaces = [\"eth0\"]\nxdp_mode = \"skb\"\n\
+             [[vip]]\naddress = \"198.18.0.100\"\nport = 6379\n[[vip.backend]]\naddress = \
+             \"198.18.0.11\"\nmac = \"02:00:00:00:00:0b\"\n"
+        ),
+    )
+    .unwrap();
+    // Uid 0 with only these capabilities, inside the namespace; `timeout` stops an lbd
+    // that comes up (SIGTERM: it removes its pins).
+    let run_with = |caps: &str| {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{name}"))
+            .args([
+                "setpriv",
+                "--inh-caps",
+                caps,
+                "--ambient-caps",
+                caps,
+                "--bounding-set",
+                caps,
+            ])
+            .args(["timeout", "5"])
+            .arg(bin())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run_with("-all,+bpf,+net_admin");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"),
+        "{}",
+        &err[..err.len().min(600)]
+    );
+    let out = run_with("-all,+bpf,+net_admin,+perfmon");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("running instance"),
+        "did not serve with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON:\n{}",
+        &err[..err.len().min(600)]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

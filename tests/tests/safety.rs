@@ -305,3 +305,170 @@ fn an_apply_that_fails_midway_is_repaired_by_the_next_one() {
     let syn = tcp_to(30000, 7000, TCP_SYN);
     assert_eq!(dp.run(&syn).0, XDP_TX, "the VIP is back");
 }
+
+// ---------------------------------------------------------------------------------------
+// Fault injection at every op boundary (and inside ring writes).
+
+/// The maps, by address: per published VIP its ring (backend address per slot) and its
+/// active backends; the prefilter; and active backends no published VIP owns.
+#[derive(Debug, PartialEq)]
+struct Canon {
+    vips: std::collections::BTreeMap<
+        (u32, u16, u8),
+        (Vec<u32>, std::collections::BTreeSet<(u32, [u8; 6])>),
+    >,
+    filter: std::collections::BTreeMap<u32, u32>,
+    unowned_active: usize,
+}
+
+fn canon(dp: &Datapath) -> Canon {
+    let maps = contents::read(&dp.dataplane).expect("read maps");
+    let mut vips = std::collections::BTreeMap::new();
+    let mut owned = std::collections::BTreeSet::new();
+    for (key, info) in &maps.vips {
+        let ring: Vec<u32> = maps.rings[&info.vip_id]
+            .iter()
+            .map(|&id| {
+                let b = maps.backends[id as usize];
+                if id == 0 || b.flags & lb_common::BACKEND_F_ACTIVE == 0 || b.vip_id != info.vip_id
+                {
+                    0 // dropped by the datapath
+                } else {
+                    b.addr
+                }
+            })
+            .collect();
+        let backends = maps
+            .backends
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, b)| b.flags & lb_common::BACKEND_F_ACTIVE != 0 && b.vip_id == info.vip_id)
+            .map(|(id, b)| {
+                owned.insert(id);
+                (b.addr, b.mac)
+            })
+            .collect();
+        vips.insert((key.addr, key.port, key.proto), (ring, backends));
+    }
+    let unowned_active = maps
+        .backends
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(id, b)| b.flags & lb_common::BACKEND_F_ACTIVE != 0 && !owned.contains(id))
+        .count();
+    Canon {
+        vips,
+        filter: maps.filter,
+        unowned_active,
+    }
+}
+
+/// Budgets that stop the plan from `dp`'s state to `config` at every op boundary, and
+/// after the first, half and all-but-one slots of every ring write.
+fn failure_points(dp: &Datapath, config: &Config) -> Vec<usize> {
+    let (ops, _) = dp
+        .reconciler()
+        .plan(&desired_state(config).unwrap())
+        .unwrap();
+    let mut points = Vec::new();
+    let mut writes = 0;
+    for op in ops {
+        points.push(writes);
+        match op {
+            MapOp::WriteRing { slots, .. } => {
+                let n = slots.len();
+                for k in [1, n / 2, n.saturating_sub(1)] {
+                    if k > 0 && k < n {
+                        points.push(writes + k);
+                    }
+                }
+                writes += n;
+            }
+            _ => writes += 1,
+        }
+    }
+    points.dedup();
+    points
+}
+
+#[test]
+fn a_failure_at_any_write_is_repaired_by_the_next_apply() {
+    if !lb_tests::require_root("fault loop") {
+        return;
+    }
+    let ip = |c: u8, d: u8| Ipv4Addr::new(198, 18, c, d);
+    let scenarios: Vec<(Config, Config)> = vec![
+        (
+            vips_config(&[(6379, vec![ip(1, 11), ip(1, 12)])]),
+            vips_config(&[
+                (6379, vec![ip(1, 11), ip(1, 13)]),
+                (7000, vec![ip(1, 21), ip(1, 22)]),
+            ]),
+        ),
+        (
+            vips_config(&[(6379, vec![ip(1, 11), ip(1, 12)]), (7000, vec![ip(1, 21)])]),
+            vips_config(&[(8000, vec![ip(1, 31), ip(1, 11)])]),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (s, (before, after)) in scenarios.iter().enumerate() {
+        let probe = Datapath::with_config(before);
+        let points = failure_points(&probe, after);
+        drop(probe);
+        // What a fresh build of each target holds (computed once: loading is the slow part).
+        let wanted = [
+            canon(&Datapath::with_config(after)),
+            canon(&Datapath::with_config(before)),
+        ];
+        for &budget in &points {
+            for (t, target) in [after, before].into_iter().enumerate() {
+                let mut dp = Datapath::with_config(before);
+                // Some tracked flows to every VIP of `before`.
+                for port in 20000..20050u16 {
+                    for vip_port in [6379u16, 7000] {
+                        dp.run(&tcp_to(port, vip_port, TCP_SYN));
+                    }
+                }
+                dp.dataplane.fail_writes_after(Some(budget));
+                let failed = dp.apply(after).is_err();
+                dp.dataplane.fail_writes_after(None);
+                if !failed {
+                    continue;
+                }
+                if let Err(err) = dp.apply(target) {
+                    failures.push(format!(
+                        "scenario {s} budget {budget} target {t}: repair failed: {err}"
+                    ));
+                    continue;
+                }
+                let (got, want) = (canon(&dp), &wanted[t]);
+                if got != *want {
+                    failures.push(format!(
+                        "scenario {s} budget {budget} target {t}: maps differ from a fresh build \
+                         (vips equal: {}, filter {:?} vs {:?}, unowned active {} vs {})",
+                        got.vips == want.vips,
+                        got.filter,
+                        want.filter,
+                        got.unowned_active,
+                        want.unowned_active
+                    ));
+                }
+                // And the applier's own idea of the state plans nothing more.
+                let (ops, _) = dp
+                    .reconciler()
+                    .plan(&desired_state(target).unwrap())
+                    .unwrap();
+                if !ops.is_empty() {
+                    failures.push(format!(
+                        "scenario {s} budget {budget} target {t}: {} ops left",
+                        ops.len()
+                    ));
+                }
+            }
+        }
+        eprintln!("scenario {s}: {} failure points", points.len());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

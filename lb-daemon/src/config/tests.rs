@@ -851,3 +851,19 @@ fn script_checks_take_an_absolute_argv_only() {
         "{errors:?}"
     );
 }
+
+/// The kernel's dev_valid_name uses its own isspace() on bytes, which is true for
+/// 0xA0 (so "à" = c3 a0 is refused: `ip link add à type veth` -> EINVAL) and false for the
+/// bytes of U+0085 (so "e\u{85}" is a valid name).
+#[test]
+fn interface_names_follow_the_kernels_isspace() {
+    assert!(
+        validate::interface_name_problem("\u{e0}").is_some(),
+        "the kernel refuses \"\u{e0}\" (byte 0xa0 is a space to it)"
+    );
+    assert_eq!(
+        validate::interface_name_problem("e\u{85}"),
+        None,
+        "the kernel accepts \"e\\u{{85}}\" (bytes c2 85)"
+    );
+}

@@ -100,7 +100,8 @@ pub fn interface_name_problem(name: &str) -> Option<String> {
         || name == "."
         || name == ".."
         || name.contains(['/', ':'])
-        || name.chars().any(char::is_whitespace);
+        // The kernel's isspace(), on bytes: \t..\r, space, and 0xa0 (Latin-1 NBSP).
+        || name.bytes().any(|b| matches!(b, b'\t'..=b'\r' | b' ' | 0xa0));
     bad.then(|| {
         format!(
             "{name:?} is not an interface name ({} bytes; {rule})",

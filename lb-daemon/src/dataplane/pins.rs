@@ -141,14 +141,7 @@ fn attach_error(
 ) -> Error {
     let errno = crate::error::os_error(&cause);
     if matches!(errno, Some(libc::EBUSY) | Some(libc::EEXIST)) {
-        let holder = lbd_holding(&iface.name)
-            .map(|(instance, link)| {
-                format!(
-                    ", by lbd instance {instance:?} (link pinned at {})",
-                    link.display()
-                )
-            })
-            .unwrap_or_default();
+        let holder = lbd_holding(&iface.name).unwrap_or_default();
         return Error::InterfaceBusy {
             interface: iface.name.clone(),
             holder,
@@ -169,15 +162,38 @@ fn attach_error(
     }
 }
 
-/// An lbd instance with a pinned link for an interface of this name, if any.
-fn lbd_holding(interface: &str) -> Option<(String, std::path::PathBuf)> {
+/// Which lbd instance holds an interface of this name in this network namespace, as a
+/// clause for the busy error. Pins live in the host's bpffs, shared by every namespace, and
+/// names like `eth0` repeat across namespaces: an instance is named only when its daemon
+/// runs in this namespace, or (daemon dead, namespace unknown) as a possibility.
+fn lbd_holding(interface: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let netns = |path: &str| fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let here = netns("/proc/self/ns/net")?;
     fs::read_dir(crate::paths::PIN_ROOT)
         .ok()?
         .filter_map(|entry| entry.ok())
         .find_map(|entry| {
             let link = entry.path().join(format!("link_{interface}"));
-            link.exists()
-                .then(|| (entry.file_name().to_string_lossy().into_owned(), link))
+            if !link.exists() {
+                return None;
+            }
+            let instance = entry.file_name().to_string_lossy().into_owned();
+            match crate::instance::liveness(&instance) {
+                crate::instance::Liveness::Running { pid, .. } => {
+                    (netns(&format!("/proc/{pid}/ns/net")) == Some(here)).then(|| {
+                        format!(
+                            ", by lbd instance {instance:?} (link pinned at {})",
+                            link.display()
+                        )
+                    })
+                }
+                _ => Some(format!(
+                    ", possibly by lbd instance {instance:?}, whose daemon is not running \
+                     (link pinned at {}; `lbd status --instance {instance}` tells more)",
+                    link.display()
+                )),
+            }
         })
 }
 
