@@ -313,13 +313,13 @@ fn an_apply_that_fails_midway_is_repaired_by_the_next_one() {
 /// active backends; the prefilter; and active backends no published VIP owns.
 #[derive(Debug, PartialEq)]
 struct Canon {
-    vips: std::collections::BTreeMap<
-        (u32, u16, u8),
-        (Vec<u32>, std::collections::BTreeSet<(u32, [u8; 6])>),
-    >,
+    vips: std::collections::BTreeMap<(u32, u16, u8), CanonVip>,
     filter: std::collections::BTreeMap<u32, u32>,
     unowned_active: usize,
 }
+
+/// A published VIP: backend address per ring slot (0: dropped), and its active backends.
+type CanonVip = (Vec<u32>, std::collections::BTreeSet<(u32, [u8; 6])>);
 
 fn canon(dp: &Datapath) -> Canon {
     let maps = contents::read(&dp.dataplane).expect("read maps");
