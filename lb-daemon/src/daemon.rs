@@ -20,7 +20,7 @@ use crate::{
         pins::{self, Pinned},
     },
     error::{Error, Result},
-    health::{self, Board, Monitor, Report},
+    health::{self, Board, Monitor, Report, SentinelReport, monitor::Reports},
     instance,
     netdev::{self, InterfaceInfo},
     paths::{self, PinLayout},
@@ -154,7 +154,8 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(report) = reports.recv() => daemon.on_report(report),
+            Some(report) = reports.checks.recv() => daemon.on_report(report),
+            Some(report) = reports.sentinels.recv() => daemon.on_sentinel(report),
             _ = tick.tick() => daemon.on_tick(),
             _ = hangups.recv() => {
                 generation += 1;
@@ -211,9 +212,7 @@ fn write_reload_status(instance: &str, generation: u64, text: &str) {
     }
 }
 
-async fn start(
-    options: RunOptions,
-) -> Result<(Daemon, std::fs::File, tokio::sync::mpsc::Receiver<Report>)> {
+async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports)> {
     let config = Config::load(&options.config_path)?;
     crate::host::require_bpf_privileges("lbd run")?;
     let layout = PinLayout::for_instance(&config.instance);
@@ -397,6 +396,24 @@ impl Daemon {
         } else if recorded.went.is_some() {
             self.write_health();
         }
+    }
+
+    /// Records what Sentinel says of a write VIP's master; re-plans when it changed.
+    fn on_sentinel(&mut self, report: SentinelReport) {
+        if !self.board.record_sentinel(report.vip, report.master) {
+            return;
+        }
+        let vip = Ipv4Addr::from(report.vip.addr.to_ne_bytes());
+        let port = u16::from_be(report.vip.port);
+        match report.master {
+            Some(master) => {
+                info!(vip = %format!("{vip}:{port}"), %master, via = %report.via, "Sentinel names the master")
+            }
+            None => {
+                warn!(vip = %format!("{vip}:{port}"), reason = %report.via, "no answer from Sentinel: following the masters' own role reports")
+            }
+        }
+        self.apply_health();
     }
 
     /// Applies the running config as health now sees it.

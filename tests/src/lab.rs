@@ -222,6 +222,49 @@ impl Lab {
     }
 }
 
+/// The port Sentinels listen on.
+pub const SENTINEL_PORT: u16 = 26379;
+
+impl Lab {
+    /// Starts a Sentinel on server `index` (`redis-server --sentinel`, port 26379) that
+    /// monitors `master` as `name` with `quorum`, failing over after 1 s of silence.
+    pub fn start_sentinel(
+        &self,
+        index: usize,
+        name: &str,
+        master: Ipv4Addr,
+        quorum: u32,
+        password: Option<&str>,
+    ) -> ChildGuard {
+        let server = &self.servers[index];
+        let conf = self.dir.join(format!("sentinel-{}.conf", server.name));
+        let mut text = format!(
+            "port {SENTINEL_PORT}\nbind 0.0.0.0\nprotected-mode no\ndir {dir}\n\
+             sentinel monitor {name} {master} {REDIS_PORT} {quorum}\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n\
+             sentinel parallel-syncs {name} 1\n",
+            dir = self.dir.display()
+        );
+        if let Some(password) = password {
+            text.push_str(&format!("sentinel auth-pass {name} {password}\n"));
+        }
+        std::fs::write(&conf, text).expect("sentinel conf");
+        let log = std::fs::File::create(self.dir.join(format!("sentinel-{}.log", server.name)))
+            .expect("sentinel log");
+        let child = server
+            .ns
+            .command("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting redis-server --sentinel");
+        ChildGuard::new(format!("sentinel-{}", server.name), child)
+    }
+}
+
 /// Starts redis-server on :6379 in `ns`, logging to `<dir>/<name>.log`, no persistence.
 fn start_redis(ns: &Netns, dir: &std::path::Path, name: &str) -> std::process::Child {
     let log = std::fs::OpenOptions::new()

@@ -437,3 +437,77 @@ fn script_checks_follow_exit_codes_and_dynamic_weights_and_are_killed_at_the_tim
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_write_vip_follows_a_sentinel_failover_with_no_scripts() {
+    if !lb_tests::require_root("health") {
+        return;
+    }
+    let lab = Lab::new("hn", 3);
+    replicated_set(&lab);
+    // Declared after the lab: stopped before it goes.
+    let _sentinels: Vec<_> = (0..3)
+        .map(|i| lab.start_sentinel(i, "lab", server_addr(0), 2, Some(PASSWORD)))
+        .collect();
+    // Each Sentinel must know the other two before a failover can be voted.
+    for i in 0..3 {
+        let addr = SocketAddr::V4(SocketAddrV4::new(server_addr(i), lab::SENTINEL_PORT));
+        let deadline = Instant::now() + Duration::from_secs(40);
+        lab.servers[i].ns.run(|| {
+            loop {
+                let known = Connection::connect(addr, TIMEOUT)
+                    .and_then(|mut c| c.command(&["SENTINEL", "SENTINELS", "lab"]))
+                    .map(|r| matches!(r, Reply::Array(ref a) if a.len() == 2))
+                    .unwrap_or(false);
+                if known {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Sentinel {i} never met the others"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    }
+    let check = format!("{FAST_CHECK}\npassword = \"{PASSWORD}\"");
+    let sentinel = format!(
+        "role = \"master\"\n\n[vip.sentinel]\nmaster_name = \"lab\"\naddresses = [{}]",
+        (0..3)
+            .map(|i| format!("\"{}:{}\"", server_addr(i), lab::SENTINEL_PORT))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let lbd = Lbd::start(&lab, &config(&lab, &[(VIP, &sentinel, &check, &[0, 1, 2])]));
+    wait_rows(&lbd, VIP, "write VIP on rs1", |r| {
+        serving(r, 0) && removed(r, 1) && removed(r, 2)
+    });
+
+    lab.signal_redis(0, libc::SIGKILL);
+    // Sentinel votes and promotes a replica; the VIP follows. Never two at once meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let new_master = loop {
+        let status = lbd.status();
+        let rows = rows(&status, VIP);
+        let up: Vec<usize> = (0..3).filter(|&i| serving(&rows, i)).collect();
+        assert!(up.len() <= 1, "two backends serve the write VIP:\n{status}");
+        if let [i] = up[..]
+            && i != 0
+        {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the write VIP did not follow the failover:\n{status}\n{}",
+            lbd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let name = format!("rs{}", new_master + 1);
+    assert_eq!(served(&lab, VIP, Some(PASSWORD), 10), names(&[&name]));
+    let log = lbd.log();
+    assert!(
+        log.contains("Sentinel names the master") && log.contains("+switch-master"),
+        "{log}"
+    );
+}

@@ -1,14 +1,18 @@
 //! A VIP's health settings: `role`, `max_lag_secs`, `on_down` and the `[vip.check]` table.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    time::Duration,
+};
 
 use super::{
-    CheckConfig, CheckKind, OnDown, RedisAuth, Role, Secret,
+    CheckConfig, CheckKind, OnDown, RedisAuth, Role, Secret, SentinelConfig,
     walk::{self, Problems, Table},
 };
 
 /// Keys of `[vip]` read here.
-pub const VIP_KEYS: [&str; 4] = ["role", "max_lag_secs", "on_down", "check"];
+pub const VIP_KEYS: [&str; 5] = ["role", "max_lag_secs", "on_down", "check", "sentinel"];
 
 /// A VIP's health settings as read from its table.
 pub struct VipHealth {
@@ -16,6 +20,7 @@ pub struct VipHealth {
     pub max_lag: Option<Duration>,
     pub on_down: OnDown,
     pub check: Option<CheckConfig>,
+    pub sentinel: Option<SentinelConfig>,
 }
 
 pub fn vip_health(vip: &Table<'_>, p: &mut Problems) -> VipHealth {
@@ -80,12 +85,96 @@ pub fn vip_health(vip: &Table<'_>, p: &mut Problems) -> VipHealth {
             format!("role = \"{role}\" needs a redis check ([vip.check] with type = \"redis\")"),
         );
     }
+    let sentinel_path = walk::join(vip.path, "sentinel");
+    let sentinel = vip
+        .table("sentinel", &sentinel_path, p)
+        .and_then(|table| sentinel(&table, p));
+    if let Some(read) = vip.get("sentinel")
+        && role != Role::Master
+    {
+        p.add(
+            Some(read.at),
+            read.key,
+            "only for a write VIP (role = \"master\")",
+        );
+    }
     VipHealth {
         role,
         max_lag,
         on_down,
         check,
+        sentinel,
     }
+}
+
+fn sentinel(table: &Table<'_>, p: &mut Problems) -> Option<SentinelConfig> {
+    table.only(
+        &[
+            "addresses",
+            "master_name",
+            "user",
+            "password",
+            "password_file",
+            "password_env",
+        ],
+        p,
+    );
+    let before = p.len();
+    let mut addresses = Vec::new();
+    match table.get("addresses") {
+        None => p.add(
+            Some(table.at),
+            walk::join(table.path, "addresses"),
+            "missing: the Sentinels to ask, e.g. [\"198.18.0.11:26379\", \"198.18.0.12:26379\"]",
+        ),
+        Some(list) => {
+            let elements = walk::array(&list, p).unwrap_or_default();
+            if elements.is_empty() && list.item.is_array() {
+                p.add(Some(list.at), &list.key, "needs at least one Sentinel");
+            }
+            for (i, (value, at)) in elements.into_iter().enumerate() {
+                let key = format!("{}[{i}]", list.key);
+                let parsed = value.as_str().and_then(|text| {
+                    text.parse::<SocketAddrV4>().ok().or_else(|| {
+                        text.parse::<Ipv4Addr>()
+                            .ok()
+                            .map(|ip| SocketAddrV4::new(ip, 26379))
+                    })
+                });
+                match parsed {
+                    Some(addr) => addresses.push(addr),
+                    None => p.add(
+                        Some(at),
+                        key,
+                        "expected \"IPv4:port\" (or an IPv4 address, port 26379)",
+                    ),
+                }
+            }
+        }
+    }
+    let master_name = match table.string("master_name", p) {
+        Some(name) if !name.value.is_empty() => name.value,
+        Some(name) => {
+            p.add(Some(name.at), name.key, "must not be empty");
+            String::new()
+        }
+        None => {
+            if table.get("master_name").is_none() {
+                p.add(
+                    Some(table.at),
+                    walk::join(table.path, "master_name"),
+                    "missing: the name Sentinel monitors the master under (sentinel monitor NAME ...)",
+                );
+            }
+            String::new()
+        }
+    };
+    let auth = redis_auth(table, p);
+    (p.len() == before).then_some(SentinelConfig {
+        addresses,
+        master_name,
+        auth,
+    })
 }
 
 fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {

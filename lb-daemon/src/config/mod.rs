@@ -124,6 +124,8 @@ pub struct VipConfig {
     pub on_down: OnDown,
     /// `None`: no check, every backend is up.
     pub check: Option<CheckConfig>,
+    /// Where a write VIP learns its master first (`role = "master"` only).
+    pub sentinel: Option<SentinelConfig>,
 }
 
 impl VipConfig {
@@ -391,4 +393,13 @@ pub struct CheckConfig {
     pub delay_before_retry: Duration,
     /// Whether a backend takes flows before its first check (default: no).
     pub initially_up: bool,
+}
+
+/// Redis Sentinel for a write VIP: its answer (`SENTINEL get-master-addr-by-name`, then
+/// `+switch-master`) wins over role polling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelConfig {
+    pub addresses: Vec<std::net::SocketAddrV4>,
+    pub master_name: String,
+    pub auth: Option<RedisAuth>,
 }

@@ -328,6 +328,7 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         max_lag: health.max_lag,
         on_down: health.on_down,
         check: health.check,
+        sentinel: health.sentinel,
     })
 }
 

@@ -16,9 +16,28 @@ use lb_common::VipKey;
 
 use super::{replication::unfit, tracker::Tracker};
 use crate::{
-    config::{CheckConfig, Config, OnDown, Role, VipConfig},
+    config::{CheckConfig, Config, OnDown, Role, SentinelConfig, VipConfig},
     reconcile::DesiredVip,
 };
+
+/// What a Sentinel watcher needs; a reload that changes it restarts the watcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelSpec {
+    pub sentinel: SentinelConfig,
+    pub timeout: std::time::Duration,
+    pub interval: std::time::Duration,
+}
+
+impl SentinelSpec {
+    pub fn of(vip: &VipConfig) -> Option<SentinelSpec> {
+        let check = vip.check.as_ref()?;
+        Some(SentinelSpec {
+            sentinel: vip.sentinel.clone()?,
+            timeout: check.timeout,
+            interval: check.interval,
+        })
+    }
+}
 
 /// One checked backend: a VIP's key and the backend's address.
 pub type BackendKey = (VipKey, Ipv4Addr);
@@ -113,11 +132,14 @@ impl BackendHealth {
     }
 }
 
-/// Checkers to start (new or changed backends) and stop (removed ones), after a reload.
+/// Checkers to start (new or changed backends) and stop (removed ones), after a reload;
+/// likewise Sentinel watchers, per write VIP.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub start: Vec<(BackendKey, CheckSpec)>,
     pub stop: Vec<BackendKey>,
+    pub start_sentinels: Vec<(VipKey, SentinelSpec)>,
+    pub stop_sentinels: Vec<VipKey>,
 }
 
 /// What one recorded result changed.
@@ -144,6 +166,12 @@ pub enum Event {
         vip: String,
         masters: Vec<Ipv4Addr>,
         kept: Option<Ipv4Addr>,
+    },
+    /// Sentinel names a master that cannot take the VIP's flows.
+    SentinelMasterUnusable {
+        vip: String,
+        master: Ipv4Addr,
+        why: String,
     },
 }
 
@@ -180,6 +208,10 @@ impl fmt::Display for Event {
                 "{vip}: {} all report role:master and none was in service: sending to none until one is demoted",
                 list(masters)
             ),
+            Event::SentinelMasterUnusable { vip, master, why } => write!(
+                f,
+                "{vip}: Sentinel says the master is {master}, which {why}: sending to none"
+            ),
         }
     }
 }
@@ -187,7 +219,10 @@ impl fmt::Display for Event {
 impl Event {
     /// Whether the event is an error an operator must act on.
     pub fn is_error(&self) -> bool {
-        matches!(self, Event::SeveralMasters { kept: None, .. })
+        matches!(
+            self,
+            Event::SeveralMasters { kept: None, .. } | Event::SentinelMasterUnusable { .. }
+        )
     }
 }
 
@@ -199,6 +234,10 @@ pub struct Board {
     masters: BTreeMap<VipKey, Ipv4Addr>,
     /// The masters each write VIP last saw when more than one reported it.
     several: BTreeMap<VipKey, Vec<Ipv4Addr>>,
+    /// Sentinel watchers, and what each last said (`None`: no Sentinel answered).
+    sentinels: BTreeMap<VipKey, (SentinelSpec, Option<Ipv4Addr>)>,
+    /// The Sentinel master each write VIP last found unusable (logged once).
+    unusable: BTreeMap<VipKey, Ipv4Addr>,
 }
 
 impl Board {
@@ -241,10 +280,45 @@ impl Board {
             );
             changes.start.push((key, spec));
         }
+        let wanted: BTreeMap<VipKey, SentinelSpec> = config
+            .vips
+            .iter()
+            .filter_map(|v| Some((v.key(), SentinelSpec::of(v)?)))
+            .collect();
+        let known: Vec<VipKey> = self.sentinels.keys().copied().collect();
+        for key in known {
+            if wanted.get(&key) != Some(&self.sentinels[&key].0) {
+                self.sentinels.remove(&key);
+                changes.stop_sentinels.push(key);
+            }
+        }
+        for (key, spec) in wanted {
+            if !self.sentinels.contains_key(&key) {
+                self.sentinels.insert(key, (spec.clone(), None));
+                changes.start_sentinels.push((key, spec));
+            }
+        }
         let vips: BTreeSet<VipKey> = config.vips.iter().map(|v| v.key()).collect();
         self.masters.retain(|k, _| vips.contains(k));
         self.several.retain(|k, _| vips.contains(k));
+        self.unusable.retain(|k, _| vips.contains(k));
         changes
+    }
+
+    /// Records what Sentinel says of a write VIP's master; returns whether it changed.
+    pub fn record_sentinel(&mut self, vip: VipKey, master: Option<Ipv4Addr>) -> bool {
+        match self.sentinels.get_mut(&vip) {
+            Some((_, said)) if *said != master => {
+                *said = master;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What Sentinel last said of a write VIP's master.
+    pub fn sentinel_master(&self, vip: &VipKey) -> Option<Ipv4Addr> {
+        self.sentinels.get(vip).and_then(|(_, said)| *said)
     }
 
     /// Counts one check result (ignored for a backend no longer checked).
@@ -316,7 +390,56 @@ impl Board {
                 })
                 .map(|b| b.addr)
                 .collect();
-            if vip.role == Role::Master {
+            let sentinel = self.sentinel_master(&key);
+            if let (Role::Master, Some(master)) = (vip.role, sentinel) {
+                // Sentinel's answer wins over role polling: its master, if it is one of this
+                // VIP's backends and answers its check; else none.
+                let why = if !desired.backends.iter().any(|b| b.addr == master) {
+                    Some("is not a backend of this VIP")
+                } else if !self
+                    .backends
+                    .get(&(key, master))
+                    .is_some_and(|h| h.tracker.is_up())
+                {
+                    Some("fails its check")
+                } else {
+                    None
+                };
+                let chosen = match why {
+                    Some(why) => {
+                        if self.unusable.get(&key) != Some(&master) {
+                            events.push(Event::SentinelMasterUnusable {
+                                vip: name.clone(),
+                                master,
+                                why: why.to_owned(),
+                            });
+                            self.unusable.insert(key, master);
+                        }
+                        None
+                    }
+                    None => {
+                        self.unusable.remove(&key);
+                        Some(master)
+                    }
+                };
+                let previous = self.masters.get(&key).copied();
+                match chosen {
+                    Some(master) if previous != Some(master) => {
+                        events.push(Event::MasterChosen {
+                            vip: format!("{name} (Sentinel)"),
+                            master,
+                        });
+                        self.masters.insert(key, master);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.masters.remove(&key);
+                    }
+                }
+                self.several.remove(&key);
+                fit = chosen.into_iter().collect();
+            } else if vip.role == Role::Master {
+                self.unusable.remove(&key);
                 let current = self.masters.get(&key).copied().filter(|m| fit.contains(m));
                 let chosen = current.or_else(|| (fit.len() == 1).then(|| fit[0]));
                 if fit.len() > 1 {

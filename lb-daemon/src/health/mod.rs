@@ -5,6 +5,7 @@
 //! - [`board`]: every backend's state (rise/fall in [`tracker`], role in [`replication`]),
 //!   and the effective desired state it makes of the config's: the daemon hands that to the
 //!   [`Applier`](crate::apply::Applier), the one writer of the maps.
+//! - [`sentinel`]: a write VIP's Sentinel watcher (`+switch-master`); it only reports too.
 //! - [`report`]: the state file `lbd status` reads.
 
 pub mod board;
@@ -12,8 +13,10 @@ pub mod monitor;
 pub mod probe;
 pub mod replication;
 pub mod report;
+pub mod sentinel;
 pub mod tracker;
 
 pub use board::{BackendKey, Board, CheckSpec, Outcome};
 pub use monitor::{Monitor, Report};
 pub use replication::Replication;
+pub use sentinel::SentinelReport;

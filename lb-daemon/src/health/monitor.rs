@@ -13,9 +13,12 @@ use tokio::{
     time::Instant,
 };
 
+use lb_common::VipKey;
+
 use super::{
     board::{BackendKey, Changes, CheckSpec, Outcome},
     probe,
+    sentinel::{self, SentinelReport},
 };
 
 /// Checks in flight at once, across all backends.
@@ -28,24 +31,38 @@ pub struct Report {
     pub outcome: Outcome,
 }
 
-/// The running checkers.
+/// The running checkers and Sentinel watchers.
 pub struct Monitor {
     tasks: BTreeMap<BackendKey, JoinHandle<()>>,
     reports: mpsc::Sender<Report>,
     permits: Arc<Semaphore>,
+    sentinels: BTreeMap<VipKey, JoinHandle<()>>,
+    sentinel_reports: mpsc::Sender<SentinelReport>,
+}
+
+/// The receiving ends of a monitor's reports.
+pub struct Reports {
+    pub checks: mpsc::Receiver<Report>,
+    pub sentinels: mpsc::Receiver<SentinelReport>,
 }
 
 impl Monitor {
-    /// A monitor and the receiving end of its reports.
-    pub fn new() -> (Monitor, mpsc::Receiver<Report>) {
+    /// A monitor and the receiving ends of its reports.
+    pub fn new() -> (Monitor, Reports) {
         let (tx, rx) = mpsc::channel(1024);
+        let (sentinel_tx, sentinel_rx) = mpsc::channel(64);
         (
             Monitor {
                 tasks: BTreeMap::new(),
                 reports: tx,
                 permits: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+                sentinels: BTreeMap::new(),
+                sentinel_reports: sentinel_tx,
             },
-            rx,
+            Reports {
+                checks: rx,
+                sentinels: sentinel_rx,
+            },
         )
     }
 
@@ -67,6 +84,23 @@ impl Monitor {
                 old.abort();
             }
         }
+        for key in changes.stop_sentinels {
+            if let Some(task) = self.sentinels.remove(&key) {
+                task.abort();
+            }
+        }
+        for (key, spec) in changes.start_sentinels {
+            let task = tokio::spawn(sentinel::watch(
+                key,
+                spec.sentinel,
+                spec.timeout,
+                spec.interval,
+                self.sentinel_reports.clone(),
+            ));
+            if let Some(old) = self.sentinels.insert(key, task) {
+                old.abort();
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -80,7 +114,7 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        for task in self.tasks.values() {
+        for task in self.tasks.values().chain(self.sentinels.values()) {
             task.abort();
         }
     }

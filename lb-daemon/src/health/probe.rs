@@ -59,12 +59,60 @@ pub fn reveal(secret: &Secret) -> Result<String, String> {
 }
 
 /// One line of a Redis error, as the server said it (`LOADING Redis is loading ...`).
-fn redis_error(what: &str, err: &redis::RedisError) -> String {
+pub fn redis_error(what: &str, err: &redis::RedisError) -> String {
     let text = match (err.code(), err.detail()) {
         (Some(code), Some(detail)) => format!("{code} {detail}"),
         _ => err.to_string(),
     };
     format!("{what}: {}", text.lines().collect::<Vec<_>>().join(" "))
+}
+
+/// A client for `addr` with no handshake of its own (no `CLIENT SETINFO`): a check says
+/// exactly what it sends. `auth`, when given, is sent by the connection setup.
+pub fn client(
+    addr: SocketAddrV4,
+    auth: Option<(&Option<String>, String)>,
+) -> Result<redis::Client, String> {
+    let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+    if let Some((user, password)) = auth {
+        if let Some(user) = user {
+            settings = settings.set_username(user);
+        }
+        settings = settings.set_password(password);
+    }
+    let info = ConnectionAddr::Tcp(addr.ip().to_string(), addr.port())
+        .into_connection_info()
+        .map_err(|err| redis_error("address", &err))?
+        .set_redis_settings(settings);
+    redis::Client::open(info).map_err(|err| redis_error("client", &err))
+}
+
+/// A connection to `addr`, each step bounded by `timeout`; `AUTH` sent when `auth` is set.
+pub async fn connect(
+    addr: SocketAddrV4,
+    auth: Option<&RedisAuth>,
+    timeout: Duration,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let password = auth.map(|a| reveal(&a.password)).transpose()?;
+    let client = client(addr, None)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|err| redis_error("connect", &err))?;
+    if let (Some(auth), Some(password)) = (auth, password) {
+        let mut cmd = redis::cmd("AUTH");
+        if let Some(user) = &auth.user {
+            cmd.arg(user);
+        }
+        cmd.arg(password);
+        cmd.query_async::<()>(&mut conn)
+            .await
+            .map_err(|err| redis_error("AUTH", &err))?;
+    }
+    Ok(conn)
 }
 
 async fn redis_check(
@@ -73,40 +121,10 @@ async fn redis_check(
     wants_role: bool,
     timeout: Duration,
 ) -> Outcome {
-    let password = match auth.map(|a| reveal(&a.password)).transpose() {
-        Ok(p) => p,
+    let mut conn = match connect(addr, auth, timeout).await {
+        Ok(conn) => conn,
         Err(reason) => return Outcome::down(reason),
     };
-    let info = match ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()).into_connection_info()
-    {
-        // No handshake of its own (CLIENT SETINFO): the check says exactly what it sends.
-        Ok(info) => info.set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name()),
-        Err(err) => return Outcome::down(redis_error("address", &err)),
-    };
-    let client = match redis::Client::open(info) {
-        Ok(client) => client,
-        Err(err) => return Outcome::down(redis_error("client", &err)),
-    };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let mut conn = match client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-    {
-        Ok(conn) => conn,
-        Err(err) => return Outcome::down(redis_error("connect", &err)),
-    };
-    if let (Some(auth), Some(password)) = (auth, password) {
-        let mut cmd = redis::cmd("AUTH");
-        if let Some(user) = &auth.user {
-            cmd.arg(user);
-        }
-        cmd.arg(password);
-        if let Err(err) = cmd.query_async::<()>(&mut conn).await {
-            return Outcome::down(redis_error("AUTH", &err));
-        }
-    }
     match redis::cmd("PING").query_async::<String>(&mut conn).await {
         Ok(pong) if pong == "PONG" => {}
         Ok(other) => return Outcome::down(format!("PING answered {other:?}, not PONG")),

@@ -244,8 +244,8 @@ fn a_reload_keeps_unchanged_backends_state_and_restarts_changed_checks() {
     assert_eq!(
         changes,
         Changes {
-            start: vec![],
-            stop: vec![w.key(C)]
+            stop: vec![w.key(C)],
+            ..Changes::default()
         }
     );
     assert!(w.board.get(&w.key(A)).unwrap().tracker.is_up());
@@ -265,4 +265,76 @@ fn a_vip_without_a_check_is_untouched() {
     let mut w = World::new(config);
     assert_eq!(w.serving().0, [(A, 1)]);
     assert!(w.board.iter().next().is_none());
+}
+
+const SENTINEL: &str = "role = \"master\"\n[vip.sentinel]\naddresses = [\"198.18.0.11:26379\"]\nmaster_name = \"mymaster\"";
+
+#[test]
+fn sentinels_answer_wins_over_role_polling() {
+    let mut w = World::new(config(SENTINEL, ""));
+    let vip = w.config.vips[0].key();
+    w.report(A, role(Replication::Master));
+    w.report(B, role(replica()));
+    // No answer from Sentinel yet: role polling decides.
+    assert_eq!(w.serving().0, [(A, 3)]);
+    // Sentinel says B (its failover promoted B; A has not noticed yet).
+    assert!(w.board.record_sentinel(vip, Some(B)));
+    assert!(
+        !w.board.record_sentinel(vip, Some(B)),
+        "the same answer changes nothing"
+    );
+    let (serving, events) = w.serving();
+    assert_eq!(serving, [(B, 1)]);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::MasterChosen { master, .. } if *master == B))
+    );
+    // Sentinel's master down: none, and an error says why.
+    w.report(B, Outcome::down("connect: refused"));
+    w.report(B, Outcome::down("connect: refused"));
+    w.report(B, Outcome::down("connect: refused"));
+    let (serving, events) = w.serving();
+    assert_eq!(serving, []);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.is_error() && e.to_string().contains("fails its check")),
+        "{events:?}"
+    );
+    // A master Sentinel knows that is no backend of ours: none.
+    w.board
+        .record_sentinel(vip, Some(Ipv4Addr::new(198, 18, 9, 9)));
+    let (serving, events) = w.serving();
+    assert_eq!(serving, []);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.to_string().contains("not a backend")),
+        "{events:?}"
+    );
+    // Sentinel unreachable: back to role polling.
+    w.board.record_sentinel(vip, None);
+    assert_eq!(w.serving().0, [(A, 3)]);
+}
+
+#[test]
+fn a_reload_starts_and_stops_sentinel_watchers() {
+    let mut w = World::new(config("role = \"master\"", ""));
+    let with = config(SENTINEL, "");
+    let changes = w.board.sync(&with, SystemTime::now());
+    assert_eq!(changes.start_sentinels.len(), 1);
+    assert!(
+        changes.start.is_empty() && changes.stop.is_empty(),
+        "{changes:?}"
+    );
+    assert!(
+        w.board
+            .sync(&with, SystemTime::now())
+            .start_sentinels
+            .is_empty()
+    );
+    let without = config("role = \"master\"", "");
+    let changes = w.board.sync(&without, SystemTime::now());
+    assert_eq!(changes.stop_sentinels, [with.vips[0].key()]);
 }
