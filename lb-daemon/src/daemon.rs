@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use lb_common::Settings;
+use lb_common::{Settings, VipKey};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -46,10 +46,31 @@ const ARP_WAIT: Duration = Duration::from_secs(3);
 /// Turns a validated config into the state the maps should hold, resolving backend MACs
 /// through the neighbour table when the config does not fix them.
 pub fn desired_state(config: &Config) -> Result<Vec<DesiredVip>> {
+    Ok(resolve(config)?.vips)
+}
+
+/// [`desired_state`] with the neighbour table given (a configured MAC wins).
+pub fn desired_state_with(
+    config: &Config,
+    neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>,
+) -> Result<Vec<DesiredVip>> {
+    Ok(resolve_with(config, neighbours)?.vips)
+}
+
+/// What a config asks the maps to hold before health is considered, MACs resolved: the
+/// VIPs with every backend, and each VIP's sorry server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    pub vips: Vec<DesiredVip>,
+    pub sorry: BTreeMap<VipKey, DesiredBackend>,
+}
+
+/// Resolves every backend's (and sorry server's) MAC: configured, else by ARP.
+pub fn resolve(config: &Config) -> Result<Resolved> {
     let unresolved: Vec<Ipv4Addr> = config
         .vips
         .iter()
-        .flat_map(|v| &v.backends)
+        .flat_map(|v| v.backends.iter().chain(&v.sorry_server))
         .filter(|b| b.mac.is_none())
         .map(|b| b.address)
         .collect();
@@ -58,40 +79,47 @@ pub fn desired_state(config: &Config) -> Result<Vec<DesiredVip>> {
     } else {
         netdev::resolve(&unresolved, &config.interfaces, ARP_WAIT)?
     };
-    desired_state_with(config, &neighbours)
+    resolve_with(config, &neighbours)
 }
 
-/// [`desired_state`] with the neighbour table given (a configured MAC wins).
-pub fn desired_state_with(
-    config: &Config,
-    neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>,
-) -> Result<Vec<DesiredVip>> {
-    let mut vips = Vec::new();
-    for (i, vip) in config.vips.iter().enumerate() {
-        let mut backends = Vec::new();
-        for (j, b) in vip.backends.iter().enumerate() {
-            let Some(mac) = b.mac.or_else(|| neighbours.get(&b.address).copied()) else {
-                return Err(Error::Unresolved {
-                    addr: b.address,
-                    key: format!("vip[{i}].backend[{j}]"),
-                    interfaces: config.interfaces.join(", "),
-                });
-            };
-            backends.push(DesiredBackend {
+/// [`resolve`] with the neighbour table given (a configured MAC wins).
+pub fn resolve_with(config: &Config, neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>) -> Result<Resolved> {
+    let desired = |b: &crate::config::BackendConfig, key: String| {
+        let Some(mac) = b.mac.or_else(|| neighbours.get(&b.address).copied()) else {
+            return Err(Error::Unresolved {
                 addr: b.address,
-                weight: b.weight,
-                mac,
+                key,
+                interfaces: config.interfaces.join(", "),
             });
-        }
+        };
+        Ok(DesiredBackend {
+            addr: b.address,
+            weight: b.weight,
+            mac,
+        })
+    };
+    let mut resolved = Resolved::default();
+    for (i, vip) in config.vips.iter().enumerate() {
+        let backends = vip
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(j, b)| desired(b, format!("vip[{i}].backend[{j}]")))
+            .collect::<Result<Vec<_>>>()?;
         if backends.iter().all(|b| b.weight == 0) {
             warn!(vip = %vip.address, port = vip.port, "every backend has weight 0: new flows to this VIP are dropped");
         }
-        vips.push(DesiredVip {
+        if let Some(sorry) = &vip.sorry_server {
+            resolved
+                .sorry
+                .insert(vip.key(), desired(sorry, format!("vip[{i}].sorry_server"))?);
+        }
+        resolved.vips.push(DesiredVip {
             key: vip.key(),
             backends,
         });
     }
-    Ok(vips)
+    Ok(resolved)
 }
 
 /// The datapath settings a config asks for (durations in jiffies).
@@ -116,7 +144,7 @@ struct Daemon {
     /// Owns every planner write to the maps.
     applier: Applier,
     /// The desired state of `config` (MACs resolved), before health is taken into account.
-    resolved: Vec<DesiredVip>,
+    resolved: Resolved,
     /// Health of every checked backend of `config`.
     board: Board,
     monitor: Monitor,
@@ -248,7 +276,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports)> 
         .collect::<Result<Vec<InterfaceInfo>>>()?;
     let resolved = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || desired_state(&config))
+        tokio::task::spawn_blocking(move || resolve(&config))
             .await
             .expect("resolver task")?
     };
@@ -339,7 +367,7 @@ impl Daemon {
         }
         let resolved = {
             let config = new.clone();
-            tokio::task::spawn_blocking(move || desired_state(&config))
+            tokio::task::spawn_blocking(move || resolve(&config))
                 .await
                 .expect("resolver task")?
         };
@@ -381,6 +409,7 @@ impl Daemon {
         let reason = report.outcome.reason.clone();
         let recorded = self.board.record(
             report.key,
+            report.checker,
             report.outcome,
             max_lag,
             std::time::SystemTime::now(),
@@ -391,6 +420,24 @@ impl Daemon {
             Some(false) => warn!(vip = %service, backend = %addr, %reason, "backend down"),
             None => {}
         }
+        if let Some(up) = recorded.went {
+            let own = vip
+                .backends
+                .iter()
+                .find(|b| b.address == addr)
+                .map(|b| &b.notify);
+            let pick = |n: &crate::config::Notify| if up { n.up.clone() } else { n.down.clone() };
+            if let Some(argv) = own.and_then(pick).or_else(|| pick(&vip.notify)) {
+                health::notify::spawn(
+                    argv,
+                    [
+                        format!("{addr}:{}", vip.port),
+                        service.clone(),
+                        reason.clone(),
+                    ],
+                );
+            }
+        }
         if recorded.replan {
             self.apply_health();
         } else if recorded.went.is_some() {
@@ -400,11 +447,14 @@ impl Daemon {
 
     /// Records what Sentinel says of a write VIP's master; re-plans when it changed.
     fn on_sentinel(&mut self, report: SentinelReport) {
-        if !self.board.record_sentinel(report.vip, report.master) {
-            return;
-        }
         let vip = Ipv4Addr::from(report.vip.addr.to_ne_bytes());
         let port = u16::from_be(report.vip.port);
+        if !self.board.record_sentinel(report.vip, report.master) {
+            if report.via.contains("+switch-master") {
+                info!(vip = %format!("{vip}:{port}"), via = %report.via, "Sentinel confirms the master");
+            }
+            return;
+        }
         match report.master {
             Some(master) => {
                 info!(vip = %format!("{vip}:{port}"), %master, via = %report.via, "Sentinel names the master")

@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    CheckConfig, CheckKind, OnDown, RedisAuth, Role, Secret, SentinelConfig,
+    CheckConfig, CheckKind, Notify, OnDown, RedisAuth, Role, Secret, SentinelConfig,
     walk::{self, Problems, Table},
 };
 
@@ -21,6 +21,8 @@ pub struct VipHealth {
     pub on_down: OnDown,
     pub check: Option<CheckConfig>,
     pub sentinel: Option<SentinelConfig>,
+    /// The check table's `notify_up` / `notify_down`: every backend's, unless it has its own.
+    pub notify: Notify,
 }
 
 pub fn vip_health(vip: &Table<'_>, p: &mut Problems) -> VipHealth {
@@ -65,10 +67,24 @@ pub fn vip_health(vip: &Table<'_>, p: &mut Problems) -> VipHealth {
             }
         },
     };
+    if role == Role::Master
+        && on_down == OnDown::Drain
+        && let Some(read) = vip.get("on_down")
+    {
+        p.add(
+            Some(read.at),
+            read.key,
+            "a write VIP (role = \"master\") must remove a demoted master: draining would \
+             keep its connections writing to it while new ones write to the new master",
+        );
+    }
     let check_path = walk::join(vip.path, "check");
-    let check = vip
-        .table("check", &check_path, p)
-        .and_then(|table| check(&table, p));
+    let check_table = vip.table("check", &check_path, p);
+    let notify = check_table
+        .as_ref()
+        .map(|table| notify(table, p))
+        .unwrap_or_default();
+    let check = check_table.and_then(|table| check(&table, p));
     // A check table with mistakes of its own is reported as such, not as the wrong kind.
     let check_unreadable = vip.get("check").is_some() && check.is_none();
     if role != Role::Any
@@ -104,6 +120,7 @@ pub fn vip_health(vip: &Table<'_>, p: &mut Problems) -> VipHealth {
         on_down,
         check,
         sentinel,
+        notify,
     }
 }
 
@@ -194,6 +211,8 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
             "password_env",
             "script",
             "dynamic_weight",
+            "notify_up",
+            "notify_down",
         ],
         p,
     );
@@ -317,50 +336,17 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
         },
         "tcp" => CheckKind::Tcp { port },
         _ => {
-            let argv = match table.get("script") {
+            let argv = match argv(table, "script", p) {
+                Some(argv) => argv,
                 None => {
-                    p.add(
-                        Some(table.at),
-                        walk::join(table.path, "script"),
-                        "missing: the command to run, as an array (argv, no shell): [\"/usr/local/bin/check\", \"arg\"]",
-                    );
+                    if table.get("script").is_none() {
+                        p.add(
+                            Some(table.at),
+                            walk::join(table.path, "script"),
+                            "missing: the command to run, as an array (argv, no shell): [\"/usr/local/bin/check\", \"arg\"]",
+                        );
+                    }
                     Vec::new()
-                }
-                Some(list) => {
-                    let mut argv = Vec::new();
-                    for (i, (value, at)) in walk::array(&list, p)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .enumerate()
-                    {
-                        match value.as_str() {
-                            Some(arg) => argv.push(arg.to_owned()),
-                            None => p.add(
-                                Some(at),
-                                format!("{}[{i}]", list.key),
-                                format!(
-                                    "expected a string, found {}",
-                                    walk::describe_array_element(value)
-                                ),
-                            ),
-                        }
-                    }
-                    if argv.is_empty() && list.item.is_array() {
-                        p.add(
-                            Some(list.at),
-                            &list.key,
-                            "needs at least the program to run",
-                        );
-                    } else if let Some(program) = argv.first()
-                        && !program.starts_with('/')
-                    {
-                        p.add(
-                            Some(list.at),
-                            format!("{}[0]", list.key),
-                            format!("{program:?}: give the program's absolute path (no shell, no PATH search)"),
-                        );
-                    }
-                    argv
                 }
             };
             CheckKind::Script {
@@ -422,5 +408,51 @@ fn redis_auth(table: &Table<'_>, p: &mut Problems) -> Option<RedisAuth> {
             None
         }
         (None, None) => None,
+    }
+}
+
+/// An argv array (`["/abs/program", "arg", ..]`, run without a shell); `None` when absent
+/// or wrong (reported).
+pub fn argv(table: &Table<'_>, key: &str, p: &mut Problems) -> Option<Vec<String>> {
+    let list = table.get(key)?;
+    let before = p.len();
+    let mut argv = Vec::new();
+    for (i, (value, at)) in walk::array(&list, p)?.into_iter().enumerate() {
+        match value.as_str() {
+            Some(arg) => argv.push(arg.to_owned()),
+            None => p.add(
+                Some(at),
+                format!("{}[{i}]", list.key),
+                format!(
+                    "expected a string, found {}",
+                    walk::describe_array_element(value)
+                ),
+            ),
+        }
+    }
+    if argv.is_empty() {
+        p.add(
+            Some(list.at),
+            &list.key,
+            "needs at least the program to run",
+        );
+    } else if !argv[0].starts_with('/') {
+        p.add(
+            Some(list.at),
+            format!("{}[0]", list.key),
+            format!(
+                "{:?}: give the program's absolute path (no shell, no PATH search)",
+                argv[0]
+            ),
+        );
+    }
+    (p.len() == before).then_some(argv)
+}
+
+/// `notify_up` / `notify_down` of a table.
+pub fn notify(table: &Table<'_>, p: &mut Problems) -> Notify {
+    Notify {
+        up: argv(table, "notify_up", p),
+        down: argv(table, "notify_down", p),
     }
 }

@@ -126,6 +126,10 @@ pub struct VipConfig {
     pub check: Option<CheckConfig>,
     /// Where a write VIP learns its master first (`role = "master"` only).
     pub sentinel: Option<SentinelConfig>,
+    /// Run when a backend goes up or down (a backend's own win).
+    pub notify: Notify,
+    /// Takes the VIP's new flows while no backend is up (keepalived's `sorry_server`).
+    pub sorry_server: Option<BackendConfig>,
 }
 
 impl VipConfig {
@@ -148,6 +152,8 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Fixed MAC; otherwise resolved through the neighbour table at start and reload.
     pub mac: Option<[u8; 6]>,
+    /// Run when this backend goes up or down, instead of the VIP's.
+    pub notify: Notify,
 }
 
 /// One problem in a configuration file.
@@ -402,4 +408,12 @@ pub struct SentinelConfig {
     pub addresses: Vec<std::net::SocketAddrV4>,
     pub master_name: String,
     pub auth: Option<RedisAuth>,
+}
+
+/// Commands run (argv, no shell) when a backend goes up or down, with the backend, the VIP
+/// and the reason appended as arguments (keepalived's `notify_up` / `notify_down`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    pub up: Option<Vec<String>>,
+    pub down: Option<Vec<String>>,
 }

@@ -84,12 +84,14 @@ fn good_config_parses_with_defaults_filled_in() {
             BackendConfig {
                 address: Ipv4Addr::new(198, 18, 0, 11),
                 weight: 2,
-                mac: Some([2, 0, 0, 0, 0, 0xb])
+                mac: Some([2, 0, 0, 0, 0, 0xb]),
+                notify: Notify::default(),
             },
             BackendConfig {
                 address: Ipv4Addr::new(198, 18, 0, 12),
                 weight: 1,
-                mac: None
+                mac: None,
+                notify: Notify::default(),
             },
         ]
     );
@@ -865,5 +867,77 @@ fn interface_names_follow_the_kernels_isspace() {
         validate::interface_name_problem("e\u{85}"),
         None,
         "the kernel accepts \"e\\u{{85}}\" (bytes c2 85)"
+    );
+}
+
+#[test]
+fn sorry_servers_and_notify_commands_read_like_keepalived() {
+    let text = CHECKED
+        .replace("role = \"master\"", "sorry_server = \"198.18.0.99\"")
+        .replace(
+            "password_env = \"REDIS_PASSWORD\"",
+            "notify_down = [\"/usr/local/bin/page\", \"redis\"]",
+        )
+        .replace(
+            "address = \"198.18.0.11\"",
+            "address = \"198.18.0.11\"\nnotify_up = [\"/bin/logger\"]",
+        );
+    let vip = &parse(&text).unwrap().vips[0];
+    assert_eq!(
+        vip.sorry_server.as_ref().unwrap().address,
+        Ipv4Addr::new(198, 18, 0, 99)
+    );
+    assert_eq!(
+        vip.notify.down.as_deref(),
+        Some(&["/usr/local/bin/page".to_owned(), "redis".to_owned()][..])
+    );
+    assert_eq!(
+        vip.backends[0].notify.up.as_deref(),
+        Some(&["/bin/logger".to_owned()][..])
+    );
+    // A sorry server needs a check, and cannot be a backend.
+    let text = GOOD.replace(
+        "scheduler = \"maglev\"",
+        "scheduler = \"maglev\"\nsorry_server = \"198.18.0.99\"",
+    );
+    one_error(
+        &text,
+        line_of(&text, "sorry_server"),
+        "vip[0].sorry_server",
+        "needs a [vip.check]",
+    );
+    let text = CHECKED.replace(
+        "role = \"master\"",
+        "sorry_server = { address = \"198.18.0.11\" }",
+    );
+    one_error(
+        &text,
+        line_of(&text, "sorry_server"),
+        "vip[0].sorry_server",
+        "one of its backends",
+    );
+    let text = CHECKED.replace(
+        "password_env = \"REDIS_PASSWORD\"",
+        "notify_up = [\"page.sh\"]",
+    );
+    one_error(
+        &text,
+        line_of(&text, "notify_up"),
+        "vip[0].check.notify_up[0]",
+        "absolute path",
+    );
+}
+
+#[test]
+fn a_write_vip_cannot_drain_a_demoted_master() {
+    let text = CHECKED.replace(
+        "role = \"master\"",
+        "role = \"master\"\non_down = \"drain\"",
+    );
+    one_error(
+        &text,
+        line_of(&text, "on_down"),
+        "vip[0].on_down",
+        "must remove a demoted master",
     );
 }

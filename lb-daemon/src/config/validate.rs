@@ -48,7 +48,7 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
                     ),
                 );
             }
-            backend_count += vip.backends.len();
+            backend_count += vip.backends.len() + usize::from(vip.sorry_server.is_some());
             vips.push(vip);
         }
     }
@@ -225,7 +225,14 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         at,
     };
     let before = p.len();
-    let mut known = vec!["address", "port", "protocol", "scheduler", "backend"];
+    let mut known = vec![
+        "address",
+        "port",
+        "protocol",
+        "scheduler",
+        "backend",
+        "sorry_server",
+    ];
     known.extend(health::VIP_KEYS);
     vip.only(&known, p);
     let address = match vip.string("address", p) {
@@ -315,6 +322,14 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         }
     }
     let health = health::vip_health(&vip, p);
+    let sorry_server = sorry_server(&vip, address, &backends, p);
+    if sorry_server.is_some() && health.check.is_none() {
+        p.add(
+            vip.get("sorry_server").map(|r| r.at),
+            format!("{path}.sorry_server"),
+            "needs a [vip.check]: without one every backend is always up",
+        );
+    }
     if p.len() != before {
         return None;
     }
@@ -329,7 +344,60 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         on_down: health.on_down,
         check: health.check,
         sentinel: health.sentinel,
+        notify: health.notify,
+        sorry_server,
     })
+}
+
+/// `sorry_server = "IPv4"`, or a table with `address` and `mac`, like a backend's.
+fn sorry_server(
+    vip: &Table<'_>,
+    vip_address: Option<Ipv4Addr>,
+    backends: &[BackendConfig],
+    p: &mut Problems,
+) -> Option<BackendConfig> {
+    let read = vip.get("sorry_server")?;
+    let server = if let Some(text) = read.item.as_str() {
+        let read = Read {
+            value: text.to_owned(),
+            key: read.key.clone(),
+            at: read.at,
+            item: read.item,
+        };
+        BackendConfig {
+            address: ipv4(&read, "sorry server", p)?,
+            weight: 1,
+            mac: None,
+            notify: Default::default(),
+        }
+    } else if let Some(table) = read.item.as_table_like() {
+        let server = backend(&read.key, table, read.at, p)?;
+        if table.get("weight").is_some() || server.notify != Default::default() {
+            p.add(
+                Some(read.at),
+                &read.key,
+                "a sorry server has only an address and a mac",
+            );
+        }
+        BackendConfig {
+            weight: 1,
+            ..server
+        }
+    } else {
+        walk::wrong_type(&read, "an IPv4 address or a table", p);
+        return None;
+    };
+    if Some(server.address) == vip_address || backends.iter().any(|b| b.address == server.address) {
+        p.add(
+            Some(read.at),
+            &read.key,
+            format!(
+                "{} is the VIP or one of its backends: a sorry server stands in for them",
+                server.address
+            ),
+        );
+    }
+    Some(server)
 }
 
 fn backend(
@@ -339,7 +407,8 @@ fn backend(
     p: &mut Problems,
 ) -> Option<BackendConfig> {
     let backend = Table { path, table, at };
-    backend.only(&["address", "weight", "mac"], p);
+    backend.only(&["address", "weight", "mac", "notify_up", "notify_down"], p);
+    let notify = health::notify(&backend, p);
     let address = match backend.string("address", p) {
         None if backend.get("address").is_none() => {
             p.add(Some(at), format!("{path}.address"), "missing");
@@ -385,6 +454,7 @@ fn backend(
         address: address?,
         weight: weight?,
         mac: mac?,
+        notify,
     })
 }
 

@@ -17,6 +17,7 @@ use lb_common::VipKey;
 use super::{replication::unfit, tracker::Tracker};
 use crate::{
     config::{CheckConfig, Config, OnDown, Role, SentinelConfig, VipConfig},
+    daemon::Resolved,
     reconcile::DesiredVip,
 };
 
@@ -102,6 +103,12 @@ pub struct BackendHealth {
     pub tracker: Tracker,
     /// The latest check's result.
     pub last: Option<Outcome>,
+    /// The latest successful check's result: its role and weight stand while a backend is
+    /// up, so a failed check short of `fall` changes nothing (a failure carries neither).
+    pub last_ok: Option<Outcome>,
+    /// Which checker's reports count (a reload that changes the check starts a new one; a
+    /// report the old one had already sent is ignored).
+    pub checker: u64,
     pub checked_at: Option<SystemTime>,
     /// When the up/down state last changed (or checking began).
     pub since: SystemTime,
@@ -117,17 +124,22 @@ impl BackendHealth {
                 Some(last) => last.reason.clone(),
             });
         }
-        let replication = self.last.as_ref().and_then(|l| l.replication.as_ref());
-        if self.last.is_none() && self.spec.role != Role::Any {
+        let replication = self.last_ok.as_ref().and_then(|l| l.replication.as_ref());
+        if self.last_ok.is_none() && self.spec.role != Role::Any {
             return Some("role not checked yet".to_owned());
         }
         unfit(self.spec.role, replication, max_lag)
     }
 
+    /// The weight the last successful check asked for (a script's dynamic weight).
+    pub fn weight(&self) -> Option<u32> {
+        self.last_ok.as_ref().and_then(|l| l.weight)
+    }
+
     /// What a decision depends on: a change in it re-plans the maps.
     fn decision_inputs(&self, max_lag: Option<std::time::Duration>) -> (bool, bool, Option<u32>) {
         let fit = self.unfit(max_lag).is_none();
-        let weight = self.last.as_ref().and_then(|l| l.weight);
+        let weight = self.weight();
         (self.tracker.is_up(), fit, weight)
     }
 }
@@ -136,7 +148,8 @@ impl BackendHealth {
 /// likewise Sentinel watchers, per write VIP.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    pub start: Vec<(BackendKey, CheckSpec)>,
+    /// Each with the checker id its reports must carry.
+    pub start: Vec<(BackendKey, CheckSpec, u64)>,
     pub stop: Vec<BackendKey>,
     pub start_sentinels: Vec<(VipKey, SentinelSpec)>,
     pub stop_sentinels: Vec<VipKey>,
@@ -238,6 +251,8 @@ pub struct Board {
     sentinels: BTreeMap<VipKey, (SentinelSpec, Option<Ipv4Addr>)>,
     /// The Sentinel master each write VIP last found unusable (logged once).
     unusable: BTreeMap<VipKey, Ipv4Addr>,
+    /// Id of the next checker started.
+    next_checker: u64,
 }
 
 impl Board {
@@ -274,11 +289,14 @@ impl Board {
                     tracker: Tracker::new(spec.check.initially_up),
                     spec: spec.clone(),
                     last: None,
+                    last_ok: None,
+                    checker: self.next_checker,
                     checked_at: None,
                     since: now,
                 },
             );
-            changes.start.push((key, spec));
+            changes.start.push((key, spec, self.next_checker));
+            self.next_checker += 1;
         }
         let wanted: BTreeMap<VipKey, SentinelSpec> = config
             .vips
@@ -293,8 +311,8 @@ impl Board {
             }
         }
         for (key, spec) in wanted {
-            if !self.sentinels.contains_key(&key) {
-                self.sentinels.insert(key, (spec.clone(), None));
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.sentinels.entry(key) {
+                slot.insert((spec.clone(), None));
                 changes.start_sentinels.push((key, spec));
             }
         }
@@ -325,6 +343,7 @@ impl Board {
     pub fn record(
         &mut self,
         key: BackendKey,
+        checker: u64,
         outcome: Outcome,
         max_lag: Option<std::time::Duration>,
         now: SystemTime,
@@ -332,11 +351,17 @@ impl Board {
         let Some(health) = self.backends.get_mut(&key) else {
             return Recorded::default();
         };
+        if health.checker != checker {
+            return Recorded::default();
+        }
         let before = health.decision_inputs(max_lag);
         let changed =
             health
                 .tracker
                 .record(outcome.ok, health.spec.check.rise, health.spec.check.fall);
+        if outcome.ok {
+            health.last_ok = Some(outcome.clone());
+        }
         health.last = Some(outcome);
         health.checked_at = Some(now);
         if changed {
@@ -368,11 +393,11 @@ impl Board {
     pub fn effective(
         &mut self,
         config: &Config,
-        resolved: &[DesiredVip],
+        resolved: &Resolved,
     ) -> (Vec<DesiredVip>, Vec<Event>) {
         let mut events = Vec::new();
-        let mut out = Vec::with_capacity(resolved.len());
-        for (vip, desired) in config.vips.iter().zip(resolved) {
+        let mut out = Vec::with_capacity(resolved.vips.len());
+        for (vip, desired) in config.vips.iter().zip(&resolved.vips) {
             debug_assert_eq!(vip.key(), desired.key);
             if vip.check.is_none() {
                 out.push(desired.clone());
@@ -441,7 +466,15 @@ impl Board {
             } else if vip.role == Role::Master {
                 self.unusable.remove(&key);
                 let current = self.masters.get(&key).copied().filter(|m| fit.contains(m));
-                let chosen = current.or_else(|| (fit.len() == 1).then(|| fit[0]));
+                // A newcomer only when it is the only claimant among backends that have all
+                // answered at least once: at start, the first to answer is not the master
+                // just because the others have not been asked yet.
+                let all_checked = desired.backends.iter().all(|b| {
+                    self.backends
+                        .get(&(key, b.addr))
+                        .is_some_and(|h| h.tracker.checked())
+                });
+                let chosen = current.or_else(|| (fit.len() == 1 && all_checked).then(|| fit[0]));
                 if fit.len() > 1 {
                     if self.several.get(&key) != Some(&fit) {
                         events.push(Event::SeveralMasters {
@@ -482,7 +515,7 @@ impl Board {
                         let weight = self
                             .backends
                             .get(&(key, b.addr))
-                            .and_then(|h| h.last.as_ref()?.weight)
+                            .and_then(|h| h.weight())
                             .unwrap_or(b.weight);
                         Some(crate::reconcile::DesiredBackend {
                             weight,
@@ -498,7 +531,16 @@ impl Board {
                         }
                     }
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            // The sorry server stands in only while no backend takes new flows.
+            let backends = match resolved.sorry.get(&key) {
+                Some(sorry) if backends.iter().all(|b| b.weight == 0) => {
+                    let mut backends = backends;
+                    backends.push(sorry.clone());
+                    backends
+                }
+                _ => backends,
+            };
             out.push(DesiredVip { key, backends });
         }
         (out, events)

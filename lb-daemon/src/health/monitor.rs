@@ -28,6 +28,8 @@ pub const CONCURRENT_CHECKS: usize = 64;
 #[derive(Debug)]
 pub struct Report {
     pub key: BackendKey,
+    /// The checker that sent it (see [`Changes::start`]).
+    pub checker: u64,
     pub outcome: Outcome,
 }
 
@@ -73,9 +75,10 @@ impl Monitor {
                 task.abort();
             }
         }
-        for (key, spec) in changes.start {
+        for (key, spec, id) in changes.start {
             let task = tokio::spawn(checker(
                 key,
+                id,
                 spec,
                 self.reports.clone(),
                 self.permits.clone(),
@@ -131,6 +134,7 @@ fn offset(key: &BackendKey, interval: Duration) -> Duration {
 
 async fn checker(
     key: BackendKey,
+    id: u64,
     spec: CheckSpec,
     reports: mpsc::Sender<Report>,
     permits: Arc<Semaphore>,
@@ -139,6 +143,8 @@ async fn checker(
     let addr: Ipv4Addr = key.1;
     let mut next = Instant::now() + offset(&key, check.interval);
     let mut failures = 0u32;
+    // delay_before_retry is for a backend that was passing and now fails.
+    let mut passed = check.initially_up;
     loop {
         tokio::time::sleep_until(next).await;
         let started = Instant::now();
@@ -148,15 +154,28 @@ async fn checker(
             };
             probe::check(&spec, addr).await
         };
-        failures = if outcome.ok { 0 } else { failures + 1 };
-        if reports.send(Report { key, outcome }).await.is_err() {
+        if outcome.ok {
+            failures = 0;
+            passed = true;
+        } else {
+            failures += 1;
+        }
+        let report = Report {
+            key,
+            checker: id,
+            outcome,
+        };
+        if reports.send(report).await.is_err() {
             return;
         }
         // Cadence from the start of a check, so a check that times out does not also
-        // delay the next one; retries of a failing backend come after delay_before_retry.
-        let delay = if failures > 0 && failures < check.fall {
+        // delay the next one.
+        let delay = if passed && failures > 0 && failures < check.fall {
             check.delay_before_retry
         } else {
+            if failures >= check.fall {
+                passed = false;
+            }
             check.interval
         };
         next = (started + delay).max(Instant::now());

@@ -1,9 +1,12 @@
 //! One check of one backend: the I/O. Every check is bounded by its `timeout` as a whole.
 
 use std::{
+    collections::BTreeSet,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     os::unix::process::ExitStatusExt,
+    path::PathBuf,
     process::Stdio,
+    sync::Mutex,
     time::Duration,
 };
 
@@ -45,16 +48,47 @@ fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
-/// A secret's value, read now (so a rotated file or variable is picked up).
-pub fn reveal(secret: &Secret) -> Result<String, String> {
+/// A secret's value, read now (so a rotated file or variable is picked up). A file is read
+/// on the blocking pool, at most one read per file at a time: a hung filesystem (or a FIFO)
+/// costs one thread and fails the checks that need it, bounded by their timeout, and never
+/// stalls the runtime that runs every other check.
+pub async fn reveal(secret: &Secret) -> Result<String, String> {
     match secret {
         Secret::Value(v) => Ok(v.clone()),
-        Secret::File(path) => std::fs::read_to_string(path)
-            .map(|text| text.lines().next().unwrap_or("").to_owned())
-            .map_err(|err| format!("password_file {}: {err}", path.display())),
+        Secret::File(path) => {
+            static READING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+            if !READING.lock().expect("lock").insert(path.clone()) {
+                return Err(format!(
+                    "password_file {}: an earlier read has not returned (hung filesystem?)",
+                    path.display()
+                ));
+            }
+            let owned = path.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let text = std::fs::read_to_string(&owned);
+                READING.lock().expect("lock").remove(&owned);
+                text
+            })
+            .await
+            .map_err(|err| format!("password_file {}: {err}", path.display()))?;
+            read.map(|text| text.lines().next().unwrap_or("").to_owned())
+                .map_err(|err| format!("password_file {}: {err}", path.display()))
+        }
         Secret::Env(name) => {
             std::env::var(name).map_err(|_| format!("password_env {name} is not set"))
         }
+    }
+}
+
+/// The environment a script or notify command gets: a standard PATH and the given
+/// variables, nothing of lbd's own (which may hold a `password_env` secret).
+pub fn script_env(command: &mut tokio::process::Command, vars: &[(&str, String)]) {
+    command.env_clear().env(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    for (name, value) in vars {
+        command.env(name, value);
     }
 }
 
@@ -93,7 +127,10 @@ pub async fn connect(
     auth: Option<&RedisAuth>,
     timeout: Duration,
 ) -> Result<redis::aio::MultiplexedConnection, String> {
-    let password = auth.map(|a| reveal(&a.password)).transpose()?;
+    let password = match auth {
+        Some(a) => Some(reveal(&a.password).await?),
+        None => None,
+    };
     let client = client(addr, None)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
@@ -165,11 +202,16 @@ async fn script_check(
     addr: Ipv4Addr,
 ) -> Outcome {
     let mut command = tokio::process::Command::new(&argv[0]);
+    script_env(
+        &mut command,
+        &[
+            ("LBD_BACKEND", addr.to_string()),
+            ("LBD_PORT", spec.port.to_string()),
+            ("LBD_VIP", spec.vip.to_string()),
+        ],
+    );
     command
         .args(&argv[1..])
-        .env("LBD_BACKEND", addr.to_string())
-        .env("LBD_PORT", spec.port.to_string())
-        .env("LBD_VIP", spec.vip.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

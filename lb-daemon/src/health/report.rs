@@ -22,13 +22,21 @@ pub struct HealthLine {
     pub protocol: String,
     pub backend: Ipv4Addr,
     /// `up` (taking new flows), `standby` (healthy, wrong role or not the chosen master),
-    /// `down`, or `pending` (not checked yet).
+    /// `down`, `pending` (not checked yet), or `sorry` (the VIP's sorry server).
     pub state: String,
     /// The replication role last seen, or `-`.
     pub role: String,
     pub checked: Option<SystemTime>,
     pub since: SystemTime,
     pub reason: String,
+}
+
+/// Text a server or script chose, made safe for one tab-separated line on a terminal:
+/// control characters (tabs, newlines, escapes) become spaces.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn millis(t: SystemTime) -> u128 {
@@ -45,6 +53,7 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
     let mut out = Vec::new();
     for vip in &config.vips {
         let key: VipKey = vip.key();
+        let first = out.len();
         for b in &vip.backends {
             let Some(health) = board.get(&(key, b.address)) else {
                 continue;
@@ -68,10 +77,12 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
                 ),
             };
             let role = health
-                .last
+                .last_ok
                 .as_ref()
                 .and_then(|l| l.replication.as_ref())
-                .map_or("-".to_owned(), |r| r.describe());
+                .map_or("-".to_owned(), |r| {
+                    printable(&r.describe()).replace(' ', "_")
+                });
             out.push(HealthLine {
                 vip: vip.address,
                 port: vip.port,
@@ -81,7 +92,27 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
                 role,
                 checked: health.checked_at,
                 since: health.since,
-                reason: reason.replace(['\t', '\n', '\r'], " "),
+                reason: printable(&reason),
+            });
+        }
+        if let Some(sorry) = &vip.sorry_server
+            && vip.check.is_some()
+        {
+            let standing_in = out[first..].iter().all(|l| l.state != "up");
+            out.push(HealthLine {
+                vip: vip.address,
+                port: vip.port,
+                protocol: vip.protocol.to_string(),
+                backend: sorry.address,
+                state: "sorry".to_owned(),
+                role: "-".to_owned(),
+                checked: None,
+                since: SystemTime::now(),
+                reason: if standing_in {
+                    "sorry server: standing in, no backend is up".to_owned()
+                } else {
+                    "sorry server: idle while a backend is up".to_owned()
+                },
             });
         }
     }

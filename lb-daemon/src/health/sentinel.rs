@@ -116,14 +116,12 @@ async fn session(
         return "stopping".to_owned();
     }
 
-    let auth = match spec
-        .auth
-        .as_ref()
-        .map(|a| probe::reveal(&a.password))
-        .transpose()
-    {
-        Ok(password) => password.map(|p| (&spec.auth.as_ref().expect("auth set").user, p)),
-        Err(reason) => return reason,
+    let auth = match &spec.auth {
+        Some(a) => match probe::reveal(&a.password).await {
+            Ok(password) => Some((&a.user, password)),
+            Err(reason) => return reason,
+        },
+        None => None,
     };
     let client = match probe::client(addr, auth) {
         Ok(client) => client,
@@ -166,8 +164,10 @@ async fn session(
                 Err(reason) => return reason,
             },
         };
-        // Only changes matter; the periodic answer is usually the same.
-        if report.master != known {
+        // Only changes matter (the periodic answer is usually the same), but every
+        // +switch-master is passed on: it is worth a log line even when asking again found
+        // the promoted replica first.
+        if report.master != known || report.via.contains("+switch-master") {
             known = report.master;
             if reports.send(report).await.is_err() {
                 return "stopping".to_owned();

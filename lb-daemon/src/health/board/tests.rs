@@ -2,11 +2,15 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::SystemTime};
 
 use super::*;
 use crate::health::Replication;
-use crate::{config::Config, daemon::desired_state_with};
+use crate::{
+    config::Config,
+    daemon::{Resolved, resolve_with},
+};
 
 const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
 const C: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 13);
+const SORRY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
 
 fn config(vip_extra: &str, check_extra: &str) -> Config {
     let text = format!(
@@ -19,17 +23,17 @@ fn config(vip_extra: &str, check_extra: &str) -> Config {
     Config::parse(Path::new("t.toml"), &text).expect("valid test config")
 }
 
-fn resolved(config: &Config) -> Vec<DesiredVip> {
-    let macs: BTreeMap<Ipv4Addr, [u8; 6]> = [A, B, C]
+fn resolved(config: &Config) -> Resolved {
+    let macs: BTreeMap<Ipv4Addr, [u8; 6]> = [A, B, C, SORRY]
         .into_iter()
         .map(|a| (a, [2, 0, 0, 0, 0, a.octets()[3]]))
         .collect();
-    desired_state_with(config, &macs).unwrap()
+    resolve_with(config, &macs).unwrap()
 }
 
 struct World {
     config: Config,
-    resolved: Vec<DesiredVip>,
+    resolved: Resolved,
     board: Board,
 }
 
@@ -51,7 +55,16 @@ impl World {
     fn report(&mut self, addr: Ipv4Addr, outcome: Outcome) -> Recorded {
         let key = self.key(addr);
         let lag = self.config.vips[0].max_lag;
-        self.board.record(key, outcome, lag, SystemTime::now())
+        let checker = self.board.get(&key).expect("checked backend").checker;
+        self.board
+            .record(key, checker, outcome, lag, SystemTime::now())
+    }
+
+    /// Reports each of `addrs` refusing connections (checked, down).
+    fn refused(&mut self, addrs: &[Ipv4Addr]) {
+        for &addr in addrs {
+            self.report(addr, Outcome::down("connect: refused"));
+        }
     }
 
     /// (address, weight) of every backend in the effective state.
@@ -180,9 +193,12 @@ fn a_write_vip_follows_the_only_master() {
 #[test]
 fn a_write_vip_never_sends_to_two_masters() {
     let mut w = World::new(config("role = \"master\"", ""));
+    w.refused(&[A, C]);
     w.report(B, role(Replication::Master));
     assert_eq!(w.serving().0, [(B, 1)]);
-    // The old master comes back still believing it is one: B stays, A gets nothing.
+    // The old master comes back (rise = 2) still believing it is one: B stays, A gets
+    // nothing.
+    w.report(A, role(Replication::Master));
     w.report(A, role(Replication::Master));
     let (serving, events) = w.serving();
     assert_eq!(serving, [(B, 1)]);
@@ -191,6 +207,7 @@ fn a_write_vip_never_sends_to_two_masters() {
         Event::SeveralMasters { kept: Some(kept), masters, .. } if *kept == B && masters.len() == 2
     )));
     // B dies while A still claims master... and C too: nobody is trusted.
+    w.report(C, role(Replication::Master));
     w.report(C, role(Replication::Master));
     w.report(B, Outcome::down("connect: refused"));
     w.report(B, Outcome::down("connect: refused"));
@@ -273,6 +290,7 @@ const SENTINEL: &str = "role = \"master\"\n[vip.sentinel]\naddresses = [\"198.18
 fn sentinels_answer_wins_over_role_polling() {
     let mut w = World::new(config(SENTINEL, ""));
     let vip = w.config.vips[0].key();
+    w.refused(&[C]);
     w.report(A, role(Replication::Master));
     w.report(B, role(replica()));
     // No answer from Sentinel yet: role polling decides.
@@ -337,4 +355,136 @@ fn a_reload_starts_and_stops_sentinel_watchers() {
     let without = config("role = \"master\"", "");
     let changes = w.board.sync(&without, SystemTime::now());
     assert_eq!(changes.stop_sentinels, [with.vips[0].key()]);
+}
+
+#[test]
+fn the_sorry_server_stands_in_only_while_no_backend_is_up() {
+    let mut w = World::new(config("sorry_server = \"198.18.0.99\"", ""));
+    assert_eq!(w.serving().0, [(SORRY, 1)], "nothing checked yet");
+    w.report(B, Outcome::up("PONG"));
+    assert_eq!(w.serving().0, [(B, 1)]);
+    for _ in 0..3 {
+        w.report(B, Outcome::down("timed out"));
+    }
+    assert_eq!(w.serving().0, [(SORRY, 1)]);
+    // Drained backends take no new flows either: the sorry server takes them.
+    let mut w = World::new(config(
+        "sorry_server = \"198.18.0.99\"\non_down = \"drain\"",
+        "",
+    ));
+    assert_eq!(w.serving().0, [(A, 0), (B, 0), (C, 0), (SORRY, 1)]);
+}
+
+/// `fall` is documented as "consecutive failures that take an up backend down". On a role
+/// VIP one failed check (no INFO replication in a failed outcome) makes an *up* backend
+/// "role unknown" and takes it out at once: fall is silently 1.
+#[test]
+fn a_role_vip_honours_fall() {
+    for (vip_role, fit) in [
+        ("master", role(Replication::Master)),
+        ("replica", role(replica())),
+    ] {
+        let mut w = World::new(config(&format!("role = \"{vip_role}\""), ""));
+        w.refused(&[B, C]);
+        w.report(A, fit.clone());
+        assert_eq!(w.serving().0, [(A, 3)], "role {vip_role}");
+        let one = w.report(A, Outcome::down("timed out after 1s"));
+        assert_eq!(
+            one.went, None,
+            "one failure is not a fall (role {vip_role})"
+        );
+        assert_eq!(
+            w.serving().0,
+            [(A, 3)],
+            "role {vip_role}: fall = 2, yet one timed-out check took the backend out ({:?})",
+            w.board.get(&w.key(A)).unwrap().unfit(None)
+        );
+    }
+}
+
+/// Consequence on the one-master rule: while a stale old master B also claims master (kept
+/// on standby, A in service), one slow check of A hands the write VIP to B for good.
+#[test]
+fn one_blip_of_the_master_in_service_does_not_move_the_write_vip() {
+    let mut w = World::new(config("role = \"master\"", ""));
+    w.refused(&[B, C]);
+    w.report(A, role(Replication::Master));
+    w.serving();
+    w.report(B, role(Replication::Master));
+    assert_eq!(w.serving().0, [(A, 3)], "A kept, B on standby");
+    w.report(A, Outcome::down("timed out after 1s"));
+    w.serving(); // the daemon re-plans on every decision change
+    w.report(A, role(Replication::Master)); // A answers again at the next check
+    let (serving, events) = w.serving();
+    assert_eq!(
+        serving,
+        [(A, 3)],
+        "one timeout (fall = 2) moved the write VIP to the other claimant: {events:?}"
+    );
+}
+
+/// At start (daemon restart, or a reload that restarts the VIP's checks) nobody is in
+/// service. Docs: "if none of the claimants was in service (at start, ...), it sends to none".
+/// But the first claimant *checked* (order = the per-address offset hash) wins outright and
+/// is then "the master already in service".
+#[test]
+fn at_start_two_claimants_get_no_flows() {
+    let mut w = World::new(config("role = \"master\"", ""));
+    w.report(A, role(Replication::Master));
+    w.serving(); // first report: the daemon plans at once
+    w.report(B, role(Replication::Master));
+    w.report(C, role(replica()));
+    let (serving, events) = w.serving();
+    assert_eq!(
+        serving,
+        [],
+        "two claimants, neither in service before start, yet the first checked got the write VIP: {events:?}"
+    );
+}
+
+/// dynamic_weight: a backend whose script asked for weight 0 (exit 2, drain) and then
+/// starts failing (not yet `fall` times) is put back at its *configured* weight: a failing
+/// backend gets more traffic than a healthy one.
+#[test]
+fn a_failing_check_does_not_restore_the_configured_weight() {
+    let mut w = World::new(config(
+        "",
+        "type = \"script\"\nscript = [\"/bin/true\"]\ndynamic_weight = true",
+    ));
+    w.report(
+        A,
+        Outcome {
+            weight: Some(0),
+            ..Outcome::up("exit 2: weight 0")
+        },
+    );
+    assert_eq!(w.serving().0, [(A, 0)]);
+    let failed = w.report(A, Outcome::down("timed out after 1s"));
+    assert_eq!(failed.went, None, "still up: one failure of fall = 2");
+    assert_eq!(
+        w.serving().0,
+        [(A, 0)],
+        "a drained (weight 0) backend that starts failing got its configured weight 3 back"
+    );
+}
+
+#[test]
+fn a_report_from_a_replaced_checker_is_ignored() {
+    let mut w = World::new(config("", ""));
+    let old = w.board.get(&w.key(A)).unwrap().checker;
+    let changed = config("", "interval = 5");
+    w.board.sync(&changed, SystemTime::now());
+    w.config = changed;
+    let new = w.board.get(&w.key(A)).unwrap().checker;
+    assert_ne!(old, new);
+    let stale = w.board.record(
+        w.key(A),
+        old,
+        Outcome::up("exit 0"),
+        None,
+        SystemTime::now(),
+    );
+    assert_eq!(stale, Recorded::default());
+    assert!(!w.board.get(&w.key(A)).unwrap().tracker.checked());
+    assert_eq!(w.serving().0, []);
 }
