@@ -185,7 +185,8 @@ impl Reconciler {
             let vip = next.vips.get_mut(key).expect("inserted above");
             let vip_id = vip.vip_id;
 
-            // Backends that stay or arrive: entries first, so the ring never points at nothing.
+            // Backends that arrive: entries first, so the ring never points at nothing.
+            let mut updated = Vec::new();
             for b in &want.backends {
                 let mut entry = Backend {
                     mac: b.mac,
@@ -198,11 +199,13 @@ impl Reconciler {
                 };
                 match vip.backends.get_mut(&b.addr) {
                     Some(applied) => {
-                        // The same backend: its flows stay, so its generation does too.
+                        // The same backend: its flows stay, so its generation does too. Its
+                        // entry is rewritten after the ring, so an entry (what `lbd status`
+                        // shows) never announces a weight the ring does not have yet.
                         entry.generation = applied.entry.generation;
                         if applied.entry != entry {
                             applied.entry = entry;
-                            ops.push(MapOp::SetBackend {
+                            updated.push(MapOp::SetBackend {
                                 backend_id: applied.id,
                                 backend: entry,
                             });
@@ -216,10 +219,18 @@ impl Reconciler {
                         entry.generation = next.next_generation;
                         next.next_generation = next_gen(next.next_generation);
                         ops.push(MapOp::ResetBackendStats { backend_id: id });
+                        // Weight 0 until the ring points at it: the entry never claims
+                        // more than the ring gives.
                         ops.push(MapOp::SetBackend {
                             backend_id: id,
-                            backend: entry,
+                            backend: Backend { weight: 0, ..entry },
                         });
+                        if entry.weight != 0 {
+                            updated.push(MapOp::SetBackend {
+                                backend_id: id,
+                                backend: entry,
+                            });
+                        }
                         vip.backends.insert(b.addr, AppliedBackend { id, entry });
                     }
                 }
@@ -257,6 +268,7 @@ impl Reconciler {
             if !slots.is_empty() {
                 ops.push(MapOp::WriteRing { vip_id, slots });
             }
+            ops.append(&mut updated);
             vip.ring = ring;
             if is_new {
                 ops.push(MapOp::SetVip {

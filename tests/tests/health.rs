@@ -761,3 +761,86 @@ fn a_blocking_password_file_does_not_stop_other_checks() {
         "rs3 (tcp check, other VIP) killed, still in service 10 s later: checks stopped:\n{status}"
     );
 }
+
+#[test]
+fn load_aware_weights_steer_new_clients_away_and_a_full_backend_is_drained() {
+    if !lb_tests::require_root("health") {
+        return;
+    }
+    let lab = Lab::new("hl", 2);
+    let check =
+        format!("{FAST_CHECK}\nload_weights = \"connected_clients\"\nmax_memory_share = 0.5");
+    let lbd = Lbd::start(&lab, &config(&lab, &[(VIP, "", &check, &[0, 1])]));
+    wait_rows(&lbd, VIP, "both up at full weight", |r| {
+        (0..2).all(|i| row(r, i).is_some_and(|r| r.health == "up" && r.weight == Some(100)))
+    });
+
+    // 80 long-lived clients on rs1 (straight to it, as clients of an earlier day would be).
+    let rs1 = SocketAddr::V4(SocketAddrV4::new(server_addr(0), REDIS_PORT));
+    let held: Vec<Connection> = lab.client.run(|| {
+        (0..80)
+            .map(|_| {
+                let mut conn = Connection::connect(rs1, TIMEOUT).expect("connect rs1");
+                conn.command(&["PING"]).expect("PING");
+                conn
+            })
+            .collect()
+    });
+    let rows = wait_rows(&lbd, VIP, "rs1's weight scaled down", |r| {
+        row(r, 0).is_some_and(|r| r.weight.is_some_and(|w| w <= 20))
+            && row(r, 1).is_some_and(|r| r.weight == Some(100))
+    });
+    assert!(
+        row(&rows, 0).unwrap().reason.contains("load factor"),
+        "{rows:?}"
+    );
+    // New clients through the VIP now go mostly to rs2 (about 100 : 10).
+    let sample: Vec<String> = {
+        let service = SocketAddr::V4(SocketAddrV4::new(VIP, REDIS_PORT));
+        lab.client.run(|| {
+            (0..40)
+                .map(|_| {
+                    let mut conn = lab::connect_service(service, 0, TIMEOUT).expect("connect");
+                    name(&mut conn, None)
+                })
+                .collect()
+        })
+    };
+    let to_rs2 = sample.iter().filter(|n| *n == "rs2").count();
+    assert!(
+        to_rs2 >= 30,
+        "{to_rs2} of 40 new clients went to the idle rs2:\n{}\n{}",
+        lbd.status(),
+        lbd.log()
+    );
+    drop(held);
+    wait_rows(&lbd, VIP, "rs1 back to full weight", |r| {
+        row(r, 0).is_some_and(|r| r.weight == Some(100))
+    });
+
+    // rs1 over half its maxmemory: drained (weight 0, tracked flows stay), then back.
+    let used: u64 = match lab.redis(0, None, &["INFO", "memory"]).text() {
+        Some(info) => info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory"),
+        None => panic!("INFO memory"),
+    };
+    let maxmemory = |bytes: u64| {
+        lab.redis(0, None, &["CONFIG", "SET", "maxmemory", &bytes.to_string()]);
+    };
+    maxmemory(used * 3 / 2);
+    let rows = wait_rows(&lbd, VIP, "rs1 drained", |r| {
+        row(r, 0).is_some_and(|r| r.health == "drained" && r.weight == Some(0))
+    });
+    assert!(
+        row(&rows, 0).unwrap().reason.contains("maxmemory"),
+        "{rows:?}"
+    );
+    assert_eq!(served(&lab, VIP, None, 10), names(&["rs2"]));
+    maxmemory(used * 4);
+    wait_rows(&lbd, VIP, "rs1 back", |r| {
+        row(r, 0).is_some_and(|r| r.health == "up" && r.weight == Some(100))
+    });
+}

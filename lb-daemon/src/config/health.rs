@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    CheckConfig, CheckKind, Notify, OnDown, RedisAuth, Role, Secret, SentinelConfig,
+    CheckConfig, CheckKind, LoadMetric, Notify, OnDown, RedisAuth, Role, Secret, SentinelConfig,
     walk::{self, Problems, Table},
 };
 
@@ -213,6 +213,8 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
             "dynamic_weight",
             "notify_up",
             "notify_down",
+            "load_weights",
+            "max_memory_share",
         ],
         p,
     );
@@ -251,6 +253,8 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
         only_for(p, key, &["redis"]);
     }
     only_for(p, "connect_port", &["redis", "tcp"]);
+    only_for(p, "load_weights", &["redis"]);
+    only_for(p, "max_memory_share", &["redis"]);
     only_for(p, "script", &["script"]);
     only_for(p, "dynamic_weight", &["script"]);
 
@@ -321,6 +325,45 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
             }
         },
     };
+    let load_weights =
+        table
+            .string("load_weights", p)
+            .and_then(|m| match m.value.to_ascii_lowercase().as_str() {
+                "connected_clients" | "clients" => Some(LoadMetric::ConnectedClients),
+                "ops_per_sec" | "ops" => Some(LoadMetric::OpsPerSec),
+                other => {
+                    p.add(
+                        Some(m.at),
+                        m.key,
+                        format!("{other:?}: expected \"connected_clients\" or \"ops_per_sec\""),
+                    );
+                    None
+                }
+            });
+    let max_memory_permille = match table.get("max_memory_share") {
+        None => None,
+        Some(read) => {
+            let share = read
+                .item
+                .as_float()
+                .or_else(|| read.item.as_integer().map(|n| n as f64));
+            match share {
+                Some(x) if x > 0.0 && x <= 1.0 => Some((x * 1000.0).round() as u32),
+                Some(_) => {
+                    p.add(
+                        Some(read.at),
+                        read.key,
+                        "a share of maxmemory, above 0 and at most 1",
+                    );
+                    None
+                }
+                None => {
+                    walk::wrong_type(&read, "a number", p);
+                    None
+                }
+            }
+        }
+    };
     let port = table
         .integer("connect_port", p)
         .and_then(|n| match u16::try_from(n.value) {
@@ -366,6 +409,8 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
         rise,
         delay_before_retry,
         initially_up,
+        load_weights,
+        max_memory_permille,
     })
 }
 

@@ -399,6 +399,20 @@ pub struct CheckConfig {
     pub delay_before_retry: Duration,
     /// Whether a backend takes flows before its first check (default: no).
     pub initially_up: bool,
+    /// Scale weights down on loaded backends (redis check only).
+    pub load_weights: Option<LoadMetric>,
+    /// Drain a backend whose `used_memory` exceeds this share of `maxmemory`, in thousandths
+    /// (redis check only).
+    pub max_memory_permille: Option<u32>,
+}
+
+/// What load-aware weights measure, from `INFO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadMetric {
+    /// `connected_clients`: Redis connections are long-lived, so connection counts drift.
+    ConnectedClients,
+    /// `instantaneous_ops_per_sec`.
+    OpsPerSec,
 }
 
 /// Redis Sentinel for a write VIP: its answer (`SENTINEL get-master-addr-by-name`, then

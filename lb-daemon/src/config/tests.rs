@@ -723,6 +723,8 @@ fn a_health_check_reads_with_keepalived_defaults() {
             rise: 2,
             delay_before_retry: Duration::from_millis(500),
             initially_up: false,
+            load_weights: None,
+            max_memory_permille: None,
         }
     );
     // No check table: no checks, every backend up (as before).

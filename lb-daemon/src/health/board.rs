@@ -74,6 +74,8 @@ pub struct Outcome {
     pub replication: Option<super::Replication>,
     /// A script's dynamic weight (exit code - 2).
     pub weight: Option<u32>,
+    /// From `INFO clients stats memory`, for load-aware weights and memory drain.
+    pub load: Option<super::load::Load>,
 }
 
 impl Outcome {
@@ -83,6 +85,7 @@ impl Outcome {
             reason: reason.into(),
             replication: None,
             weight: None,
+            load: None,
         }
     }
 
@@ -92,6 +95,7 @@ impl Outcome {
             reason: reason.into(),
             replication: None,
             weight: None,
+            load: None,
         }
     }
 }
@@ -106,6 +110,10 @@ pub struct BackendHealth {
     /// The latest successful check's result: its role and weight stand while a backend is
     /// up, so a failed check short of `fall` changes nothing (a failure carries neither).
     pub last_ok: Option<Outcome>,
+    /// Percent of its weight load leaves it (load-aware weights; 100 otherwise).
+    pub load_factor: u32,
+    /// Over its share of `maxmemory`: no new flows until it is back below.
+    pub memory_full: bool,
     /// Which checker's reports count (a reload that changes the check starts a new one; a
     /// report the old one had already sent is ignored).
     pub checker: u64,
@@ -137,10 +145,32 @@ impl BackendHealth {
     }
 
     /// What a decision depends on: a change in it re-plans the maps.
-    fn decision_inputs(&self, max_lag: Option<std::time::Duration>) -> (bool, bool, Option<u32>) {
+    fn decision_inputs(
+        &self,
+        max_lag: Option<std::time::Duration>,
+    ) -> (bool, bool, Option<u32>, u32, bool) {
         let fit = self.unfit(max_lag).is_none();
-        let weight = self.weight();
-        (self.tracker.is_up(), fit, weight)
+        (
+            self.tracker.is_up(),
+            fit,
+            self.weight(),
+            self.load_factor,
+            self.memory_full,
+        )
+    }
+
+    /// The weight to apply for a fit backend: the script's or the configured one, scaled
+    /// by load; 0 while its memory is over its share.
+    pub fn effective_weight(&self, configured: u32) -> u32 {
+        if self.memory_full {
+            return 0;
+        }
+        let weight = self.weight().unwrap_or(configured);
+        if self.spec.check.load_weights.is_some() {
+            weight * self.load_factor
+        } else {
+            weight
+        }
     }
 }
 
@@ -290,6 +320,8 @@ impl Board {
                     spec: spec.clone(),
                     last: None,
                     last_ok: None,
+                    load_factor: 100,
+                    memory_full: false,
                     checker: self.next_checker,
                     checked_at: None,
                     since: now,
@@ -359,6 +391,13 @@ impl Board {
             health
                 .tracker
                 .record(outcome.ok, health.spec.check.rise, health.spec.check.fall);
+        if let (true, Some(load), Some(permille)) = (
+            outcome.ok,
+            outcome.load,
+            health.spec.check.max_memory_permille,
+        ) {
+            health.memory_full = super::load::memory_full(&load, permille, health.memory_full);
+        }
         if outcome.ok {
             health.last_ok = Some(outcome.clone());
         }
@@ -367,10 +406,45 @@ impl Board {
         if changed {
             health.since = now;
         }
-        Recorded {
-            went: changed.then(|| health.tracker.is_up()),
-            replan: health.decision_inputs(max_lag) != before,
+        let went = changed.then(|| health.tracker.is_up());
+        let mut replan = health.decision_inputs(max_lag) != before;
+        if let Some(metric) = health.spec.check.load_weights {
+            replan |= self.update_load_factors(key.0, metric);
         }
+        Recorded { went, replan }
+    }
+
+    /// Recomputes the load factors of a load-aware VIP's up backends; returns whether one
+    /// changed.
+    fn update_load_factors(&mut self, vip: VipKey, metric: crate::config::LoadMetric) -> bool {
+        use crate::config::LoadMetric;
+        let range = (vip, Ipv4Addr::UNSPECIFIED)..=(vip, Ipv4Addr::BROADCAST);
+        let mut loads = Vec::new();
+        let mut applied = BTreeMap::new();
+        for ((_, addr), h) in self.backends.range(range.clone()) {
+            let Some(load) = h.last_ok.as_ref().and_then(|l| l.load) else {
+                continue;
+            };
+            if !h.tracker.is_up() {
+                continue;
+            }
+            let value = match metric {
+                LoadMetric::ConnectedClients => load.connected_clients,
+                LoadMetric::OpsPerSec => load.ops_per_sec,
+            };
+            loads.push((*addr, value));
+            applied.insert(*addr, h.load_factor);
+        }
+        let factors = super::load::factors(&loads, &applied);
+        let mut changed = false;
+        for ((_, addr), h) in self.backends.range_mut(range) {
+            let factor = factors.get(addr).copied().unwrap_or(100);
+            if h.load_factor != factor {
+                h.load_factor = factor;
+                changed = true;
+            }
+        }
+        changed
     }
 
     pub fn get(&self, key: &BackendKey) -> Option<&BackendHealth> {
@@ -515,8 +589,7 @@ impl Board {
                         let weight = self
                             .backends
                             .get(&(key, b.addr))
-                            .and_then(|h| h.weight())
-                            .unwrap_or(b.weight);
+                            .map_or(b.weight, |h| h.effective_weight(b.weight));
                         Some(crate::reconcile::DesiredBackend {
                             weight,
                             ..b.clone()

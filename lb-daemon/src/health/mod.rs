@@ -6,10 +6,12 @@
 //!   and the effective desired state it makes of the config's: the daemon hands that to the
 //!   [`Applier`](crate::apply::Applier), the one writer of the maps.
 //! - [`sentinel`]: a write VIP's Sentinel watcher (`+switch-master`); it only reports too.
+//! - [`load`]: load-aware weights and memory-aware drain (pure).
 //! - [`notify`]: `notify_up` / `notify_down` commands, in the background.
 //! - [`report`]: the state file `lbd status` reads.
 
 pub mod board;
+pub mod load;
 pub mod monitor;
 pub mod notify;
 pub mod probe;

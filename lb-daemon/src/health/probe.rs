@@ -12,7 +12,7 @@ use std::{
 
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
-use super::{Replication, board::CheckSpec, board::Outcome};
+use super::{Replication, board::CheckSpec, board::Outcome, load::Load};
 use crate::config::{CheckKind, RedisAuth, Role, Secret};
 
 /// Checks the backend at `addr` as `spec` says.
@@ -25,6 +25,7 @@ pub async fn check(spec: &CheckSpec, addr: Ipv4Addr) -> Outcome {
                     SocketAddrV4::new(addr, spec.port),
                     auth.as_ref(),
                     spec.role != Role::Any,
+                    spec.check.load_weights.is_some() || spec.check.max_memory_permille.is_some(),
                     timeout,
                 )
                 .await
@@ -156,6 +157,7 @@ async fn redis_check(
     addr: SocketAddrV4,
     auth: Option<&RedisAuth>,
     wants_role: bool,
+    wants_load: bool,
     timeout: Duration,
 ) -> Outcome {
     let mut conn = match connect(addr, auth, timeout).await {
@@ -167,23 +169,51 @@ async fn redis_check(
         Ok(other) => return Outcome::down(format!("PING answered {other:?}, not PONG")),
         Err(err) => return Outcome::down(redis_error("PING", &err)),
     }
-    if !wants_role {
+    let mut sections = Vec::new();
+    if wants_role {
+        sections.push("replication");
+    }
+    if wants_load {
+        sections.extend(["clients", "stats", "memory"]);
+    }
+    if sections.is_empty() {
         return Outcome::up("PONG");
     }
-    match redis::cmd("INFO")
-        .arg("replication")
+    // One INFO with every section needed (Redis 7 takes several).
+    let text = match redis::cmd("INFO")
+        .arg(&sections)
         .query_async::<String>(&mut conn)
         .await
     {
-        Ok(text) => match Replication::parse(&text) {
-            Some(replication) => Outcome {
-                reason: format!("PONG, role {}", replication.describe()),
-                replication: Some(replication),
-                ..Outcome::up("")
-            },
-            None => Outcome::down("INFO replication has no role"),
-        },
-        Err(err) => Outcome::down(redis_error("INFO replication", &err)),
+        Ok(text) => text,
+        Err(err) => {
+            return Outcome::down(redis_error(&format!("INFO {}", sections.join(" ")), &err));
+        }
+    };
+    let replication = if wants_role {
+        match Replication::parse(&text) {
+            Some(replication) => Some(replication),
+            None => return Outcome::down("INFO replication has no role"),
+        }
+    } else {
+        None
+    };
+    let load = if wants_load {
+        match Load::parse(&text) {
+            Some(load) => Some(load),
+            None => return Outcome::down("INFO clients has no connected_clients"),
+        }
+    } else {
+        None
+    };
+    let reason = match &replication {
+        Some(r) => format!("PONG, role {}", r.describe()),
+        None => "PONG".to_owned(),
+    };
+    Outcome {
+        replication,
+        load,
+        ..Outcome::up(reason)
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use lb_common::VipKey;
 
-use super::board::Board;
+use super::board::{Board, Outcome};
 use crate::config::{Config, Role};
 
 /// One backend's line.
@@ -68,6 +68,16 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
                     "standby",
                     "another master is in service, or several report master".to_owned(),
                 ),
+                (None, _, true) if health.memory_full => (
+                    "drained",
+                    match health.last_ok.as_ref().and_then(|l| l.load) {
+                        Some(load) => format!(
+                            "used_memory {} of maxmemory {}: over max_memory_share",
+                            load.used_memory, load.maxmemory
+                        ),
+                        None => "over max_memory_share".to_owned(),
+                    },
+                ),
                 (None, _, true) => (
                     "up",
                     health
@@ -75,6 +85,18 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
                         .as_ref()
                         .map_or("initially up".to_owned(), |l| l.reason.clone()),
                 ),
+            };
+            let reason = match (health.spec.check.load_weights, &health.last_ok) {
+                (
+                    Some(_),
+                    Some(Outcome {
+                        load: Some(load), ..
+                    }),
+                ) if state == "up" => format!(
+                    "{reason}; {} clients, {} ops/s: load factor {}%",
+                    load.connected_clients, load.ops_per_sec, health.load_factor
+                ),
+                _ => reason,
             };
             let role = health
                 .last_ok

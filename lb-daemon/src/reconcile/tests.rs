@@ -380,14 +380,25 @@ fn every_new_backend_allocation_gets_a_new_generation_and_updates_keep_it() {
     let (ops, applied) = Reconciler::default()
         .plan(&desired(vec![backend(11, 1), backend(12, 1)]))
         .unwrap();
-    let generations: Vec<u32> = ops
+    // Each new backend is written twice: weight 0 before the ring, its weight after.
+    let writes: Vec<(u32, u32)> = ops
         .iter()
         .filter_map(|op| match op {
-            MapOp::SetBackend { backend, .. } => Some(backend.generation),
+            MapOp::SetBackend { backend, .. } => Some((backend.generation, backend.weight)),
             _ => None,
         })
         .collect();
-    assert_eq!(generations, [1, 2]);
+    assert_eq!(writes, [(1, 0), (2, 0), (1, 1), (2, 1)]);
+    let ring_at = ops
+        .iter()
+        .position(|op| matches!(op, MapOp::WriteRing { .. }))
+        .unwrap();
+    assert!(
+        ops[..ring_at]
+            .iter()
+            .all(|op| !matches!(op, MapOp::SetBackend { backend, .. } if backend.weight != 0)),
+        "no entry announces its weight before the ring gives it: {ops:?}"
+    );
     // A weight change updates the entry in place: same id, same generation, flows stay.
     let (ops, applied) = applied
         .plan(&desired(vec![backend(11, 5), backend(12, 1)]))
@@ -424,10 +435,12 @@ fn a_reused_backend_id_never_gets_a_generation_it_had_before() {
     for round in 0..(2 * MAX_BACKENDS / 1000 + 2) as u8 {
         let (ops, next) = applied.plan(&desired(set(round))).unwrap();
         for op in &ops {
+            // Allocations only (written with weight 0 first; the weight follows).
             if let MapOp::SetBackend {
                 backend_id,
                 backend,
             } = op
+                && backend.weight == 0
             {
                 let before = seen.insert(*backend_id, backend.generation);
                 assert_ne!(before, Some(backend.generation), "id {backend_id} reused");

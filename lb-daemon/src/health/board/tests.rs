@@ -488,3 +488,45 @@ fn a_report_from_a_replaced_checker_is_ignored() {
     assert!(!w.board.get(&w.key(A)).unwrap().tracker.checked());
     assert_eq!(w.serving().0, []);
 }
+
+fn loaded(clients: u64, used_memory: u64) -> Outcome {
+    Outcome {
+        load: Some(crate::health::load::Load {
+            connected_clients: clients,
+            ops_per_sec: 0,
+            used_memory,
+            maxmemory: 1000,
+        }),
+        ..Outcome::up("PONG")
+    }
+}
+
+#[test]
+fn load_aware_weights_favour_the_least_loaded_backend() {
+    let mut w = World::new(config("", "load_weights = \"connected_clients\""));
+    w.report(A, loaded(1000, 0));
+    w.report(B, loaded(1000, 0));
+    let last = w.report(C, loaded(0, 0));
+    assert!(last.replan, "C's arrival changes the others' factors");
+    assert_eq!(w.serving().0, [(A, 3 * 10), (B, 10), (C, 100)]);
+    // Loads even out: back to the configured ratio (in percent units).
+    w.report(C, loaded(990, 0));
+    assert_eq!(w.serving().0, [(A, 300), (B, 100), (C, 100)]);
+}
+
+#[test]
+fn memory_over_its_share_drains_until_it_falls_back() {
+    let mut w = World::new(config("", "max_memory_share = 0.9"));
+    w.report(A, loaded(1, 100));
+    w.report(B, loaded(1, 100));
+    assert_eq!(w.serving().0, [(A, 3), (B, 1)]);
+    assert!(w.report(A, loaded(1, 950)).replan);
+    assert_eq!(
+        w.serving().0,
+        [(A, 0), (B, 1)],
+        "no new flows, tracked ones stay"
+    );
+    assert!(!w.report(A, loaded(1, 870)).replan, "within the hysteresis");
+    assert!(w.report(A, loaded(1, 800)).replan);
+    assert_eq!(w.serving().0, [(A, 3), (B, 1)]);
+}
