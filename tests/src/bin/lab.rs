@@ -1,10 +1,12 @@
 //! `cargo xtask run` with no config: a self-contained DR lab on this host.
 //!
-//! Builds a client, a director running `lbd`, and three real servers running
-//! `redis-server` (each in its own network namespace, on one bridge), then opens bounded
-//! batches of Redis connections to the VIP and shows, live, which real server answered
-//! each. Halfway it reloads the config with rs3 at weight 2. Ctrl-C stops it early; the lab
-//! is torn down either way.
+//! Builds a client, a director running `lbd` with Redis health checks, and three real
+//! servers running `redis-server` (each in its own network namespace, on one bridge), then
+//! opens bounded batches of Redis connections to the VIP and shows, live, which real server
+//! answered each. Along the way it freezes rs2 (`kill -STOP`: it accepts connections and
+//! never answers, which a TCP check would not notice), shows it leave the rotation, thaws it
+//! and shows it return, then reloads the config with rs3 at weight 2. Ctrl-C stops it early;
+//! the lab is torn down either way.
 
 use std::{
     collections::BTreeMap,
@@ -24,6 +26,46 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 const ROUNDS: usize = 8;
+/// The lab's health check: the `redis` check, quick enough to watch.
+const CHECK: &str = "\n[vip.check]\ntype = \"redis\"   # AUTH (if set), PING, ...\ninterval = 0.5\ntimeout = 0.5\nfall = 2\nrise = 2\n";
+
+/// The lab's config for these weights, with the health check.
+fn config(lab: &Lab, weights: [u32; 3]) -> String {
+    let backends: Vec<(usize, u32)> = weights.into_iter().enumerate().collect();
+    lab.config(&backends).replacen(
+        "scheduler = \"maglev\"\n",
+        &format!("scheduler = \"maglev\"\n{CHECK}"),
+        1,
+    )
+}
+
+/// The Health column and reason of `server`'s line in `lbd status`, if listed.
+fn health_of(status: &str, server: std::net::Ipv4Addr) -> Option<String> {
+    let prefix = format!("-> {server}:");
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with(&prefix))?;
+    let tokens: Vec<&str> = line.split_whitespace().collect();
+    (tokens.len() >= 13).then(|| format!("{} ({})", tokens[9], tokens[12..].join(" ")))
+}
+
+/// Polls `lbd status` until `server`'s health starts with `state`; prints how long it took.
+fn await_health(lbd: &Lbd, server: std::net::Ipv4Addr, state: &str, what: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) && !STOP.load(Ordering::Relaxed) {
+        if let Some(health) = health_of(&lbd.status(), server)
+            && health.starts_with(state)
+        {
+            println!(
+                "   {what} after {} ms: {server} {health}",
+                started.elapsed().as_millis()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("   {what}: not seen within 20 s");
+}
 const CONNECTIONS_PER_ROUND: usize = 60;
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
@@ -42,17 +84,21 @@ fn main() {
             s.name, s.addr
         );
     }
-    let config = lab.config(&[(0, 1), (1, 1), (2, 1)]);
+    let first = config(&lab, [1, 1, 1]);
     println!(
-        "\n== Director config ({}) ==\n{config}",
+        "\n== Director config ({}) ==\n{first}",
         lab.dir.join("lbd.toml").display()
     );
-    let lbd = Lbd::start(&lab, &config);
+    let lbd = Lbd::start(&lab, &first);
     println!(
-        "== lbd is running on the director (pid {}); log: {} ==\n",
+        "== lbd is running on the director (pid {}); log: {} ==",
         lbd.pid(),
         lbd.log_path.display()
     );
+    for s in &lab.servers {
+        await_health(&lbd, s.addr, "up", "first check");
+    }
+    println!();
 
     let started = Instant::now();
     let mut phase_counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -60,9 +106,25 @@ fn main() {
         if STOP.load(Ordering::Relaxed) || started.elapsed() > TIME_LIMIT {
             break;
         }
-        if round == ROUNDS / 2 + 1 {
-            let reweighted = lab.config(&[(0, 1), (1, 1), (2, 2)]);
-            let out = lbd.reload(&reweighted);
+        let rs2 = lab.servers[1].addr;
+        if round == 3 {
+            println!(
+                "\n== Freezing rs2 (kill -STOP): it still accepts connections, but never answers =="
+            );
+            lab.signal_redis(1, libc::SIGSTOP);
+            await_health(&lbd, rs2, "down", "rs2 out of the rotation");
+            println!();
+            phase_counts.clear();
+        }
+        if round == 5 {
+            println!("\n== Thawing rs2 (kill -CONT) ==");
+            lab.signal_redis(1, libc::SIGCONT);
+            await_health(&lbd, rs2, "up", "rs2 back (rise = 2)");
+            println!();
+            phase_counts.clear();
+        }
+        if round == 7 {
+            let out = lbd.reload(&config(&lab, [1, 1, 2]));
             println!(
                 "\n== Reload: rs3 now has weight 2 (`lbd reload`: {}) ==\n",
                 String::from_utf8_lossy(&out.stdout).trim()
