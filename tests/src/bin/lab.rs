@@ -39,22 +39,30 @@ fn config(lab: &Lab, weights: [u32; 3]) -> String {
     )
 }
 
-/// The Health column and reason of `server`'s line in `lbd status`, if listed.
-fn health_of(status: &str, server: std::net::Ipv4Addr) -> Option<String> {
+/// The Health column and reason of `server`'s line in `lbd status`, if listed, and whether
+/// the maps give it new flows (a weight above 0).
+fn health_of(status: &str, server: std::net::Ipv4Addr) -> Option<(String, bool)> {
     let prefix = format!("-> {server}:");
     let line = status
         .lines()
         .find(|l| l.trim_start().starts_with(&prefix))?;
     let tokens: Vec<&str> = line.split_whitespace().collect();
-    (tokens.len() >= 13).then(|| format!("{} ({})", tokens[9], tokens[12..].join(" ")))
+    (tokens.len() >= 13).then(|| {
+        (
+            format!("{} ({})", tokens[9], tokens[12..].join(" ")),
+            tokens[3].parse::<u32>().is_ok_and(|w| w > 0),
+        )
+    })
 }
 
-/// Polls `lbd status` until `server`'s health starts with `state`; prints how long it took.
+/// Polls `lbd status` until `server`'s health starts with `state` and the maps agree (in
+/// the rotation when up, out of it otherwise); prints how long it took.
 fn await_health(lbd: &Lbd, server: std::net::Ipv4Addr, state: &str, what: &str) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(20) && !STOP.load(Ordering::Relaxed) {
-        if let Some(health) = health_of(&lbd.status(), server)
+        if let Some((health, in_rotation)) = health_of(&lbd.status(), server)
             && health.starts_with(state)
+            && in_rotation == (state == "up")
         {
             println!(
                 "   {what} after {} ms: {server} {health}",
