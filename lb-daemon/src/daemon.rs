@@ -40,6 +40,17 @@ pub struct RunOptions {
 /// health-driven apply is retried.
 const HEALTH_TICK: Duration = Duration::from_secs(1);
 
+/// The least time between two health-driven applies (see [`Daemon::request_apply`]).
+const APPLY_GAP: Duration = Duration::from_millis(50);
+
+/// Completes at `due`, or never.
+async fn until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How long MAC resolution waits for ARP replies.
 const ARP_WAIT: Duration = Duration::from_secs(3);
 
@@ -152,6 +163,10 @@ struct Daemon {
     health_dirty: bool,
     /// A health-driven apply failed: retry at the next tick.
     replan_pending: bool,
+    /// When the last health-driven apply ran, and when the next one is due (see
+    /// [`Daemon::request_apply`]).
+    last_apply: Option<tokio::time::Instant>,
+    apply_due: Option<tokio::time::Instant>,
     /// Declared after the dataplane so it is dropped (detach + unpin) after it.
     _pinned: Pinned,
 }
@@ -185,6 +200,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             Some(report) = reports.checks.recv() => daemon.on_report(report),
             Some(report) = reports.sentinels.recv() => daemon.on_sentinel(report),
             _ = tick.tick() => daemon.on_tick(),
+            _ = until(daemon.apply_due) => daemon.apply_health(),
             _ = hangups.recv() => {
                 generation += 1;
                 let result = daemon.reload().await;
@@ -337,6 +353,8 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports)> 
         monitor,
         health_dirty: true,
         replan_pending: false,
+        last_apply: None,
+        apply_due: None,
         _pinned: pinned,
     };
     daemon.on_tick();
@@ -439,9 +457,20 @@ impl Daemon {
             }
         }
         if recorded.replan {
-            self.apply_health();
-        } else if recorded.went.is_some() {
-            self.write_health();
+            self.request_apply();
+        }
+    }
+
+    /// Applies health changes now, or, within [`APPLY_GAP`] of the last apply, once that
+    /// gap has passed: one lone change applies at once, a burst (a thousand backends coming
+    /// up at start) costs a few plans, not one each.
+    fn request_apply(&mut self) {
+        let now = tokio::time::Instant::now();
+        match self.last_apply {
+            Some(last) if now < last + APPLY_GAP => {
+                self.apply_due.get_or_insert(last + APPLY_GAP);
+            }
+            _ => self.apply_health(),
         }
     }
 
@@ -463,11 +492,13 @@ impl Daemon {
                 warn!(vip = %format!("{vip}:{port}"), reason = %report.via, "no answer from Sentinel: following the masters' own role reports")
             }
         }
-        self.apply_health();
+        self.request_apply();
     }
 
     /// Applies the running config as health now sees it.
     fn apply_health(&mut self) {
+        self.apply_due = None;
+        self.last_apply = Some(tokio::time::Instant::now());
         let (desired, events) = self.board.effective(&self.config, &self.resolved);
         log_events(&events);
         // What `lbd status` shows must not lag the maps: written before they change.

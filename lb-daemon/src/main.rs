@@ -153,8 +153,9 @@ fn main() -> ExitCode {
                     LogArg::Debug => DatapathLogLevel::Debug,
                 },
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread: the daemon's work is many small waits (a check per backend per
+            // interval), and waking worker threads across CPUs cost more than the work.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
             let result = runtime.expect("tokio runtime").block_on(async {

@@ -78,6 +78,11 @@ impl Connection {
         self.writer.local_addr()
     }
 
+    /// Reads the next reply without sending anything (a message, once subscribed).
+    pub fn receive(&mut self) -> io::Result<Reply> {
+        self.read_reply()
+    }
+
     /// Sends one command and reads its reply.
     pub fn command(&mut self, args: &[&str]) -> io::Result<Reply> {
         let mut cmd = redis::cmd(args[0]);
@@ -85,6 +90,10 @@ impl Connection {
             cmd.arg(*arg);
         }
         self.writer.write_all(&cmd.get_packed_command())?;
+        self.read_reply()
+    }
+
+    fn read_reply(&mut self) -> io::Result<Reply> {
         match self.parser.parse_value(&mut self.reader) {
             Ok(value) => Ok(Reply::from_value(value)),
             // Timeouts and resets stay what they are: tests tell a hang from a reset.

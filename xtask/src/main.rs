@@ -33,11 +33,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Datapath micro-benchmarks and the lab redis-benchmark; writes docs/benchmarks.md.
+    /// Datapath micro-benchmarks, the lab redis-benchmark and the health-check benchmarks;
+    /// writes docs/benchmarks.md.
     Bench {
-        /// Skip the lab redis-benchmark part (prints only; the report is not rewritten).
+        /// Skip the lab parts (prints only; the report is not rewritten).
         #[arg(long)]
         no_lab: bool,
+        /// Only the health-check benchmarks (prints only; the report is not rewritten).
+        #[arg(long, conflicts_with = "no_lab")]
+        health_only: bool,
     },
 }
 
@@ -49,6 +53,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run { args } => tasks::run(&args),
         Command::Test { args } => tasks::test(&args),
-        Command::Bench { no_lab } => tasks::bench(no_lab),
+        Command::Bench {
+            no_lab,
+            health_only,
+        } => tasks::bench(no_lab, health_only),
     }
 }

@@ -48,7 +48,7 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask bench`: release build, then the benchmark driver.
-pub fn bench(no_lab: bool) -> anyhow::Result<()> {
+pub fn bench(no_lab: bool, health_only: bool) -> anyhow::Result<()> {
     bootstrap::ensure_all()?;
     let ebpf = build::ebpf()?;
     let lbd = build::lbd(&ebpf, true)?;
@@ -57,6 +57,9 @@ pub fn bench(no_lab: bool) -> anyhow::Result<()> {
         .current_dir(bootstrap::workspace_root());
     if no_lab {
         cmd.arg("--no-lab");
+    }
+    if health_only {
+        cmd.arg("--health-only");
     }
     if !cmd.status()?.success() {
         bail!("benchmark failed");

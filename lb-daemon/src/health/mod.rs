@@ -1,6 +1,7 @@
 //! Health checks: whether each backend may take new flows.
 //!
-//! - [`probe`]: one check (redis, tcp, script), bounded by its timeout: the only I/O.
+//! - [`probe`]: one check (redis, tcp, script), bounded by its timeout: the only I/O, with
+//!   [`resp`], a checker's own Redis connection.
 //! - [`monitor`]: one checker task per backend, spread over the interval; they only report.
 //! - [`board`]: every backend's state (rise/fall in [`tracker`], role in [`replication`]),
 //!   and the effective desired state it makes of the config's: the daemon hands that to the
@@ -17,6 +18,7 @@ pub mod notify;
 pub mod probe;
 pub mod replication;
 pub mod report;
+pub mod resp;
 pub mod sentinel;
 pub mod tracker;
 

@@ -145,6 +145,7 @@ async fn checker(
     let mut failures = 0u32;
     // delay_before_retry is for a backend that was passing and now fails.
     let mut passed = check.initially_up;
+    let mut session = probe::Session::default();
     loop {
         tokio::time::sleep_until(next).await;
         let started = Instant::now();
@@ -152,7 +153,7 @@ async fn checker(
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
-            probe::check(&spec, addr).await
+            probe::check(&spec, addr, &mut session).await
         };
         if outcome.ok {
             failures = 0;

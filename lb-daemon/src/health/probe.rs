@@ -15,18 +15,25 @@ use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConn
 use super::{Replication, board::CheckSpec, board::Outcome, load::Load};
 use crate::config::{CheckKind, RedisAuth, Role, Secret};
 
+/// What a checker keeps between checks: its Redis connection, reused while it works (one
+/// round trip per check instead of a connection, a handshake and a driver task).
+#[derive(Default)]
+pub struct Session {
+    redis: Option<super::resp::Conn>,
+}
+
 /// Checks the backend at `addr` as `spec` says.
-pub async fn check(spec: &CheckSpec, addr: Ipv4Addr) -> Outcome {
+pub async fn check(spec: &CheckSpec, addr: Ipv4Addr, session: &mut Session) -> Outcome {
     let timeout = spec.check.timeout;
     let work = async {
         match &spec.check.kind {
             CheckKind::Redis { auth } => {
                 redis_check(
+                    &mut session.redis,
                     SocketAddrV4::new(addr, spec.port),
                     auth.as_ref(),
                     spec.role != Role::Any,
                     spec.check.load_weights.is_some() || spec.check.max_memory_permille.is_some(),
-                    timeout,
                 )
                 .await
             }
@@ -153,22 +160,24 @@ pub async fn connect(
     Ok(conn)
 }
 
+/// `AUTH` (when set), `PING` and the `INFO` sections needed, pipelined on the session's
+/// connection (a fresh one when there is none, or when the kept one turns out broken). A
+/// connection that failed at the connection level, or whose check timed out, is dropped.
 async fn redis_check(
+    session: &mut Option<super::resp::Conn>,
     addr: SocketAddrV4,
     auth: Option<&RedisAuth>,
     wants_role: bool,
     wants_load: bool,
-    timeout: Duration,
 ) -> Outcome {
-    let mut conn = match connect(addr, auth, timeout).await {
-        Ok(conn) => conn,
-        Err(reason) => return Outcome::down(reason),
+    use super::resp::{Conn, ExchangeError};
+    let password = match auth {
+        Some(a) => match reveal(&a.password).await {
+            Ok(password) => Some((&a.user, password)),
+            Err(reason) => return Outcome::down(reason),
+        },
+        None => None,
     };
-    match redis::cmd("PING").query_async::<String>(&mut conn).await {
-        Ok(pong) if pong == "PONG" => {}
-        Ok(other) => return Outcome::down(format!("PING answered {other:?}, not PONG")),
-        Err(err) => return Outcome::down(redis_error("PING", &err)),
-    }
     let mut sections = Vec::new();
     if wants_role {
         sections.push("replication");
@@ -176,22 +185,87 @@ async fn redis_check(
     if wants_load {
         sections.extend(["clients", "stats", "memory"]);
     }
+    let mut pipe = redis::pipe();
+    if let Some((user, password)) = &password {
+        let cmd = pipe.cmd("AUTH");
+        if let Some(user) = user {
+            cmd.arg(user);
+        }
+        cmd.arg(password);
+    }
+    pipe.cmd("PING");
+    if !sections.is_empty() {
+        // One INFO with every section needed (Redis 7 takes several).
+        pipe.cmd("INFO").arg(&sections);
+    }
+    let count = usize::from(password.is_some()) + 1 + usize::from(!sections.is_empty());
+    let (mut conn, mut reused) = match session.take() {
+        Some(conn) => (conn, true),
+        None => match Conn::open(addr).await {
+            Ok(conn) => (conn, false),
+            Err(err) => return Outcome::down(format!("connect: {err}")),
+        },
+    };
+    let mut replies = loop {
+        match conn.exchange(&pipe, count).await {
+            Ok(replies) => break replies,
+            // A kept connection the server closed since (restart, idle timeout): once more
+            // on a fresh one.
+            Err(ExchangeError::Io(_) | ExchangeError::Closed) if reused => {
+                conn = match Conn::open(addr).await {
+                    Ok(conn) => conn,
+                    Err(err) => return Outcome::down(format!("connect: {err}")),
+                };
+                reused = false;
+            }
+            Err(err) => return Outcome::down(format!("PING: {err}")),
+        }
+    };
+    // Server errors leave the connection usable.
+    *session = Some(conn);
+    let error = |what: &str, value: &redis::Value| match value {
+        redis::Value::ServerError(err) => Some(format!(
+            "{what}: {}",
+            [Some(err.code()), err.details()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+        _ => None,
+    };
+    if password.is_some() {
+        let auth = replies.remove(0);
+        if let Some(reason) = error("AUTH", &auth) {
+            return Outcome::down(reason);
+        }
+    }
+    let text = |value: &redis::Value| -> Option<String> {
+        match value {
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            redis::Value::Okay => Some("OK".to_owned()),
+            redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    };
+    if let Some(reason) = error("PING", &replies[0]) {
+        return Outcome::down(reason);
+    }
+    match text(&replies[0]) {
+        Some(pong) if pong == "PONG" => {}
+        other => return Outcome::down(format!("PING answered {other:?}, not PONG")),
+    }
     if sections.is_empty() {
         return Outcome::up("PONG");
     }
-    // One INFO with every section needed (Redis 7 takes several).
-    let text = match redis::cmd("INFO")
-        .arg(&sections)
-        .query_async::<String>(&mut conn)
-        .await
-    {
-        Ok(text) => text,
-        Err(err) => {
-            return Outcome::down(redis_error(&format!("INFO {}", sections.join(" ")), &err));
-        }
+    if let Some(reason) = error("INFO", &replies[1]) {
+        return Outcome::down(reason);
+    }
+    let Some(info) = text(&replies[1]) else {
+        return Outcome::down("INFO answered nothing readable");
     };
     let replication = if wants_role {
-        match Replication::parse(&text) {
+        match Replication::parse(&info) {
             Some(replication) => Some(replication),
             None => return Outcome::down("INFO replication has no role"),
         }
@@ -199,7 +273,7 @@ async fn redis_check(
         None
     };
     let load = if wants_load {
-        match Load::parse(&text) {
+        match Load::parse(&info) {
             Some(load) => Some(load),
             None => return Outcome::down("INFO clients has no connected_clients"),
         }

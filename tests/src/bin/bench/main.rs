@@ -2,7 +2,10 @@
 //! programs built in the same run, then redis-benchmark in the lab: direct to a real
 //! server, through lbd's VIP, and through a minimal MAC-rewrite XDP forwarder. All variants
 //! are interleaved round by round, so machine noise hits them alike; ratios are reported.
-//! Writes docs/benchmarks.md.
+//! Then the health checks: a frozen backend's removal, a Sentinel failover reaching the maps,
+//! and the cost of checking 1,000 backends. Writes docs/benchmarks.md.
+
+mod health;
 
 use std::{
     collections::BTreeMap,
@@ -45,6 +48,7 @@ fn main() {
         std::process::exit(1);
     }
     let no_lab = std::env::args().any(|a| a == "--no-lab");
+    let health_only = std::env::args().any(|a| a == "--health-only");
     let mut report = String::new();
     let _ = writeln!(report, "# Benchmarks\n");
     let _ = writeln!(
@@ -54,13 +58,20 @@ fn main() {
         cpu_model(),
         kernel()
     );
-    datapath(&mut report);
+    if !health_only {
+        datapath(&mut report);
+    }
     if !no_lab {
-        lab_redis_benchmark(&mut report);
+        if !health_only {
+            lab_redis_benchmark(&mut report);
+        }
+        health::health_benchmarks(&mut report);
     }
     print!("{report}");
     // Only a complete run replaces the committed report.
-    if no_lab {
+    if health_only {
+        println!("\n(--health-only: docs/benchmarks.md left as it was)");
+    } else if no_lab {
         println!("\n(--no-lab: docs/benchmarks.md left as it was)");
     } else {
         std::fs::write("docs/benchmarks.md", &report).expect("write docs/benchmarks.md");
