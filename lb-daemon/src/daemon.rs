@@ -194,10 +194,19 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(HEALTH_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Reports are taken in batches: with many backends, one wake-up handles what queued.
+    let mut batch = Vec::with_capacity(64);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(report) = reports.checks.recv() => daemon.on_report(report),
+            n = reports.checks.recv_many(&mut batch, 64), if !reports.checks.is_closed() || !reports.checks.is_empty() => {
+                if n == 0 {
+                    continue;
+                }
+                for report in batch.drain(..) {
+                    daemon.on_report(report);
+                }
+            }
             Some(report) = reports.sentinels.recv() => daemon.on_sentinel(report),
             _ = tick.tick() => daemon.on_tick(),
             _ = until(daemon.apply_due) => daemon.apply_health(),
