@@ -462,6 +462,11 @@ impl Daemon {
                         service.clone(),
                         reason.clone(),
                     ],
+                    [
+                        ("LBD_BACKEND", addr.to_string()),
+                        ("LBD_PORT", vip.port.to_string()),
+                        ("LBD_VIP", vip.address.to_string()),
+                    ],
                 );
             }
         }
@@ -487,7 +492,10 @@ impl Daemon {
     fn on_sentinel(&mut self, report: SentinelReport) {
         let vip = Ipv4Addr::from(report.vip.addr.to_ne_bytes());
         let port = u16::from_be(report.vip.port);
-        if !self.board.record_sentinel(report.vip, report.master) {
+        if !self
+            .board
+            .record_sentinel(report.vip, report.watcher, report.master)
+        {
             if report.via.contains("+switch-master") {
                 info!(vip = %format!("{vip}:{port}"), via = %report.via, "Sentinel confirms the master");
             }

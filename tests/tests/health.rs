@@ -844,3 +844,30 @@ fn load_aware_weights_steer_new_clients_away_and_a_full_backend_is_drained() {
         row(r, 0).is_some_and(|r| r.health == "up" && r.weight == Some(100))
     });
 }
+
+/// A password set on a checked Redis while lbd has none configured: the checker's kept
+/// connection stays authenticated, but every new client gets NOAUTH. The connection is
+/// renewed every 20 intervals (at least 5 s), so the check sees it within that.
+#[test]
+fn a_password_set_on_a_checked_redis_is_noticed() {
+    if !lb_tests::require_root("health") {
+        return;
+    }
+    let lab = Lab::new("rq", 1);
+    let lbd = Lbd::start(&lab, &config(&lab, &[(VIP, "", FAST_CHECK, &[0])]));
+    wait_rows(&lbd, VIP, "rs1 up", |r| serving(r, 0));
+    lab.redis(0, None, &["CONFIG", "SET", "requirepass", PASSWORD]);
+    let fresh = lab.redis(0, None, &["PING"]);
+    assert!(
+        matches!(&fresh, Reply::Error(e) if e.starts_with("NOAUTH")),
+        "a new connection: {fresh:?}"
+    );
+    let got = poll(&lbd, VIP, Duration::from_secs(10), |r| {
+        row(r, 0).is_some_and(|r| r.health == "down" && r.reason.contains("NOAUTH"))
+    });
+    assert!(
+        got.is_ok(),
+        "10 s after requirepass was set, a new connection gets {fresh:?} but rs1 is still shown up and serving:\n{}",
+        got.unwrap_err()
+    );
+}

@@ -348,12 +348,12 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
                 .as_float()
                 .or_else(|| read.item.as_integer().map(|n| n as f64));
             match share {
-                Some(x) if x > 0.0 && x <= 1.0 => Some((x * 1000.0).round() as u32),
+                Some(x) if (0.01..=1.0).contains(&x) => Some((x * 1000.0).round() as u32),
                 Some(_) => {
                     p.add(
                         Some(read.at),
                         read.key,
-                        "a share of maxmemory, above 0 and at most 1",
+                        "a share of maxmemory, between 0.01 and 1",
                     );
                     None
                 }

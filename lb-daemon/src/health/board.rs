@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     time::SystemTime,
 };
 
@@ -181,7 +181,8 @@ pub struct Changes {
     /// Each with the checker id its reports must carry.
     pub start: Vec<(BackendKey, CheckSpec, u64)>,
     pub stop: Vec<BackendKey>,
-    pub start_sentinels: Vec<(VipKey, SentinelSpec)>,
+    /// Each with the watcher id its reports must carry.
+    pub start_sentinels: Vec<(VipKey, SentinelSpec, u64)>,
     pub stop_sentinels: Vec<VipKey>,
 }
 
@@ -213,7 +214,7 @@ pub enum Event {
     /// Sentinel names a master that cannot take the VIP's flows.
     SentinelMasterUnusable {
         vip: String,
-        master: Ipv4Addr,
+        master: SocketAddrV4,
         why: String,
     },
 }
@@ -277,12 +278,14 @@ pub struct Board {
     masters: BTreeMap<VipKey, Ipv4Addr>,
     /// The masters each write VIP last saw when more than one reported it.
     several: BTreeMap<VipKey, Vec<Ipv4Addr>>,
-    /// Sentinel watchers, and what each last said (`None`: no Sentinel answered).
-    sentinels: BTreeMap<VipKey, (SentinelSpec, Option<Ipv4Addr>)>,
+    /// Sentinel watchers (spec, id), and what each last said (`None`: no Sentinel answered).
+    sentinels: BTreeMap<VipKey, (SentinelSpec, u64, Option<SocketAddrV4>)>,
     /// The Sentinel master each write VIP last found unusable (logged once).
-    unusable: BTreeMap<VipKey, Ipv4Addr>,
+    unusable: BTreeMap<VipKey, SocketAddrV4>,
     /// Id of the next checker started.
     next_checker: u64,
+    /// VIPs whose sorry server the last [`Board::effective`] put in service.
+    sorry_in_use: BTreeSet<VipKey>,
 }
 
 impl Board {
@@ -344,8 +347,9 @@ impl Board {
         }
         for (key, spec) in wanted {
             if let std::collections::btree_map::Entry::Vacant(slot) = self.sentinels.entry(key) {
-                slot.insert((spec.clone(), None));
-                changes.start_sentinels.push((key, spec));
+                slot.insert((spec.clone(), self.next_checker, None));
+                changes.start_sentinels.push((key, spec, self.next_checker));
+                self.next_checker += 1;
             }
         }
         let vips: BTreeSet<VipKey> = config.vips.iter().map(|v| v.key()).collect();
@@ -355,10 +359,16 @@ impl Board {
         changes
     }
 
-    /// Records what Sentinel says of a write VIP's master; returns whether it changed.
-    pub fn record_sentinel(&mut self, vip: VipKey, master: Option<Ipv4Addr>) -> bool {
+    /// Records what Sentinel says of a write VIP's master; returns whether it changed. A
+    /// report from a watcher a reload replaced is ignored.
+    pub fn record_sentinel(
+        &mut self,
+        vip: VipKey,
+        watcher: u64,
+        master: Option<SocketAddrV4>,
+    ) -> bool {
         match self.sentinels.get_mut(&vip) {
-            Some((_, said)) if *said != master => {
+            Some((_, id, said)) if *id == watcher && *said != master => {
                 *said = master;
                 true
             }
@@ -366,9 +376,19 @@ impl Board {
         }
     }
 
+    /// Whether the VIP's sorry server is in service (no backend takes new flows).
+    pub fn sorry_in_use(&self, vip: &VipKey) -> bool {
+        self.sorry_in_use.contains(vip)
+    }
+
+    /// The id the VIP's Sentinel watcher reports with.
+    pub fn sentinel_watcher(&self, vip: &VipKey) -> Option<u64> {
+        self.sentinels.get(vip).map(|(_, id, _)| *id)
+    }
+
     /// What Sentinel last said of a write VIP's master.
-    pub fn sentinel_master(&self, vip: &VipKey) -> Option<Ipv4Addr> {
-        self.sentinels.get(vip).and_then(|(_, said)| *said)
+    pub fn sentinel_master(&self, vip: &VipKey) -> Option<SocketAddrV4> {
+        self.sentinels.get(vip).and_then(|(_, _, said)| *said)
     }
 
     /// Counts one check result (ignored for a backend no longer checked).
@@ -490,10 +510,13 @@ impl Board {
                 .map(|b| b.addr)
                 .collect();
             let sentinel = self.sentinel_master(&key);
-            if let (Role::Master, Some(master)) = (vip.role, sentinel) {
+            if let (Role::Master, Some(said)) = (vip.role, sentinel.as_ref()) {
                 // Sentinel's answer wins over role polling: its master, if it is one of this
                 // VIP's backends and answers its check; else none.
-                let why = if !desired.backends.iter().any(|b| b.addr == master) {
+                let master = *said.ip();
+                let why = if said.port() != vip.port
+                    || !desired.backends.iter().any(|b| b.addr == master)
+                {
                     Some("is not a backend of this VIP")
                 } else if !self
                     .backends
@@ -506,13 +529,13 @@ impl Board {
                 };
                 let chosen = match why {
                     Some(why) => {
-                        if self.unusable.get(&key) != Some(&master) {
+                        if self.unusable.get(&key) != Some(said) {
                             events.push(Event::SentinelMasterUnusable {
                                 vip: name.clone(),
-                                master,
+                                master: *said,
                                 why: why.to_owned(),
                             });
-                            self.unusable.insert(key, master);
+                            self.unusable.insert(key, *said);
                         }
                         None
                     }
@@ -608,11 +631,15 @@ impl Board {
             // The sorry server stands in only while no backend takes new flows.
             let backends = match resolved.sorry.get(&key) {
                 Some(sorry) if backends.iter().all(|b| b.weight == 0) => {
+                    self.sorry_in_use.insert(key);
                     let mut backends = backends;
                     backends.push(sorry.clone());
                     backends
                 }
-                _ => backends,
+                _ => {
+                    self.sorry_in_use.remove(&key);
+                    backends
+                }
             };
             out.push(DesiredVip { key, backends });
         }

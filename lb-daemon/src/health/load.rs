@@ -72,14 +72,15 @@ pub fn factors(
 }
 
 /// Whether a backend is too full for new flows: above `permille` of `maxmemory` to start
-/// draining, back below it by 5 points to stop. No `maxmemory`: never.
+/// draining, back below it by 5 points (or half the share, for shares under 10%) to stop.
+/// No `maxmemory`: never.
 pub fn memory_full(load: &Load, permille: u32, was_full: bool) -> bool {
     if load.maxmemory == 0 {
         return false;
     }
     let used = (load.used_memory as u128 * 1000 / load.maxmemory as u128) as u32;
     if was_full {
-        used >= permille.saturating_sub(50)
+        used >= permille - 50.min(permille / 2)
     } else {
         used > permille
     }
@@ -152,6 +153,30 @@ mod tests {
         assert!(
             !memory_full(&Load::default(), 900, true),
             "no maxmemory: never"
+        );
+    }
+}
+
+#[cfg(test)]
+mod small_share_tests {
+    use super::*;
+
+    /// the drain stops "5 points below" the share via `permille.saturating_sub(50)`.
+    /// For `max_memory_share` of 0.05 or less (accepted: "above 0, at most 1") that is 0, and
+    /// `used >= 0` always holds: once drained, the backend is drained for good, whatever
+    /// its memory does.
+    #[test]
+    fn a_small_share_stops_draining_once_memory_is_freed() {
+        let load = |used| Load {
+            used_memory: used,
+            maxmemory: 1000,
+            ..Load::default()
+        };
+        // max_memory_share = 0.05 -> 50 permille.
+        assert!(memory_full(&load(60), 50, false), "6% used: drained");
+        assert!(
+            !memory_full(&load(1), 50, true),
+            "0.1% used of a 5% share, yet still drained (and would be at 0 bytes too)"
         );
     }
 }

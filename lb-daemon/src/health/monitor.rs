@@ -92,9 +92,10 @@ impl Monitor {
                 task.abort();
             }
         }
-        for (key, spec) in changes.start_sentinels {
+        for (key, spec, id) in changes.start_sentinels {
             let task = tokio::spawn(sentinel::watch(
                 key,
+                id,
                 spec.sentinel,
                 spec.timeout,
                 spec.interval,
@@ -180,5 +181,88 @@ async fn checker(
             check.interval
         };
         next = (started + delay).max(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod checker_tests {
+    use std::{
+        path::Path,
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::Duration,
+    };
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// a backend whose port starts answering garbage (here a blank line) must be
+    /// reported down. Instead `reply_len` panics inside the checker task: the task dies
+    /// silently and the backend keeps its last state (up) for good.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_garbage_answer_takes_the_backend_down_and_checks_go_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bad = Arc::new(AtomicBool::new(false));
+        let flag = bad.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let answer: &[u8] = if flag.load(Ordering::SeqCst) {
+                            b"\r\n"
+                        } else {
+                            b"+PONG\r\n"
+                        };
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let text = format!(
+            "[director]\ninterfaces = [\"eth0\"]\n\n[[vip]]\naddress = \"198.18.0.100\"\nport = {port}\n\
+             [vip.check]\ninterval = 0.1\ntimeout = 0.3\nfall = 1\nrise = 1\n\
+             [[vip.backend]]\naddress = \"198.18.0.11\"\n"
+        );
+        let config = Config::parse(Path::new("t.toml"), &text).expect("valid config");
+        let spec = CheckSpec::of(&config.vips[0]).unwrap();
+        let key = (config.vips[0].key(), Ipv4Addr::LOCALHOST);
+        let (mut monitor, mut reports) = Monitor::new();
+        monitor.apply(Changes {
+            start: vec![(key, spec, 7)],
+            ..Changes::default()
+        });
+        let first = tokio::time::timeout(Duration::from_secs(3), reports.checks.recv())
+            .await
+            .expect("a first report")
+            .unwrap();
+        assert!(first.outcome.ok, "{:?}", first.outcome);
+        bad.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let next = tokio::time::timeout_at(deadline, reports.checks.recv()).await;
+            match next {
+                Ok(Some(r)) if !r.outcome.ok => break,
+                Ok(Some(_)) => continue,
+                other => panic!(
+                    "no failed check reported within 3 s of the backend answering garbage \
+                     (checker task gone): {other:?}"
+                ),
+            }
+        }
     }
 }

@@ -8,11 +8,12 @@ use tracing::{debug, warn};
 /// How long a notify command may run before it is killed (with what it started).
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `argv` with `args` appended (backend, VIP, reason), without a shell.
-pub fn spawn(argv: Vec<String>, args: [String; 3]) {
+/// Runs `argv` with `args` appended (backend, VIP, reason), without a shell, with the
+/// environment a check script gets (`PATH`, `LBD_BACKEND`, `LBD_PORT`, `LBD_VIP`).
+pub fn spawn(argv: Vec<String>, args: [String; 3], env: [(&'static str, String); 3]) {
     tokio::spawn(async move {
         let mut command = tokio::process::Command::new(&argv[0]);
-        super::probe::script_env(&mut command, &[]);
+        super::probe::script_env(&mut command, &env);
         command
             .args(&argv[1..])
             .args(&args)
@@ -44,4 +45,49 @@ pub fn spawn(argv: Vec<String>, args: [String; 3]) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// Notify commands run with the environment a check script gets (PATH, LBD_BACKEND,
+    /// LBD_PORT, LBD_VIP), nothing else of lbd's.
+    #[tokio::test(flavor = "current_thread")]
+    async fn notify_gets_the_script_environment() {
+        let out = std::env::temp_dir().join(format!("lbd-notify-env-{}", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        super::spawn(
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("env > {}", out.display()),
+            ],
+            [
+                "198.18.0.12:6379".into(),
+                "198.18.0.100:6379".into(),
+                "PONG".into(),
+            ],
+            [
+                ("LBD_BACKEND", "198.18.0.12".into()),
+                ("LBD_PORT", "6379".into()),
+                ("LBD_VIP", "198.18.0.100".into()),
+            ],
+        );
+        let mut env = String::new();
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok(text) = std::fs::read_to_string(&out)
+                && !text.is_empty()
+            {
+                env = text;
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(&out);
+        assert!(env.contains("PATH="), "the command did not run: {env:?}");
+        for var in ["LBD_BACKEND=", "LBD_PORT=", "LBD_VIP="] {
+            assert!(env.contains(var), "{var} missing; notify env: {env:?}");
+        }
+    }
 }

@@ -34,6 +34,7 @@ pub async fn check(spec: &CheckSpec, addr: Ipv4Addr, session: &mut Session) -> O
                     auth.as_ref(),
                     spec.role != Role::Any,
                     spec.check.load_weights.is_some() || spec.check.max_memory_permille.is_some(),
+                    spec.check.interval,
                 )
                 .await
             }
@@ -169,6 +170,7 @@ async fn redis_check(
     auth: Option<&RedisAuth>,
     wants_role: bool,
     wants_load: bool,
+    interval: Duration,
 ) -> Outcome {
     use super::resp::{Conn, ExchangeError};
     let password = match auth {
@@ -199,6 +201,14 @@ async fn redis_check(
         pipe.cmd("INFO").arg(&sections);
     }
     let count = usize::from(password.is_some()) + 1 + usize::from(!sections.is_empty());
+    // A kept connection stays authenticated when the server starts asking for a password
+    // (`requirepass` set while none is configured here): renewed every 20 intervals (5 s to
+    // 60 s), so such a change is seen that soon; every check on a new one would cost twice
+    // the CPU (one connection per backend per interval).
+    let max_age = (interval * 20).clamp(Duration::from_secs(5), Duration::from_secs(60));
+    if session.as_ref().is_some_and(|conn| conn.age() > max_age) {
+        *session = None;
+    }
     let (mut conn, mut reused) = match session.take() {
         Some(conn) => (conn, true),
         None => match Conn::open(addr).await {

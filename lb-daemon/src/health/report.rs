@@ -53,22 +53,40 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
     let mut out = Vec::new();
     for vip in &config.vips {
         let key: VipKey = vip.key();
-        let first = out.len();
         for b in &vip.backends {
             let Some(health) = board.get(&(key, b.address)) else {
                 continue;
             };
             let unfit = health.unfit(vip.max_lag);
-            let chosen = vip.role != Role::Master || board.master(&key) == Some(b.address);
-            let (state, reason) = match (&unfit, health.tracker.checked(), chosen) {
-                (Some(why), false, _) if !health.tracker.is_up() => ("pending", why.clone()),
-                (Some(why), _, _) if !health.tracker.is_up() => ("down", why.clone()),
-                (Some(why), _, _) => ("standby", why.clone()),
-                (None, _, false) => (
+            let master = board.master(&key);
+            let (state, reason) = if !health.tracker.is_up() {
+                let why = unfit.unwrap_or_default();
+                (
+                    if health.tracker.checked() {
+                        "down"
+                    } else {
+                        "pending"
+                    },
+                    why,
+                )
+            } else if vip.role == Role::Master && master != Some(b.address) {
+                (
                     "standby",
-                    "another master is in service, or several report master".to_owned(),
-                ),
-                (None, _, true) if health.memory_full => (
+                    unfit.unwrap_or_else(|| {
+                        "another master is in service, or several report master".to_owned()
+                    }),
+                )
+            } else if vip.role == Role::Master && board.sentinel_master(&key).is_some() {
+                // In service because Sentinel names it, whatever its own report says.
+                let own = match &unfit {
+                    Some(why) => format!("; its own report: {why}"),
+                    None => String::new(),
+                };
+                ("up", format!("Sentinel's master{own}"))
+            } else if let Some(why) = unfit {
+                ("standby", why)
+            } else if health.memory_full {
+                (
                     "drained",
                     match health.last_ok.as_ref().and_then(|l| l.load) {
                         Some(load) => format!(
@@ -77,14 +95,15 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
                         ),
                         None => "over max_memory_share".to_owned(),
                     },
-                ),
-                (None, _, true) => (
+                )
+            } else {
+                (
                     "up",
                     health
                         .last
                         .as_ref()
                         .map_or("initially up".to_owned(), |l| l.reason.clone()),
-                ),
+                )
             };
             let reason = match (health.spec.check.load_weights, &health.last_ok) {
                 (
@@ -120,7 +139,7 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
         if let Some(sorry) = &vip.sorry_server
             && vip.check.is_some()
         {
-            let standing_in = out[first..].iter().all(|l| l.state != "up");
+            let standing_in = board.sorry_in_use(&key);
             out.push(HealthLine {
                 vip: vip.address,
                 port: vip.port,
@@ -131,9 +150,9 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
                 checked: None,
                 since: SystemTime::now(),
                 reason: if standing_in {
-                    "sorry server: standing in, no backend is up".to_owned()
+                    "sorry server: standing in, no backend takes new flows".to_owned()
                 } else {
-                    "sorry server: idle while a backend is up".to_owned()
+                    "sorry server: idle while a backend takes new flows".to_owned()
                 },
             });
         }

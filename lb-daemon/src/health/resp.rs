@@ -12,13 +12,19 @@ use tokio::{
     net::TcpStream,
 };
 
+/// How deep replies may nest: the check's replies (`+PONG`, `+OK`, a bulk `INFO`) do not
+/// nest at all; a server that nests deeper is not answering as Redis does to us.
+const MAX_DEPTH: usize = 4;
+/// The most a check reads before giving up on a reply (`INFO` is a few kilobytes).
+pub const MAX_REPLY: usize = 1 << 20;
+
 /// The length of the first complete RESP2 reply in `buf`: `Ok(None)` when more bytes are
-/// needed, `Err` when the bytes are no RESP2 reply.
+/// needed, `Err` when the bytes are no RESP2 reply (or nest deeper than [`MAX_DEPTH`]).
 pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, String> {
-    fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
-        let end = buf.windows(2).position(|w| w == b"\r\n")?;
-        Some((&buf[1..end], end + 2))
-    }
+    reply_len_at(buf, 0)
+}
+
+fn reply_len_at(buf: &[u8], depth: usize) -> Result<Option<usize>, String> {
     fn number(text: &[u8]) -> Result<i64, String> {
         std::str::from_utf8(text)
             .ok()
@@ -28,11 +34,15 @@ pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, String> {
     let Some(&kind) = buf.first() else {
         return Ok(None);
     };
-    let Some((head, head_len)) = line(buf) else {
+    if !matches!(kind, b'+' | b'-' | b':' | b'$' | b'*') {
+        return Err(format!("unexpected reply type {:?}", kind as char));
+    }
+    // The header line: the type byte, its text, CRLF.
+    let Some(end) = buf[1..].windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);
     };
+    let (head, head_len) = (&buf[1..1 + end], end + 3);
     match kind {
-        b'+' | b'-' | b':' => Ok(Some(head_len)),
         b'$' => match number(head)? {
             -1 => Ok(Some(head_len)),
             n if n >= 0 => {
@@ -46,16 +56,19 @@ pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, String> {
             if n < 0 {
                 return Ok(Some(head_len));
             }
+            if depth >= MAX_DEPTH {
+                return Err(format!("arrays nested deeper than {MAX_DEPTH}"));
+            }
             let mut at = head_len;
             for _ in 0..n {
-                match reply_len(&buf[at..])? {
+                match reply_len_at(&buf[at..], depth + 1)? {
                     Some(len) => at += len,
                     None => return Ok(None),
                 }
             }
             Ok(Some(at))
         }
-        other => Err(format!("unexpected reply type {:?}", other as char)),
+        _ => Ok(Some(head_len)),
     }
 }
 
@@ -80,6 +93,7 @@ impl std::fmt::Display for ExchangeError {
 pub struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    opened: std::time::Instant,
 }
 
 impl Conn {
@@ -89,7 +103,13 @@ impl Conn {
         Ok(Conn {
             stream,
             buf: Vec::with_capacity(4096),
+            opened: std::time::Instant::now(),
         })
+    }
+
+    /// How long ago it was opened.
+    pub fn age(&self) -> std::time::Duration {
+        self.opened.elapsed()
     }
 
     /// Sends `pipe` and reads its `replies` replies (server errors are replies:
@@ -115,6 +135,11 @@ impl Conn {
                     at += len;
                 }
                 None => {
+                    if self.buf.len() > MAX_REPLY {
+                        return Err(ExchangeError::Protocol(format!(
+                            "no complete reply in {MAX_REPLY} bytes"
+                        )));
+                    }
                     let read = self
                         .stream
                         .read_buf(&mut self.buf)
@@ -160,5 +185,32 @@ mod tests {
         assert!(reply_len(b"HTTP/1.1 400 Bad Request\r\n").is_err());
         assert!(reply_len(b"$x\r\n").is_err());
         assert!(reply_len(b"$-5\r\n").is_err());
+    }
+
+    /// bytes from a backend must never panic the checker. A reply starting with
+    /// CRLF (any non-Redis service that answers with a blank line) makes `line()` slice
+    /// `buf[1..0]`.
+    #[test]
+    fn a_reply_starting_with_crlf_is_an_error_not_a_panic() {
+        let got = std::panic::catch_unwind(|| reply_len(b"\r\n+PONG\r\n"));
+        assert!(
+            matches!(got, Ok(Err(_))),
+            "reply_len panicked on a reply starting with CRLF"
+        );
+    }
+
+    /// a backend answering deeply nested arrays (`*1\r\n` repeated) overflows the
+    /// stack of the thread that runs every check (the daemon's one runtime thread, 8 MiB
+    /// main-thread stack): the whole daemon aborts. Run alone: a stack overflow aborts the
+    /// test binary.
+    #[test]
+    fn deeply_nested_arrays_do_not_overflow_the_stack() {
+        let nested = b"*1\r\n".repeat(2_000_000);
+        let got = std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || reply_len(&nested).is_ok())
+            .unwrap()
+            .join();
+        assert!(got.is_ok());
     }
 }

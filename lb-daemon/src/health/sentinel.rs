@@ -18,17 +18,22 @@ use crate::config::SentinelConfig;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SentinelReport {
     pub vip: VipKey,
+    /// The watcher that sent it (see [`Changes::start_sentinels`](super::board::Changes)).
+    pub watcher: u64,
     /// `None`: no Sentinel answered (or none knows the name); role polling decides.
-    pub master: Option<Ipv4Addr>,
+    pub master: Option<SocketAddrV4>,
     /// Which Sentinel said so, or why none did.
     pub via: String,
 }
 
 /// `+switch-master` payload: `<name> <old-ip> <old-port> <new-ip> <new-port>`.
-pub fn parse_switch(payload: &str, master_name: &str) -> Option<Ipv4Addr> {
+pub fn parse_switch(payload: &str, master_name: &str) -> Option<SocketAddrV4> {
     let fields: Vec<&str> = payload.split_whitespace().collect();
     match fields.as_slice() {
-        [name, _, _, new_ip, _] if *name == master_name => new_ip.parse().ok(),
+        [name, _, _, new_ip, new_port] if *name == master_name => Some(SocketAddrV4::new(
+            new_ip.parse().ok()?,
+            new_port.parse().ok()?,
+        )),
         _ => None,
     }
 }
@@ -40,6 +45,7 @@ pub fn parse_switch(payload: &str, master_name: &str) -> Option<Ipv4Addr> {
 /// is reported and all are tried again after `interval`.
 pub async fn watch(
     vip: VipKey,
+    watcher: u64,
     spec: SentinelConfig,
     timeout: Duration,
     interval: Duration,
@@ -51,7 +57,7 @@ pub async fn watch(
         for i in 0..spec.addresses.len() {
             let addr = spec.addresses[(first + i) % spec.addresses.len()];
             // Returns when that Sentinel stops answering.
-            let reason = session(vip, &spec, addr, timeout, interval, &reports).await;
+            let reason = session(vip, watcher, &spec, addr, timeout, interval, &reports).await;
             reasons.push(format!("{addr}: {reason}"));
             if reports.is_closed() {
                 return;
@@ -60,6 +66,7 @@ pub async fn watch(
         first = (first + 1) % spec.addresses.len().max(1);
         let report = SentinelReport {
             vip,
+            watcher,
             master: None,
             via: format!("no Sentinel answered ({})", reasons.join("; ")),
         };
@@ -73,6 +80,7 @@ pub async fn watch(
 /// Asks `addr`, subscribes, and follows it; returns why it stopped.
 async fn session(
     vip: VipKey,
+    watcher: u64,
     spec: &SentinelConfig,
     addr: SocketAddrV4,
     timeout: Duration,
@@ -97,12 +105,15 @@ async fn session(
             .map_err(|err| redis_error("SENTINEL get-master-addr-by-name", &err))?;
             let master = match answer {
                 None => return Err(format!("does not know master {:?}", spec.master_name)),
-                Some((ip, _)) => ip
-                    .parse::<Ipv4Addr>()
-                    .map_err(|_| format!("master address {ip:?} is not IPv4"))?,
+                Some((ip, port)) => SocketAddrV4::new(
+                    ip.parse::<Ipv4Addr>()
+                        .map_err(|_| format!("master address {ip:?} is not IPv4"))?,
+                    port,
+                ),
             };
             Ok(SentinelReport {
                 vip,
+                watcher,
                 master: Some(master),
                 via: format!("Sentinel {addr}"),
             })
@@ -155,6 +166,7 @@ async fn session(
                 };
                 SentinelReport {
                     vip,
+                    watcher,
                     master: Some(master),
                     via: format!("Sentinel {addr}: +switch-master {payload}"),
                 }
@@ -185,7 +197,7 @@ mod tests {
         let payload = "mymaster 198.18.0.11 6379 198.18.0.12 6379";
         assert_eq!(
             parse_switch(payload, "mymaster"),
-            Some(Ipv4Addr::new(198, 18, 0, 12))
+            Some(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 12), 6379))
         );
         assert_eq!(parse_switch(payload, "other"), None);
         assert_eq!(parse_switch("mymaster 198.18.0.11 6379", "mymaster"), None);

@@ -1,4 +1,9 @@
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::SystemTime};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
+    time::SystemTime,
+};
 
 use super::*;
 use crate::health::Replication;
@@ -290,15 +295,20 @@ const SENTINEL: &str = "role = \"master\"\n[vip.sentinel]\naddresses = [\"198.18
 fn sentinels_answer_wins_over_role_polling() {
     let mut w = World::new(config(SENTINEL, ""));
     let vip = w.config.vips[0].key();
+    let watcher = w.board.sentinel_watcher(&vip).unwrap();
     w.refused(&[C]);
     w.report(A, role(Replication::Master));
     w.report(B, role(replica()));
     // No answer from Sentinel yet: role polling decides.
     assert_eq!(w.serving().0, [(A, 3)]);
     // Sentinel says B (its failover promoted B; A has not noticed yet).
-    assert!(w.board.record_sentinel(vip, Some(B)));
     assert!(
-        !w.board.record_sentinel(vip, Some(B)),
+        w.board
+            .record_sentinel(vip, watcher, Some(SocketAddrV4::new(B, 6379)))
+    );
+    assert!(
+        !w.board
+            .record_sentinel(vip, watcher, Some(SocketAddrV4::new(B, 6379))),
         "the same answer changes nothing"
     );
     let (serving, events) = w.serving();
@@ -321,8 +331,11 @@ fn sentinels_answer_wins_over_role_polling() {
         "{events:?}"
     );
     // A master Sentinel knows that is no backend of ours: none.
-    w.board
-        .record_sentinel(vip, Some(Ipv4Addr::new(198, 18, 9, 9)));
+    w.board.record_sentinel(
+        vip,
+        watcher,
+        Some(SocketAddrV4::new(Ipv4Addr::new(198, 18, 9, 9), 6379)),
+    );
     let (serving, events) = w.serving();
     assert_eq!(serving, []);
     assert!(
@@ -332,7 +345,7 @@ fn sentinels_answer_wins_over_role_polling() {
         "{events:?}"
     );
     // Sentinel unreachable: back to role polling.
-    w.board.record_sentinel(vip, None);
+    w.board.record_sentinel(vip, watcher, None);
     assert_eq!(w.serving().0, [(A, 3)]);
 }
 
@@ -529,4 +542,104 @@ fn memory_over_its_share_drains_until_it_falls_back() {
     assert!(!w.report(A, loaded(1, 870)).replan, "within the hysteresis");
     assert!(w.report(A, loaded(1, 800)).replan);
     assert_eq!(w.serving().0, [(A, 3), (B, 1)]);
+}
+
+/// the sorry server takes the VIP's flows whenever every backend's weight is 0
+/// (effective), but `lbd status` calls it "idle while a backend is up" as soon as one
+/// backend's *state* is `up`, weight 0 or not. A script asking for weight 0 (exit 2), or a
+/// backend configured with weight 0, leaves the two disagreeing: the maps send every new
+/// flow to the sorry server while status says it is idle.
+#[test]
+fn status_says_the_sorry_server_stands_in_when_it_does() {
+    let mut w = World::new(config(
+        "sorry_server = \"198.18.0.99\"",
+        "type = \"script\"\nscript = [\"/bin/true\"]\ndynamic_weight = true",
+    ));
+    w.refused(&[B, C]);
+    w.report(
+        A,
+        Outcome {
+            weight: Some(0),
+            ..Outcome::up("exit 2: weight 0")
+        },
+    );
+    let serving = w.serving().0;
+    assert_eq!(
+        serving,
+        [(A, 0), (SORRY, 1)],
+        "the maps: the sorry server stands in"
+    );
+    let lines = crate::health::report::lines(&w.config, &w.board);
+    let sorry = lines.iter().find(|l| l.backend == SORRY).unwrap();
+    let a = lines.iter().find(|l| l.backend == A).unwrap();
+    assert_eq!(
+        sorry.reason, "sorry server: standing in, no backend takes new flows",
+        "status disagrees with the maps {serving:?}; A's row: state {:?}, reason {:?}",
+        a.state, a.reason
+    );
+}
+
+/// Sentinel's master takes the write VIP's flows whatever its own INFO says (only
+/// its up/down state counts), but `lbd status` derives the row from role polling: the
+/// master in service is shown as `standby` (role slave) while the maps send to it. Right
+/// after every `+switch-master` (until the next check of the promoted replica), and for
+/// good if the Sentinel's master keeps reporting role:slave.
+#[test]
+fn status_shows_the_sentinel_master_in_service_as_up() {
+    let mut w = World::new(config(SENTINEL, ""));
+    let vip = w.config.vips[0].key();
+    let watcher = w.board.sentinel_watcher(&vip).unwrap();
+    w.refused(&[C]);
+    w.report(A, role(Replication::Master));
+    w.report(B, role(replica()));
+    w.serving();
+    w.board
+        .record_sentinel(vip, watcher, Some(SocketAddrV4::new(B, 6379)));
+    let serving = w.serving().0;
+    assert_eq!(serving, [(B, 1)], "the maps send the write VIP to B");
+    let lines = crate::health::report::lines(&w.config, &w.board);
+    let b = lines.iter().find(|l| l.backend == B).unwrap();
+    assert_eq!(
+        b.state, "up",
+        "B takes every new flow but status says {:?} ({:?})",
+        b.state, b.reason
+    );
+}
+
+#[test]
+fn sentinel_reports_of_a_replaced_watcher_and_other_ports_do_not_count() {
+    let mut w = World::new(config(SENTINEL, ""));
+    let vip = w.config.vips[0].key();
+    let old = w.board.sentinel_watcher(&vip).unwrap();
+    w.refused(&[C]);
+    w.report(A, role(Replication::Master));
+    w.report(B, role(replica()));
+    // A reload that changes the Sentinel config starts a new watcher.
+    let changed = config(&SENTINEL.replace("mymaster", "other"), "");
+    w.board.sync(&changed, SystemTime::now());
+    w.config = changed;
+    let new = w.board.sentinel_watcher(&vip).unwrap();
+    assert_ne!(old, new);
+    assert!(
+        !w.board
+            .record_sentinel(vip, old, Some(SocketAddrV4::new(B, 6379)))
+    );
+    assert_eq!(
+        w.serving().0,
+        [(A, 3)],
+        "the old watcher's answer is ignored"
+    );
+    // Sentinel's master on another port of a backend's host is no backend of this VIP.
+    assert!(
+        w.board
+            .record_sentinel(vip, new, Some(SocketAddrV4::new(B, 6380)))
+    );
+    let (serving, events) = w.serving();
+    assert_eq!(serving, []);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.to_string().contains("198.18.0.12:6380")),
+        "{events:?}"
+    );
 }
