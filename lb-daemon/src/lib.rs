@@ -12,6 +12,7 @@
 //! - [`daemon`]: `lbd run` (start, SIGHUP reload, clean stop).
 //! - [`control`]: `lbd reload` / `lbd status` against a running instance.
 //! - [`status`]: the status table.
+//! - [`vrrp`]: VRRP adverts and state machine (pure; not wired in yet).
 //! - [`paths`], [`error`]: every path, every error.
 
 pub mod apply;
@@ -28,3 +29,4 @@ pub mod netdev;
 pub mod paths;
 pub mod reconcile;
 pub mod status;
+pub mod vrrp;

@@ -1,0 +1,276 @@
+//! The RFC's behaviour, played out between routers on a simulated segment with a fake clock.
+
+use std::collections::VecDeque;
+
+use super::*;
+
+const SEC: u64 = 1_000_000;
+
+fn settings(priority: u8, last_octet: u8) -> Settings {
+    Settings {
+        priority,
+        interval_cs: 100,
+        preempt: true,
+        preempt_delay_cs: 0,
+        address: Ipv4Addr::new(198, 18, 0, last_octet),
+    }
+}
+
+/// Routers on one segment: every advert reaches every other running router at once.
+struct Segment {
+    routers: Vec<Machine>,
+    running: Vec<bool>,
+    now: u64,
+    /// (time, router, action), in order.
+    log: Vec<(u64, usize, Action)>,
+    /// False: the link between routers is cut (adverts are lost).
+    linked: bool,
+}
+
+impl Segment {
+    fn new(routers: Vec<Settings>) -> Segment {
+        let n = routers.len();
+        Segment {
+            routers: routers.into_iter().map(Machine::new).collect(),
+            running: vec![false; n],
+            now: 0,
+            log: Vec::new(),
+            linked: true,
+        }
+    }
+
+    fn event(&mut self, router: usize, event: Event) {
+        let mut queue = VecDeque::from([(router, event)]);
+        while let Some((i, event)) = queue.pop_front() {
+            for action in self.routers[i].handle(event, self.now) {
+                self.log.push((self.now, i, action));
+                if let Action::SendAdvert { priority } = action
+                    && self.linked
+                {
+                    for j in 0..self.routers.len() {
+                        if j != i && self.running[j] {
+                            queue.push_back((
+                                j,
+                                Event::Advert {
+                                    priority,
+                                    interval_cs: self.routers[i].settings.interval_cs,
+                                    from: self.routers[i].settings.address,
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, router: usize) {
+        self.running[router] = true;
+        self.event(router, Event::Startup);
+    }
+
+    /// A clean stop (priority-0 advert from a master).
+    fn stop(&mut self, router: usize) {
+        self.event(router, Event::Shutdown);
+        self.running[router] = false;
+    }
+
+    /// A crash: it just goes silent.
+    fn crash(&mut self, router: usize) {
+        self.running[router] = false;
+    }
+
+    /// Runs the timers of running routers until `until`.
+    fn run_until(&mut self, until: u64) {
+        loop {
+            let next = (0..self.routers.len())
+                .filter(|&i| self.running[i])
+                .filter_map(|i| self.routers[i].next_deadline())
+                .min();
+            match next {
+                Some(at) if at <= until => {
+                    self.now = self.now.max(at);
+                    for i in 0..self.routers.len() {
+                        if self.running[i]
+                            && self.routers[i]
+                                .next_deadline()
+                                .is_some_and(|d| d <= self.now)
+                        {
+                            self.event(i, Event::Tick);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+    }
+
+    fn masters(&self) -> Vec<usize> {
+        (0..self.routers.len())
+            .filter(|&i| self.running[i] && self.routers[i].state() == State::Master)
+            .collect()
+    }
+
+    /// When `router` last took over.
+    fn took_over_at(&self, router: usize) -> Option<u64> {
+        self.log
+            .iter()
+            .rev()
+            .find(|(_, i, a)| *i == router && *a == Action::TakeOver)
+            .map(|(t, _, _)| *t)
+    }
+}
+
+#[test]
+fn the_higher_priority_becomes_master_and_the_other_backs_it_up() {
+    let mut seg = Segment::new(vec![settings(200, 2), settings(100, 3)]);
+    seg.start(0);
+    seg.start(1);
+    seg.run_until(10 * SEC);
+    assert_eq!(seg.masters(), [0]);
+    assert_eq!(seg.routers[1].state(), State::Backup);
+    // Router 0 waited out a master-down interval first: 3 s + (256-200)/256 s.
+    assert_eq!(seg.took_over_at(0), Some(3 * SEC + 56 * SEC / 256));
+}
+
+#[test]
+fn a_crashed_master_is_replaced_after_three_intervals_and_the_skew() {
+    let mut seg = Segment::new(vec![settings(200, 2), settings(100, 3)]);
+    seg.start(0);
+    seg.start(1);
+    seg.run_until(10 * SEC);
+    let last_advert = seg
+        .log
+        .iter()
+        .rev()
+        .find(|(_, i, a)| *i == 0 && matches!(a, Action::SendAdvert { .. }))
+        .map(|(t, _, _)| *t)
+        .unwrap();
+    seg.crash(0);
+    seg.run_until(20 * SEC);
+    assert_eq!(seg.masters(), [1]);
+    let master_down = 3 * SEC + (256 - 100) * SEC / 256;
+    assert_eq!(seg.took_over_at(1), Some(last_advert + master_down));
+}
+
+#[test]
+fn a_clean_stop_hands_over_after_the_skew_only() {
+    let mut seg = Segment::new(vec![settings(200, 2), settings(100, 3)]);
+    seg.start(0);
+    seg.start(1);
+    seg.run_until(10 * SEC);
+    seg.stop(0);
+    assert!(
+        seg.log
+            .iter()
+            .any(|(t, i, a)| *t == 10 * SEC && *i == 0 && *a == Action::SendAdvert { priority: 0 })
+    );
+    seg.run_until(20 * SEC);
+    assert_eq!(seg.masters(), [1]);
+    assert_eq!(
+        seg.took_over_at(1),
+        Some(10 * SEC + (256 - 100) * SEC / 256)
+    );
+}
+
+#[test]
+fn a_returning_higher_priority_preempts_unless_told_not_to() {
+    for preempt in [true, false] {
+        let high = Settings {
+            preempt,
+            ..settings(200, 2)
+        };
+        let mut seg = Segment::new(vec![high, settings(100, 3)]);
+        seg.start(1);
+        seg.run_until(10 * SEC);
+        assert_eq!(seg.masters(), [1]);
+        seg.start(0);
+        seg.run_until(30 * SEC);
+        let expected = if preempt { vec![0] } else { vec![1] };
+        assert_eq!(seg.masters(), expected, "preempt = {preempt}");
+    }
+}
+
+#[test]
+fn preempt_delay_holds_back_the_takeover() {
+    let delayed = Settings {
+        preempt_delay_cs: 1500,
+        ..settings(200, 2)
+    };
+    let mut seg = Segment::new(vec![delayed, settings(100, 3)]);
+    seg.start(1);
+    seg.run_until(10 * SEC);
+    seg.start(0);
+    seg.run_until(20 * SEC);
+    assert_eq!(seg.masters(), [1], "within the 15 s preempt_delay");
+    seg.run_until(40 * SEC);
+    assert_eq!(seg.masters(), [0]);
+    assert!(seg.took_over_at(0).unwrap() >= 25 * SEC);
+}
+
+#[test]
+fn after_a_split_brain_one_master_remains_equal_priorities_by_the_higher_address() {
+    let mut seg = Segment::new(vec![settings(100, 2), settings(100, 3)]);
+    seg.linked = false;
+    seg.start(0);
+    seg.start(1);
+    seg.run_until(10 * SEC);
+    assert_eq!(
+        seg.masters(),
+        [0, 1],
+        "cut off from each other, both take over"
+    );
+    seg.linked = true;
+    seg.run_until(12 * SEC);
+    assert_eq!(seg.masters(), [1], "the higher address keeps it");
+    assert_eq!(seg.routers[0].state(), State::Backup);
+}
+
+#[test]
+fn the_address_owner_is_master_at_once_and_never_two_masters_stay() {
+    let mut seg = Segment::new(vec![settings(255, 2), settings(100, 3)]);
+    seg.start(1);
+    seg.run_until(10 * SEC);
+    assert_eq!(seg.masters(), [1]);
+    seg.start(0);
+    assert_eq!(seg.took_over_at(0), Some(10 * SEC));
+    // Its advert made the other stand down in the same instant.
+    assert_eq!(seg.masters(), [0]);
+    assert!(
+        seg.log
+            .iter()
+            .any(|(t, i, a)| *t == 10 * SEC && *i == 1 && *a == Action::StandDown)
+    );
+}
+
+#[test]
+fn centisecond_adverts_take_over_in_a_third_of_a_second() {
+    let fast = |p, o| Settings {
+        interval_cs: 10,
+        ..settings(p, o)
+    };
+    let mut seg = Segment::new(vec![fast(200, 2), fast(100, 3)]);
+    seg.start(0);
+    seg.start(1);
+    seg.run_until(2 * SEC);
+    seg.crash(0);
+    let crashed = seg.now;
+    seg.run_until(4 * SEC);
+    let took = seg.took_over_at(1).unwrap() - crashed;
+    // 3 x 0.1 s + skew (156/256 x 0.1 s), from the last advert (at most 0.1 s before).
+    assert!(took <= 3 * SEC / 10 + 61_000, "{took} us");
+}
+
+#[test]
+fn a_lowered_priority_lets_a_peer_take_over() {
+    // Tracking: the master's pool is empty, its priority drops below the backup's.
+    let mut seg = Segment::new(vec![settings(200, 2), settings(150, 3)]);
+    seg.start(0);
+    seg.start(1);
+    seg.run_until(10 * SEC);
+    assert_eq!(seg.masters(), [0]);
+    seg.routers[0].set_priority(100);
+    seg.run_until(20 * SEC);
+    assert_eq!(seg.masters(), [1]);
+}
