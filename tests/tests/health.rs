@@ -354,7 +354,8 @@ fn the_write_vip_follows_the_one_master_and_the_read_vip_takes_synced_replicas()
     replica_of(&lab, 1, None);
     wait_rows(&lbd, VIP2, "rs2 leaves the read VIP", |r| removed(r, 1));
     let rows = wait_rows(&lbd, VIP, "rs2 is a master on standby", |r| {
-        row(r, 1).is_some_and(|r| r.health == "standby" && r.reason.contains("another master"))
+        row(r, 1)
+            .is_some_and(|r| r.health == "standby" && r.reason.contains("is the master in service"))
     });
     assert!(serving(&rows, 0) && removed(&rows, 1), "{rows:?}");
     assert_eq!(served(&lab, VIP, Some(PASSWORD), 20), names(&["rs1"]));
@@ -627,7 +628,8 @@ fn one_slow_check_does_not_move_the_write_vip() {
     });
     lab.redis(1, None, &["REPLICAOF", "NO", "ONE"]);
     wait_rows(&lbd, VIP, "rs2, a second master, on standby", |r| {
-        row(r, 1).is_some_and(|r| r.health == "standby" && r.reason.contains("another master"))
+        row(r, 1)
+            .is_some_and(|r| r.health == "standby" && r.reason.contains("is the master in service"))
     });
     let (kept, other) = (0, 1);
     // One slow answer (well under fall x interval = 2 s).

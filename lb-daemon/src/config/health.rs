@@ -376,6 +376,7 @@ fn check(table: &Table<'_>, p: &mut Problems) -> Option<CheckConfig> {
     let kind = match kind_name.as_str() {
         "redis" => CheckKind::Redis {
             auth: redis_auth(table, p),
+            port,
         },
         "tcp" => CheckKind::Tcp { port },
         _ => {

@@ -361,8 +361,12 @@ pub struct RedisAuth {
 /// What a health check does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckKind {
-    /// Connect, `AUTH`, `PING` expecting `PONG` (and `INFO replication` for role-aware VIPs).
-    Redis { auth: Option<RedisAuth> },
+    /// Connect to `port` (default: the VIP's port), `AUTH`, `PING` expecting `PONG` (and
+    /// `INFO` for role-aware and load-aware VIPs).
+    Redis {
+        auth: Option<RedisAuth>,
+        port: Option<u16>,
+    },
     /// keepalived's TCP_CHECK: a TCP connect to `port` (default: the VIP's port).
     Tcp { port: Option<u16> },
     /// keepalived's MISC_CHECK: run `argv` (no shell); exit 0 up, 1 down; with

@@ -715,7 +715,8 @@ fn a_health_check_reads_with_keepalived_defaults() {
                 auth: Some(RedisAuth {
                     user: None,
                     password: Secret::Env("REDIS_PASSWORD".into())
-                })
+                }),
+                port: None,
             },
             interval: Duration::from_millis(500),
             timeout: Duration::from_secs(1),
@@ -733,7 +734,10 @@ fn a_health_check_reads_with_keepalived_defaults() {
     let text = GOOD.replacen("[[vip.backend]]", "[vip.check]\n\n[[vip.backend]]", 1);
     assert!(matches!(
         parse(&text).unwrap().vips[0].check.as_ref().unwrap().kind,
-        CheckKind::Redis { auth: None }
+        CheckKind::Redis {
+            auth: None,
+            port: None
+        }
     ));
 }
 

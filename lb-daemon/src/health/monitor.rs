@@ -204,10 +204,16 @@ async fn checker(
             }
             check.interval
         };
-        // The next grid point after the planned start plus the delay (not after the actual
-        // start, which drifts): checks due together keep waking together.
+        // The planned start plus the delay, exactly (not the actual start, which drifts):
+        // with delays that are multiples of the step (1 s, 0.5 s, ...) checks stay on the
+        // grid and due ones keep waking together. Behind (a check longer than the delay):
+        // the next grid point.
         let planned = next;
-        next = on_grid(epoch, (planned + delay).max(started), step);
+        next = if planned + delay >= started {
+            planned + delay
+        } else {
+            on_grid(epoch, started, step)
+        };
     }
 }
 
@@ -340,6 +346,60 @@ mod grid_tests {
         assert_eq!(
             on_grid(epoch, epoch + Duration::from_millis(30), step),
             epoch + Duration::from_millis(30)
+        );
+    }
+}
+
+#[cfg(test)]
+mod cadence_tests {
+    use std::{path::Path, time::Duration};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// delay_before_retry (accepted from 0.01 s) is rounded up to the 10 ms grid
+    /// of the *interval*: 0.011 s becomes 0.020 s, so a failing backend is retried at about
+    /// half the configured rate and fall x delay_before_retry no longer bounds removal.
+    #[tokio::test(flavor = "current_thread")]
+    async fn delay_before_retry_is_honoured() {
+        // A port nothing listens on: every TCP check fails at once (connection refused).
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let text = format!(
+            "[director]\ninterfaces = [\"eth0\"]\n\n[[vip]]\naddress = \"198.18.0.100\"\nport = {port}\n\
+             [vip.check]\ntype = \"tcp\"\ninterval = 1\ndelay_before_retry = 0.011\ntimeout = 0.5\n\
+             fall = 100\nrise = 1\ninitial = \"up\"\n\
+             [[vip.backend]]\naddress = \"198.18.0.11\"\n"
+        );
+        let config = Config::parse(Path::new("t.toml"), &text).expect("valid config");
+        let spec = CheckSpec::of(&config.vips[0]).unwrap();
+        let key = (config.vips[0].key(), Ipv4Addr::LOCALHOST);
+        let (mut monitor, mut reports) = Monitor::new();
+        monitor.apply(Changes {
+            start: vec![(key, spec, 1)],
+            ..Changes::default()
+        });
+        let first = tokio::time::timeout(Duration::from_secs(3), reports.checks.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!first.outcome.ok);
+        let t0 = Instant::now();
+        // The next 50 failures are retries, each delay_before_retry (11 ms) apart: ~550 ms.
+        for _ in 0..50 {
+            let r = tokio::time::timeout(Duration::from_secs(3), reports.checks.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!r.outcome.ok);
+        }
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(750),
+            "50 retries at delay_before_retry = 11 ms took {took:?} ({:?} each)",
+            took / 50
         );
     }
 }

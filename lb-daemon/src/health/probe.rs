@@ -27,10 +27,10 @@ pub async fn check(spec: &CheckSpec, addr: Ipv4Addr, session: &mut Session) -> O
     let timeout = spec.check.timeout;
     let work = async {
         match &spec.check.kind {
-            CheckKind::Redis { auth } => {
+            CheckKind::Redis { auth, port } => {
                 redis_check(
                     &mut session.redis,
-                    SocketAddrV4::new(addr, spec.port),
+                    SocketAddrV4::new(addr, port.unwrap_or(spec.port)),
                     auth.as_ref(),
                     spec.role != Role::Any,
                     spec.check.load_weights.is_some() || spec.check.max_memory_permille.is_some(),
@@ -371,5 +371,52 @@ impl Drop for ProcessGroup {
                 libc::kill(-(pid as i32), libc::SIGKILL);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod connect_port_tests {
+    use std::{net::Ipv4Addr, path::Path};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// `connect_port` is accepted for a redis
+    /// check (docs/configuration.md: "redis and tcp checks", "Port to check") but
+    /// `CheckKind::Redis` drops it: the redis check always dials the VIP's port.
+    #[tokio::test(flavor = "current_thread")]
+    async fn redis_check_uses_connect_port() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redis_port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(b"+PONG\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let vip_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let text = format!(
+            "[director]\ninterfaces = [\"eth0\"]\n\n[[vip]]\naddress = \"198.18.0.100\"\nport = {vip_port}\n\
+             [vip.check]\ntype = \"redis\"\nconnect_port = {redis_port}\ntimeout = 1\n\
+             [[vip.backend]]\naddress = \"198.18.0.11\"\n"
+        );
+        let config = Config::parse(Path::new("t.toml"), &text).expect("connect_port accepted");
+        let spec = CheckSpec::of(&config.vips[0]).unwrap();
+        let outcome = check(&spec, Ipv4Addr::LOCALHOST, &mut Session::default()).await;
+        assert!(
+            outcome.ok,
+            "redis check with connect_port = {redis_port} dialled the VIP port {vip_port}: {outcome:?}"
+        );
     }
 }

@@ -70,21 +70,12 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
                     why,
                 )
             } else if vip.role == Role::Master && master != Some(b.address) {
-                (
-                    "standby",
-                    unfit.unwrap_or_else(|| {
-                        "another master is in service, or several report master".to_owned()
-                    }),
-                )
-            } else if vip.role == Role::Master && board.sentinel_master(&key).is_some() {
-                // In service because Sentinel names it, whatever its own report says.
-                let own = match &unfit {
-                    Some(why) => format!("; its own report: {why}"),
-                    None => String::new(),
+                let why = match (master, board.sentinel_master(&key)) {
+                    (Some(m), _) => format!("{m} is the master in service"),
+                    (None, Some(said)) => format!("Sentinel names {said}"),
+                    (None, None) => "several report master, none in service".to_owned(),
                 };
-                ("up", format!("Sentinel's master{own}"))
-            } else if let Some(why) = unfit {
-                ("standby", why)
+                ("standby", unfit.unwrap_or(why))
             } else if health.memory_full {
                 (
                     "drained",
@@ -96,6 +87,15 @@ pub fn lines(config: &Config, board: &Board) -> Vec<HealthLine> {
                         None => "over max_memory_share".to_owned(),
                     },
                 )
+            } else if vip.role == Role::Master && board.sentinel_master(&key).is_some() {
+                // In service because Sentinel names it, whatever its own report says.
+                let own = match &unfit {
+                    Some(why) => format!("; its own report: {why}"),
+                    None => String::new(),
+                };
+                ("up", format!("Sentinel's master{own}"))
+            } else if let Some(why) = unfit {
+                ("standby", why)
             } else {
                 (
                     "up",

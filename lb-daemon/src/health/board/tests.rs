@@ -643,3 +643,46 @@ fn sentinel_reports_of_a_replaced_watcher_and_other_ports_do_not_count() {
         "{events:?}"
     );
 }
+
+/// `up` means "taking new flows" (HealthLine docs). Sentinel's master over its
+/// max_memory_share is drained in the maps (weight 0, the sorry server stands in), but the
+/// new "Sentinel's master" branch of report::lines comes before the memory_full branch:
+/// status calls it `up` while no new flow reaches it, and in the same listing says the
+/// sorry server stands in because no backend takes new flows.
+#[test]
+fn a_drained_sentinel_master_is_not_shown_up() {
+    let mut w = World::new(config(
+        &format!("sorry_server = \"198.18.0.99\"\n{SENTINEL}"),
+        "max_memory_share = 0.9",
+    ));
+    let vip = w.config.vips[0].key();
+    let watcher = w.board.sentinel_watcher(&vip).unwrap();
+    w.refused(&[A, C]);
+    let full = Outcome {
+        replication: Some(Replication::Master),
+        load: Some(crate::health::load::Load {
+            connected_clients: 1,
+            ops_per_sec: 0,
+            used_memory: 950,
+            maxmemory: 1000,
+        }),
+        ..Outcome::up("PONG")
+    };
+    w.report(B, full);
+    w.board
+        .record_sentinel(vip, watcher, Some(SocketAddrV4::new(B, 6379)));
+    let serving = w.serving().0;
+    assert_eq!(
+        serving,
+        [(B, 0), (SORRY, 1)],
+        "the maps: B drained, sorry stands in"
+    );
+    let lines = crate::health::report::lines(&w.config, &w.board);
+    let b = lines.iter().find(|l| l.backend == B).unwrap();
+    let sorry = lines.iter().find(|l| l.backend == SORRY).unwrap();
+    assert_ne!(
+        b.state, "up",
+        "B takes no new flow (maps {serving:?}, sorry: {:?}) but status says {:?} ({:?})",
+        sorry.reason, b.state, b.reason
+    );
+}
