@@ -196,6 +196,8 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Reports are taken in batches: with many backends, one wake-up handles what queued.
     let mut batch = Vec::with_capacity(64);
+    let mut preparing: Option<tokio::task::JoinHandle<Result<(Config, Resolved)>>> = None;
+    let mut again = false;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -211,13 +213,30 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             _ = tick.tick() => daemon.on_tick(),
             _ = until(daemon.apply_due) => daemon.apply_health(),
             _ = hangups.recv() => {
-                generation += 1;
-                let result = daemon.reload().await;
+                // Reading the file and resolving MACs (ARP, up to 3 s) run off the loop, so
+                // checks and their applies go on meanwhile; a SIGHUP during that is one more
+                // reload after it.
+                if preparing.is_some() {
+                    again = true;
+                } else {
+                    generation += 1;
+                    preparing = Some(daemon.prepare_reload());
+                }
+            }
+            prepared = async { preparing.as_mut().expect("guarded").await }, if preparing.is_some() => {
+                preparing = None;
+                let result = prepared
+                    .expect("reload task")
+                    .and_then(|prepared| daemon.finish_reload(prepared));
                 if let Err(err) = &result {
                     // One event, one line: a config error lists every problem.
                     error!(cause = %one_line(&err.to_string()), "reload not applied");
                 }
                 write_reload_status(&instance, generation, &reload_verdict(&result, &config_path));
+                if std::mem::take(&mut again) {
+                    generation += 1;
+                    preparing = Some(daemon.prepare_reload());
+                }
             }
         }
     }
@@ -371,33 +390,37 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports)> 
 }
 
 impl Daemon {
-    /// Re-reads the config and applies the difference. Validation, MAC resolution and
+    /// Starts a reload: reads and validates the file and resolves MACs on the blocking pool,
+    /// off the daemon's loop. Nothing changes until [`Daemon::finish_reload`].
+    fn prepare_reload(&self) -> tokio::task::JoinHandle<Result<(Config, Resolved)>> {
+        let path = self.options.config_path.clone();
+        let old = self.config.clone();
+        tokio::task::spawn_blocking(move || {
+            let new = Config::load(&path)?;
+            for (key, changed) in [
+                ("instance", new.instance != old.instance),
+                ("director.interfaces", new.interfaces != old.interfaces),
+                ("director.xdp_mode", new.xdp_mode != old.xdp_mode),
+                ("director.max_flows", new.max_flows != old.max_flows),
+            ] {
+                if changed {
+                    return Err(Error::ReloadRefused(format!(
+                        "{}: {key} changed; that needs a restart",
+                        path.display()
+                    )));
+                }
+            }
+            let resolved = resolve(&new)?;
+            Ok((new, resolved))
+        })
+    }
+
+    /// Applies a prepared reload, with health as it is now. Validation, MAC resolution and
     /// planning all happen before the first map write, so a bad file or an unreachable
     /// backend changes nothing. A map write failing midway (not expected: capacities are
     /// validated) is reported, and the running configuration is applied again from what the
     /// maps really hold (see [`Applier`]); if that fails too, the next reload does it.
-    async fn reload(&mut self) -> Result<()> {
-        let new = Config::load(&self.options.config_path)?;
-        let old = &self.config;
-        for (key, changed) in [
-            ("instance", new.instance != old.instance),
-            ("director.interfaces", new.interfaces != old.interfaces),
-            ("director.xdp_mode", new.xdp_mode != old.xdp_mode),
-            ("director.max_flows", new.max_flows != old.max_flows),
-        ] {
-            if changed {
-                return Err(Error::ReloadRefused(format!(
-                    "{}: {key} changed; that needs a restart",
-                    self.options.config_path.display()
-                )));
-            }
-        }
-        let resolved = {
-            let config = new.clone();
-            tokio::task::spawn_blocking(move || resolve(&config))
-                .await
-                .expect("resolver task")?
-        };
+    fn finish_reload(&mut self, (new, resolved): (Config, Resolved)) -> Result<()> {
         // Planned on a copy: a failed apply leaves the running state as it was.
         let mut board = self.board.clone();
         let checks = board.sync(&new, std::time::SystemTime::now());

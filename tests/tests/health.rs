@@ -873,3 +873,49 @@ fn a_password_set_on_a_checked_redis_is_noticed() {
         got.unwrap_err()
     );
 }
+
+/// A reload that resolves MACs (ARP waits up to 3 s for an address nobody has) runs off the
+/// daemon's loop: a backend frozen meanwhile is taken out while the reload still waits.
+#[test]
+fn checks_and_their_applies_go_on_while_a_reload_resolves_macs() {
+    if !lb_tests::require_root("health") {
+        return;
+    }
+    let lab = Lab::new("hw", 2);
+    let lbd = Lbd::start(&lab, &config(&lab, &[(VIP, "", FAST_CHECK, &[0, 1])]));
+    wait_rows(&lbd, VIP, "both up", |r| serving(r, 0) && serving(r, 1));
+    // Nobody holds 198.18.0.99: resolving it waits out the ARP timeout, then fails.
+    let unresolvable = config(&lab, &[(VIP, "", FAST_CHECK, &[0, 1])]).replace(
+        "\n[[vip.backend]]\naddress = \"198.18.0.11\"\n",
+        "\n[[vip.backend]]\naddress = \"198.18.0.11\"\n\n[[vip.backend]]\naddress = \"198.18.0.99\"\n",
+    );
+    let reloaded = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reload = scope.spawn(|| {
+            let out = lbd.reload(&unresolvable);
+            reloaded.store(true, std::sync::atomic::Ordering::SeqCst);
+            out
+        });
+        // Give the reload a moment to start resolving, then freeze rs2.
+        wait_rows(&lbd, VIP, "still serving during the reload", |r| {
+            serving(r, 1)
+        });
+        lab.signal_redis(1, libc::SIGSTOP);
+        wait_rows(&lbd, VIP, "rs2 removed", |r| removed(r, 1));
+        assert!(
+            !reloaded.load(std::sync::atomic::Ordering::SeqCst),
+            "rs2 was only removed after the reload ended: health waited for it"
+        );
+        let out = reload.join().expect("reload thread");
+        assert!(
+            !out.status.success(),
+            "the reload cannot resolve 198.18.0.99"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("198.18.0.99"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    lab.signal_redis(1, libc::SIGCONT);
+}
