@@ -1,0 +1,240 @@
+//! Random and mutated frames through the real `lb` object (BPF_PROG_TEST_RUN), checked
+//! against the datapath's invariant: PASS leaves the frame unchanged; DROP is allowed; TX
+//! changes only the Ethernet addresses, comes from the director's MAC, and goes to a
+//! backend of the VIP the frame really addresses, as a correct parser reads it. Bounded:
+//! a fixed number of frames from a fixed seed, so a failure reproduces. Needs root.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lb_tests::{fixture::*, frame::*};
+
+const FRAMES: usize = 200_000;
+const SEED: u64 = 0x5eed_1b0d_2026_1202;
+
+/// xorshift64*: reproducible, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+}
+
+/// Backends (by MAC) of each VIP (protocol, port) in the fixture config.
+fn backends_by_vip() -> BTreeMap<(u8, u16), BTreeSet<[u8; 6]>> {
+    let mut out: BTreeMap<(u8, u16), BTreeSet<[u8; 6]>> = BTreeMap::new();
+    out.entry((6, 6379))
+        .or_default()
+        .extend([11, 12, 13].map(backend_mac));
+    out.entry((17, 5353))
+        .or_default()
+        .insert([0x02, 0xbb, 0, 0, 0, 0x1f]);
+    out.entry((6, 6380))
+        .or_default()
+        .insert([0x02, 0xbb, 0, 0, 0, 0x29]);
+    out
+}
+
+/// A frame worth mutating: to the VIP or not, TCP or UDP, sometimes tagged or fragmented.
+fn seed_frame(rng: &mut Rng) -> Vec<u8> {
+    let dst_mac = if rng.chance(8) {
+        OTHER_MAC
+    } else {
+        DIRECTOR_MAC
+    };
+    let dst = if rng.chance(6) {
+        std::net::Ipv4Addr::new(198, 18, 1, rng.byte())
+    } else {
+        VIP
+    };
+    let port = [6379, 5353, 6380, 80, rng.next() as u16][rng.below(5) as usize];
+    let src = (CLIENT, 1024 + rng.below(60_000) as u16);
+    let mut frame = if rng.chance(3) {
+        Ipv4Frame::udp(CLIENT_MAC, dst_mac, src, (dst, port))
+    } else {
+        let flags = [
+            TCP_SYN,
+            TCP_ACK,
+            TCP_ACK | TCP_PSH,
+            TCP_FIN | TCP_ACK,
+            TCP_RST,
+            rng.byte(),
+        ][rng.below(6) as usize];
+        Ipv4Frame::tcp(CLIENT_MAC, dst_mac, src, (dst, port), flags)
+    };
+    if rng.chance(10) {
+        frame.frag = [0x2000, 0x0001, 0x2010, rng.next() as u16][rng.below(4) as usize];
+    }
+    let mut bytes = frame
+        .with_payload(&vec![0x5a; rng.below(64) as usize])
+        .build();
+    match rng.below(12) {
+        // One 802.1Q tag (or two).
+        0 => {
+            let tag = [0x81, 0x00, 0, rng.byte()];
+            bytes.splice(12..12, tag);
+            if rng.chance(2) {
+                bytes.splice(12..12, [0x81, 0x00, 0, 7]);
+            }
+        }
+        // IPv4 options: a larger IHL with the header grown to match.
+        1 => {
+            let words = 1 + rng.below(10) as usize;
+            bytes[14] = 0x45 + words as u8;
+            bytes.splice(34..34, std::iter::repeat_n(1u8, 4 * words));
+        }
+        // Another EtherType: IPv6, ARP, or anything.
+        2 => {
+            let ether_type = [0x86dd, 0x0806, rng.next() as u16][rng.below(3) as usize];
+            bytes[12..14].copy_from_slice(&u16::to_be_bytes(ether_type));
+        }
+        _ => {}
+    }
+    bytes
+}
+
+/// Flips, truncates, extends or overwrites a few bytes.
+fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
+    for _ in 0..rng.below(4) {
+        if bytes.is_empty() {
+            break;
+        }
+        match rng.below(5) {
+            0 => {
+                let at = rng.below(bytes.len() as u64) as usize;
+                bytes[at] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let at = rng.below(bytes.len() as u64) as usize;
+                bytes[at] = rng.byte();
+            }
+            // BPF_PROG_TEST_RUN refuses less than an Ethernet header.
+            2 => bytes.truncate(14 + rng.below(bytes.len().saturating_sub(14) as u64 + 1) as usize),
+            3 => bytes.extend((0..rng.below(32)).map(|_| rng.byte())),
+            // Header fields a parser trusts: IP total length, IHL, TCP data offset.
+            _ => {
+                let at = [16usize, 17, 14, 46][rng.below(4) as usize];
+                if at < bytes.len() {
+                    bytes[at] = rng.byte();
+                }
+            }
+        }
+    }
+    bytes
+}
+
+/// What a correct parser says the frame addresses, if it is a VIP packet the datapath may
+/// balance: (protocol, destination port), for an untagged, unfragmented IPv4 TCP or UDP
+/// packet to the director's MAC and the VIP, whose headers fit in the frame.
+fn addressed_vip(frame: &[u8]) -> Option<(u8, u16)> {
+    if frame.len() < 14 + 20 || frame[0..6] != DIRECTOR_MAC || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 || ip.len() < ihl {
+        return None;
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    if frag & 0x3fff != 0 {
+        return None; // more fragments, or not the first
+    }
+    if ip[16..20] != VIP.octets() {
+        return None;
+    }
+    let proto = ip[9];
+    let l4 = &ip[ihl..];
+    let need = match proto {
+        6 => 20,
+        17 => 8,
+        _ => return None,
+    };
+    if l4.len() < need {
+        return None;
+    }
+    Some((proto, u16::from_be_bytes([l4[2], l4[3]])))
+}
+
+#[test]
+fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_of_their_vip() {
+    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 2), (13, 1)]) else {
+        return;
+    };
+    let vips = backends_by_vip();
+    let mut rng = Rng(SEED);
+    let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for i in 0..FRAMES {
+        let seed = seed_frame(&mut rng);
+        let frame = if rng.chance(4) {
+            seed
+        } else {
+            mutate(&mut rng, seed)
+        };
+        let (verdict, out) = dp.run(&frame);
+        let name = match verdict {
+            XDP_PASS => "pass",
+            XDP_DROP => "drop",
+            XDP_TX => "tx",
+            XDP_ABORTED => "aborted",
+            _ => "other",
+        };
+        *verdicts.entry(name).or_default() += 1;
+        let problem = match verdict {
+            XDP_PASS if out != frame => Some("PASS changed the frame".to_owned()),
+            XDP_PASS | XDP_DROP => None,
+            XDP_TX => match addressed_vip(&frame) {
+                None => Some("TX of a frame that addresses no VIP".to_owned()),
+                Some(vip) if !vips.contains_key(&vip) => {
+                    Some(format!("TX to {vip:?}, which is no VIP"))
+                }
+                Some(vip) => {
+                    let to: [u8; 6] = out[0..6].try_into().expect("6 bytes");
+                    if out.len() != frame.len() || out[12..] != frame[12..] {
+                        Some("TX changed more than the Ethernet addresses".to_owned())
+                    } else if out[6..12] != DIRECTOR_MAC {
+                        Some("TX not from the director's MAC".to_owned())
+                    } else if !vips[&vip].contains(&to) {
+                        Some(format!("TX to {to:02x?}, no backend of {vip:?}"))
+                    } else {
+                        None
+                    }
+                }
+            },
+            other => Some(format!("verdict {other}")),
+        };
+        if let Some(problem) = problem {
+            if violations.len() < 10 {
+                violations.push(format!("frame {i}: {problem}: {frame:02x?}"));
+            } else {
+                violations.push(String::new());
+            }
+        }
+    }
+    eprintln!("{FRAMES} frames (seed {SEED:#x}): {verdicts:?}");
+    assert!(
+        violations.is_empty(),
+        "{} violations, the first: {:#?}",
+        violations.len(),
+        &violations[..violations.len().min(10)]
+    );
+    // The frames reached every path: not a test that passes by passing everything.
+    for kind in ["pass", "drop", "tx"] {
+        assert!(
+            verdicts.get(kind).copied().unwrap_or(0) > FRAMES / 100,
+            "too few {kind}: {verdicts:?}"
+        );
+    }
+}
