@@ -550,3 +550,25 @@ fn a_flow_rescheduled_on_one_cpu_is_not_misrouted_by_another_cpus_cache() {
         "CPU 1's cache sent the new connection to the old backend"
     );
 }
+
+/// A SYN with IPv4 options (IHL 6 to 15) is balanced by the ports after the options, the
+/// same as without them, with only the MACs changed.
+#[test]
+fn ipv4_options_are_skipped_to_find_the_ports() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    for (words, port) in [(1usize, 40100u16), (4, 40200), (10, 40300)] {
+        let plain = tcp(port, TCP_SYN);
+        let mut syn = plain.clone();
+        // Options (NOPs, then end of list), IHL and total length to match.
+        let mut options = vec![1u8; 4 * words];
+        *options.last_mut().unwrap() = 0;
+        syn.splice(34..34, options);
+        syn[14] = 0x45 + words as u8;
+        let total = u16::from_be_bytes([syn[16], syn[17]]) + 4 * words as u16;
+        syn[16..18].copy_from_slice(&total.to_be_bytes());
+        let want = forwarded(&syn, dp.maglev_choice(6379, &flow_key(port, 6379, 6)));
+        assert_eq!(dp.run(&syn), (XDP_TX, want), "{words} option words");
+    }
+}
