@@ -1,4 +1,4 @@
-//! Bounds-checked header parsing: Ethernet, IPv4, TCP/UDP.
+//! Bounds-checked header parsing: Ethernet (with at most one 802.1Q tag), IPv4, TCP/UDP.
 
 use core::mem;
 
@@ -47,6 +47,8 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Outcome> {
     Ok((start + offset) as *mut T)
 }
 
+/// An 802.1Q tag: TCI, then the inner EtherType.
+const VLAN_TAG_LEN: usize = 4;
 const IPV4_MF: u16 = 0x2000;
 const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
@@ -67,11 +69,22 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     if dst_mac != iface.mac {
         return Err(Outcome::NotForUs);
     }
-    if ether_type != EtherType::Ipv4 as u16 {
+    // Untagged IPv4 first (the common case pays one compare). One 802.1Q tag is read past
+    // and stays on the frame, which only has its MACs rewritten; two tags (QinQ) are passed.
+    let l3 = if ether_type == EtherType::Ipv4 as u16 {
+        EthHdr::LEN
+    } else if ether_type == EtherType::Ieee8021q as u16 {
+        let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2)?;
+        // SAFETY: `inner` is within bounds.
+        if u16::from_ne_bytes(unsafe { *inner }) != EtherType::Ipv4 as u16 {
+            return Err(Outcome::NotBalanced);
+        }
+        EthHdr::LEN + VLAN_TAG_LEN
+    } else {
         return Err(Outcome::NotBalanced);
-    }
+    };
 
-    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
     // SAFETY: `ip` is within bounds. `proto` is read as a raw byte: network-types' IpProto
     // enum does not cover every value, so reading it as the enum would be undefined.
     let (vihl, tot_len, frags, proto, src_addr, dst_addr) = unsafe {
@@ -96,7 +109,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
         return Err(Outcome::Fragment);
     }
     // TCP and UDP both start with the two ports.
-    let l4 = EthHdr::LEN + ihl;
+    let l4 = l3 + ihl;
     let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
     // SAFETY: `ports` is within bounds.
     let ports = unsafe { *ports };
@@ -122,7 +135,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     } else {
         UdpHdr::LEN
     };
-    if (tot_len as usize) < ihl + l4_header || tot_len as u64 > frame_len - EthHdr::LEN as u64 {
+    if (tot_len as usize) < ihl + l4_header || tot_len as u64 > frame_len - l3 as u64 {
         return Err(Outcome::Malformed);
     }
     let tcp_flags = if proto == PROTO_TCP {

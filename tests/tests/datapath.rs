@@ -245,8 +245,9 @@ fn frames_not_for_the_balancer_pass_unchanged() {
     let mut tiny_fragment = fragment.build();
     tiny_fragment.truncate(14 + 20 + 2);
     tiny_fragment[16..18].copy_from_slice(&22u16.to_be_bytes());
-    let mut vlan = tcp(40000, TCP_SYN);
-    vlan.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+    // Two tags (QinQ): not parsed.
+    let mut qinq = tcp(40000, TCP_SYN);
+    qinq.splice(12..12, [0x81, 0x00, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x0b]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "TCP to a non-VIP address",
@@ -322,7 +323,7 @@ fn frames_not_for_the_balancer_pass_unchanged() {
             "a first fragment too short to hold the ports",
             tiny_fragment,
         ),
-        ("802.1Q-tagged VIP SYN (VLANs are not parsed yet)", vlan),
+        ("a VIP SYN under two 802.1Q tags (QinQ)", qinq),
     ];
     for (description, frame) in cases {
         assert_eq!(dp.run(&frame), (XDP_PASS, frame.clone()), "{description}");
@@ -571,4 +572,31 @@ fn ipv4_options_are_skipped_to_find_the_ports() {
         let want = forwarded(&syn, dp.maglev_choice(6379, &flow_key(port, 6379, 6)));
         assert_eq!(dp.run(&syn), (XDP_TX, want), "{words} option words");
     }
+}
+
+/// A VIP SYN under one 802.1Q tag is balanced by what the tag carries, like an untagged one,
+/// and keeps its tag: only the MACs change. A tag carrying something other than IPv4, or cut
+/// short, is never forwarded.
+#[test]
+fn an_802_1q_tagged_vip_syn_is_balanced_with_its_tag_kept() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    for port in [40400u16, 40401, 52000] {
+        let mut syn = tcp(port, TCP_SYN);
+        syn.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+        let want = forwarded(&syn, dp.maglev_choice(6379, &flow_key(port, 6379, 6)));
+        assert_eq!(dp.run(&syn), (XDP_TX, want), "tagged SYN from port {port}");
+        // The same flow untagged (another VLAN, or none) is the same flow.
+        let plain = tcp(port, TCP_SYN);
+        assert_eq!(dp.run(&plain).0, XDP_TX);
+    }
+    let mut arp_in_a_tag = tcp(40500, TCP_SYN);
+    arp_in_a_tag.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+    arp_in_a_tag[16..18].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(dp.run(&arp_in_a_tag), (XDP_PASS, arp_in_a_tag.clone()));
+    let mut cut = tcp(40501, TCP_SYN);
+    cut.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+    cut.truncate(17);
+    assert_ne!(dp.run(&cut).0, XDP_TX, "a tag cut short");
 }

@@ -136,13 +136,22 @@ fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
 }
 
 /// What a correct parser says the frame addresses, if it is a VIP packet the datapath may
-/// balance: (protocol, destination port), for an untagged, unfragmented IPv4 TCP or UDP
-/// packet to the director's MAC and the VIP, whose headers fit in the frame.
+/// balance: (protocol, destination port), for an unfragmented IPv4 TCP or UDP packet (with at
+/// most one 802.1Q tag) to the director's MAC and the VIP, whose headers fit in the frame.
 fn addressed_vip(frame: &[u8]) -> Option<(u8, u16)> {
-    if frame.len() < 14 + 20 || frame[0..6] != DIRECTOR_MAC || frame[12..14] != [0x08, 0x00] {
+    if frame.len() < 14 || frame[0..6] != DIRECTOR_MAC {
         return None;
     }
-    let ip = &frame[14..];
+    // Untagged, or one 802.1Q tag over IPv4.
+    let l3 = match (&frame[12..14], frame.get(16..18)) {
+        ([0x08, 0x00], _) => 14,
+        ([0x81, 0x00], Some([0x08, 0x00])) => 18,
+        _ => return None,
+    };
+    if frame.len() < l3 + 20 {
+        return None;
+    }
+    let ip = &frame[l3..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     if ip[0] >> 4 != 4 || ihl < 20 || ip.len() < ihl {
         return None;
