@@ -1,7 +1,7 @@
 //! `notify_up` / `notify_down`: a command run when a backend changes state, in the
 //! background, so a slow or failing command never holds up checks or map writes.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
@@ -12,16 +12,7 @@ pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// environment a check script gets (`PATH`, `LBD_BACKEND`, `LBD_PORT`, `LBD_VIP`).
 pub fn spawn(argv: Vec<String>, args: [String; 3], env: [(&'static str, String); 3]) {
     tokio::spawn(async move {
-        let mut command = tokio::process::Command::new(&argv[0]);
-        super::probe::script_env(&mut command, &env);
-        command
-            .args(&argv[1..])
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true);
+        let mut command = super::probe::command(&argv, &args, &env);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(err) => {

@@ -89,16 +89,31 @@ pub async fn reveal(secret: &Secret) -> Result<String, String> {
     }
 }
 
-/// The environment a script or notify command gets: a standard PATH and the given
-/// variables, nothing of lbd's own (which may hold a `password_env` secret).
-pub fn script_env(command: &mut tokio::process::Command, vars: &[(&str, String)]) {
-    command.env_clear().env(
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    );
-    for (name, value) in vars {
-        command.env(name, value);
-    }
+/// A script or notify command: `argv` then `extra` arguments, no shell, in a process group of
+/// its own (so a timeout can kill what it started), stdio closed, and an environment of its
+/// own: a standard PATH and `vars`, nothing of lbd's (which may hold a `password_env`
+/// secret). Killed if dropped.
+pub fn command(
+    argv: &[String],
+    extra: &[String],
+    vars: &[(&str, String)],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .args(extra)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .envs(vars.iter().map(|(name, value)| (*name, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    command
 }
 
 /// One line of a Redis error, as the server said it (`LOADING Redis is loading ...`).
@@ -315,22 +330,15 @@ async fn script_check(
     spec: &CheckSpec,
     addr: Ipv4Addr,
 ) -> Outcome {
-    let mut command = tokio::process::Command::new(&argv[0]);
-    script_env(
-        &mut command,
+    let mut command = command(
+        argv,
+        &[],
         &[
             ("LBD_BACKEND", addr.to_string()),
             ("LBD_PORT", spec.port.to_string()),
             ("LBD_VIP", spec.vip.to_string()),
         ],
     );
-    command
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => return Outcome::down(format!("{}: {err}", argv[0])),
