@@ -91,22 +91,28 @@ const GOOD: &str = "instance = \"cli-good\"\n[director]\ninterfaces = [\"eth0\"]
 
 /// `lbd check -c FILE | head -c0`: the reader is gone before lbd writes. The command ends
 /// quietly (no "failed printing to stdout" panic, no exit 101).
-#[test]
-fn a_closed_stdout_ends_the_command_quietly() {
-    let path = write_config("pipe", GOOD);
+/// The write end of a pipe whose reader is gone: writes fail with EPIPE (Rust ignores
+/// SIGPIPE), as when `| head -0` exits.
+fn closed_pipe() -> std::process::Stdio {
     let mut fds = [0; 2];
-    // SAFETY: pipe fills two descriptors; the read end is closed at once, so writes to the
-    // other fail with EPIPE (Rust ignores SIGPIPE).
+    // SAFETY: pipe fills two descriptors; the read end is closed at once and the write end
+    // is owned by the returned Stdio.
     let write_end = unsafe {
         assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
         libc::close(fds[0]);
         std::os::fd::OwnedFd::from_raw_fd(fds[1])
     };
+    std::process::Stdio::from(write_end)
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let path = write_config("pipe", GOOD);
     let out = lbd()
         .arg("check")
         .arg("--config")
         .arg(&path)
-        .stdout(std::process::Stdio::from(write_end))
+        .stdout(closed_pipe())
         .output()
         .unwrap();
     assert_eq!(
@@ -164,18 +170,11 @@ fn every_option_is_described_in_help() {
 #[test]
 fn a_closed_stderr_keeps_the_exit_code() {
     let path = write_config("pipe-err", &GOOD.replace("port = 6379", "port = 0"));
-    let mut fds = [0; 2];
-    // SAFETY: as above; the read end is closed at once.
-    let write_end = unsafe {
-        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-        libc::close(fds[0]);
-        std::os::fd::OwnedFd::from_raw_fd(fds[1])
-    };
     let out = lbd()
         .arg("check")
         .arg("--config")
         .arg(&path)
-        .stderr(std::process::Stdio::from(write_end))
+        .stderr(closed_pipe())
         .output()
         .unwrap();
     assert_eq!(
