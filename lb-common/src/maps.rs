@@ -18,6 +18,9 @@ pub const FLOW_CACHE_SIZE: u32 = 4_096;
 /// Slots of the VIP prefilter, indexed by [`crate::hash::vip_filter_slot`] (a power of two).
 pub const VIP_FILTER_SIZE: u32 = 65_536;
 
+/// Forwarding groups: slot 0 holds the VIPs of no VRRP instance; each instance has its own.
+pub const MAX_GROUPS: u32 = 64;
+
 /// Name of the XDP load-balancer program in the object file.
 pub const PROGRAM_LB: &str = "lb";
 /// A program that writes the conntrack clock (jiffies) into the frame it is run on, so
@@ -45,6 +48,11 @@ pub const MAP_INTERFACES: &str = "INTERFACES";
 pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
 /// `u32 (0) -> Settings` array: timeouts and the forwarding switch.
 pub const MAP_SETTINGS: &str = "SETTINGS";
+/// `u32 group -> u32` array: non-zero while this director is not the VRRP master of the
+/// group, so the VIPs of the group are passed to the kernel, not forwarded. Zero (the
+/// initial value) forwards: VIPs of no VRRP instance are in group 0, never switched. One
+/// write switches every VIP of an instance.
+pub const MAP_GROUP_STANDBY: &str = "GROUP_STANDBY";
 /// Per-CPU `u32 vip_id -> TrafficCounters`.
 pub const MAP_VIP_STATS: &str = "VIP_STATS";
 /// Per-CPU `u32 backend_id -> TrafficCounters`.
@@ -53,7 +61,7 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 13] = [
     MAP_VIPS,
     MAP_VIP_FILTER,
     MAP_RING,
@@ -63,6 +71,7 @@ pub const ALL_MAPS: [&str; 12] = [
     MAP_FLOW_EPOCHS,
     MAP_INTERFACES,
     MAP_SETTINGS,
+    MAP_GROUP_STANDBY,
     MAP_VIP_STATS,
     MAP_BACKEND_STATS,
     MAP_VERDICTS,

@@ -27,6 +27,9 @@ pub struct VipInfo {
     pub vip_id: u32,
     /// Reserved for per-VIP options (persistence, ...); 0 today.
     pub flags: u32,
+    /// The VIP's forwarding group: its slot in [`crate::MAP_GROUP_STANDBY`] (its VRRP
+    /// instance; 0 for VIPs of no instance, always forwarded).
+    pub group: u32,
 }
 
 /// The backend may receive packets. Cleared when a backend is removed, so flows still
@@ -54,6 +57,9 @@ pub struct Backend {
     /// reused; a tracked flow records the generation it was scheduled to and is trusted only
     /// while the entry still has it, so a reused id never inherits another backend's flows.
     pub generation: u32,
+    /// [`VipInfo::group`] of the VIP: a tracked flow's packets are passed, not forwarded,
+    /// while this director is not the master of that group.
+    pub group: u32,
 }
 
 /// Connection-tracking key: the client side of a flow, as it arrives.
@@ -136,8 +142,8 @@ pub struct Interface {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {
-    /// 1 when this director forwards. A later VRRP backup sets 0 and passes VIP traffic
-    /// to the kernel, so two directors never forward to each other.
+    /// 1 when this director forwards at all (VRRP switches each VIP's group on its own, see
+    /// [`crate::MAP_GROUP_STANDBY`]); 0 passes all VIP traffic to the kernel.
     pub forwarding: u32,
     /// Keeps the durations aligned.
     pub _pad: u32,

@@ -34,17 +34,19 @@ pub fn status(instance: &str) -> Result<Status> {
     let maps = PinnedMaps::open(&layout, instance)?;
     let daemon = instance::liveness(instance);
     // Health lives in the daemon: its file is believed only while the daemon runs.
-    let health = match daemon {
-        Liveness::Running { .. } => {
-            crate::health::report::read(&paths::health_file(instance)).unwrap_or_default()
-        }
-        _ => Vec::new(),
+    let (health, vrrp) = match daemon {
+        Liveness::Running { .. } => (
+            crate::health::report::read(&paths::health_file(instance)).unwrap_or_default(),
+            crate::vrrp::report::read(&paths::vrrp_file(instance)).unwrap_or_default(),
+        ),
+        _ => (Vec::new(), Vec::new()),
     };
     Ok(Status {
         table: crate::status::render(
             instance,
             &snapshot::read(&maps)?,
             &health,
+            &vrrp,
             std::time::SystemTime::now(),
         ),
         daemon,

@@ -25,6 +25,7 @@ use crate::{
     netdev::{self, InterfaceInfo},
     paths::{self, PinLayout},
     reconcile::{DesiredBackend, DesiredVip},
+    vrrp::{self, Vrrp},
 };
 
 /// How `lbd run` was asked to run.
@@ -42,6 +43,16 @@ const HEALTH_TICK: Duration = Duration::from_secs(1);
 
 /// The least time between two health-driven applies (see [`Daemon::request_apply`]).
 const APPLY_GAP: Duration = Duration::from_millis(50);
+
+/// The next request of VRRP's thread; never, without VRRP.
+async fn next_request(
+    requests: &mut Option<tokio::sync::mpsc::UnboundedReceiver<vrrp::Request>>,
+) -> Option<vrrp::Request> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Completes at `due`, or never.
 async fn until(due: Option<tokio::time::Instant>) {
@@ -127,6 +138,7 @@ pub fn resolve_with(config: &Config, neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>) -
         }
         resolved.vips.push(DesiredVip {
             key: vip.key(),
+            group: config.group_of(vip.address),
             backends,
         });
     }
@@ -167,6 +179,8 @@ struct Daemon {
     /// [`Daemon::request_apply`]).
     last_apply: Option<tokio::time::Instant>,
     apply_due: Option<tokio::time::Instant>,
+    /// VRRP's thread, when instances are configured; stopped before the dataplane goes.
+    vrrp: Option<Vrrp>,
     /// Declared after the dataplane so it is dropped (detach + unpin) after it.
     _pinned: Pinned,
 }
@@ -178,7 +192,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     // second `lbd run` fails at once instead of taking a live instance's pins for stale.
     // Installed before start-up, so a reload asked for early is queued, not fatal.
     let mut hangups = signal(SignalKind::hangup())?;
-    let (mut daemon, instance_lock, mut reports) = start(options).await?;
+    let (mut daemon, instance_lock, mut reports, mut vrrp_requests) = start(options).await?;
     let instance = daemon.config.instance.clone();
     let pid_file = paths::pid_file(&instance);
     std::fs::create_dir_all(paths::RUN_DIR)?;
@@ -210,6 +224,10 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
                 }
             }
             Some(report) = reports.sentinels.recv() => daemon.on_sentinel(report),
+            request = next_request(&mut vrrp_requests) => match request {
+                Some(request) => daemon.on_vrrp(request),
+                None => vrrp_requests = None,
+            },
             _ = tick.tick() => daemon.on_tick(),
             _ = until(daemon.apply_due) => daemon.apply_health(),
             _ = hangups.recv() => {
@@ -240,8 +258,20 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             }
         }
     }
+    if let Some(vrrp) = daemon.vrrp.take() {
+        // Masters hand over and remove their VIPs; the datapath forwards until detached.
+        let stopping = vrrp.stop();
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                _ = &mut stopping => break,
+                Some(request) = next_request(&mut vrrp_requests) => daemon.on_vrrp(request),
+            }
+        }
+    }
     info!(instance = %instance, "stopping: detaching and removing pins");
     drop(daemon);
+    let _ = std::fs::remove_file(paths::vrrp_file(&instance));
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(paths::health_file(&instance));
     let _ = std::fs::remove_file(paths::reload_status_file(&instance));
@@ -284,7 +314,9 @@ fn write_reload_status(instance: &str, generation: u64, text: &str) {
     }
 }
 
-async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports)> {
+type VrrpRequests = Option<tokio::sync::mpsc::UnboundedReceiver<vrrp::Request>>;
+
+async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, VrrpRequests)> {
     let config = Config::load(&options.config_path)?;
     crate::host::require_bpf_privileges("lbd run")?;
     let layout = PinLayout::for_instance(&config.instance);
@@ -294,6 +326,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports)> 
         paths::pid_file(&config.instance),
         paths::reload_status_file(&config.instance),
         paths::health_file(&config.instance),
+        paths::vrrp_file(&config.instance),
     ] {
         let _ = std::fs::remove_file(stale);
     }
@@ -346,6 +379,10 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports)> 
         for iface in &interfaces {
             writer.set_interface(iface.ifindex, iface.mac)?;
         }
+        // Every VRRP instance starts as a backup: its VIPs pass until it is elected.
+        for group in 1..=config.vrrp.len() as u32 {
+            writer.set_group_standby(group, true)?;
+        }
     }
     applier.apply(&mut dataplane, &desired)?;
     let mode = options.xdp_mode.unwrap_or(config.xdp_mode);
@@ -365,6 +402,10 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports)> 
             backends = vip.backends.len(), "serving"
         );
     }
+    let (vrrp, vrrp_requests) = match Vrrp::start(&config)? {
+        Some((vrrp, requests)) => (Some(vrrp), Some(requests)),
+        None => (None, None),
+    };
     let (mut monitor, reports) = Monitor::new();
     if !checks.start.is_empty() {
         info!(backends = checks.start.len(), "health checks started");
@@ -383,10 +424,11 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports)> 
         replan_pending: false,
         last_apply: None,
         apply_due: None,
+        vrrp,
         _pinned: pinned,
     };
     daemon.on_tick();
-    Ok((daemon, instance_lock, reports))
+    Ok((daemon, instance_lock, reports, vrrp_requests))
 }
 
 impl Daemon {
@@ -402,6 +444,7 @@ impl Daemon {
                 ("director.interfaces", new.interfaces != old.interfaces),
                 ("director.xdp_mode", new.xdp_mode != old.xdp_mode),
                 ("director.max_flows", new.max_flows != old.max_flows),
+                ("vrrp", new.vrrp != old.vrrp),
             ] {
                 if changed {
                     return Err(Error::ReloadRefused(format!(
@@ -449,6 +492,17 @@ impl Daemon {
         }
     }
 
+    /// Switches a VRRP instance's forwarding group, at once: a new master's clients wait
+    /// for it.
+    fn on_vrrp(&mut self, request: vrrp::Request) {
+        let vrrp::Request::Forward { group, on, done } = request;
+        let result = self.dataplane.writer().set_group_standby(group, !on);
+        if let Err(err) = &result {
+            error!(group, on, cause = %err, "switching VRRP forwarding failed");
+        }
+        let _ = done.send(result.is_ok());
+    }
+
     /// Records a check result; re-plans the maps when it changes what a backend may take.
     fn on_report(&mut self, report: Report) {
         let (vip_key, addr) = report.key;
@@ -480,12 +534,12 @@ impl Daemon {
             if let Some(argv) = own.and_then(pick).or_else(|| pick(&vip.notify)) {
                 health::notify::spawn(
                     argv,
-                    [
+                    vec![
                         format!("{addr}:{}", vip.port),
                         service.clone(),
                         reason.clone(),
                     ],
-                    [
+                    vec![
                         ("LBD_BACKEND", addr.to_string()),
                         ("LBD_PORT", vip.port.to_string()),
                         ("LBD_VIP", vip.address.to_string()),

@@ -99,6 +99,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("VRRP: {0}")]
+    Vrrp(String),
 }
 
 // aya's errors are large; boxed, they keep every `Result` in the daemon small.

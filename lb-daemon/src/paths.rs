@@ -62,3 +62,9 @@ pub fn reload_status_file(instance: &str) -> PathBuf {
 pub fn health_file(instance: &str) -> PathBuf {
     PathBuf::from(RUN_DIR).join(format!("{instance}.health"))
 }
+
+/// State of every VRRP instance, written by the daemon for `lbd status` (see
+/// [`crate::vrrp::report`]).
+pub fn vrrp_file(instance: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{instance}.vrrp"))
+}

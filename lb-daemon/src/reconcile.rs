@@ -27,6 +27,8 @@ use crate::maglev::{self, MaglevBackend};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredVip {
     pub key: VipKey,
+    /// Forwarding group (its VRRP instance; 0: none), see [`VipInfo::group`].
+    pub group: u32,
     pub backends: Vec<DesiredBackend>,
 }
 
@@ -71,6 +73,7 @@ pub enum ReconcileError {
 #[derive(Clone, Debug)]
 struct AppliedVip {
     vip_id: u32,
+    group: u32,
     backends: BTreeMap<Ipv4Addr, AppliedBackend>,
     /// Backend id per ring slot, as written.
     ring: Vec<u32>,
@@ -177,6 +180,7 @@ impl Reconciler {
                     *key,
                     AppliedVip {
                         vip_id,
+                        group: want.group,
                         backends: BTreeMap::new(),
                         ring: Vec::new(),
                     },
@@ -196,6 +200,7 @@ impl Reconciler {
                     vip_id,
                     weight: b.weight,
                     generation: 0,
+                    group: want.group,
                 };
                 match vip.backends.get_mut(&b.addr) {
                     Some(applied) => {
@@ -270,10 +275,17 @@ impl Reconciler {
             }
             ops.append(&mut updated);
             vip.ring = ring;
-            if is_new {
+            // A VIP moved to another group: its entry and its backends' (above) follow; a
+            // flow in between is judged by whichever it reads, either a valid group.
+            if is_new || vip.group != want.group {
+                vip.group = want.group;
                 ops.push(MapOp::SetVip {
                     key: *key,
-                    info: VipInfo { vip_id, flags: 0 },
+                    info: VipInfo {
+                        vip_id,
+                        flags: 0,
+                        group: want.group,
+                    },
                 });
             }
         }
@@ -327,6 +339,7 @@ impl Reconciler {
                 key,
                 AppliedVip {
                     vip_id: info.vip_id,
+                    group: info.group,
                     backends: BTreeMap::new(),
                     ring: ring.expect("checked above").clone(),
                 },

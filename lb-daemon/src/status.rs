@@ -9,6 +9,7 @@ use crate::{
     config::format_mac,
     dataplane::snapshot::{Snapshot, VipStatus},
     health::report::HealthLine,
+    vrrp::report::VrrpLine,
 };
 
 /// Width of the descriptive columns; counters follow, right-aligned.
@@ -58,6 +59,7 @@ pub fn render(
     instance: &str,
     snapshot: &Snapshot,
     health: &[HealthLine],
+    vrrp: &[VrrpLine],
     now: SystemTime,
 ) -> String {
     let mut out = String::new();
@@ -71,6 +73,7 @@ pub fn render(
             "off"
         }
     );
+    render_vrrp(&mut out, vrrp, now);
     row(
         &mut out,
         &format!(
@@ -116,6 +119,57 @@ pub fn render(
         v.drop_no_backend
     );
     out
+}
+
+/// One line per VRRP instance: who is master, since when and why, and what was dropped.
+fn render_vrrp(out: &mut String, vrrp: &[VrrpLine], now: SystemTime) {
+    if vrrp.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:<16} {:<15} {:>4} {:<8} {:>4} {:<15} {:>8} {:>8} {:>8} {:<12} Reason",
+        "VRRP",
+        "Interface",
+        "VRID",
+        "State",
+        "Prio",
+        "Master",
+        "Since",
+        "Sent",
+        "Received",
+        "Rejected"
+    );
+    for l in vrrp {
+        let since = now
+            .duration_since(l.since)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let rejected = if l.rejected.is_empty() {
+            "0".to_owned()
+        } else {
+            l.rejected
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<15} {:>4} {:<8} {:>4} {:<15} {:>7.1}s {:>8} {:>8} {:<12} {}",
+            l.name,
+            l.interface,
+            l.vrid,
+            l.state,
+            l.priority,
+            l.master.map_or("-".to_owned(), |a| a.to_string()),
+            since,
+            l.sent,
+            l.received,
+            rejected,
+            l.reason
+        );
+    }
 }
 
 fn render_vip(out: &mut String, vip: &VipStatus, health: &[HealthLine], now: SystemTime) {
@@ -198,6 +252,7 @@ mod tests {
                 info: VipInfo {
                     vip_id: 0,
                     flags: 0,
+                    group: 0,
                 },
                 counters: huge,
                 backends: vec![BackendStatus {
@@ -216,7 +271,7 @@ mod tests {
             }],
             ..Snapshot::default()
         };
-        let table = render("x", &snapshot, &[], SystemTime::now());
+        let table = render("x", &snapshot, &[], &[], SystemTime::now());
         for needle in [
             "100.100.100.100:65535 maglev",
             "100.100.100.100:65535 aa:aa:aa:aa:aa:aa  65535 4294967295 4294967295",

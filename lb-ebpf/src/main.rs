@@ -9,6 +9,7 @@
 //! Per packet, in order: `parse` (bounds-checked headers; the VIP prefilter as soon as the
 //! destination is known), `conntrack` (per-CPU flow cache, else the LRU flow table), and for
 //! a new flow the VIP lookup and `select` (one read of the VIP's Maglev ring), then
+//! the VRRP check (`GROUP_STANDBY`: only the master of the VIP's group forwards), then
 //! `forward` (MAC rewrite) and `stats` (per-CPU counters). `maps` declares every map.
 #![no_std]
 #![no_main]
@@ -92,7 +93,10 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 vip_id,
                 backend_id,
                 backend,
-            } => (vip_id, backend_id, backend, false),
+            } => {
+                forwarding(backend.group)?;
+                (vip_id, backend_id, backend, false)
+            }
             Lookup::Untracked => {
                 let vip_key = VipKey {
                     addr: packet.dst_addr,
@@ -102,6 +106,8 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 };
                 // SAFETY: map values are only read; the daemon replaces them whole.
                 let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
+                // Checked before scheduling: a backup director tracks nothing.
+                forwarding(vip.group)?;
                 let (backend_id, backend) = select::pick(ctx, vip.vip_id, &flow_key)?;
                 conntrack::track(&flow_key, &packet, backend_id, backend, now);
                 // Compiled out by the verifier unless lbd runs with --datapath-log debug.
@@ -130,6 +136,16 @@ pub fn clock(ctx: XdpContext) -> u32 {
         unsafe { *(start as *mut [u8; 8]) = bpf_jiffies64().to_ne_bytes() };
     }
     xdp_action::XDP_PASS
+}
+
+/// Whether this director forwards the VIPs of `group` (it is their VRRP master, or they
+/// have no VRRP instance). One inlined array read.
+#[inline(always)]
+fn forwarding(group: u32) -> Result<(), Outcome> {
+    match maps::GROUP_STANDBY.get(group) {
+        Some(&0) => Ok(()),
+        _ => Err(Outcome::NotForwarding),
+    }
 }
 
 /// Whether a backend entry may still receive packets.

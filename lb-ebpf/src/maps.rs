@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, Flow, FlowCacheEntry, FlowKey, Interface,
-    MAX_BACKENDS, MAX_INTERFACES, MAX_VIPS, RING_SIZE, Settings, TrafficCounters, VIP_FILTER_SIZE,
+    MAX_BACKENDS, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE, Settings, TrafficCounters, VIP_FILTER_SIZE,
     VerdictCounters, VipInfo, VipKey,
 };
 
@@ -41,6 +41,9 @@ pub static VIP_FILTER: Array<u32, { VIP_FILTER_SIZE as usize }> = Array::new();
 
 #[btf_map]
 pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+#[btf_map]
+pub static GROUP_STANDBY: Array<u32, { MAX_GROUPS as usize }> = Array::new();
 
 #[btf_map]
 pub static VIP_STATS: PerCpuArray<TrafficCounters, { MAX_VIPS as usize }> = PerCpuArray::new();

@@ -600,3 +600,82 @@ fn an_802_1q_tagged_vip_syn_is_balanced_with_its_tag_kept() {
     cut.truncate(17);
     assert_ne!(dp.run(&cut).0, XDP_TX, "a tag cut short");
 }
+
+/// A VRRP instance on `lo` holding the fixture VIP, and a VIP of no instance (group 0).
+const VRRP_EXTRA: &str = r#"
+[[vip]]
+address = "198.18.1.101"
+port = 6379
+[[vip.backend]]
+address = "198.18.1.51"
+mac = "02:bb:00:00:00:33"
+[[vrrp]]
+name = "VI_1"
+interface = "lo"
+virtual_router_id = 1
+vips = ["198.18.1.100"]
+"#;
+
+#[test]
+fn only_the_vrrp_master_forwards_its_vips_new_and_tracked_flows() {
+    if !lb_tests::require_root("datapath fixtures") {
+        return;
+    }
+    let config = config_with(&[(11, 1), (12, 1)], VRRP_EXTRA);
+    let mut dp = Datapath::with_config(&config);
+    let standby = |dp: &mut Datapath, on: bool| {
+        dp.dataplane.writer().set_group_standby(1, on).unwrap();
+    };
+    // As `lbd run` starts: the instance is a backup until elected.
+    standby(&mut dp, true);
+    let syn = tcp(40000, TCP_SYN);
+    assert_eq!(dp.run(&syn), (XDP_PASS, syn.clone()), "backup: new flow");
+    let other = Ipv4Frame::tcp(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (Ipv4Addr::new(198, 18, 1, 101), 6379),
+        TCP_SYN,
+    )
+    .build();
+    assert_eq!(
+        dp.run(&other),
+        (XDP_TX, forwarded(&other, backend_mac(0x33))),
+        "a VIP of no instance is always forwarded"
+    );
+    let snapshot = dp.snapshot();
+    assert_eq!(snapshot.verdicts.pass_not_forwarding, 1);
+    assert_eq!(
+        snapshot.vips[0].counters.new_flows, 0,
+        "a backup tracks nothing"
+    );
+
+    standby(&mut dp, false);
+    let backend = dp.maglev_choice(6379, &flow_key(40000, 6379, 6));
+    assert_eq!(
+        dp.run(&syn),
+        (XDP_TX, forwarded(&syn, backend)),
+        "master: new flow"
+    );
+    let ack = tcp(40000, TCP_ACK);
+    for _ in 0..2 {
+        // The second ACK is served by the flow cache.
+        assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, backend)));
+    }
+
+    standby(&mut dp, true);
+    for _ in 0..2 {
+        assert_eq!(
+            dp.run(&ack),
+            (XDP_PASS, ack.clone()),
+            "backup: tracked flow"
+        );
+    }
+    standby(&mut dp, false);
+    assert_eq!(
+        dp.run(&ack),
+        (XDP_TX, forwarded(&ack, backend)),
+        "master again: the flow kept its backend"
+    );
+    assert_eq!(dp.snapshot().verdicts.pass_not_forwarding, 3);
+}

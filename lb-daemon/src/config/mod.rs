@@ -11,7 +11,10 @@
 mod health;
 mod keypath;
 mod validate;
+mod vrrp;
 mod walk;
+
+pub use vrrp::{VrrpConfig, VrrpNotify};
 
 use std::{
     fmt,
@@ -41,6 +44,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Virtual services.
     pub vips: Vec<VipConfig>,
+    /// VRRP instances; a VIP whose address one of them holds is forwarded only while this
+    /// director is that instance's master.
+    pub vrrp: Vec<VrrpConfig>,
 }
 
 /// How the program is attached.
@@ -243,6 +249,15 @@ impl Config {
         // Line order (stable within a line); errors without a line last.
         errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
         Err(ConfigErrors(errors))
+    }
+
+    /// The forwarding group of VIPs at `address`: 1 + the index of the VRRP instance that
+    /// holds it, or 0 (always forwarded) when none does.
+    pub fn group_of(&self, address: Ipv4Addr) -> u32 {
+        self.vrrp
+            .iter()
+            .position(|v| v.vips.contains(&address))
+            .map_or(0, |i| i as u32 + 1)
     }
 
     /// Kernel memory the connection-tracking table takes when full: about 104 bytes per

@@ -947,3 +947,115 @@ fn a_write_vip_cannot_drain_a_demoted_master() {
         "must remove a demoted master",
     );
 }
+
+const VRRP: &str = r#"
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 51
+priority = 150
+advert_int = 0.1
+vips = ["198.18.0.100"]
+unicast_src = "198.18.0.2"
+unicast_peers = ["198.18.0.3"]
+notify = ["/usr/local/bin/vrrp-notify"]
+"#;
+
+#[test]
+fn a_vrrp_instance_parses_and_owns_its_vips_group() {
+    let config = parse(&format!("{GOOD}{VRRP}")).unwrap();
+    let v = &config.vrrp[0];
+    assert_eq!(
+        (v.virtual_router_id, v.priority, v.advert_int_cs, v.version),
+        (51, 150, 10, 3)
+    );
+    assert!(v.preempt);
+    assert_eq!(v.garp_master_repeat, 5);
+    assert_eq!(v.unicast_peers, [Ipv4Addr::new(198, 18, 0, 3)]);
+    assert_eq!(config.group_of(Ipv4Addr::new(198, 18, 0, 100)), 1);
+    assert_eq!(config.group_of(Ipv4Addr::new(198, 18, 0, 101)), 0);
+}
+
+#[test]
+fn vrrp_mistakes_name_their_line_and_key() {
+    let text = format!("{GOOD}{VRRP}");
+    let cases = [
+        (
+            "advert_int = 0.1",
+            "advert_int = 0.1\nversion = 2",
+            "vrrp[0].advert_int",
+            "whole seconds",
+        ),
+        (
+            "advert_int = 0.1",
+            "advert_int = 0.005",
+            "vrrp[0].advert_int",
+            "centiseconds",
+        ),
+        (
+            "priority = 150",
+            "auth_pass = \"secret\"",
+            "vrrp[0].auth_pass",
+            "version 3 has no authentication",
+        ),
+        (
+            "interface = \"eth0\"",
+            "interface = \"eth1\"",
+            "vrrp[0].interface",
+            "not one of director.interfaces",
+        ),
+        (
+            "virtual_router_id = 51",
+            "virtual_router_id = 0",
+            "vrrp[0].virtual_router_id",
+            "between 1 and 255",
+        ),
+        (
+            "unicast_peers = [\"198.18.0.3\"]",
+            "unicast_peers = [\"198.18.0.2\"]",
+            "vrrp[0].unicast_peers",
+            "own unicast_src",
+        ),
+        (
+            "vips = [\"198.18.0.100\"]",
+            "vips = [\"198.18.0.100\", \"198.18.0.100\"]",
+            "vrrp[0].vips[1]",
+            "listed twice",
+        ),
+        (
+            "priority = 150",
+            "priority = 150\npreempt_delay = 5\npreempt = false",
+            "vrrp[0].preempt_delay",
+            "no effect",
+        ),
+    ];
+    for (from, to, key, message) in cases {
+        let bad = text.replacen(from, to, 1);
+        let errors = parse(&bad).expect_err(to).0;
+        assert_eq!(errors.len(), 1, "{to}: {errors:#?}");
+        assert_eq!(errors[0].key, key, "{to}: {}", errors[0]);
+        assert!(errors[0].message.contains(message), "{to}: {}", errors[0]);
+        assert!(errors[0].line.is_some(), "{to}: {}", errors[0]);
+    }
+    let auth_too_long = text.replacen(
+        "advert_int = 0.1",
+        "advert_int = 1\nversion = 2\nauth_pass = \"123456789\"",
+        1,
+    );
+    let errors = parse(&auth_too_long).unwrap_err().0;
+    assert!(errors[0].message.contains("1 to 8 bytes"), "{}", errors[0]);
+}
+
+#[test]
+fn two_instances_may_not_share_a_router_id_or_an_address() {
+    let second = VRRP
+        .replace("VI_1", "VI_2")
+        .replace("priority = 150", "priority = 100");
+    let errors = parse(&format!("{GOOD}{VRRP}{second}")).unwrap_err().0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["vrrp[1].virtual_router_id", "vrrp[1].vips"],
+        "{errors:#?}"
+    );
+}

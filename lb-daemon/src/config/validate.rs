@@ -8,7 +8,7 @@ use toml_edit::TableLike;
 
 use super::{
     BackendConfig, Config, MAX_CONFIGURED_BACKENDS, Protocol, Scheduler, Timeouts, VipConfig,
-    XdpModeSetting, health, parse_mac,
+    XdpModeSetting, health, parse_mac, vrrp,
     walk::{self, Problems, Read, Table},
 };
 
@@ -20,7 +20,7 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
         table: root,
         at: 0,
     };
-    root.only(&["instance", "director", "timeouts", "vip"], &mut p);
+    root.only(&["instance", "director", "timeouts", "vip", "vrrp"], &mut p);
     let instance = instance(&root, &mut p);
     let (interfaces, xdp_mode, max_flows) = director(&root, &mut p);
     let timeouts = timeouts(&root, &mut p);
@@ -61,8 +61,10 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
             ),
         );
     }
+    let vrrp = vrrp::instances(&root, &interfaces, &mut p);
     let config = Config {
         instance,
+        vrrp,
         interfaces,
         xdp_mode,
         max_flows,
@@ -458,7 +460,7 @@ fn backend(
     })
 }
 
-fn ipv4(read: &Read<'_, String>, what: &str, p: &mut Problems) -> Option<Ipv4Addr> {
+pub(super) fn ipv4(read: &Read<'_, String>, what: &str, p: &mut Problems) -> Option<Ipv4Addr> {
     let text = &read.value;
     match text.parse::<Ipv4Addr>() {
         Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() => {

@@ -6,9 +6,9 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Flow, FlowKey, Interface, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_INTERFACES,
-    MAP_RING, MAP_SETTINGS, MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, RING_SIZE,
-    Settings, TrafficCounters, VipInfo, VipKey,
+    Backend, Flow, FlowKey, Interface, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS,
+    MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_RING, MAP_SETTINGS, MAP_VIP_FILTER, MAP_VIP_STATS,
+    MAP_VIPS, MAX_INTERFACES, RING_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
 };
 
 use crate::{
@@ -74,6 +74,13 @@ impl<'a> MapWriter<'a> {
         self.array(MAP_SETTINGS)?
             .set(0, settings, 0)
             .map_err(map_err(MAP_SETTINGS))
+    }
+
+    /// Passes (`standby`) or forwards the VIPs of a forwarding group (a VRRP instance).
+    pub fn set_group_standby(&mut self, group: u32, standby: bool) -> Result<()> {
+        self.array::<u32>(MAP_GROUP_STANDBY)?
+            .set(group, u32::from(standby), 0)
+            .map_err(map_err(MAP_GROUP_STANDBY))
     }
 
     /// Declares one of the director's interfaces (frames to `mac` on `ifindex` are balanced).

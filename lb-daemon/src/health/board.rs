@@ -641,7 +641,11 @@ impl Board {
                     backends
                 }
             };
-            out.push(DesiredVip { key, backends });
+            out.push(DesiredVip {
+                key,
+                group: desired.group,
+                backends,
+            });
         }
         (out, events)
     }

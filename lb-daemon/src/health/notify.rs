@@ -8,9 +8,9 @@ use tracing::{debug, warn};
 /// How long a notify command may run before it is killed (with what it started).
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `argv` with `args` appended (backend, VIP, reason), without a shell, with the
-/// environment a check script gets (`PATH`, `LBD_BACKEND`, `LBD_PORT`, `LBD_VIP`).
-pub fn spawn(argv: Vec<String>, args: [String; 3], env: [(&'static str, String); 3]) {
+/// Runs `argv` with `args` appended (backend, VIP, reason; or VRRP's instance, state and
+/// priority), without a shell, with `PATH` and `env` only (`LBD_BACKEND`, ...).
+pub fn spawn(argv: Vec<String>, args: Vec<String>, env: Vec<(&'static str, String)>) {
     tokio::spawn(async move {
         let mut command = super::probe::command(&argv, &args, &env);
         let mut child = match command.spawn() {
@@ -54,12 +54,12 @@ mod tests {
                 "-c".into(),
                 format!("env > {}", out.display()),
             ],
-            [
+            vec![
                 "198.18.0.12:6379".into(),
                 "198.18.0.100:6379".into(),
                 "PONG".into(),
             ],
-            [
+            vec![
                 ("LBD_BACKEND", "198.18.0.12".into()),
                 ("LBD_PORT", "6379".into()),
                 ("LBD_VIP", "198.18.0.100".into()),

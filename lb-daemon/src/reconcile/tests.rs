@@ -21,6 +21,7 @@ fn backend(last: u8, weight: u32) -> DesiredBackend {
 fn desired(backends: Vec<DesiredBackend>) -> Vec<DesiredVip> {
     vec![DesiredVip {
         key: vip(100, 6379),
+        group: 0,
         backends,
     }]
 }
@@ -222,10 +223,12 @@ fn backends_of_different_vips_get_their_own_ids() {
     let want = vec![
         DesiredVip {
             key: vip(100, 6379),
+            group: 0,
             backends: vec![backend(11, 1)],
         },
         DesiredVip {
             key: vip(100, 6380),
+            group: 0,
             backends: vec![backend(11, 1)],
         },
     ];
@@ -284,10 +287,12 @@ fn prefilter_counts_vips_sharing_a_slot() {
     let two = vec![
         DesiredVip {
             key: vip(100, 6379),
+            group: 0,
             backends: vec![backend(11, 1)],
         },
         DesiredVip {
             key: vip(100, 6380),
+            group: 0,
             backends: vec![backend(11, 1)],
         },
     ];
@@ -457,10 +462,12 @@ fn recovered_state_plans_nothing_when_the_maps_hold_the_plan() {
         .plan(&[
             DesiredVip {
                 key: vip(100, 6379),
+                group: 0,
                 backends: vec![backend(11, 1), backend(12, 2)],
             },
             DesiredVip {
                 key: vip(101, 6380),
+                group: 0,
                 backends: vec![backend(13, 1)],
             },
         ])
@@ -470,10 +477,12 @@ fn recovered_state_plans_nothing_when_the_maps_hold_the_plan() {
     let again = [
         DesiredVip {
             key: vip(100, 6379),
+            group: 0,
             backends: vec![backend(11, 1), backend(12, 2)],
         },
         DesiredVip {
             key: vip(101, 6380),
+            group: 0,
             backends: vec![backend(13, 1)],
         },
     ];
@@ -564,4 +573,33 @@ fn recovery_retires_orphans_removes_strays_and_continues_generations() {
         op,
         MapOp::SetBackend { backend, .. } if backend.generation == 51
     )));
+}
+
+#[test]
+fn moving_a_vip_to_another_group_rewrites_its_entries_not_its_ring() {
+    let backends = vec![backend(11, 1), backend(12, 2)];
+    let (first, applied) = Reconciler::default()
+        .plan(&desired(backends.clone()))
+        .unwrap();
+    let mut moved = desired(backends);
+    moved[0].group = 3;
+    let (ops, next) = applied.plan(&moved).unwrap();
+    assert_eq!(ring_slots_written(&ops), 0);
+    let groups: Vec<u32> = ops
+        .iter()
+        .map(|op| match op {
+            MapOp::SetBackend { backend, .. } => backend.group,
+            MapOp::SetVip { info, .. } => info.group,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(groups, [3, 3, 3], "{ops:?}");
+    let (again, _) = next.plan(&moved).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    // Recovered from the maps (after a failed apply), the group is known too.
+    let history: Vec<MapOp> = first.into_iter().chain(ops).collect();
+    let (again, _) = Reconciler::from_maps(&contents_of(&history))
+        .plan(&moved)
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
 }

@@ -185,6 +185,7 @@ fn datapath(report: &mut String) {
             VipInfo {
                 vip_id: 0,
                 flags: 0,
+                group: 0,
             },
             0,
         )

@@ -1,0 +1,410 @@
+//! One VRRP instance at work: its [`Machine`] fed by its socket and its timers, and what
+//! its transitions do, in the order that never resets a client's connection:
+//!
+//! - becoming master: forwarding on (asked of the daemon, which owns the maps), then the
+//!   VIPs on the interface, then gratuitous ARP. While the VIP is on the interface but the
+//!   datapath does not forward it, the kernel would answer the clients' segments with RST.
+//! - leaving: the VIPs off first, then forwarding off; a segment that still arrives is
+//!   dropped by the kernel (not its address), not reset.
+//!
+//! The advert loop never waits for those steps: they run in a task of their own.
+
+use std::{
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use super::{
+    addresses::Addresses,
+    machine::{Action, Event, Machine, Settings, State},
+    packet::{Advert, Expect, MULTICAST, Rejected, password},
+    report::VrrpLine,
+    socket::{AdvertSocket, ArpSocket, gratuitous_arp},
+};
+use crate::config::VrrpConfig;
+
+/// What an instance asks of the daemon's loop (the one owner of map writes).
+#[derive(Debug)]
+pub enum Request {
+    /// Forward (or pass) the VIPs of `group`; answered once the map says so.
+    Forward {
+        group: u32,
+        on: bool,
+        done: oneshot::Sender<bool>,
+    },
+}
+
+/// Where an instance runs, resolved at start.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    /// Source of adverts and tie-breaker: `unicast_src` or the interface's address.
+    pub source: Ipv4Addr,
+}
+
+/// Shared with the status writer.
+pub type Status = Arc<Mutex<VrrpLine>>;
+
+/// What the transition task is told.
+enum Step {
+    Master,
+    Backup,
+    /// Shutting down: the VIPs off; forwarding is left to the daemon's detach.
+    Stop,
+}
+
+pub struct Router {
+    pub config: VrrpConfig,
+    pub group: u32,
+    pub placement: Placement,
+    pub socket: AdvertSocket,
+    pub addresses: Addresses,
+    pub arp: ArpSocket,
+    pub requests: mpsc::UnboundedSender<Request>,
+    pub status: Status,
+    /// Signals the status writer that something changed.
+    pub changed: Arc<tokio::sync::Notify>,
+    /// Other instances' router ids on the same interface: their adverts are not ours to count.
+    pub siblings: Vec<u8>,
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "init",
+        State::Backup => "backup",
+        State::Master => "master",
+    }
+}
+
+fn reject_name(r: Rejected) -> &'static str {
+    match r {
+        Rejected::Ttl => "ttl",
+        Rejected::Truncated => "truncated",
+        Rejected::Version => "version",
+        Rejected::Checksum => "checksum",
+        Rejected::Vrid => "vrid",
+        Rejected::Interval => "interval",
+        Rejected::Auth => "auth",
+        Rejected::AddressCount => "addresses",
+    }
+}
+
+impl Router {
+    /// Runs until `stop` turns true; then hands over (priority 0) and removes the VIPs.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let Router {
+            config,
+            group,
+            placement,
+            socket,
+            addresses,
+            arp,
+            requests,
+            status,
+            changed,
+            siblings,
+        } = self;
+        let auth = config.auth_pass.as_deref().map(password);
+        let expect = Expect {
+            version: config.version,
+            vrid: config.virtual_router_id,
+            interval_cs: config.advert_int_cs,
+            password: auth,
+        };
+        let mut machine = Machine::new(Settings {
+            priority: config.priority,
+            interval_cs: config.advert_int_cs,
+            preempt: config.preempt,
+            preempt_delay_cs: (config.preempt_delay.as_millis() / 10) as u32,
+            address: placement.source,
+        });
+        let (steps, step_rx) = mpsc::unbounded_channel();
+        let transitions = tokio::spawn(transitions(
+            config.clone(),
+            group,
+            placement.clone(),
+            addresses,
+            arp,
+            requests,
+            step_rx,
+        ));
+        let epoch = Instant::now();
+        let now = || epoch.elapsed().as_micros() as u64;
+        let destinations: Vec<Ipv4Addr> = if config.unicast_peers.is_empty() {
+            vec![MULTICAST]
+        } else {
+            config.unicast_peers.clone()
+        };
+        let send = |priority: u8, status: &Status| {
+            let advert = Advert {
+                version: config.version,
+                vrid: config.virtual_router_id,
+                priority,
+                interval_cs: config.advert_int_cs,
+                addresses: config.vips.clone(),
+                password: auth,
+            };
+            for dst in &destinations {
+                match socket.send(&advert.encode(placement.source, *dst), *dst) {
+                    Ok(()) => status.lock().expect("status").sent += 1,
+                    Err(err) => {
+                        warn!(instance = %config.name, to = %dst, cause = %err, "sending an advert failed")
+                    }
+                }
+            }
+        };
+        let mut reason = "started".to_owned();
+        // The master said it is leaving: the takeover that follows is a hand-over.
+        let mut handed_over = false;
+        let mut actions = machine.handle(Event::Startup, now());
+        let mut stopping = false;
+        loop {
+            let before = status.lock().expect("status").state.clone();
+            for action in actions.drain(..) {
+                match action {
+                    Action::SendAdvert { priority } => send(priority, &status),
+                    Action::TakeOver => {
+                        let _ = steps.send(Step::Master);
+                    }
+                    Action::StandDown => {
+                        let _ = steps.send(if stopping { Step::Stop } else { Step::Backup });
+                    }
+                }
+            }
+            let state = if stopping {
+                "stopped"
+            } else {
+                state_name(machine.state())
+            };
+            if state != before {
+                // Into backup at start: no VIPs may linger from an earlier run.
+                if before == "init" && state == "backup" {
+                    let _ = steps.send(Step::Backup);
+                }
+                let mut s = status.lock().expect("status");
+                s.state = state.to_owned();
+                s.since = SystemTime::now();
+                s.reason = reason.clone();
+                if state == "master" {
+                    s.master = Some(placement.source);
+                }
+                s.priority = machine.priority();
+                drop(s);
+                info!(instance = %config.name, state, %reason, "VRRP state");
+                changed.notify_one();
+            }
+            if stopping {
+                break;
+            }
+            let deadline = machine
+                .next_deadline()
+                .map(|us| tokio::time::Instant::from_std(epoch + Duration::from_micros(us)));
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    stopping = true;
+                    reason = "lbd stopping".to_owned();
+                    actions = machine.handle(Event::Shutdown, now());
+                    if !actions.contains(&Action::StandDown) {
+                        let _ = steps.send(Step::Stop);
+                    }
+                }
+                _ = until(deadline) => {
+                    let was = machine.state();
+                    actions = machine.handle(Event::Tick, now());
+                    if was == State::Backup && machine.state() == State::Master && !handed_over {
+                        reason = format!(
+                            "no advert from the master for {:.2} s",
+                            machine.master_down_us() as f64 / 1e6
+                        );
+                    }
+                }
+                received = socket.recv() => {
+                    let Ok(received) = received else {
+                        continue;
+                    };
+                    if received.src == placement.source {
+                        continue;
+                    }
+                    if !config.unicast_peers.is_empty() && !config.unicast_peers.contains(&received.src) {
+                        count_reject(&status, "peer");
+                        continue;
+                    }
+                    match Advert::decode(&received.message, received.ttl, received.src, received.dst, &expect) {
+                        Ok(advert) => {
+                            status.lock().expect("status").received += 1;
+                            let was = machine.state();
+                            actions = machine.handle(
+                                Event::Advert {
+                                    priority: advert.priority,
+                                    interval_cs: advert.interval_cs,
+                                    from: received.src,
+                                },
+                                now(),
+                            );
+                            if advert.priority != 0 && machine.state() == State::Backup {
+                                let mut s = status.lock().expect("status");
+                                if s.master != Some(received.src) {
+                                    s.master = Some(received.src);
+                                    changed.notify_one();
+                                }
+                            }
+                            if was == State::Master && machine.state() == State::Backup {
+                                reason = format!(
+                                    "advert of priority {} from {}",
+                                    advert.priority, received.src
+                                );
+                            }
+                            handed_over = advert.priority == 0;
+                            if handed_over {
+                                reason = format!("the master {} left (priority 0)", received.src);
+                            }
+                        }
+                        Err(Rejected::Vrid)
+                            if received.message.get(1).is_some_and(|v| siblings.contains(v)) => {}
+                        Err(rejected) => count_reject(&status, reject_name(rejected)),
+                    }
+                }
+            }
+        }
+        drop(steps);
+        let _ = transitions.await;
+    }
+}
+
+fn count_reject(status: &Status, reason: &str) {
+    *status
+        .lock()
+        .expect("status")
+        .rejected
+        .entry(reason.to_owned())
+        .or_default() += 1;
+}
+
+/// Completes at `due`, or never.
+async fn until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Carries out transitions in order, and refreshes gratuitous ARP while master.
+async fn transitions(
+    config: VrrpConfig,
+    group: u32,
+    placement: Placement,
+    addresses: Addresses,
+    arp: ArpSocket,
+    requests: mpsc::UnboundedSender<Request>,
+    mut steps: mpsc::UnboundedReceiver<Step>,
+) {
+    let forward = |on: bool| {
+        let requests = requests.clone();
+        async move {
+            let (done, answer) = oneshot::channel();
+            if requests.send(Request::Forward { group, on, done }).is_err() {
+                return false;
+            }
+            answer.await.unwrap_or(false)
+        }
+    };
+    let garp = |repeat: u32| {
+        for _ in 0..repeat {
+            for vip in &config.vips {
+                if let Err(err) = arp.send(&gratuitous_arp(placement.mac, *vip)) {
+                    warn!(instance = %config.name, %vip, cause = %err, "gratuitous ARP failed");
+                }
+            }
+        }
+    };
+    let mut master = false;
+    let mut refresh = config.garp_master_refresh.map(|period| {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    loop {
+        let step = tokio::select! {
+            step = steps.recv() => step,
+            _ = async {
+                match refresh.as_mut() {
+                    Some(interval) if master => { interval.tick().await; }
+                    _ => std::future::pending::<()>().await,
+                }
+            } => {
+                garp(1);
+                continue;
+            }
+        };
+        let Some(step) = step else { break };
+        match step {
+            Step::Master => {
+                if !forward(true).await {
+                    error!(instance = %config.name, "the datapath did not switch forwarding on: the VIPs stay off this director");
+                    continue;
+                }
+                for vip in &config.vips {
+                    if let Err(err) = addresses.add(placement.ifindex, *vip).await {
+                        error!(instance = %config.name, %vip, cause = %err, "adding the VIP failed");
+                    }
+                }
+                garp(config.garp_master_repeat);
+                if let Some(interval) = refresh.as_mut() {
+                    interval.reset();
+                }
+                master = true;
+                notify(&config, "MASTER", config.notify.master.as_ref());
+            }
+            Step::Backup | Step::Stop => {
+                for vip in &config.vips {
+                    if let Err(err) = addresses.remove(placement.ifindex, *vip).await {
+                        error!(instance = %config.name, %vip, cause = %err, "removing the VIP failed");
+                    }
+                }
+                let was_master = std::mem::take(&mut master);
+                if matches!(step, Step::Stop) {
+                    break;
+                }
+                if !forward(false).await {
+                    error!(instance = %config.name, "the datapath did not switch forwarding off");
+                }
+                if was_master {
+                    info!(instance = %config.name, "VIPs removed, forwarding off");
+                }
+                notify(&config, "BACKUP", config.notify.backup.as_ref());
+            }
+        }
+    }
+}
+
+/// keepalived's notify: the state's own command as is, and `notify` with
+/// `INSTANCE <name> <STATE> <priority>` appended.
+fn notify(config: &VrrpConfig, state: &str, own: Option<&Vec<String>>) {
+    let env = || {
+        vec![
+            ("LBD_VRRP_INSTANCE", config.name.clone()),
+            ("LBD_VRRP_STATE", state.to_owned()),
+        ]
+    };
+    if let Some(argv) = own {
+        crate::health::notify::spawn(argv.clone(), Vec::new(), env());
+    }
+    if let Some(argv) = &config.notify.any {
+        crate::health::notify::spawn(
+            argv.clone(),
+            vec![
+                "INSTANCE".to_owned(),
+                config.name.clone(),
+                state.to_owned(),
+                config.priority.to_string(),
+            ],
+            env(),
+        );
+    }
+}
