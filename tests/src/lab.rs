@@ -21,6 +21,8 @@ use crate::{netns::Netns, process::ChildGuard, resp, unique_name};
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const DIRECTOR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The second director of a [`Lab::pair`].
+pub const DIRECTOR2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 /// A second VIP every real server also holds (a read VIP beside a write VIP).
 pub const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
@@ -54,15 +56,28 @@ pub struct Lab {
     pub servers: Vec<RealServer>,
     pub client: Netns,
     pub director: Netns,
+    /// The second director of a [`Lab::pair`].
+    pub director2: Option<Netns>,
     pub switch: Netns,
-    /// XDP_PASS on the director's bridge port: veth delivers XDP_TX frames only to a peer
+    /// XDP_PASS on each director's bridge port: veth delivers XDP_TX frames only to a peer
     /// that runs an XDP program. Real NICs need nothing like it.
-    _bridge_port_xdp: aya::Ebpf,
+    _bridge_port_xdp: Vec<aya::Ebpf>,
 }
 
 impl Lab {
-    /// A lab with `servers` real servers, all running redis-server.
+    /// A lab with `servers` real servers, all running redis-server; the director holds the
+    /// VIPs.
     pub fn new(tag: &str, servers: usize) -> Lab {
+        Lab::build(tag, servers, false)
+    }
+
+    /// A lab with two directors (198.18.0.2 and .3) and no VIP on either: VRRP puts them
+    /// on the master.
+    pub fn pair(tag: &str, servers: usize) -> Lab {
+        Lab::build(tag, servers, true)
+    }
+
+    fn build(tag: &str, servers: usize, pair: bool) -> Lab {
         assert!(
             std::path::Path::new("/usr/bin/redis-server").exists(),
             "redis-server is missing: `cargo xtask bootstrap` installs it"
@@ -103,12 +118,18 @@ impl Lab {
         // offload relies on; real servers would drop such SYNs. Real NICs fill it in.
         client.exec("ethtool", &["-K", "eth0", "tx", "off"]);
         let director = host("dr", DIRECTOR);
-        // The director owns the VIP (VRRP will later): it answers ARP for it.
-        for vip in [VIP, VIP2] {
-            director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"]);
-        }
-
-        let bridge_port_xdp = attach_pass(&switch, "dr");
+        let mut bridge_port_xdp = vec![attach_pass(&switch, "dr")];
+        let director2 = if pair {
+            let director2 = host("dr2", DIRECTOR2);
+            bridge_port_xdp.push(attach_pass(&switch, "dr2"));
+            Some(director2)
+        } else {
+            // The director owns the VIPs: it answers ARP for them.
+            for vip in [VIP, VIP2] {
+                director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"]);
+            }
+            None
+        };
 
         let mut real_servers = Vec::new();
         for i in 0..servers {
@@ -149,6 +170,7 @@ impl Lab {
             servers: real_servers,
             client,
             director,
+            director2,
             switch,
             _bridge_port_xdp: bridge_port_xdp,
         }

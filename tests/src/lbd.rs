@@ -8,7 +8,7 @@ use std::{
 
 use lb_daemon::{dataplane::pins, paths::PinLayout};
 
-use crate::{lab::Lab, process::ChildGuard};
+use crate::{lab::Lab, netns::Netns, process::ChildGuard};
 
 /// The `lbd` binary (`cargo xtask test|run|bench` set `LBD_BIN`).
 pub fn bin() -> PathBuf {
@@ -35,12 +35,23 @@ impl Lbd {
 
     /// [`Lbd::start`] with extra `lbd run` arguments.
     pub fn start_with(lab: &Lab, config: &str, run_args: &[&str]) -> Lbd {
-        let config_path = lab.dir.join("lbd.toml");
+        Lbd::start_in(lab, &lab.director, &lab.prefix, config, run_args)
+    }
+
+    /// Starts `lbd run` as `instance` in namespace `ns` (one of a pair of directors), with
+    /// its config and log named after the instance.
+    pub fn start_in(lab: &Lab, ns: &Netns, instance: &str, config: &str, run_args: &[&str]) -> Lbd {
+        let name = if instance == lab.prefix {
+            "lbd"
+        } else {
+            instance
+        };
+        let config_path = lab.dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).expect("write config");
-        let log_path = lab.dir.join("lbd.log");
+        let log_path = lab.dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).expect("lbd log");
         let child = Command::new(bin())
-            .args(["--netns", &lab.director.name, "run", "--config"])
+            .args(["--netns", &ns.name, "run", "--config"])
             .arg(&config_path)
             .args(run_args)
             .env("RUST_LOG", "info")
@@ -49,10 +60,10 @@ impl Lbd {
             .spawn()
             .expect("starting lbd");
         let mut lbd = Lbd {
-            instance: lab.prefix.clone(),
+            instance: instance.to_owned(),
             config_path,
             log_path,
-            director_ns: lab.director.name.clone(),
+            director_ns: ns.name.clone(),
             child: ChildGuard::new("lbd", child),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -125,6 +136,17 @@ impl Lbd {
     /// `lbd <args>` run here (in the host namespace), with its output.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(bin()).args(args).output().expect("lbd")
+    }
+
+    /// Sends `signal` (SIGTERM, SIGSTOP, SIGCONT) without waiting.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: signals the lbd this guard started and has not reaped.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_status().is_some()
     }
 
     /// SIGTERM and wait; returns whether it exited successfully.

@@ -19,6 +19,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("ethtool", "/usr/sbin/ethtool"),
     ("procps", "/usr/sbin/sysctl"),
+    // The VRRP interop tests: keepalived 2.2.7 as the peer, tshark to decode our adverts.
+    ("keepalived", "/usr/sbin/keepalived"),
+    ("tshark", "/usr/bin/tshark"),
 ];
 
 /// Nightly that `-Z build-std` uses, and a copy of its rust-src shipped beside the project.
@@ -91,11 +94,13 @@ fn ensure_packages() -> anyhow::Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    // The Debian redis-server package starts a system instance; the lab runs its own.
-    if missing.contains(&"redis-server") {
-        let _ = Command::new("systemctl")
-            .args(["disable", "--now", "redis-server"])
-            .status();
+    // The Debian packages start system instances; the labs run their own.
+    for service in ["redis-server", "keepalived"] {
+        if missing.contains(&service) {
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", service])
+                .status();
+        }
     }
     Ok(())
 }

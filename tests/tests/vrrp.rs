@@ -1,0 +1,565 @@
+//! VRRP end to end: two directors running `lbd` (or `lbd` and keepalived 2.2.7) on one
+//! bridge with real redis-servers behind them. Only the master holds the VIP and forwards;
+//! a crash or a stop moves it, and connections opened through the old master keep working
+//! through the new one (both build the same Maglev ring). Needs root.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use lb_daemon::{paths, vrrp::report};
+use lb_tests::{
+    lab::{self, DIRECTOR, DIRECTOR2, Lab, VIP},
+    lbd::Lbd,
+    netns::Netns,
+    process::ChildGuard,
+    resp,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+/// Advert interval of the lbd-only tests (version 3: centiseconds).
+const ADVERT: Duration = Duration::from_millis(100);
+
+/// A director config for `instance`: the lab's VIP over servers 0 and 1, and one VRRP
+/// instance holding it, with `vrrp` lines added.
+fn config(lab: &Lab, instance: &str, priority: u8, vrrp: &str) -> String {
+    let base = lab.config(&[(0, 1), (1, 1)]).replacen(
+        &format!("instance = \"{}\"", lab.prefix),
+        &format!("instance = \"{instance}\""),
+        1,
+    );
+    format!(
+        "{base}\n[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\nvips = [\"{VIP}\"]\n{vrrp}\n"
+    )
+}
+
+const FAST: &str = "advert_int = 0.1\n";
+
+fn state(lbd: &Lbd) -> Option<report::VrrpLine> {
+    report::read(&paths::vrrp_file(&lbd.instance))
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+/// Waits until `lbd`'s instance is in `want`; returns how long that took.
+fn wait_state(lbd: &Lbd, want: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if state(lbd).is_some_and(|s| s.state == want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{} not {want} within {within:?}: {:?}\n{}",
+            lbd.instance,
+            state(lbd),
+            lbd.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn holds_vip(ns: &Netns) -> bool {
+    let out = ns.ip(&["-4", "addr", "show", "dev", "eth0"]);
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/32"))
+}
+
+fn wait_vip(ns: &Netns, held: bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    while holds_vip(ns) != held {
+        assert!(
+            Instant::now() < deadline,
+            "{}: VIP held = {} after {within:?}",
+            ns.name,
+            !held
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `n` connections through the VIP, each with the server that answered.
+fn hold(lab: &Lab, n: usize) -> Vec<(resp::Connection, String)> {
+    lab.client.run(|| {
+        (0..n)
+            .map(|_| {
+                let mut conn = lab::connect_vip(0, TIMEOUT).expect("connect through the VIP");
+                let server = lab::whoami(&mut conn).expect("whoami");
+                (conn, server)
+            })
+            .collect()
+    })
+}
+
+/// Every held connection still answers, from the same server, without reconnecting.
+fn still_served(held: &mut [(resp::Connection, String)]) {
+    for (i, (conn, server)) in held.iter_mut().enumerate() {
+        let now = lab::whoami(conn)
+            .unwrap_or_else(|err| panic!("held connection {i} (to {server}) broke: {err}"));
+        assert_eq!(&now, server, "held connection {i} moved");
+    }
+}
+
+fn new_connection_works(lab: &Lab) {
+    lab.client.run(|| {
+        let mut conn = lab::connect_vip(0, TIMEOUT).expect("a new connection through the VIP");
+        lab::whoami(&mut conn).expect("served");
+    });
+}
+
+/// Master-down interval of a backup of `priority` at 0.1 s adverts, plus slack for a
+/// shared, noisy host.
+fn takeover_bound(priority: u8) -> Duration {
+    let skew = ADVERT.as_secs_f64() * (256.0 - f64::from(priority)) / 256.0;
+    Duration::from_secs_f64(3.0 * ADVERT.as_secs_f64() + skew) + Duration::from_millis(700)
+}
+
+fn pair(lab: &Lab, vrrp_a: &str, vrrp_b: &str) -> (Lbd, Lbd) {
+    let dr2 = lab.director2.as_ref().expect("pair lab");
+    let a_name = format!("{}a", lab.prefix);
+    let b_name = format!("{}b", lab.prefix);
+    let a = Lbd::start_in(
+        lab,
+        &lab.director,
+        &a_name,
+        &config(lab, &a_name, 150, vrrp_a),
+        &[],
+    );
+    let b = Lbd::start_in(lab, dr2, &b_name, &config(lab, &b_name, 100, vrrp_b), &[]);
+    wait_state(&a, "master", Duration::from_secs(5));
+    wait_state(&b, "backup", Duration::from_secs(5));
+    wait_vip(&lab.director, true, TIMEOUT);
+    assert!(!holds_vip(dr2), "the backup holds the VIP");
+    (a, b)
+}
+
+#[test]
+fn the_higher_priority_director_is_master_and_a_crash_moves_the_vip_with_held_connections() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrc", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let (mut a, b) = pair(&lab, FAST, FAST);
+    assert_eq!(
+        state(&b).unwrap().master,
+        Some(DIRECTOR),
+        "the backup names the master"
+    );
+    let mut held = hold(&lab, 20);
+    assert!(
+        a.status().contains("VI_1"),
+        "status shows the instance:\n{}",
+        a.status()
+    );
+
+    a.kill();
+    let gap = wait_state(&b, "master", Duration::from_secs(5));
+    assert!(
+        gap <= takeover_bound(100),
+        "takeover after a crash took {gap:?} (bound {:?})",
+        takeover_bound(100)
+    );
+    wait_vip(dr2, true, TIMEOUT);
+    let reason = state(&b).unwrap().reason;
+    assert!(reason.contains("no advert"), "reason: {reason}");
+    still_served(&mut held);
+    new_connection_works(&lab);
+}
+
+#[test]
+fn a_stopping_master_hands_over_at_once_and_takes_its_vip_away() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrs", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let (mut a, b) = pair(&lab, FAST, FAST);
+    let mut held = hold(&lab, 20);
+
+    a.signal(libc::SIGTERM);
+    let gap = wait_state(&b, "master", Duration::from_secs(5));
+    // Priority 0 makes the backup wait only its skew (61 ms at priority 100), not 3 adverts.
+    assert!(
+        gap < 3 * ADVERT,
+        "hand-over took {gap:?}: the backup waited for the master-down timer"
+    );
+    assert!(state(&b).unwrap().reason.contains("priority 0"));
+    assert!(a.stop(), "lbd did not stop cleanly:\n{}", a.log());
+    assert!(
+        !holds_vip(&lab.director),
+        "the stopped director kept the VIP"
+    );
+    wait_vip(dr2, true, TIMEOUT);
+    still_served(&mut held);
+    new_connection_works(&lab);
+}
+
+#[test]
+fn a_returning_higher_priority_director_preempts_unless_preempt_is_off() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    for preempt in [true, false] {
+        let lab = Lab::pair(if preempt { "vrp" } else { "vrn" }, 2);
+        let vrrp = format!("{FAST}preempt = {preempt}\n");
+        let (mut a, b) = pair(&lab, &vrrp, &vrrp);
+        assert!(a.stop());
+        wait_state(&b, "master", Duration::from_secs(5));
+        let a_name = a.instance.clone();
+        drop(a);
+        let a = Lbd::start_in(
+            &lab,
+            &lab.director,
+            &a_name,
+            &config(&lab, &a_name, 150, &vrrp),
+            &[],
+        );
+        if preempt {
+            wait_state(&a, "master", Duration::from_secs(5));
+            wait_state(&b, "backup", Duration::from_secs(5));
+        } else {
+            wait_state(&a, "backup", Duration::from_secs(5));
+            // Several master-down intervals: the returning director stays a backup.
+            std::thread::sleep(10 * ADVERT);
+            assert_eq!(state(&a).unwrap().state, "backup");
+            assert_eq!(state(&b).unwrap().state, "master");
+        }
+        let masters = [
+            holds_vip(&lab.director),
+            holds_vip(lab.director2.as_ref().unwrap()),
+        ];
+        assert_eq!(masters, [preempt, !preempt], "preempt = {preempt}");
+        new_connection_works(&lab);
+    }
+}
+
+#[test]
+fn unicast_peers_elect_fail_over_and_ignore_strangers() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vru", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let a_side = format!("{FAST}unicast_src = \"{DIRECTOR}\"\nunicast_peers = [\"{DIRECTOR2}\"]\n");
+    let b_side = format!("{FAST}unicast_src = \"{DIRECTOR2}\"\nunicast_peers = [\"{DIRECTOR}\"]\n");
+    let (mut a, b) = pair(&lab, &a_side, &b_side);
+    let mut held = hold(&lab, 10);
+
+    // A stranger claiming priority 254 to the master's address changes nothing.
+    let forged = advert(3, 254, None);
+    send_advert(&lab.client, lab::CLIENT, DIRECTOR, &forged, 255);
+    wait_rejected(&a, "peer", 1);
+    assert_eq!(state(&a).unwrap().state, "master");
+
+    a.kill();
+    let gap = wait_state(&b, "master", Duration::from_secs(5));
+    assert!(gap <= takeover_bound(100), "unicast takeover took {gap:?}");
+    wait_vip(dr2, true, TIMEOUT);
+    still_served(&mut held);
+}
+
+/// A version 2 or 3 advert of router 51 for the VIP.
+fn advert(version: u8, priority: u8, password: Option<&str>) -> lb_daemon::vrrp::packet::Advert {
+    lb_daemon::vrrp::packet::Advert {
+        version,
+        vrid: 51,
+        priority,
+        interval_cs: if version == 2 { 100 } else { 10 },
+        addresses: vec![VIP],
+        password: password.map(lb_daemon::vrrp::packet::password),
+    }
+}
+
+/// Sends one advert from `ns` (source `src`) to `dst` with IP TTL `ttl`; `mangle` may
+/// spoil the encoded message first.
+fn send_raw(ns: &Netns, src: Ipv4Addr, dst: Ipv4Addr, message: Vec<u8>, ttl: u32) {
+    ns.run(move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
+        socket
+            .bind(&SockAddr::from(std::net::SocketAddrV4::new(src, 0)))
+            .unwrap();
+        socket.set_ttl(ttl).unwrap();
+        socket.set_multicast_ttl_v4(ttl).unwrap();
+        socket.set_multicast_if_v4(&src).unwrap();
+        socket
+            .send_to(
+                &message,
+                &SockAddr::from(std::net::SocketAddrV4::new(dst, 0)),
+            )
+            .unwrap();
+    });
+}
+
+fn send_advert(
+    ns: &Netns,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    advert: &lb_daemon::vrrp::packet::Advert,
+    ttl: u32,
+) {
+    send_raw(ns, src, dst, advert.encode(src, dst), ttl);
+}
+
+fn wait_rejected(lbd: &Lbd, reason: &str, count: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let seen = state(lbd)
+            .and_then(|s| s.rejected.get(reason).copied())
+            .unwrap_or(0);
+        if seen >= count {
+            assert_eq!(seen, count, "{reason} counted more than sent");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{reason}: {seen} rejected of {count} sent: {:?}",
+            state(lbd)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn forged_adverts_change_nothing_and_are_counted() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrf", 2);
+    let name = format!("{}a", lab.prefix);
+    // Version 2 with a password: keepalived's setup, where every check applies.
+    let vrrp = "version = 2\nadvert_int = 1\nauth_pass = \"s3cret\"\n";
+    let a = Lbd::start_in(
+        &lab,
+        &lab.director,
+        &name,
+        &config(&lab, &name, 100, vrrp),
+        &[],
+    );
+    wait_state(&a, "master", Duration::from_secs(8));
+    let group = lb_daemon::vrrp::packet::MULTICAST;
+    let (client, from) = (&lab.client, lab::CLIENT);
+    let good = advert(2, 254, Some("s3cret"));
+
+    send_advert(client, from, group, &good, 64);
+    wait_rejected(&a, "ttl", 1);
+    send_advert(client, from, group, &advert(2, 254, Some("wrong")), 255);
+    wait_rejected(&a, "auth", 1);
+    send_advert(client, from, group, &advert(2, 254, None), 255);
+    wait_rejected(&a, "auth", 2);
+    send_advert(
+        client,
+        from,
+        group,
+        &lb_daemon::vrrp::packet::Advert {
+            vrid: 52,
+            ..good.clone()
+        },
+        255,
+    );
+    wait_rejected(&a, "vrid", 1);
+    let mut spoiled = good.encode(from, group);
+    spoiled[6] ^= 0xff;
+    send_raw(client, from, group, spoiled, 255);
+    wait_rejected(&a, "checksum", 1);
+    send_advert(
+        client,
+        from,
+        group,
+        &lb_daemon::vrrp::packet::Advert {
+            interval_cs: 200,
+            ..good.clone()
+        },
+        255,
+    );
+    wait_rejected(&a, "interval", 1);
+    let s = state(&a).unwrap();
+    assert_eq!((s.state.as_str(), s.received), ("master", 0), "{s:?}");
+    assert!(holds_vip(&lab.director));
+
+    // The same advert, well formed, is obeyed: the checks above are what stopped the others.
+    send_advert(client, from, group, &good, 255);
+    wait_state(&a, "backup", TIMEOUT);
+    assert_eq!(state(&a).unwrap().master, Some(from));
+    wait_vip(&lab.director, false, TIMEOUT);
+}
+
+/// keepalived 2.2.7 (VRRP only: this kernel has no IPVS) as the peer in `ns`.
+fn keepalived(lab: &Lab, ns: &Netns, priority: u8, vrrp: &str) -> ChildGuard {
+    let conf = lab.dir.join(format!("keepalived-{priority}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n  router_id {name}\n  {version}\n}}\n\
+             vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
+               priority {priority}\n  {vrrp}\n  virtual_ipaddress {{\n    {VIP}/32\n  }}\n}}\n",
+            name = ns.name,
+            version = if vrrp.contains("auth_pass") {
+                "vrrp_version 2"
+            } else {
+                "vrrp_version 3"
+            },
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(lab.dir.join(format!("keepalived-{priority}.log"))).unwrap();
+    let run = lab.dir.join(format!("keepalived-{priority}"));
+    let child = ns
+        .command("keepalived")
+        .args(["-P", "-n", "-l", "-D", "-f"])
+        .arg(&conf)
+        .arg("-p")
+        .arg(run.with_extension("pid"))
+        .arg("-r")
+        .arg(run.with_extension("vrrp.pid"))
+        .args(["-i", &ns.name])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting keepalived");
+    ChildGuard::new("keepalived", child)
+}
+
+/// Exactly one of the two directors holds the VIP, and it is `holder` (checked a few
+/// times over a second: a split brain would show).
+fn only_holder(lab: &Lab, holder: &Netns) {
+    let dr2 = lab.director2.as_ref().unwrap();
+    let other = if holder.name == lab.director.name {
+        dr2
+    } else {
+        &lab.director
+    };
+    wait_vip(holder, true, Duration::from_secs(6));
+    wait_vip(other, false, Duration::from_secs(6));
+    for _ in 0..10 {
+        assert!(
+            holds_vip(holder) && !holds_vip(other),
+            "split brain or no master"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn lbd_and_keepalived_take_turns_as_master_without_split_brain() {
+    if !lb_tests::require_root("VRRP interop") {
+        return;
+    }
+    // keepalived's version 2 with PASS, and version 3 at 0.1 s.
+    for (ours, theirs) in [
+        (
+            "version = 2\nadvert_int = 1\nauth_pass = \"s3cret\"\n",
+            "advert_int 1\n  authentication {\n    auth_type PASS\n    auth_pass s3cret\n  }",
+        ),
+        ("version = 3\nadvert_int = 0.1\n", "advert_int 0.1"),
+    ] {
+        let lab = Lab::pair("vrk", 2);
+        let dr2 = lab.director2.as_ref().unwrap();
+        let name = format!("{}a", lab.prefix);
+        // lbd above keepalived.
+        let mut a = Lbd::start_in(
+            &lab,
+            &lab.director,
+            &name,
+            &config(&lab, &name, 150, ours),
+            &[],
+        );
+        let mut peer = keepalived(&lab, dr2, 100, theirs);
+        wait_state(&a, "master", Duration::from_secs(8));
+        only_holder(&lab, &lab.director);
+        assert_eq!(
+            state(&a).unwrap().rejected,
+            Default::default(),
+            "keepalived's adverts were rejected"
+        );
+        new_connection_works(&lab);
+
+        // lbd leaves: keepalived takes over.
+        assert!(a.stop());
+        only_holder(&lab, dr2);
+
+        // lbd returns below keepalived: it stays a backup and hears keepalived.
+        drop(a);
+        let a = Lbd::start_in(
+            &lab,
+            &lab.director,
+            &name,
+            &config(&lab, &name, 50, ours),
+            &[],
+        );
+        wait_state(&a, "backup", Duration::from_secs(5));
+        std::thread::sleep(Duration::from_secs(4));
+        let s = state(&a).unwrap();
+        assert_eq!(
+            (s.state.as_str(), s.master),
+            ("backup", Some(DIRECTOR2)),
+            "{s:?}"
+        );
+        assert!(s.received > 0 && s.rejected.is_empty(), "{s:?}");
+        only_holder(&lab, dr2);
+
+        // keepalived leaves: lbd takes over.
+        peer.stop(Duration::from_secs(5));
+        wait_state(&a, "master", Duration::from_secs(5));
+        only_holder(&lab, &lab.director);
+        new_connection_works(&lab);
+    }
+}
+
+#[test]
+fn tshark_decodes_our_adverts_as_valid_vrrp() {
+    if !lb_tests::require_root("VRRP adverts on the wire") {
+        return;
+    }
+    let lab = Lab::pair("vrt", 2);
+    for (version, vrrp) in [
+        (2, "version = 2\nadvert_int = 1\nauth_pass = \"s3cret\"\n"),
+        (3, FAST),
+    ] {
+        let name = format!("{}{version}", lab.prefix);
+        let a = Lbd::start_in(
+            &lab,
+            &lab.director,
+            &name,
+            &config(&lab, &name, 255, vrrp),
+            &[],
+        );
+        wait_state(&a, "master", Duration::from_secs(5));
+        let out = lab
+            .switch
+            .command("timeout")
+            .args([
+                "10",
+                "tshark",
+                "-i",
+                "dr",
+                "-c",
+                "3",
+                "-f",
+                "ip proto 112",
+                "-V",
+            ])
+            .output()
+            .expect("tshark");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let adverts = text
+            .matches(&format!("Version {version}, Packet type 1 (Advertisement)"))
+            .count();
+        let good = text.matches("[Checksum Status: Good]").count();
+        assert_eq!(
+            (adverts, good),
+            (3, 3),
+            "tshark should decode 3 version {version} adverts with good checksums:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for bad in ["Malformed", "Expert Info (Error", "Expert Info (Warning"] {
+            assert!(
+                !text.contains(bad),
+                "tshark flags our version {version} adverts ({bad}):\n{text}"
+            );
+        }
+        drop(a);
+    }
+}
