@@ -1,12 +1,13 @@
 //! `cargo xtask run` with no config: a self-contained DR lab on this host.
 //!
-//! Builds a client, a director running `lbd` with Redis health checks, and three real
-//! servers running `redis-server` (each in its own network namespace, on one bridge), then
-//! opens bounded batches of Redis connections to the VIP and shows, live, which real server
-//! answered each. Along the way it freezes rs2 (`kill -STOP`: it accepts connections and
-//! never answers, which a TCP check would not notice), shows it leave the rotation, thaws it
-//! and shows it return, then reloads the config with rs3 at weight 2. Ctrl-C stops it early;
-//! the lab is torn down either way.
+//! Builds a client, two directors running `lbd` with VRRP and Redis health checks, and three
+//! real servers running `redis-server` (each in its own network namespace, on one bridge),
+//! then opens bounded batches of Redis connections to the VIP and shows, live, which real
+//! server answered each. Along the way it freezes rs2 (`kill -STOP`: it accepts connections
+//! and never answers, which a TCP check would not notice), shows it leave the rotation, thaws
+//! it and shows it return, kills the VRRP master (`kill -9`) and shows the other director take
+//! the VIP while connections opened before keep working, then reloads the config with rs3 at
+//! weight 2. Ctrl-C stops it early; the lab is torn down either way.
 
 use std::{
     collections::BTreeMap,
@@ -17,6 +18,7 @@ use std::{
 use lb_tests::{
     lab::{self, Lab, VIP},
     lbd::Lbd,
+    resp,
 };
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -29,14 +31,47 @@ const ROUNDS: usize = 8;
 /// The lab's health check: the `redis` check, quick enough to watch.
 const CHECK: &str = "\n[vip.check]\ntype = \"redis\"   # AUTH (if set), PING, ...\ninterval = 0.5\ntimeout = 0.5\nfall = 2\nrise = 2\n";
 
-/// The lab's config for these weights, with the health check.
-fn config(lab: &Lab, weights: [u32; 3]) -> String {
+/// A director's config for these weights, with the health check and the VRRP instance
+/// that moves the VIP between the two directors.
+fn config(lab: &Lab, instance: &str, priority: u8, weights: [u32; 3]) -> String {
     let backends: Vec<(usize, u32)> = weights.into_iter().enumerate().collect();
-    lab.config(&backends).replacen(
-        "scheduler = \"maglev\"\n",
-        &format!("scheduler = \"maglev\"\n{CHECK}"),
-        1,
+    let text = lab
+        .config(&backends)
+        .replacen(
+            &format!("instance = \"{}\"", lab.prefix),
+            &format!("instance = \"{instance}\""),
+            1,
+        )
+        .replacen(
+            "scheduler = \"maglev\"\n",
+            &format!("scheduler = \"maglev\"\n{CHECK}"),
+            1,
+        );
+    format!(
+        "{text}\n[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\nadvert_int = 0.1\nvips = [\"{VIP}\"]\n"
     )
+}
+
+/// The VRRP state `lbd status` shows for the instance.
+fn vrrp_state(lbd: &Lbd) -> String {
+    lbd.status()
+        .lines()
+        .find(|l| l.starts_with("VI_1"))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Waits until `lbd` is VRRP master; prints how long it took.
+fn await_master(lbd: &Lbd, what: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) && !STOP.load(Ordering::Relaxed) {
+        if vrrp_state(lbd) == "master" {
+            println!("   {what} after {} ms", started.elapsed().as_millis());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("   {what}: not seen within 10 s");
 }
 
 /// The Health column and reason of `server`'s line in `lbd status`, if listed, and whether
@@ -84,29 +119,55 @@ fn main() {
     // SAFETY: installs an async-signal-safe handler (one atomic store).
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
 
-    println!("== Building the lab: client, director, three real servers running redis-server ==");
-    let lab = Lab::new("lab", 3);
+    println!(
+        "== Building the lab: client, two directors, three real servers running redis-server =="
+    );
+    let lab = Lab::pair("lab", 3);
     for s in &lab.servers {
         println!(
             "   {} {}  (VIP {VIP}/32 on lo, arp_ignore=1, arp_announce=2, redis-server :6379)",
             s.name, s.addr
         );
     }
-    let first = config(&lab, [1, 1, 1]);
+    let dr2 = lab.director2.as_ref().expect("a pair of directors");
+    let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
+    let first = config(&lab, &a_name, 150, [1, 1, 1]);
     println!(
-        "\n== Director config ({}) ==\n{first}",
-        lab.dir.join("lbd.toml").display()
+        "\n== Director dr1 config ({}; dr2 has priority 100) ==\n{first}",
+        lab.dir.join(format!("{a_name}.toml")).display()
     );
-    let lbd = Lbd::start(&lab, &first);
+    let mut dr1 = Lbd::start_in(&lab, &lab.director, &a_name, &first, &[]);
+    let dr2 = Lbd::start_in(
+        &lab,
+        dr2,
+        &b_name,
+        &config(&lab, &b_name, 100, [1, 1, 1]),
+        &[],
+    );
     println!(
-        "== lbd is running on the director (pid {}); log: {} ==",
-        lbd.pid(),
-        lbd.log_path.display()
+        "== lbd runs on dr1 (pid {}, log {}) and dr2 (pid {}, log {}) ==",
+        dr1.pid(),
+        dr1.log_path.display(),
+        dr2.pid(),
+        dr2.log_path.display()
     );
+    await_master(&dr1, "dr1 (priority 150) is VRRP master and holds the VIP");
+    println!("   dr2 is {}", vrrp_state(&dr2));
     for s in &lab.servers {
-        await_health(&lbd, s.addr, "up", "first check");
+        await_health(&dr1, s.addr, "up", "first check");
     }
     println!();
+    // Opened through dr1; checked again after dr1 is killed.
+    let mut held: Vec<(resp::Connection, String)> = lab.client.run(|| {
+        (0..20)
+            .filter_map(|_| {
+                let mut conn = lab::connect_vip(0, Duration::from_secs(2)).ok()?;
+                let who = lab::whoami(&mut conn).ok()?;
+                Some((conn, who))
+            })
+            .collect()
+    });
+    let mut active = &dr1;
 
     let started = Instant::now();
     let mut phase_counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -120,19 +181,36 @@ fn main() {
                 "\n== Freezing rs2 (kill -STOP): it still accepts connections, but never answers =="
             );
             lab.signal_redis(1, libc::SIGSTOP);
-            await_health(&lbd, rs2, "down", "rs2 out of the rotation");
+            await_health(active, rs2, "down", "rs2 out of the rotation");
             println!();
             phase_counts.clear();
         }
         if round == 5 {
             println!("\n== Thawing rs2 (kill -CONT) ==");
             lab.signal_redis(1, libc::SIGCONT);
-            await_health(&lbd, rs2, "up", "rs2 back (rise = 2)");
+            await_health(active, rs2, "up", "rs2 back (rise = 2)");
+            println!();
+            phase_counts.clear();
+        }
+        if round == 6 {
+            println!("\n== Killing the VRRP master, dr1 (kill -9) ==");
+            dr1.kill();
+            await_master(&dr2, "dr2 took the VIP (3 missed adverts of 0.1 s + skew)");
+            active = &dr2;
+            let kept = lab.client.run(|| {
+                held.iter_mut()
+                    .filter_map(|(conn, who)| lab::whoami(conn).ok().filter(|now| now == who))
+                    .count()
+            });
+            println!(
+                "   {kept} of {} connections opened through dr1 still answer, from the same server",
+                held.len()
+            );
             println!();
             phase_counts.clear();
         }
         if round == 7 {
-            let out = lbd.reload(&config(&lab, [1, 1, 2]));
+            let out = active.reload(&config(&lab, &active.instance, 100, [1, 1, 2]));
             println!(
                 "\n== Reload: rs3 now has weight 2 (`lbd reload`: {}) ==\n",
                 String::from_utf8_lossy(&out.stdout).trim()
@@ -175,8 +253,14 @@ fn main() {
             );
         }
     }
-    println!("\n== lbd status ==\n{}", lbd.status());
+    println!(
+        "\n== lbd status on {} ==\n{}",
+        active.director_ns,
+        active.status()
+    );
     println!("== Tearing down (lbd stops and unpins, redis-servers stop, namespaces go) ==");
-    drop(lbd);
+    drop(held);
+    drop(dr2);
+    drop(dr1);
     drop(lab);
 }
