@@ -273,6 +273,87 @@ fn unicast_peers_elect_fail_over_and_ignore_strangers() {
     still_served(&mut held);
 }
 
+fn mac_of(ns: &Netns) -> String {
+    let out = ns.ip(&["-o", "link", "show", "eth0"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("link/ether")
+        .to_owned()
+}
+
+/// The MAC the client's neighbour table has for the VIP.
+fn client_sees(lab: &Lab) -> String {
+    let out = lab.client.ip(&["neigh", "show", &VIP.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .unwrap_or("none")
+        .to_owned()
+}
+
+fn isolate(lab: &Lab, on: bool) {
+    for port in ["dr", "dr2"] {
+        lab.switch.exec(
+            "bridge",
+            &[
+                "link",
+                "set",
+                "dev",
+                port,
+                "isolated",
+                if on { "on" } else { "off" },
+            ],
+        );
+    }
+}
+
+#[test]
+fn after_a_split_brain_one_master_remains_and_wins_the_clients_back() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrb", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let (a, b) = pair(&lab, FAST, FAST);
+    new_connection_works(&lab);
+    let (a_mac, b_mac) = (mac_of(&lab.director), mac_of(dr2));
+    assert_eq!(client_sees(&lab), a_mac);
+
+    // The directors cannot hear each other; both still reach the client.
+    isolate(&lab, true);
+    wait_state(&b, "master", Duration::from_secs(5));
+    assert_eq!(state(&a).unwrap().state, "master", "both are masters now");
+    let deadline = Instant::now() + TIMEOUT;
+    while client_sees(&lab) != b_mac {
+        assert!(
+            Instant::now() < deadline,
+            "the client never followed the second master's ARP"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    new_connection_works(&lab);
+
+    isolate(&lab, false);
+    wait_state(&b, "backup", Duration::from_secs(5));
+    wait_vip(dr2, false, TIMEOUT);
+    assert_eq!(state(&a).unwrap().state, "master");
+    // The remaining master announced itself again: the client is back with it at once,
+    // not after its neighbour entry goes stale (tens of seconds).
+    let deadline = Instant::now() + TIMEOUT;
+    while client_sees(&lab) != a_mac {
+        assert!(
+            Instant::now() < deadline,
+            "the client still sends the VIP's traffic to the old second master ({})",
+            client_sees(&lab)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    new_connection_works(&lab);
+}
+
 /// A version 2 or 3 advert of router 51 for the VIP.
 fn advert(version: u8, priority: u8, password: Option<&str>) -> lb_daemon::vrrp::packet::Advert {
     lb_daemon::vrrp::packet::Advert {

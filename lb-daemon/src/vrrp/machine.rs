@@ -50,6 +50,9 @@ pub enum Action {
     TakeOver,
     /// Stop being the master: stop forwarding, remove the VIPs.
     StandDown,
+    /// Still the master after hearing a losing one (a split brain healing): send gratuitous
+    /// ARP again, since the clients may have followed the other master's.
+    Reassert,
 }
 
 /// One virtual router's state.
@@ -203,14 +206,25 @@ impl Machine {
             ) => {
                 let mine = self.settings.priority;
                 if priority == 0 {
-                    // Another master leaving: answer at once, so backups hear a master.
+                    // Another master leaving (a split brain healing, see below): answer at
+                    // once, so backups hear a master, and win the clients back.
                     actions.push(Action::SendAdvert { priority: mine });
+                    actions.push(Action::Reassert);
                     self.adver_at = Some(now + self.interval_us());
                 } else if priority > mine || (priority == mine && from > self.settings.address) {
+                    // Two masters: this one loses. It says it leaves (priority 0), so the
+                    // winner knows the clients may have followed this one's ARP; otherwise
+                    // the winner hears nothing when its advert arrives first.
+                    actions.push(Action::SendAdvert { priority: 0 });
                     actions.push(Action::StandDown);
                     self.become_backup(now, interval_cs);
+                } else {
+                    // A losing master: answer at once so it stands down, and win the
+                    // clients back (keepalived's garp_lower_prio_repeat).
+                    actions.push(Action::SendAdvert { priority: mine });
+                    actions.push(Action::Reassert);
+                    self.adver_at = Some(now + self.interval_us());
                 }
-                // Else a lower (or losing) master: ours wins, it will hear our adverts.
             }
             (State::Master, Event::Startup) => {}
         }

@@ -53,6 +53,8 @@ pub type Status = Arc<Mutex<VrrpLine>>;
 /// What the transition task is told.
 enum Step {
     Master,
+    /// Still master after a split brain: gratuitous ARP again.
+    Reassert,
     Backup,
     /// Shutting down: the VIPs off; forwarding is left to the daemon's detach.
     Stop,
@@ -173,6 +175,10 @@ impl Router {
                     }
                     Action::StandDown => {
                         let _ = steps.send(if stopping { Step::Stop } else { Step::Backup });
+                    }
+                    Action::Reassert => {
+                        info!(instance = %config.name, "another master heard and outranked: announcing the VIPs again");
+                        let _ = steps.send(Step::Reassert);
                     }
                 }
             }
@@ -360,6 +366,11 @@ async fn transitions(
                 }
                 master = true;
                 notify(&config, "MASTER", config.notify.master.as_ref());
+            }
+            Step::Reassert => {
+                if master {
+                    garp(config.garp_master_repeat);
+                }
             }
             Step::Backup | Step::Stop => {
                 for vip in &config.vips {

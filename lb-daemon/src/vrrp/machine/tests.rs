@@ -222,9 +222,30 @@ fn after_a_split_brain_one_master_remains_equal_priorities_by_the_higher_address
         "cut off from each other, both take over"
     );
     seg.linked = true;
+    let healed = seg.now;
     seg.run_until(12 * SEC);
     assert_eq!(seg.masters(), [1], "the higher address keeps it");
     assert_eq!(seg.routers[0].state(), State::Backup);
+    // The winner announces itself again: the clients may have followed the loser's ARP.
+    assert!(
+        seg.log
+            .iter()
+            .any(|(t, i, a)| *t >= healed && *i == 1 && *a == Action::Reassert),
+        "{:?}",
+        seg.log
+    );
+    assert!(
+        seg.log
+            .iter()
+            .all(|(_, i, a)| *i == 1 || *a != Action::Reassert),
+        "only the winner reasserts"
+    );
+    // The loser said it left, so the winner knows whichever advert arrived first.
+    assert!(
+        seg.log
+            .iter()
+            .any(|(t, i, a)| *t >= healed && *i == 0 && *a == Action::SendAdvert { priority: 0 })
+    );
 }
 
 #[test]
