@@ -53,6 +53,13 @@ pub const MAP_SETTINGS: &str = "SETTINGS";
 /// initial value) forwards: VIPs of no VRRP instance are in group 0, never switched. One
 /// write switches every VIP of an instance.
 pub const MAP_GROUP_STANDBY: &str = "GROUP_STANDBY";
+/// Ring buffer of `FlowEvent`s (new and closing flows), written only while
+/// `Settings::sync_flows` is set; the daemon sends them to the other directors. Not pinned:
+/// it holds nothing a restart needs.
+pub const MAP_FLOW_EVENTS: &str = "FLOW_EVENTS";
+/// Bytes of [`MAP_FLOW_EVENTS`] (a power of two of pages): 43,690 events of 24 bytes
+/// (plus an 8-byte header each), about 4 s of 10,000 new flows a second.
+pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
 /// Per-CPU `u32 vip_id -> TrafficCounters`.
 pub const MAP_VIP_STATS: &str = "VIP_STATS";
 /// Per-CPU `u32 backend_id -> TrafficCounters`.

@@ -145,8 +145,9 @@ pub struct Settings {
     /// 1 when this director forwards at all (VRRP switches each VIP's group on its own, see
     /// [`crate::MAP_GROUP_STANDBY`]); 0 passes all VIP traffic to the kernel.
     pub forwarding: u32,
-    /// Keeps the durations aligned.
-    pub _pad: u32,
+    /// 1 when new and closing flows are announced in [`crate::MAP_FLOW_EVENTS`], for the
+    /// daemon to send to the other directors (`[sync]`).
+    pub sync_flows: u32,
     /// Idle timeout of an established TCP flow (`ipvsadm --set` tcp; default 900 s).
     pub tcp_timeout: u64,
     /// Idle timeout after the client's FIN or RST (`ipvsadm --set` tcpfin; default 120 s).
@@ -157,6 +158,23 @@ pub struct Settings {
     pub touch_interval: u64,
     /// Length of one jiffy in ns, for readers of these values.
     pub jiffy_ns: u64,
+}
+
+/// [`FlowEvent::kind`]: a flow was scheduled.
+pub const FLOW_EVENT_NEW: u32 = 1;
+/// [`FlowEvent::kind`]: the client sent FIN or RST on a tracked flow.
+pub const FLOW_EVENT_CLOSING: u32 = 2;
+
+/// A record of [`crate::MAP_FLOW_EVENTS`]: what another director needs to forward a flow
+/// to the same real server (an address, never a local id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    /// The backend's address, network byte order.
+    pub backend_addr: u32,
+    /// `FLOW_EVENT_*`.
+    pub kind: u32,
 }
 
 #[cfg(feature = "user")]
@@ -170,4 +188,5 @@ mod pod {
     unsafe impl aya::Pod for super::FlowCacheEntry {}
     unsafe impl aya::Pod for super::Interface {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::FlowEvent {}
 }

@@ -10,7 +10,7 @@ use std::{
 
 use lb_common::{Settings, VipKey};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     apply::Applier,
@@ -44,14 +44,38 @@ const HEALTH_TICK: Duration = Duration::from_secs(1);
 /// The least time between two health-driven applies (see [`Daemon::request_apply`]).
 const APPLY_GAP: Duration = Duration::from_millis(50);
 
-/// The next request of VRRP's thread; never, without VRRP.
-async fn next_request(
-    requests: &mut Option<tokio::sync::mpsc::UnboundedReceiver<vrrp::Request>>,
-) -> Option<vrrp::Request> {
-    match requests {
-        Some(requests) => requests.recv().await,
+/// A channel that may not exist (no VRRP, no sync).
+trait Inbox {
+    type Item;
+    async fn next(&mut self) -> Option<Self::Item>;
+}
+
+impl<T> Inbox for tokio::sync::mpsc::UnboundedReceiver<T> {
+    type Item = T;
+    async fn next(&mut self) -> Option<T> {
+        self.recv().await
+    }
+}
+
+impl<T> Inbox for tokio::sync::mpsc::Receiver<T> {
+    type Item = T;
+    async fn next(&mut self) -> Option<T> {
+        self.recv().await
+    }
+}
+
+/// The next message of an input that may not exist; never, when it does not.
+async fn next_request<I: Inbox>(input: &mut Option<I>) -> Option<I::Item> {
+    match input {
+        Some(input) => input.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// Inputs to the daemon's loop besides health: VRRP's requests and flows from peers.
+struct Inputs {
+    vrrp: Option<tokio::sync::mpsc::UnboundedReceiver<vrrp::Request>>,
+    synced: Option<tokio::sync::mpsc::Receiver<Vec<lb_common::FlowEvent>>>,
 }
 
 /// Completes at `due`, or never.
@@ -150,7 +174,7 @@ pub fn settings(config: &Config) -> Settings {
     let jiffy_ns = clock::jiffy_ns();
     Settings {
         forwarding: 1,
-        _pad: 0,
+        sync_flows: u32::from(config.sync.is_some()),
         tcp_timeout: clock::to_jiffies(config.timeouts.tcp, jiffy_ns),
         tcp_fin_timeout: clock::to_jiffies(config.timeouts.tcp_fin, jiffy_ns),
         udp_timeout: clock::to_jiffies(config.timeouts.udp, jiffy_ns),
@@ -192,7 +216,11 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     // second `lbd run` fails at once instead of taking a live instance's pins for stale.
     // Installed before start-up, so a reload asked for early is queued, not fatal.
     let mut hangups = signal(SignalKind::hangup())?;
-    let (mut daemon, instance_lock, mut reports, mut vrrp_requests) = start(options).await?;
+    let (mut daemon, instance_lock, mut reports, inputs) = start(options).await?;
+    let Inputs {
+        vrrp: mut vrrp_requests,
+        synced: mut synced_flows,
+    } = inputs;
     let instance = daemon.config.instance.clone();
     let pid_file = paths::pid_file(&instance);
     std::fs::create_dir_all(paths::RUN_DIR)?;
@@ -227,6 +255,10 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             request = next_request(&mut vrrp_requests) => match request {
                 Some(request) => daemon.on_vrrp(request),
                 None => vrrp_requests = None,
+            },
+            flows = next_request(&mut synced_flows) => match flows {
+                Some(flows) => daemon.on_synced(flows),
+                None => synced_flows = None,
             },
             _ = tick.tick() => daemon.on_tick(),
             _ = until(daemon.apply_due) => daemon.apply_health(),
@@ -314,9 +346,7 @@ fn write_reload_status(instance: &str, generation: u64, text: &str) {
     }
 }
 
-type VrrpRequests = Option<tokio::sync::mpsc::UnboundedReceiver<vrrp::Request>>;
-
-async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, VrrpRequests)> {
+async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, Inputs)> {
     let config = Config::load(&options.config_path)?;
     crate::host::require_bpf_privileges("lbd run")?;
     let layout = PinLayout::for_instance(&config.instance);
@@ -402,6 +432,19 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, V
             backends = vip.backends.len(), "serving"
         );
     }
+    let synced = match &config.sync {
+        Some(sync) => {
+            let events = dataplane.take_flow_events()?;
+            let received = crate::sync::start(sync, events, Default::default())
+                .await
+                .map_err(|err| {
+                    Error::Vrrp(format!("flow sync on UDP port {}: {err}", sync.port))
+                })?;
+            info!(peers = ?sync.peers, port = sync.port, "flow sync started");
+            Some(received)
+        }
+        None => None,
+    };
     let (vrrp, vrrp_requests) = match Vrrp::start(&config)? {
         Some((vrrp, requests)) => (Some(vrrp), Some(requests)),
         None => (None, None),
@@ -428,7 +471,11 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, V
         _pinned: pinned,
     };
     daemon.on_tick();
-    Ok((daemon, instance_lock, reports, vrrp_requests))
+    let inputs = Inputs {
+        vrrp: vrrp_requests,
+        synced,
+    };
+    Ok((daemon, instance_lock, reports, inputs))
 }
 
 impl Daemon {
@@ -445,6 +492,7 @@ impl Daemon {
                 ("director.xdp_mode", new.xdp_mode != old.xdp_mode),
                 ("director.max_flows", new.max_flows != old.max_flows),
                 ("vrrp", new.vrrp != old.vrrp),
+                ("sync", new.sync != old.sync),
             ] {
                 if changed {
                     return Err(Error::ReloadRefused(format!(
@@ -501,6 +549,55 @@ impl Daemon {
             error!(group, on, cause = %err, "switching VRRP forwarding failed");
         }
         let _ = done.send(result.is_ok());
+    }
+
+    /// Installs flows another director scheduled, each to the backend of the same address
+    /// here (unknown backends are skipped: that flow will be scheduled afresh).
+    fn on_synced(&mut self, events: Vec<lb_common::FlowEvent>) {
+        let now = match clock::now(self.dataplane.clock_program()) {
+            Ok(now) => now,
+            Err(err) => {
+                warn!(cause = %err, "reading the datapath clock failed; synced flows dropped");
+                return;
+            }
+        };
+        let mut skipped = 0;
+        for event in &events {
+            let vip = VipKey {
+                addr: event.key.dst_addr,
+                port: event.key.dst_port,
+                proto: event.key.proto,
+                _pad: 0,
+            };
+            let addr = Ipv4Addr::from(event.backend_addr.to_ne_bytes());
+            let Some((vip_id, backend_id, generation)) =
+                self.applier.reconciler().flow_target(&vip, addr)
+            else {
+                skipped += 1;
+                continue;
+            };
+            let flow = lb_common::Flow {
+                backend_id,
+                vip_id,
+                flags: if event.kind == lb_common::FLOW_EVENT_CLOSING {
+                    lb_common::FLOW_F_CLOSING
+                } else {
+                    0
+                },
+                backend_generation: generation,
+                last_seen: now,
+            };
+            if let Err(err) = self.dataplane.writer().install_flow(&event.key, &flow) {
+                warn!(cause = %err, "installing a synced flow failed");
+                return;
+            }
+        }
+        if skipped > 0 {
+            debug!(
+                skipped,
+                "synced flows to backends unknown here were skipped"
+            );
+        }
     }
 
     /// Records a check result; re-plans the maps when it changes what a backend may take.

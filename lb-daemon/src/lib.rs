@@ -12,7 +12,8 @@
 //! - [`daemon`]: `lbd run` (start, SIGHUP reload, clean stop).
 //! - [`control`]: `lbd reload` / `lbd status` against a running instance.
 //! - [`status`]: the status table.
-//! - [`vrrp`]: VRRP adverts and state machine (pure; not wired in yet).
+//! - [`vrrp`]: VRRP failover: adverts and state machine (pure), and their own thread.
+//! - [`sync`]: flow-state sync between directors.
 //! - [`paths`], [`error`]: every path, every error.
 
 pub mod apply;
@@ -29,4 +30,5 @@ pub mod netdev;
 pub mod paths;
 pub mod reconcile;
 pub mod status;
+pub mod sync;
 pub mod vrrp;

@@ -393,6 +393,14 @@ impl Reconciler {
         self.vips.get(vip)?.backends.get(&addr).map(|b| b.id)
     }
 
+    /// `(vip_id, backend id, generation)` of `addr` in `vip`, as applied: what a flow to
+    /// that backend records.
+    pub fn flow_target(&self, vip: &VipKey, addr: Ipv4Addr) -> Option<(u32, u32, u32)> {
+        let applied = self.vips.get(vip)?;
+        let backend = applied.backends.get(&addr)?;
+        Some((applied.vip_id, backend.id, backend.entry.generation))
+    }
+
     /// Ring slot -> backend id of `vip`, as applied.
     pub fn ring(&self, vip: &VipKey) -> Option<&[u32]> {
         self.vips.get(vip).map(|v| v.ring.as_slice())

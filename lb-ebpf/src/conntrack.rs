@@ -30,7 +30,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
-    Backend, FLOW_CACHE_SIZE, FLOW_F_CLOSING, Flow, FlowCacheEntry, FlowKey, PROTO_TCP, Settings,
+    Backend, FLOW_CACHE_SIZE, FLOW_EVENT_CLOSING, FLOW_F_CLOSING, Flow, FlowCacheEntry, FlowKey, PROTO_TCP, Settings,
     hash::flow_hash,
 };
 
@@ -120,8 +120,9 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     // Established flows are read-only: refresh the timestamp at most once per interval.
     if age > settings.touch_interval || (now_closing && !closing) {
         flow.last_seen = now;
-        if now_closing {
+        if now_closing && !closing {
             flow.flags |= FLOW_F_CLOSING;
+            crate::sync::announce(settings, key, backend, FLOW_EVENT_CLOSING);
         }
     }
     remember(slot, key, flow, epoch);

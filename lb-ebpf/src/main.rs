@@ -25,10 +25,11 @@ mod maps;
 mod parse;
 mod select;
 mod stats;
+mod sync;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use lb_common::{BACKEND_F_ACTIVE, Backend, FlowKey, VipKey};
+use lb_common::{BACKEND_F_ACTIVE, Backend, FLOW_EVENT_NEW, FlowKey, VipKey};
 
 use crate::conntrack::Lookup;
 
@@ -110,6 +111,7 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 forwarding(vip.group)?;
                 let (backend_id, backend) = select::pick(ctx, vip.vip_id, &flow_key)?;
                 conntrack::track(&flow_key, &packet, backend_id, backend, now);
+                sync::announce(settings, &flow_key, backend, FLOW_EVENT_NEW);
                 // Compiled out by the verifier unless lbd runs with --datapath-log debug.
                 debug!(
                     ctx,

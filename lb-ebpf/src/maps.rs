@@ -2,11 +2,12 @@
 //! Names, capacities and layouts come from `lb_common`; the daemon pins and writes them.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
-    Backend, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, Flow, FlowCacheEntry, FlowKey, Interface,
+    Backend, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
+    FlowEvent, FlowKey, Interface,
     MAX_BACKENDS, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE, Settings, TrafficCounters, VIP_FILTER_SIZE,
     VerdictCounters, VipInfo, VipKey,
 };
@@ -44,6 +45,9 @@ pub static SETTINGS: Array<Settings, 1> = Array::new();
 
 #[btf_map]
 pub static GROUP_STANDBY: Array<u32, { MAX_GROUPS as usize }> = Array::new();
+
+#[btf_map]
+pub static FLOW_EVENTS: RingBuf<FlowEvent, { FLOW_EVENTS_BYTES as usize }> = RingBuf::new();
 
 #[btf_map]
 pub static VIP_STATS: PerCpuArray<TrafficCounters, { MAX_VIPS as usize }> = PerCpuArray::new();

@@ -10,10 +10,12 @@
 
 mod health;
 mod keypath;
+mod sync;
 mod validate;
 mod vrrp;
 mod walk;
 
+pub use sync::{SYNC_PORT, SyncConfig};
 pub use vrrp::{VrrpConfig, VrrpNotify};
 
 use std::{
@@ -47,6 +49,8 @@ pub struct Config {
     /// VRRP instances; a VIP whose address one of them holds is forwarded only while this
     /// director is that instance's master.
     pub vrrp: Vec<VrrpConfig>,
+    /// Flow-state sync with the other directors, if configured.
+    pub sync: Option<SyncConfig>,
 }
 
 /// How the program is attached.

@@ -8,7 +8,7 @@ use toml_edit::TableLike;
 
 use super::{
     BackendConfig, Config, MAX_CONFIGURED_BACKENDS, Protocol, Scheduler, Timeouts, VipConfig,
-    XdpModeSetting, health, parse_mac, vrrp,
+    XdpModeSetting, health, parse_mac, sync, vrrp,
     walk::{self, Problems, Read, Table},
 };
 
@@ -20,7 +20,10 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
         table: root,
         at: 0,
     };
-    root.only(&["instance", "director", "timeouts", "vip", "vrrp"], &mut p);
+    root.only(
+        &["instance", "director", "timeouts", "vip", "vrrp", "sync"],
+        &mut p,
+    );
     let instance = instance(&root, &mut p);
     let (interfaces, xdp_mode, max_flows) = director(&root, &mut p);
     let timeouts = timeouts(&root, &mut p);
@@ -62,9 +65,11 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
         );
     }
     let vrrp = vrrp::instances(&root, &interfaces, &mut p);
+    let sync = sync::sync(&root, &mut p);
     let config = Config {
         instance,
         vrrp,
+        sync,
         interfaces,
         xdp_mode,
         max_flows,

@@ -94,6 +94,15 @@ impl Dataplane {
             .expect("load() checked the program exists and is XDP")
     }
 
+    /// The flow-event ring buffer, for the sync sender (taken once: it has one reader).
+    pub fn take_flow_events(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>> {
+        let name = lb_common::MAP_FLOW_EVENTS;
+        let map = self.ebpf.take_map(name).ok_or_else(|| {
+            Error::map(name, aya::maps::MapError::InvalidName { name: name.into() })
+        })?;
+        aya::maps::RingBuf::try_from(map).map_err(|e| Error::map(name, e))
+    }
+
     /// Typed writes to the maps.
     pub fn writer(&mut self) -> writer::MapWriter<'_> {
         writer::MapWriter::new(&mut self.ebpf, &mut self.write_budget)

@@ -6,7 +6,7 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Flow, FlowKey, Interface, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS,
+    Backend, Flow, FlowKey, Interface, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_EPOCHS, MAP_FLOWS,
     MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_RING, MAP_SETTINGS, MAP_VIP_FILTER, MAP_VIP_STATS,
     MAP_VIPS, MAX_INTERFACES, RING_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
 };
@@ -112,6 +112,21 @@ impl<'a> MapWriter<'a> {
         self.hash::<FlowKey, Flow>(MAP_FLOWS)?
             .remove(key)
             .map_err(map_err(MAP_FLOWS))
+    }
+
+    /// Installs a flow learned from another director (flow sync). Every CPU's cached copy
+    /// of its flow-cache slot stops being trusted: the slot's epoch moves on. (Not atomic
+    /// with the datapath's own bumps; it matters only while both directors forward.)
+    pub fn install_flow(&mut self, key: &FlowKey, flow: &Flow) -> Result<()> {
+        self.hash::<FlowKey, Flow>(MAP_FLOWS)?
+            .insert(key, flow, 0)
+            .map_err(map_err(MAP_FLOWS))?;
+        let slot = (lb_common::hash::flow_hash(key) as u32) & (lb_common::FLOW_CACHE_SIZE - 1);
+        let mut epochs = self.array::<u64>(MAP_FLOW_EPOCHS)?;
+        let epoch = epochs.get(&slot, 0).map_err(map_err(MAP_FLOW_EPOCHS))?;
+        epochs
+            .set(slot, epoch.wrapping_add(1), 0)
+            .map_err(map_err(MAP_FLOW_EPOCHS))
     }
 
     /// Applies reconcile ops in order.

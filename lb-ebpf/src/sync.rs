@@ -1,0 +1,22 @@
+//! Flow-state sync: new and closing flows are announced in `FLOW_EVENTS` for the daemon to
+//! send to the other directors, so one that takes over forwards every live flow to the real
+//! server it already has, even after its ring changed. Off (one load and branch) unless
+//! `[sync]` is configured.
+
+use lb_common::{Backend, FlowEvent, FlowKey, Settings};
+
+use crate::maps;
+
+#[inline(always)]
+pub fn announce(settings: &Settings, key: &FlowKey, backend: &Backend, kind: u32) {
+    if settings.sync_flows == 0 {
+        return;
+    }
+    let event = FlowEvent {
+        key: *key,
+        backend_addr: backend.addr,
+        kind,
+    };
+    // A full ring loses the event: the flow then follows the peer's ring on a takeover.
+    let _ = maps::FLOW_EVENTS.output(&event, 0);
+}
