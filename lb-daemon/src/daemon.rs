@@ -470,6 +470,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
         vrrp,
         _pinned: pinned,
     };
+    daemon.report_pools(&desired);
     daemon.on_tick();
     let inputs = Inputs {
         vrrp: vrrp_requests,
@@ -534,10 +535,29 @@ impl Daemon {
                 self.resolved = resolved;
                 self.board = board;
                 self.write_health();
+                self.report_pools(&desired);
                 Ok(())
             }
             Err(err) => Err(self.roll_back(err)),
         }
+    }
+
+    /// Tells VRRP which instances have a VIP with no backend in service (`track_pool_weight`).
+    fn report_pools(&self, desired: &[DesiredVip]) {
+        let Some(vrrp) = &self.vrrp else { return };
+        let mut empty = vec![false; self.config.vrrp.len()];
+        for vip in desired.iter().filter(|v| v.group != 0) {
+            // A sorry server standing in is no backend in service.
+            let sorry = self.resolved.sorry.get(&vip.key).map(|s| s.addr);
+            if vip
+                .backends
+                .iter()
+                .all(|b| b.weight == 0 || Some(b.addr) == sorry)
+            {
+                empty[vip.group as usize - 1] = true;
+            }
+        }
+        vrrp.set_pools(&empty);
     }
 
     /// Switches a VRRP instance's forwarding group, at once: a new master's clients wait
@@ -694,6 +714,7 @@ impl Daemon {
         log_events(&events);
         // What `lbd status` shows must not lag the maps: written before they change.
         self.write_health();
+        self.report_pools(&desired);
         match self.applier.apply(&mut self.dataplane, &desired) {
             Ok(ops) => {
                 self.replan_pending = false;

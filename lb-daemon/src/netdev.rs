@@ -52,6 +52,25 @@ pub fn interface(name: &str) -> io::Result<InterfaceInfo> {
     })
 }
 
+/// Whether an interface is up and has a carrier (`IFF_UP` and `IFF_RUNNING`).
+pub fn link_up(name: &str) -> io::Result<bool> {
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    // SAFETY: ifreq is plain data; the name fits (validated <= 15 bytes, NUL-terminated).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(cname.as_bytes_with_nul()) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills `req.ifr_ifru.ifru_flags` for an existing interface.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the ioctl succeeded, so the union holds the flags.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
+}
+
 /// Complete IPv4 neighbour entries on `interfaces`, from `/proc/net/arp`.
 pub fn neighbours(interfaces: &[String]) -> io::Result<BTreeMap<Ipv4Addr, [u8; 6]>> {
     let text = std::fs::read_to_string("/proc/net/arp")?;

@@ -766,3 +766,103 @@ fn synced_flows_survive_a_failover_after_the_ring_changed() {
     still_served(&mut held);
     new_connection_works(&lab);
 }
+
+#[test]
+fn a_tracked_interface_going_down_faults_the_master_until_it_returns() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vri", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    // A veth pair stands for an uplink (this kernel has no dummy driver).
+    lab.director.ip(&[
+        "link",
+        "add",
+        "uplink",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "uplink-peer",
+    ]);
+    lab.director.ip(&["link", "set", "uplink-peer", "up"]);
+    lab.director.ip(&["link", "set", "uplink", "up"]);
+    let tracked = format!("{FAST}track_interface = [\"uplink\"]\n");
+    let (a, b) = pair(&lab, &tracked, FAST);
+
+    lab.director.ip(&["link", "set", "uplink", "down"]);
+    let gap = wait_state(&b, "master", Duration::from_secs(5));
+    assert!(gap < takeover_bound(100), "took {gap:?}");
+    wait_state(&a, "fault", TIMEOUT);
+    let s = state(&a).unwrap();
+    assert!(s.reason.contains("uplink"), "{s:?}");
+    wait_vip(&lab.director, false, TIMEOUT);
+    wait_vip(dr2, true, TIMEOUT);
+    new_connection_works(&lab);
+
+    lab.director.ip(&["link", "set", "uplink", "up"]);
+    // Back as a backup, then it preempts the lower-priority master.
+    wait_state(&a, "master", Duration::from_secs(5));
+    wait_state(&b, "backup", TIMEOUT);
+    wait_vip(&lab.director, true, TIMEOUT);
+    new_connection_works(&lab);
+}
+
+#[test]
+fn a_director_whose_pool_is_down_lowers_its_priority_and_the_peer_takes_over() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrh", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
+    // The same pool, but dr1's check is pointed at a closed port: to dr1 every backend is
+    // down, to dr2 every one is up.
+    let check = |port: u16| {
+        format!(
+            "[vip.check]\ntype = \"tcp\"\nconnect_port = {port}\ninterval = 0.2\ntimeout = 0.2\nfall = 1\nrise = 1\n"
+        )
+    };
+    let with_check = |instance: &str, priority: u8, port: u16| {
+        config(
+            &lab,
+            instance,
+            priority,
+            &format!("{FAST}track_pool_weight = 60\n"),
+        )
+        .replacen("[[vrrp]]", &format!("{}\n[[vrrp]]", check(port)), 1)
+    };
+    let a = Lbd::start_in(
+        &lab,
+        &lab.director,
+        &a_name,
+        &with_check(&a_name, 150, 1),
+        &[],
+    );
+    let b = Lbd::start_in(
+        &lab,
+        dr2,
+        &b_name,
+        &with_check(&b_name, 100, lab::REDIS_PORT),
+        &[],
+    );
+    // dr1 starts at 150 but its pool is empty: 90, below dr2's 100.
+    wait_state(&b, "master", Duration::from_secs(5));
+    wait_state(&a, "backup", Duration::from_secs(5));
+    let s = state(&a).unwrap();
+    assert_eq!(s.priority, 90, "{s:?}");
+    wait_vip(dr2, true, TIMEOUT);
+    new_connection_works(&lab);
+
+    // Its check fixed, dr1's pool is back: 150 again, and it preempts.
+    let out = a.reload(&with_check(&a_name, 150, lab::REDIS_PORT));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_state(&a, "master", Duration::from_secs(5));
+    assert_eq!(state(&a).unwrap().priority, 150);
+    wait_state(&b, "backup", TIMEOUT);
+    new_connection_works(&lab);
+}

@@ -42,6 +42,13 @@ pub struct VrrpConfig {
     /// absent).
     pub garp_master_refresh: Option<Duration>,
     pub notify: VrrpNotify,
+    /// Other interfaces whose link going down puts the instance in FAULT (its own always
+    /// does).
+    pub track_interfaces: Vec<String>,
+    /// Lower the priority by this while a VIP of the instance has no backend in service
+    /// (keepalived's `track_script` with a `weight`, without the script): a healthier
+    /// director takes over.
+    pub track_pool_weight: Option<u8>,
 }
 
 /// Commands run (argv, no shell) on a state change, like keepalived's.
@@ -54,7 +61,7 @@ pub struct VrrpNotify {
     pub any: Option<Vec<String>>,
 }
 
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 20] = [
     "name",
     "interface",
     "virtual_router_id",
@@ -73,6 +80,8 @@ const KEYS: [&str; 18] = [
     "notify_backup",
     "notify_fault",
     "notify",
+    "track_interface",
+    "track_pool_weight",
 ];
 
 /// Reads every `[[vrrp]]`; `interfaces` are the director's.
@@ -360,7 +369,42 @@ fn instance(
         fault: argv(&t, "notify_fault", p),
         any: argv(&t, "notify", p),
     };
+    let mut track_interfaces = Vec::new();
+    if let Some(list) = t.get("track_interface") {
+        for (j, (value, vat)) in walk::array(&list, p)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("{}[{j}]", list.key);
+            match value.as_str() {
+                Some(name) => match super::validate::interface_name_problem(name) {
+                    Some(problem) => p.add(Some(vat), key, problem),
+                    None => track_interfaces.push(name.to_owned()),
+                },
+                None => p.add(
+                    Some(vat),
+                    key,
+                    format!(
+                        "expected a string, found {}",
+                        walk::describe_array_element(value)
+                    ),
+                ),
+            }
+        }
+    }
+    let track_pool_weight =
+        t.integer("track_pool_weight", p)
+            .and_then(|w| match u8::try_from(w.value) {
+                Ok(v) if (1..=254).contains(&v) => Some(v),
+                _ => {
+                    p.add(Some(w.at), w.key, "must be between 1 and 254");
+                    None
+                }
+            });
     (p.len() == before).then_some(VrrpConfig {
+        track_interfaces,
+        track_pool_weight,
         name,
         interface,
         virtual_router_id,

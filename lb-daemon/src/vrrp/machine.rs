@@ -26,6 +26,9 @@ pub enum State {
     Initialize,
     Backup,
     Master,
+    /// A tracked interface is down (keepalived's FAULT): no adverts, no VIPs, deaf until
+    /// it is up again.
+    Fault,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub enum Event {
     },
     /// Time passed: fires whichever timer is due.
     Tick,
+    /// A tracked interface went down (`true`) or every one is up again (`false`).
+    Fault(bool),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +135,12 @@ impl Machine {
         self.state = State::Master;
     }
 
+    fn enter_fault(&mut self) {
+        self.adver_at = None;
+        self.master_down_at = None;
+        self.state = State::Fault;
+    }
+
     fn become_backup(&mut self, now: u64, master_interval_cs: u16) {
         self.master_interval_cs = master_interval_cs;
         self.master_down_at = Some(now + self.master_down_us());
@@ -141,6 +152,22 @@ impl Machine {
     pub fn handle(&mut self, event: Event, now: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         match (self.state, event) {
+            // A fault overrides every state but Initialize (not started, or stopped).
+            (State::Master, Event::Fault(true)) => {
+                // Leave as on a stop, so a backup takes over after its skew only.
+                actions.push(Action::SendAdvert { priority: 0 });
+                actions.push(Action::StandDown);
+                self.enter_fault();
+            }
+            (State::Backup, Event::Fault(true)) => self.enter_fault(),
+            (State::Fault, Event::Fault(false)) => {
+                self.become_backup(now, self.settings.interval_cs);
+                // Into backup: the VIPs must be off (they are) and forwarding too.
+                actions.push(Action::StandDown);
+            }
+            (State::Fault, Event::Shutdown) => self.state = State::Initialize,
+            (State::Fault, _) | (_, Event::Fault(_)) => {}
+
             (State::Initialize, Event::Startup) => {
                 self.preempt_from = now + u64::from(self.settings.preempt_delay_cs) * US_PER_CS;
                 if self.settings.priority == 255 {

@@ -53,6 +53,8 @@ pub type Status = Arc<Mutex<VrrpLine>>;
 /// What the transition task is told.
 enum Step {
     Master,
+    /// A tracked interface is down: like a backup, but says FAULT.
+    Fault,
     /// Still master after a split brain: gratuitous ARP again.
     Reassert,
     Backup,
@@ -73,6 +75,8 @@ pub struct Router {
     pub changed: Arc<tokio::sync::Notify>,
     /// Other instances' router ids on the same interface: their adverts are not ours to count.
     pub siblings: Vec<u8>,
+    /// True while a VIP of this instance has no backend in service (see `track_pool_weight`).
+    pub pool_empty: watch::Receiver<bool>,
 }
 
 fn state_name(state: State) -> &'static str {
@@ -80,6 +84,7 @@ fn state_name(state: State) -> &'static str {
         State::Initialize => "init",
         State::Backup => "backup",
         State::Master => "master",
+        State::Fault => "fault",
     }
 }
 
@@ -110,6 +115,7 @@ impl Router {
             status,
             changed,
             siblings,
+            mut pool_empty,
         } = self;
         let auth = config.auth_pass.as_deref().map(password);
         let expect = Expect {
@@ -161,6 +167,13 @@ impl Router {
             }
         };
         let mut reason = "started".to_owned();
+        // The instance's own interface and its track_interface list (keepalived's FAULT).
+        let tracked: Vec<String> = std::iter::once(config.interface.clone())
+            .chain(config.track_interfaces.iter().cloned())
+            .collect();
+        let mut link_fault = false;
+        let mut links = tokio::time::interval(LINK_POLL);
+        links.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The master said it is leaving: the takeover that follows is a hand-over.
         let mut handed_over = false;
         let mut actions = machine.handle(Event::Startup, now());
@@ -173,6 +186,8 @@ impl Router {
                     Action::TakeOver => {
                         let _ = steps.send(Step::Master);
                     }
+                    // Into fault: the state change below sends that step.
+                    Action::StandDown if machine.state() == State::Fault => {}
                     Action::StandDown => {
                         let _ = steps.send(if stopping { Step::Stop } else { Step::Backup });
                     }
@@ -191,6 +206,9 @@ impl Router {
                 // Into backup at start: no VIPs may linger from an earlier run.
                 if before == "init" && state == "backup" {
                     let _ = steps.send(Step::Backup);
+                }
+                if state == "fault" {
+                    let _ = steps.send(Step::Fault);
                 }
                 let mut s = status.lock().expect("status");
                 s.state = state.to_owned();
@@ -218,6 +236,40 @@ impl Router {
                     actions = machine.handle(Event::Shutdown, now());
                     if !actions.contains(&Action::StandDown) {
                         let _ = steps.send(Step::Stop);
+                    }
+                }
+                Ok(()) = pool_empty.changed(), if config.track_pool_weight.is_some() => {
+                    let empty = *pool_empty.borrow_and_update();
+                    let weight = config.track_pool_weight.unwrap_or(0);
+                    // The address owner keeps 255; nobody drops below 1.
+                    let priority = if empty && config.priority != 255 {
+                        config.priority.saturating_sub(weight).max(1)
+                    } else {
+                        config.priority
+                    };
+                    if priority != machine.priority() {
+                        machine.set_priority(priority);
+                        let why = if empty { "a VIP's pool has no backend in service" } else { "every pool has a backend again" };
+                        info!(instance = %config.name, priority, reason = why, "VRRP priority");
+                        status.lock().expect("status").priority = priority;
+                        changed.notify_one();
+                        // Say so at once: a backup with preempt takes over at its next
+                        // master-down check instead of after our next advert.
+                        if machine.state() == State::Master {
+                            send(priority, &status);
+                        }
+                    }
+                }
+                _ = links.tick() => {
+                    let down: Vec<&String> = tracked.iter().filter(|i| !link_up(i)).collect();
+                    if down.is_empty() == link_fault {
+                        link_fault = !down.is_empty();
+                        reason = if link_fault {
+                            format!("interface {} is down", down[0])
+                        } else {
+                            "tracked interfaces are up again".to_owned()
+                        };
+                        actions = machine.handle(Event::Fault(link_fault), now());
                     }
                 }
                 _ = until(deadline) => {
@@ -281,6 +333,15 @@ impl Router {
         drop(steps);
         let _ = transitions.await;
     }
+}
+
+/// How often tracked interfaces are looked at.
+const LINK_POLL: Duration = Duration::from_millis(100);
+
+/// Whether `interface` is up with a carrier (`IFF_UP` and `IFF_RUNNING`); a missing
+/// interface is down.
+fn link_up(interface: &str) -> bool {
+    crate::netdev::link_up(interface).unwrap_or(false)
 }
 
 fn count_reject(status: &Status, reason: &str) {
@@ -371,6 +432,18 @@ async fn transitions(
                 if master {
                     garp(config.garp_master_repeat);
                 }
+            }
+            Step::Fault => {
+                for vip in &config.vips {
+                    if let Err(err) = addresses.remove(placement.ifindex, *vip).await {
+                        error!(instance = %config.name, %vip, cause = %err, "removing the VIP failed");
+                    }
+                }
+                master = false;
+                if !forward(false).await {
+                    error!(instance = %config.name, "the datapath did not switch forwarding off");
+                }
+                notify(&config, "FAULT", config.notify.fault.as_ref());
             }
             Step::Backup | Step::Stop => {
                 for vip in &config.vips {

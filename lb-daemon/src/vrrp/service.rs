@@ -27,6 +27,8 @@ use crate::{
 /// The running VRRP thread.
 pub struct Vrrp {
     stop: watch::Sender<bool>,
+    /// Per instance (config order): a VIP of it has no backend in service.
+    pool_empty: Vec<watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -62,6 +64,8 @@ impl Vrrp {
                 source,
             });
         }
+        let (pool_empty, pool_rx): (Vec<_>, Vec<_>) =
+            config.vrrp.iter().map(|_| watch::channel(false)).unzip();
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
         let (ready, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
@@ -79,12 +83,13 @@ impl Vrrp {
                         return;
                     }
                 };
-                runtime.block_on(serve(config, placements, requests, stop_rx, ready));
+                runtime.block_on(serve(config, placements, pool_rx, requests, stop_rx, ready));
             })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Some((
                 Vrrp {
                     stop,
+                    pool_empty,
                     thread: Some(thread),
                 },
                 request_rx,
@@ -94,6 +99,14 @@ impl Vrrp {
                 Err(err)
             }
             Err(_) => Err(Error::Vrrp("the VRRP thread ended at start".into())),
+        }
+    }
+
+    /// Tells each instance whether one of its VIPs has no backend in service (by group:
+    /// `empty[g - 1]` for group `g`).
+    pub fn set_pools(&self, empty: &[bool]) {
+        for (sender, &empty) in self.pool_empty.iter().zip(empty) {
+            sender.send_if_modified(|old| std::mem::replace(old, empty) != empty);
         }
     }
 
@@ -114,6 +127,7 @@ impl Vrrp {
 async fn serve(
     config: Config,
     placements: Vec<Placement>,
+    pool_rx: Vec<watch::Receiver<bool>>,
     requests: mpsc::UnboundedSender<Request>,
     stop: watch::Receiver<bool>,
     ready: std::sync::mpsc::Sender<Result<()>>,
@@ -122,7 +136,9 @@ async fn serve(
         let addresses = Addresses::open()?;
         let changed = Arc::new(tokio::sync::Notify::new());
         let mut routers = Vec::new();
-        for (i, (v, placement)) in config.vrrp.iter().zip(&placements).enumerate() {
+        for (i, ((v, placement), pool_empty)) in
+            config.vrrp.iter().zip(&placements).zip(pool_rx).enumerate()
+        {
             let socket = AdvertSocket::open(
                 &v.interface,
                 placement.ifindex,
@@ -165,6 +181,7 @@ async fn serve(
                 })),
                 changed: changed.clone(),
                 siblings,
+                pool_empty,
             });
         }
         Ok(routers)

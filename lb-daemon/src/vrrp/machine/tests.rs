@@ -295,3 +295,53 @@ fn a_lowered_priority_lets_a_peer_take_over() {
     seg.run_until(20 * SEC);
     assert_eq!(seg.masters(), [1]);
 }
+
+#[test]
+fn a_faulted_master_hands_over_at_once_and_returns_as_a_backup_that_preempts() {
+    let mut seg = Segment::new(vec![settings(150, 2), settings(100, 3)]);
+    seg.start(0);
+    seg.start(1);
+    seg.run_until(5 * SEC);
+    assert_eq!(seg.masters(), [0]);
+    let fault_at = seg.now;
+    seg.event(0, Event::Fault(true));
+    assert_eq!(seg.routers[0].state(), State::Fault);
+    assert_eq!(
+        seg.routers[0].next_deadline(),
+        None,
+        "a faulted router is silent"
+    );
+    seg.run_until(fault_at + SEC);
+    assert_eq!(seg.masters(), [1]);
+    let skew = seg.routers[1].skew_us();
+    assert!(
+        seg.took_over_at(1).unwrap() <= fault_at + skew,
+        "the fault said priority 0: the backup waits its skew only"
+    );
+    // Adverts mean nothing to a faulted router.
+    seg.run_until(8 * SEC);
+    assert_eq!(seg.routers[0].state(), State::Fault);
+    // Link back: a backup first, then it preempts the lower master.
+    let actions = seg.routers[0].handle(Event::Fault(false), seg.now);
+    assert_eq!(
+        actions,
+        [Action::StandDown],
+        "forwarding off, VIPs off: a backup"
+    );
+    assert_eq!(seg.routers[0].state(), State::Backup);
+    seg.run_until(12 * SEC);
+    assert_eq!(seg.masters(), [0]);
+}
+
+#[test]
+fn a_backup_in_fault_never_takes_over() {
+    let mut seg = Segment::new(vec![settings(150, 2), settings(100, 3)]);
+    seg.start(0);
+    seg.start(1);
+    seg.run_until(5 * SEC);
+    seg.event(1, Event::Fault(true));
+    seg.crash(0);
+    seg.run_until(20 * SEC);
+    assert_eq!(seg.masters(), Vec::<usize>::new());
+    assert_eq!(seg.routers[1].state(), State::Fault);
+}
