@@ -8,6 +8,7 @@
 //! - [`frame`]: Ethernet/IPv4/TCP/UDP frame builder.
 //! - [`fixture`]: the datapath fixtures' harness (load, provision, run one frame).
 //! - [`resp`]: Redis connections on sockets the tests make (the `redis` crate's codec).
+//! - [`vrrp`]: VRRP labs: configs, instance state, the VIP, keepalived as a peer.
 //! - [`xdp`]: BPF_PROG_TEST_RUN on one frame.
 //!
 //! Everything here needs root. [`require_root`] skips politely outside CI and fails in CI.
@@ -19,6 +20,7 @@ pub mod lbd;
 pub mod netns;
 pub mod process;
 pub mod resp;
+pub mod vrrp;
 pub mod xdp;
 
 /// True when running as root. Without root: panics when `CI` is set (a root-only test must

@@ -22,6 +22,14 @@ impl ChildGuard {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
+    /// Sends `signal` without waiting.
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            // SAFETY: signals a process we started and have not reaped.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
     /// Whether it already exited (and how).
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         self.child.as_mut()?.try_wait().ok().flatten()

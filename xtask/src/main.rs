@@ -33,8 +33,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Datapath micro-benchmarks, the lab redis-benchmark and the health-check benchmarks;
-    /// writes docs/benchmarks.md.
+    /// Datapath micro-benchmarks, the lab redis-benchmark, the health-check and the VRRP
+    /// failover benchmarks; writes docs/benchmarks.md.
     Bench {
         /// Skip the lab parts (prints only; the report is not rewritten).
         #[arg(long)]
@@ -42,6 +42,9 @@ enum Command {
         /// Only the health-check benchmarks (prints only; the report is not rewritten).
         #[arg(long, conflicts_with = "no_lab")]
         health_only: bool,
+        /// Only the VRRP failover benchmarks (replaces that section of the report).
+        #[arg(long, conflicts_with_all = ["no_lab", "health_only"])]
+        vrrp_only: bool,
     },
 }
 
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             no_lab,
             health_only,
-        } => tasks::bench(no_lab, health_only),
+            vrrp_only,
+        } => tasks::bench(no_lab, health_only, vrrp_only),
     }
 }

@@ -48,7 +48,7 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask bench`: release build, then the benchmark driver.
-pub fn bench(no_lab: bool, health_only: bool) -> anyhow::Result<()> {
+pub fn bench(no_lab: bool, health_only: bool, vrrp_only: bool) -> anyhow::Result<()> {
     bootstrap::ensure_all()?;
     let ebpf = build::ebpf()?;
     let lbd = build::lbd(&ebpf, true)?;
@@ -60,6 +60,9 @@ pub fn bench(no_lab: bool, health_only: bool) -> anyhow::Result<()> {
     }
     if health_only {
         cmd.arg("--health-only");
+    }
+    if vrrp_only {
+        cmd.arg("--vrrp-only");
     }
     if !cmd.status()?.success() {
         bail!("benchmark failed");

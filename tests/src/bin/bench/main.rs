@@ -6,6 +6,7 @@
 //! and the cost of checking 1,000 backends. Writes docs/benchmarks.md.
 
 mod health;
+mod vrrp;
 
 use std::{
     collections::BTreeMap,
@@ -49,6 +50,15 @@ fn main() {
     }
     let no_lab = std::env::args().any(|a| a == "--no-lab");
     let health_only = std::env::args().any(|a| a == "--health-only");
+    let vrrp_only = std::env::args().any(|a| a == "--vrrp-only");
+    if vrrp_only {
+        let mut section = String::new();
+        vrrp::vrrp_benchmarks(&mut section);
+        print!("{section}");
+        splice_section("docs/benchmarks.md", "## VRRP failover", &section);
+        println!("\n(--vrrp-only: the VRRP section of docs/benchmarks.md replaced)");
+        return;
+    }
     let mut report = String::new();
     let _ = writeln!(report, "# Benchmarks\n");
     let _ = writeln!(
@@ -66,6 +76,7 @@ fn main() {
             lab_redis_benchmark(&mut report);
         }
         health::health_benchmarks(&mut report);
+        vrrp::vrrp_benchmarks(&mut report);
     }
     print!("{report}");
     // Only a complete run replaces the committed report.
@@ -539,4 +550,21 @@ fn cpu_model() -> String {
         .to_owned();
     let cpus = info.lines().filter(|l| l.starts_with("processor")).count();
     format!("{model} ({cpus} CPUs)")
+}
+
+/// Replaces the section starting at `heading` (up to the next `## ` heading) of the report
+/// at `path` with `section`, or appends it.
+fn splice_section(path: &str, heading: &str, section: &str) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let out = match text.find(heading) {
+        Some(start) => {
+            let rest = &text[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(text.len(), |i| start + heading.len() + i + 1);
+            format!("{}{section}{}", &text[..start], &text[end..])
+        }
+        None => format!("{}\n{section}", text.trim_end()),
+    };
+    std::fs::write(path, out).expect("write the report");
 }

@@ -1,0 +1,294 @@
+//! VRRP failover as a client sees it: a probe opens a new connection to the VIP and PINGs
+//! every 10 ms while the master crashes (`kill -9` and its link gone, as a host that dies)
+//! or stops (`SIGTERM`); the gap is the longest time without a successful probe. The same
+//! lab runs lbd's VRRP, then keepalived 2.2.7 moving the VIP between two lbds without VRRP
+//! (this kernel has no IPVS), with the same priorities (150/100) and advert interval. Also
+//! counted: connections opened through the old master that break.
+
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    lab::{self, Lab, VIP},
+    lbd::Lbd,
+    process::ChildGuard,
+    vrrp::{config, hold, holds_vip, keepalived, wait_state, wait_vip},
+};
+
+const TRIALS: usize = 5;
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+const HELD: usize = 50;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Failure {
+    Crash,
+    Stop,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Vrrp {
+    Lbd,
+    Keepalived,
+}
+
+/// One setting: lbd's `[[vrrp]]` lines and keepalived's.
+struct Setting {
+    label: &'static str,
+    lbd: &'static str,
+    keepalived: &'static str,
+    /// Longest wait for the first master.
+    settle: Duration,
+}
+
+const SETTINGS: [Setting; 2] = [
+    Setting {
+        label: "v3, advert 0.1 s",
+        lbd: "version = 3\nadvert_int = 0.1\n",
+        keepalived: "advert_int 0.1",
+        settle: Duration::from_secs(5),
+    },
+    Setting {
+        label: "v2, advert 1 s",
+        lbd: "version = 2\nadvert_int = 1\n",
+        keepalived: "advert_int 1\n  authentication {\n    auth_type PASS\n    auth_pass s3cret\n  }",
+        settle: Duration::from_secs(10),
+    },
+];
+
+/// Probes until `stop`; returns the times of successful probes.
+fn probe(lab: &Lab, stop: &AtomicBool) -> Vec<Instant> {
+    lab.client.run(|| {
+        let mut ok = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let started = Instant::now();
+            let served = lab::connect_vip(0, Duration::from_millis(100))
+                .and_then(|mut c| c.command(&["PING"]))
+                .is_ok();
+            if served {
+                ok.push(Instant::now());
+            }
+            if let Some(rest) = PROBE_EVERY.checked_sub(started.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+        ok
+    })
+}
+
+/// The longest time without a successful probe, from just before `event` on.
+fn gap(ok: &[Instant], event: Instant) -> Duration {
+    let mut last = ok
+        .iter()
+        .rev()
+        .find(|t| **t <= event)
+        .copied()
+        .unwrap_or(event);
+    let mut longest = Duration::ZERO;
+    for t in ok.iter().filter(|t| **t > event) {
+        longest = longest.max(*t - last);
+        last = *t;
+    }
+    longest
+}
+
+/// Directors running for one trial.
+struct Pair {
+    a: Lbd,
+    /// Kept running until the trial ends.
+    _b: Lbd,
+    /// keepalived on dr1 and dr2 (the keepalived runs).
+    peers: Option<(ChildGuard, ChildGuard)>,
+}
+
+fn start_pair(lab: &Lab, vrrp: Vrrp, setting: &Setting, trial: usize) -> Pair {
+    let dr2 = lab.director2.as_ref().unwrap();
+    let (a_name, b_name) = (
+        format!("{}a{trial}", lab.prefix),
+        format!("{}b{trial}", lab.prefix),
+    );
+    match vrrp {
+        Vrrp::Lbd => {
+            let a = Lbd::start_in(
+                lab,
+                &lab.director,
+                &a_name,
+                &config(lab, &a_name, 150, setting.lbd),
+                &[],
+            );
+            let b = Lbd::start_in(
+                lab,
+                dr2,
+                &b_name,
+                &config(lab, &b_name, 100, setting.lbd),
+                &[],
+            );
+            wait_state(&a, "master", setting.settle);
+            wait_state(&b, "backup", setting.settle);
+            Pair {
+                a,
+                _b: b,
+                peers: None,
+            }
+        }
+        Vrrp::Keepalived => {
+            // Both lbds forward whatever reaches them; keepalived decides who gets it.
+            let plain = |name: &str| {
+                lab.config(&[(0, 1), (1, 1)]).replacen(
+                    &format!("instance = \"{}\"", lab.prefix),
+                    &format!("instance = \"{name}\""),
+                    1,
+                )
+            };
+            let a = Lbd::start_in(lab, &lab.director, &a_name, &plain(&a_name), &[]);
+            let b = Lbd::start_in(lab, dr2, &b_name, &plain(&b_name), &[]);
+            let ka = keepalived(lab, &lab.director, 150, setting.keepalived);
+            let kb = keepalived(lab, dr2, 100, setting.keepalived);
+            wait_vip(&lab.director, true, setting.settle);
+            Pair {
+                a,
+                _b: b,
+                peers: Some((ka, kb)),
+            }
+        }
+    }
+}
+
+/// Runs one trial; returns the client's gap and how many held connections broke.
+fn trial(
+    lab: &Lab,
+    vrrp: Vrrp,
+    setting: &Setting,
+    failure: Failure,
+    n: usize,
+) -> (Duration, usize) {
+    let dr2 = lab.director2.as_ref().unwrap();
+    let mut pair = start_pair(lab, vrrp, setting, n);
+    let mut held = hold(lab, HELD);
+    let stop = AtomicBool::new(false);
+    let (event, ok) = std::thread::scope(|scope| {
+        let prober = scope.spawn(|| probe(lab, &stop));
+        std::thread::sleep(Duration::from_millis(300));
+        let event = Instant::now();
+        match (failure, &mut pair.peers) {
+            (Failure::Crash, peers) => {
+                match peers {
+                    None => pair.a.kill(),
+                    // SAFETY: the process group of the keepalived this bench started.
+                    Some((ka, _)) => unsafe {
+                        libc::kill(-ka.pid(), libc::SIGKILL);
+                    },
+                }
+                // The host is gone: its link with it.
+                lab.switch.ip(&["link", "set", "dr", "down"]);
+            }
+            (Failure::Stop, None) => pair.a.signal(libc::SIGTERM),
+            (Failure::Stop, Some((ka, _))) => ka.signal(libc::SIGTERM),
+        }
+        // Until dr2 holds the VIP and the client has been served for a while again.
+        wait_vip(dr2, true, setting.settle);
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Relaxed);
+        (event, prober.join().expect("probe"))
+    });
+    let kept = lab.client.run(|| {
+        held.iter_mut()
+            .filter_map(|(conn, who)| lab::whoami(conn).ok().filter(|now| now == who))
+            .count()
+    });
+    // Back to the start: link up, directors and peers stopped, no VIP left on dr1.
+    lab.switch.ip(&["link", "set", "dr", "up"]);
+    drop(held);
+    drop(pair);
+    if holds_vip(&lab.director) {
+        lab.director
+            .ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"]);
+    }
+    if holds_vip(dr2) {
+        dr2.ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"]);
+    }
+    (gap(&ok, event), HELD - kept)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn summary(gaps: &mut [f64]) -> String {
+    gaps.sort_by(f64::total_cmp);
+    format!(
+        "{:.0} ms ({:.0}-{:.0})",
+        gaps[gaps.len() / 2],
+        gaps[0],
+        gaps[gaps.len() - 1]
+    )
+}
+
+pub fn vrrp_benchmarks(report: &mut String) {
+    let _ = writeln!(report, "## VRRP failover\n");
+    let _ = writeln!(
+        report,
+        "A client probes the VIP every 10 ms with a new connection and a PING (100 ms timeout). \
+         The master (priority 150) crashes (`kill -9` of the VRRP process and its link taken \
+         down, as a host that dies) or stops (`SIGTERM`); the gap is the longest time without \
+         a successful probe, median of {TRIALS} trials (min-max). keepalived 2.2.7 runs in the \
+         same lab with the same settings, moving the VIP between two lbds without `[[vrrp]]` \
+         (this kernel has no IPVS). \"Held lost\": of {HELD} connections opened through the old \
+         master, how many broke (sum over the trials). 10 ms probe resolution.\n"
+    );
+    let _ = writeln!(
+        report,
+        "| setting | failure | lbd gap | keepalived gap | held lost (lbd / keepalived) |\n|---|---|---:|---:|---:|"
+    );
+    for setting in &SETTINGS {
+        for failure in [Failure::Crash, Failure::Stop] {
+            let mut cells = Vec::new();
+            let mut lost = Vec::new();
+            for vrrp in [Vrrp::Lbd, Vrrp::Keepalived] {
+                let lab = Lab::pair("bv", 2);
+                let mut gaps = Vec::new();
+                let mut broken = 0;
+                for n in 0..TRIALS {
+                    let (g, b) = trial(&lab, vrrp, setting, failure, n);
+                    println!(
+                        "vrrp bench: {} {} {}: gap {:.0} ms, {b} held lost",
+                        setting.label,
+                        if failure == Failure::Crash {
+                            "crash"
+                        } else {
+                            "stop"
+                        },
+                        if vrrp == Vrrp::Lbd {
+                            "lbd"
+                        } else {
+                            "keepalived"
+                        },
+                        ms(g)
+                    );
+                    gaps.push(ms(g));
+                    broken += b;
+                }
+                cells.push(summary(&mut gaps));
+                lost.push(broken);
+            }
+            let _ = writeln!(
+                report,
+                "| {} | {} | {} | {} | {} / {} |",
+                setting.label,
+                if failure == Failure::Crash {
+                    "crash"
+                } else {
+                    "stop"
+                },
+                cells[0],
+                cells[1],
+                lost[0],
+                lost[1]
+            );
+        }
+    }
+    let _ = writeln!(report);
+}
