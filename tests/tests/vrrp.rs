@@ -131,8 +131,41 @@ fn a_stopping_master_hands_over_at_once_and_takes_its_vip_away() {
     let (mut a, b) = pair(&lab, FAST, FAST);
     let mut held = hold(&lab, 20);
 
-    a.signal(libc::SIGTERM);
-    let gap = wait_state(&b, "master", Duration::from_secs(5));
+    // New connections every 10 ms through the hand-over: the stopping director forwards
+    // until the new master has announced itself, so none fails.
+    let probing = std::sync::atomic::AtomicBool::new(true);
+    let (gap, failed) = std::thread::scope(|scope| {
+        let prober = scope.spawn(|| {
+            lab.client.run(|| {
+                let mut failed = 0;
+                for _ in 0..300 {
+                    if !probing.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let ok = lab::connect_vip(0, Duration::from_millis(200))
+                        .and_then(|mut c| c.command(&["PING"]))
+                        .is_ok();
+                    failed += usize::from(!ok);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                failed
+            })
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        a.signal(libc::SIGTERM);
+        let gap = wait_state(&b, "master", Duration::from_secs(5));
+        // Until the old director is gone and some probes went through the new one.
+        while !a.exited() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        probing.store(false, std::sync::atomic::Ordering::Relaxed);
+        (gap, prober.join().unwrap())
+    });
+    assert_eq!(
+        failed, 0,
+        "{failed} new connections failed during the hand-over"
+    );
     // Priority 0 makes the backup wait only its skew (61 ms at priority 100), not 3 adverts.
     assert!(
         gap < 3 * ADVERT,

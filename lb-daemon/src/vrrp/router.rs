@@ -178,6 +178,8 @@ impl Router {
         let mut handed_over = false;
         let mut actions = machine.handle(Event::Startup, now());
         let mut stopping = false;
+        // Stopped while master: forward on until the new master is heard (see below).
+        let mut hand_over = false;
         loop {
             let before = status.lock().expect("status").state.clone();
             for action in actions.drain(..) {
@@ -233,6 +235,7 @@ impl Router {
                 _ = stop.changed() => {
                     stopping = true;
                     reason = "lbd stopping".to_owned();
+                    hand_over = machine.state() == State::Master;
                     actions = machine.handle(Event::Shutdown, now());
                     if !actions.contains(&Action::StandDown) {
                         let _ = steps.send(Step::Stop);
@@ -332,8 +335,49 @@ impl Router {
         }
         drop(steps);
         let _ = transitions.await;
+        if hand_over {
+            // The VIPs are off, but the clients still send to this director until the new
+            // master's gratuitous ARP reaches them. The datapath forwards them meanwhile (the
+            // daemon detaches only after this returns): wait for the new master's first
+            // advert (a backup takes over within 3 intervals and its skew), then a moment
+            // for its ARPs.
+            let interval = Duration::from_millis(u64::from(config.advert_int_cs) * 10);
+            let heard = tokio::time::timeout((4 * interval).min(HAND_OVER_WAIT), async {
+                loop {
+                    let Ok(received) = socket.recv().await else {
+                        return false;
+                    };
+                    let stranger = !config.unicast_peers.is_empty()
+                        && !config.unicast_peers.contains(&received.src);
+                    if received.src == placement.source || stranger {
+                        continue;
+                    }
+                    if let Ok(advert) = Advert::decode(
+                        &received.message,
+                        received.ttl,
+                        received.src,
+                        received.dst,
+                        &expect,
+                    ) && advert.priority != 0
+                    {
+                        return true;
+                    }
+                }
+            })
+            .await
+            .unwrap_or(false);
+            if heard {
+                tokio::time::sleep(ARP_GRACE).await;
+            }
+            info!(instance = %config.name, new_master_heard = heard, "handed over");
+        }
     }
 }
+
+/// The longest a stopping master forwards while waiting for the new master's advert.
+const HAND_OVER_WAIT: Duration = Duration::from_millis(2500);
+/// After the new master's first advert, for its gratuitous ARPs to reach the clients.
+const ARP_GRACE: Duration = Duration::from_millis(50);
 
 /// How often tracked interfaces are looked at.
 const LINK_POLL: Duration = Duration::from_millis(100);
