@@ -71,27 +71,78 @@ pub fn link_up(name: &str) -> io::Result<bool> {
     Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
 }
 
-/// Complete IPv4 neighbour entries on `interfaces`, from `/proc/net/arp`.
+/// Complete IPv4 neighbour entries on `interfaces`, from the kernel's neighbour table
+/// (an rtnetlink dump). Called off the async runtime (MAC resolution blocks while ARP runs).
 pub fn neighbours(interfaces: &[String]) -> io::Result<BTreeMap<Ipv4Addr, [u8; 6]>> {
-    let text = std::fs::read_to_string("/proc/net/arp")?;
-    Ok(parse_proc_net_arp(&text, interfaces))
+    use futures_util::TryStreamExt;
+    use rtnetlink::packet_route::{
+        AddressFamily,
+        neighbour::{NeighbourAddress, NeighbourAttribute},
+    };
+    let indexes: Vec<u32> = interfaces
+        .iter()
+        .filter_map(|name| interface(name).ok().map(|i| i.ifindex))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        let driver = tokio::spawn(connection);
+        let mut dump = handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        let mut entries = Vec::new();
+        while let Some(message) = dump.try_next().await.map_err(io::Error::other)? {
+            let mut addr = None;
+            let mut mac = None;
+            for attribute in message.attributes {
+                match attribute {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(a),
+                    NeighbourAttribute::LinkLayerAddress(bytes) => mac = Some(bytes),
+                    _ => {}
+                }
+            }
+            entries.push(Neighbour {
+                ifindex: message.header.ifindex,
+                complete: is_complete(message.header.state),
+                addr,
+                mac,
+            });
+        }
+        driver.abort();
+        Ok(usable_neighbours(&entries, &indexes))
+    })
 }
 
-/// Parses `/proc/net/arp`: `IP address  HW type  Flags  HW address  Mask  Device`.
-pub fn parse_proc_net_arp(text: &str, interfaces: &[String]) -> BTreeMap<Ipv4Addr, [u8; 6]> {
-    const ATF_COM: u32 = 0x2;
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let [ip, _hw_type, flags, mac, _mask, device] = f.as_slice() else {
-                return None;
-            };
-            let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()?;
-            if flags & ATF_COM == 0 || !interfaces.iter().any(|i| i == device) {
-                return None;
-            }
-            Some((ip.parse().ok()?, crate::config::parse_mac(mac)?))
+/// One neighbour table entry, as far as MAC resolution cares.
+#[derive(Clone, Debug)]
+pub struct Neighbour {
+    pub ifindex: u32,
+    /// Reachable, stale, delay, probe or permanent: it has a link-layer address.
+    pub complete: bool,
+    pub addr: Option<Ipv4Addr>,
+    pub mac: Option<Vec<u8>>,
+}
+
+fn is_complete(state: rtnetlink::packet_route::neighbour::NeighbourState) -> bool {
+    use rtnetlink::packet_route::neighbour::NeighbourState as S;
+    matches!(
+        state,
+        S::Reachable | S::Stale | S::Delay | S::Probe | S::Permanent
+    )
+}
+
+/// The complete IPv4 entries with an Ethernet address on one of `indexes`.
+pub fn usable_neighbours(entries: &[Neighbour], indexes: &[u32]) -> BTreeMap<Ipv4Addr, [u8; 6]> {
+    entries
+        .iter()
+        .filter(|n| n.complete && indexes.contains(&n.ifindex))
+        .filter_map(|n| {
+            let mac: [u8; 6] = n.mac.as_deref()?.try_into().ok()?;
+            (mac != [0; 6]).then_some((n.addr?, mac))
         })
         .collect()
 }
@@ -163,19 +214,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proc_net_arp_keeps_complete_entries_on_our_interfaces() {
-        let text = "IP address       HW type     Flags       HW address            Mask     Device
-198.18.0.11      0x1         0x2         02:00:00:00:00:0b     *        eth0
-198.18.0.12      0x1         0x0         00:00:00:00:00:00     *        eth0
-198.18.0.13      0x1         0x2         02:00:00:00:00:0d     *        eth1
-198.18.0.14      0x1         0x6         02:00:00:00:00:0e     *        eth0
-";
-        let got = parse_proc_net_arp(text, &["eth0".to_owned()]);
+    fn only_complete_ethernet_entries_on_our_interfaces_are_used() {
+        let n = |ifindex, complete, last: u8, mac: Option<Vec<u8>>| Neighbour {
+            ifindex,
+            complete,
+            addr: Some(Ipv4Addr::new(198, 18, 0, last)),
+            mac,
+        };
+        let entries = [
+            n(2, true, 11, Some(vec![2, 0, 0, 0, 0, 0xb])),
+            n(2, false, 12, Some(vec![2, 0, 0, 0, 0, 0xc])), // incomplete or failed
+            n(3, true, 13, Some(vec![2, 0, 0, 0, 0, 0xd])),  // another interface
+            n(2, true, 14, None),                            // no link-layer address
+            n(2, true, 15, Some(vec![0; 6])),
+            n(2, true, 16, Some(vec![2, 0, 0, 0, 0xe])), // not Ethernet
+            n(2, true, 17, Some(vec![2, 0, 0, 0, 0, 0x11])),
+        ];
+        let got = usable_neighbours(&entries, &[2]);
         assert_eq!(
             got.into_iter().collect::<Vec<_>>(),
             [
                 (Ipv4Addr::new(198, 18, 0, 11), [2, 0, 0, 0, 0, 0xb]),
-                (Ipv4Addr::new(198, 18, 0, 14), [2, 0, 0, 0, 0, 0xe])
+                (Ipv4Addr::new(198, 18, 0, 17), [2, 0, 0, 0, 0, 0x11])
             ]
         );
     }

@@ -145,15 +145,8 @@ fn render_vrrp(out: &mut String, vrrp: &[VrrpLine], now: SystemTime) {
             .duration_since(l.since)
             .unwrap_or_default()
             .as_secs_f64();
-        let rejected = if l.rejected.is_empty() {
-            "0".to_owned()
-        } else {
-            l.rejected
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let rejected =
+            crate::vrrp::report::rejected_text(&l.rejected).unwrap_or_else(|| "0".to_owned());
         let _ = writeln!(
             out,
             "{:<16} {:<15} {:>4} {:<8} {:>4} {:<15} {:>7.1}s {:>8} {:>8} {:<12} {}",

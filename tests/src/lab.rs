@@ -10,12 +10,15 @@
 //! Dropping a lab stops its redis-servers and deletes its namespaces (with their links).
 
 use std::{
+    collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use aya::programs::{Xdp, XdpMode};
+use lb_common::{FlowKey, VipKey, hash::ring_slot};
+use lb_daemon::{config::Config, daemon::desired_state_with, reconcile::Reconciler};
 
 use crate::{netns::Netns, process::ChildGuard, resp, unique_name};
 
@@ -385,4 +388,50 @@ pub fn whoami(conn: &mut resp::Connection) -> std::io::Result<String> {
     conn.command(&["GET", WHOAMI_KEY])?
         .text()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no whoami"))
+}
+
+/// The daemon's ring for a sequence of configs, rebuilt here with the daemon's own planner
+/// (MACs do not affect the ring).
+pub fn planned(configs: &[&str]) -> Reconciler {
+    let mut reconciler = Reconciler::default();
+    for text in configs {
+        let config = Config::parse(Path::new("lab.toml"), text).expect("lab config");
+        let macs: BTreeMap<Ipv4Addr, [u8; 6]> = config
+            .vips
+            .iter()
+            .flat_map(|v| &v.backends)
+            .map(|b| (b.address, [2, 0, 0, 0, 0, 1]))
+            .collect();
+        reconciler = reconciler
+            .plan(&desired_state_with(&config, &macs).unwrap())
+            .unwrap()
+            .1;
+    }
+    reconciler
+}
+
+/// Which server the ring sends a client port to.
+pub fn predicted_server(reconciler: &Reconciler, lab: &Lab, source_port: u16) -> String {
+    let vip = VipKey {
+        addr: u32::from_ne_bytes(VIP.octets()),
+        port: REDIS_PORT.to_be(),
+        proto: 6,
+        _pad: 0,
+    };
+    let key = FlowKey {
+        src_addr: u32::from_ne_bytes(CLIENT.octets()),
+        dst_addr: vip.addr,
+        src_port: source_port.to_be(),
+        dst_port: vip.port,
+        proto: 6,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let id = reconciler.ring(&vip).expect("vip")[ring_slot(&key) as usize];
+    let server = lab
+        .servers
+        .iter()
+        .find(|s| reconciler.backend_id(&vip, s.addr) == Some(id))
+        .expect("backend");
+    server.name.clone()
 }

@@ -1,69 +1,15 @@
 //! End to end: a client, a director running `lbd` (native XDP on a veth) and real servers
 //! running `redis-server`, each in its own network namespace on one bridge. Needs root.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
-    path::Path,
-    process::Command,
-    time::Duration,
-};
+use std::{collections::HashMap, process::Command, time::Duration};
 
-use lb_common::{FlowKey, VipKey, hash::ring_slot};
-use lb_daemon::{config::Config, daemon::desired_state_with, reconcile::Reconciler};
 use lb_tests::{
-    lab::{self, CLIENT, Lab, VIP, server_addr},
+    lab::{self, Lab, VIP, planned, predicted_server, server_addr},
     lbd::Lbd,
     resp::Reply,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The daemon's ring for a sequence of configs, rebuilt here with the daemon's own planner
-/// (MACs do not affect the ring).
-fn planned(configs: &[&str]) -> Reconciler {
-    let mut reconciler = Reconciler::default();
-    for text in configs {
-        let config = Config::parse(Path::new("lab.toml"), text).expect("lab config");
-        let macs: BTreeMap<Ipv4Addr, [u8; 6]> = config
-            .vips
-            .iter()
-            .flat_map(|v| &v.backends)
-            .map(|b| (b.address, [2, 0, 0, 0, 0, 1]))
-            .collect();
-        reconciler = reconciler
-            .plan(&desired_state_with(&config, &macs).unwrap())
-            .unwrap()
-            .1;
-    }
-    reconciler
-}
-
-/// Which server the ring sends a client port to.
-fn predicted_server(reconciler: &Reconciler, lab: &Lab, source_port: u16) -> String {
-    let vip = VipKey {
-        addr: u32::from_ne_bytes(VIP.octets()),
-        port: lab::REDIS_PORT.to_be(),
-        proto: 6,
-        _pad: 0,
-    };
-    let key = FlowKey {
-        src_addr: u32::from_ne_bytes(CLIENT.octets()),
-        dst_addr: vip.addr,
-        src_port: source_port.to_be(),
-        dst_port: vip.port,
-        proto: 6,
-        _pad0: 0,
-        _pad1: 0,
-    };
-    let id = reconciler.ring(&vip).expect("vip")[ring_slot(&key) as usize];
-    let server = lab
-        .servers
-        .iter()
-        .find(|s| reconciler.backend_id(&vip, s.addr) == Some(id))
-        .expect("backend");
-    server.name.clone()
-}
 
 #[test]
 fn connections_reach_backends_by_weight_and_each_reads_its_own_writes() {

@@ -3,8 +3,8 @@
 use std::net::Ipv4Addr;
 
 use super::{
-    validate::ipv4,
-    walk::{self, Problems, Table},
+    validate::{ipv4, ipv4_list},
+    walk::{Problems, Table},
 };
 
 /// Where this director sends its new and closing flows, and from whom it takes theirs.
@@ -25,46 +25,13 @@ pub fn sync(root: &Table<'_>, p: &mut Problems) -> Option<SyncConfig> {
     let t = root.table("sync", "sync", p)?;
     t.only(&["peers", "port", "source"], p);
     let before = p.len();
-    let mut peers = Vec::new();
-    match t.get("peers") {
-        None => p.add(
+    let peers = ipv4_list(&t, "peers", "peer", p);
+    if t.get("peers").is_none() {
+        p.add(
             Some(t.at),
             "sync.peers",
             "missing: the other directors' addresses",
-        ),
-        Some(list) => {
-            let elements = walk::array(&list, p).unwrap_or_default();
-            if elements.is_empty() && list.item.is_array() {
-                p.add(Some(list.at), &list.key, "needs at least one peer");
-            }
-            for (i, (value, at)) in elements.into_iter().enumerate() {
-                let key = format!("{}[{i}]", list.key);
-                let Some(text) = value.as_str() else {
-                    p.add(
-                        Some(at),
-                        key,
-                        format!(
-                            "expected a string, found {}",
-                            walk::describe_array_element(value)
-                        ),
-                    );
-                    continue;
-                };
-                let read = walk::Read {
-                    value: text.to_owned(),
-                    key,
-                    at,
-                    item: list.item,
-                };
-                if let Some(addr) = ipv4(&read, "peer", p) {
-                    if peers.contains(&addr) {
-                        p.add(Some(at), read.key, format!("{addr} is listed twice"));
-                    } else {
-                        peers.push(addr);
-                    }
-                }
-            }
-        }
+        );
     }
     let port = match t.integer("port", p) {
         None => SYNC_PORT,

@@ -143,29 +143,21 @@ fn director(root: &Table<'_>, p: &mut Problems) -> (Vec<String>, XdpModeSetting,
             "missing: the interfaces to attach to",
         ),
         Some(list) => {
-            let elements = walk::array(&list, p).unwrap_or_default();
-            if elements.is_empty() && list.item.is_array() {
+            let names = walk::strings(&list, p);
+            if names.is_empty() && list.item.as_array().is_some_and(|a| a.is_empty()) {
                 p.add(Some(list.at), &list.key, "needs at least one interface");
             }
-            for (i, (value, at)) in elements.into_iter().enumerate() {
-                let key = format!("{}[{i}]", list.key);
-                let Some(name) = value.as_str() else {
+            for name in names {
+                if let Some(problem) = interface_name_problem(&name.value) {
+                    p.add(Some(name.at), name.key, problem);
+                } else if interfaces.contains(&name.value) {
                     p.add(
-                        Some(at),
-                        key,
-                        format!(
-                            "expected a string, found {}",
-                            walk::describe_array_element(value)
-                        ),
+                        Some(name.at),
+                        name.key,
+                        format!("{:?} is listed twice", name.value),
                     );
-                    continue;
-                };
-                if let Some(problem) = interface_name_problem(name) {
-                    p.add(Some(at), key, problem);
-                } else if interfaces.iter().any(|n| n == name) {
-                    p.add(Some(at), key, format!("{name:?} is listed twice"));
                 } else {
-                    interfaces.push(name.to_owned());
+                    interfaces.push(name.value);
                 }
             }
         }
@@ -463,6 +455,28 @@ fn backend(
         mac: mac?,
         notify,
     })
+}
+
+/// `key`: an array of distinct IPv4 addresses (empty when absent; an empty array is
+/// reported).
+pub(super) fn ipv4_list(t: &Table<'_>, key: &str, what: &str, p: &mut Problems) -> Vec<Ipv4Addr> {
+    let Some(list) = t.get(key) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for read in walk::strings(&list, p) {
+        if let Some(addr) = ipv4(&read, what, p) {
+            if out.contains(&addr) {
+                p.add(Some(read.at), read.key, format!("{addr} is listed twice"));
+            } else {
+                out.push(addr);
+            }
+        }
+    }
+    if list.item.as_array().is_some_and(|a| a.is_empty()) {
+        p.add(Some(list.at), &list.key, "needs at least one address");
+    }
+    out
 }
 
 pub(super) fn ipv4(read: &Read<'_, String>, what: &str, p: &mut Problems) -> Option<Ipv4Addr> {

@@ -8,7 +8,7 @@ use toml_edit::TableLike;
 
 use super::{
     health::argv,
-    validate::ipv4,
+    validate::{interface_name_problem, ipv4, ipv4_list},
     walk::{self, Problems, Table},
 };
 
@@ -293,7 +293,7 @@ fn instance(
             "has no effect with preempt = false",
         );
     }
-    let vips = addresses(&t, "vips", "VIP", p);
+    let vips = ipv4_list(&t, "vips", "VIP", p);
     if vips.is_empty() && t.get("vips").is_none() {
         missing(
             p,
@@ -329,7 +329,7 @@ fn instance(
     let unicast_src = t
         .string("unicast_src", p)
         .and_then(|a| ipv4(&a, "source", p));
-    let unicast_peers = addresses(&t, "unicast_peers", "peer", p);
+    let unicast_peers = ipv4_list(&t, "unicast_peers", "peer", p);
     if unicast_src.is_some() && t.get("unicast_peers").is_none() {
         p.add(
             Some(at),
@@ -371,25 +371,10 @@ fn instance(
     };
     let mut track_interfaces = Vec::new();
     if let Some(list) = t.get("track_interface") {
-        for (j, (value, vat)) in walk::array(&list, p)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let key = format!("{}[{j}]", list.key);
-            match value.as_str() {
-                Some(name) => match super::validate::interface_name_problem(name) {
-                    Some(problem) => p.add(Some(vat), key, problem),
-                    None => track_interfaces.push(name.to_owned()),
-                },
-                None => p.add(
-                    Some(vat),
-                    key,
-                    format!(
-                        "expected a string, found {}",
-                        walk::describe_array_element(value)
-                    ),
-                ),
+        for name in walk::strings(&list, p) {
+            match interface_name_problem(&name.value) {
+                Some(problem) => p.add(Some(name.at), name.key, problem),
+                None => track_interfaces.push(name.value),
             }
         }
     }
@@ -421,47 +406,4 @@ fn instance(
         garp_master_refresh,
         notify,
     })
-}
-
-/// An array of distinct IPv4 addresses.
-fn addresses(t: &Table<'_>, key: &str, what: &str, p: &mut Problems) -> Vec<Ipv4Addr> {
-    let Some(list) = t.get(key) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, (value, at)) in walk::array(&list, p)
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
-        let key = format!("{}[{i}]", list.key);
-        let Some(text) = value.as_str() else {
-            p.add(
-                Some(at),
-                key,
-                format!(
-                    "expected a string, found {}",
-                    walk::describe_array_element(value)
-                ),
-            );
-            continue;
-        };
-        let read = walk::Read {
-            value: text.to_owned(),
-            key,
-            at,
-            item: list.item,
-        };
-        if let Some(addr) = ipv4(&read, what, p) {
-            if out.contains(&addr) {
-                p.add(Some(at), read.key, format!("{addr} is listed twice"));
-            } else {
-                out.push(addr);
-            }
-        }
-    }
-    if out.is_empty() && list.item.as_array().is_some_and(|a| a.is_empty()) {
-        p.add(Some(list.at), &list.key, "needs at least one address");
-    }
-    out
 }

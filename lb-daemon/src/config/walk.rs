@@ -265,6 +265,30 @@ pub fn array<'a>(read: &Read<'a, ()>, problems: &mut Problems) -> Option<Vec<(&'
     }
 }
 
+/// The string elements of an array, each read with its key (`list[i]`); other elements
+/// are reported.
+pub fn strings<'a>(list: &Read<'a, ()>, problems: &mut Problems) -> Vec<Read<'a, String>> {
+    let elements = array(list, problems).unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, (value, at)) in elements.into_iter().enumerate() {
+        let key = format!("{}[{i}]", list.key);
+        match value.as_str() {
+            Some(text) => out.push(Read {
+                value: text.to_owned(),
+                key,
+                at,
+                item: list.item,
+            }),
+            None => problems.add(
+                Some(at),
+                key,
+                format!("expected a string, found {}", describe_value(value)),
+            ),
+        }
+    }
+    out
+}
+
 /// What a value is, in words.
 pub fn describe_array_element(value: &Value) -> &'static str {
     describe_value(value)

@@ -42,19 +42,22 @@ fn field(text: &str) -> String {
         .collect()
 }
 
+/// Rejected adverts as `reason=count,...`; `None` when there are none.
+pub fn rejected_text(rejected: &BTreeMap<String, u64>) -> Option<String> {
+    (!rejected.is_empty()).then(|| {
+        rejected
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
 /// Writes `lines` atomically (a reader never sees half a file).
 pub fn write(path: &Path, lines: &[VrrpLine]) -> io::Result<()> {
     let mut text = String::new();
     for l in lines {
-        let rejected = if l.rejected.is_empty() {
-            "-".to_owned()
-        } else {
-            l.rejected
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let rejected = rejected_text(&l.rejected).unwrap_or_else(|| "-".to_owned());
         text.push_str(&format!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             l.name,
