@@ -39,6 +39,8 @@ pub struct VerdictCounters {
     pub pass_fragment: u64,
     /// XDP_PASS: VIP traffic while forwarding is off (backup director).
     pub pass_not_forwarding: u64,
+    /// XDP_PASS: a flow scheduled to this director itself (a local backend).
+    pub pass_local: u64,
     /// XDP_DROP: truncated or inconsistent headers.
     pub drop_malformed: u64,
     /// XDP_DROP: VIP without any usable backend.
@@ -54,6 +56,7 @@ impl VerdictCounters {
             + self.pass_not_vip
             + self.pass_fragment
             + self.pass_not_forwarding
+            + self.pass_local
             + self.drop_malformed
             + self.drop_no_backend
     }
@@ -66,6 +69,7 @@ impl VerdictCounters {
         self.pass_not_vip += o.pass_not_vip;
         self.pass_fragment += o.pass_fragment;
         self.pass_not_forwarding += o.pass_not_forwarding;
+        self.pass_local += o.pass_local;
         self.drop_malformed += o.drop_malformed;
         self.drop_no_backend += o.drop_no_backend;
     }

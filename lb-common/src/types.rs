@@ -35,6 +35,9 @@ pub struct VipInfo {
 /// The backend may receive packets. Cleared when a backend is removed, so flows still
 /// tracked to it are rescheduled instead of being sent to a server that left the pool.
 pub const BACKEND_F_ACTIVE: u32 = 1;
+/// The backend is this director itself (keepalived's "localnode"): its flows are passed to
+/// the local stack, which holds the VIP, instead of being sent back out.
+pub const BACKEND_F_LOCAL: u32 = 2;
 
 /// Value of [`crate::MAP_BACKENDS`]: where to send a flow.
 #[repr(C)]

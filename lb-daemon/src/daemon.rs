@@ -1,7 +1,7 @@
 //! `lbd run`: load, write the maps, attach, then follow SIGHUP reloads until shutdown.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     future::Future,
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -111,13 +111,19 @@ pub struct Resolved {
     pub sorry: BTreeMap<VipKey, DesiredBackend>,
 }
 
-/// Resolves every backend's (and sorry server's) MAC: configured, else by ARP.
+/// Resolves every backend's (and sorry server's) MAC: configured, else by ARP. A backend
+/// whose address is this director's own is local (keepalived's "localnode").
 pub fn resolve(config: &Config) -> Result<Resolved> {
+    let local: BTreeSet<Ipv4Addr> = netdev::ipv4_addresses()?
+        .into_iter()
+        .map(|(_, addr)| addr)
+        .filter(|addr| !addr.is_loopback())
+        .collect();
     let unresolved: Vec<Ipv4Addr> = config
         .vips
         .iter()
         .flat_map(|v| v.backends.iter().chain(&v.sorry_server))
-        .filter(|b| b.mac.is_none())
+        .filter(|b| b.mac.is_none() && !local.contains(&b.address))
         .map(|b| b.address)
         .collect();
     let neighbours = if unresolved.is_empty() {
@@ -125,12 +131,30 @@ pub fn resolve(config: &Config) -> Result<Resolved> {
     } else {
         netdev::resolve(&unresolved, &config.interfaces, ARP_WAIT)?
     };
-    resolve_with(config, &neighbours)
+    resolve_with_local(config, &neighbours, &local)
 }
 
 /// [`resolve`] with the neighbour table given (a configured MAC wins).
 pub fn resolve_with(config: &Config, neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>) -> Result<Resolved> {
+    resolve_with_local(config, neighbours, &BTreeSet::new())
+}
+
+/// [`resolve_with`], with this director's own addresses: a backend at one of them is local.
+pub fn resolve_with_local(
+    config: &Config,
+    neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>,
+    local: &BTreeSet<Ipv4Addr>,
+) -> Result<Resolved> {
     let desired = |b: &crate::config::BackendConfig, key: String| {
+        if local.contains(&b.address) {
+            // Never sent anywhere: the datapath passes its flows to this host's stack.
+            return Ok(DesiredBackend {
+                addr: b.address,
+                weight: b.weight,
+                mac: [0; 6],
+                local: true,
+            });
+        }
         let Some(mac) = b.mac.or_else(|| neighbours.get(&b.address).copied()) else {
             return Err(Error::Unresolved {
                 addr: b.address,
@@ -142,6 +166,7 @@ pub fn resolve_with(config: &Config, neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>) -
             addr: b.address,
             weight: b.weight,
             mac,
+            local: false,
         })
     };
     let mut resolved = Resolved::default();

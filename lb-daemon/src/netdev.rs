@@ -52,6 +52,44 @@ pub fn interface(name: &str) -> io::Result<InterfaceInfo> {
     })
 }
 
+/// Every IPv4 address of this network namespace, with its interface, in the kernel's order.
+pub fn ipv4_addresses() -> io::Result<Vec<(String, Ipv4Addr)>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found = Vec::new();
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: a node of the list getifaddrs returned, valid until freeifaddrs.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr of its family.
+        let family = unsafe { (*entry.ifa_addr).sa_family };
+        if i32::from(family) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string; an AF_INET address is a sockaddr_in.
+        let (name, sin) = unsafe {
+            (
+                std::ffi::CStr::from_ptr(entry.ifa_name),
+                &*(entry.ifa_addr as *const libc::sockaddr_in),
+            )
+        };
+        found.push((
+            name.to_string_lossy().into_owned(),
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+        ));
+    }
+    // SAFETY: the list getifaddrs returned, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(found)
+}
+
 /// Whether an interface is up and has a carrier (`IFF_UP` and `IFF_RUNNING`).
 pub fn link_up(name: &str) -> io::Result<bool> {
     let cname = CString::new(name)

@@ -17,7 +17,7 @@ use std::{
 };
 
 use lb_common::{
-    BACKEND_F_ACTIVE, Backend, MAX_BACKENDS, MAX_VIPS, RING_SIZE, VipInfo, VipKey,
+    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, MAX_BACKENDS, MAX_VIPS, RING_SIZE, VipInfo, VipKey,
     hash::vip_filter_slot,
 };
 
@@ -38,6 +38,8 @@ pub struct DesiredBackend {
     pub addr: Ipv4Addr,
     pub weight: u32,
     pub mac: [u8; 6],
+    /// This director itself: its flows go to the local stack.
+    pub local: bool,
 }
 
 /// One write to the datapath's maps, in the order they must happen.
@@ -196,7 +198,11 @@ impl Reconciler {
                     mac: b.mac,
                     _pad: [0; 2],
                     addr: u32::from_ne_bytes(b.addr.octets()),
-                    flags: BACKEND_F_ACTIVE,
+                    flags: if b.local {
+                        BACKEND_F_ACTIVE | BACKEND_F_LOCAL
+                    } else {
+                        BACKEND_F_ACTIVE
+                    },
                     vip_id,
                     weight: b.weight,
                     generation: 0,

@@ -107,7 +107,7 @@ pub fn render(
     let _ = writeln!(
         out,
         "datapath: rx {} tx {} | pass: not-for-us {} not-balanced {} not-vip {} fragment {} \
-         not-forwarding {} | drop: malformed {} no-backend {}",
+         not-forwarding {} local {} | drop: malformed {} no-backend {}",
         v.rx(),
         v.tx,
         v.pass_not_for_us,
@@ -115,6 +115,7 @@ pub fn render(
         v.pass_not_vip,
         v.pass_fragment,
         v.pass_not_forwarding,
+        v.pass_local,
         v.drop_malformed,
         v.drop_no_backend
     );
@@ -192,9 +193,15 @@ fn render_vip(out: &mut String, vip: &VipStatus, health: &[HealthLine], now: Sys
         .collect();
     for b in &vip.backends {
         let remote = format!("{}:{}", b.address(), vip.port());
+        // A local backend (this director) has no MAC: its flows go to the local stack.
+        let mac = if b.entry.flags & lb_common::BACKEND_F_LOCAL != 0 {
+            "local".to_owned()
+        } else {
+            format_mac(&b.entry.mac)
+        };
         let left = backend_columns(
             &remote,
-            &format_mac(&b.entry.mac),
+            &mac,
             &b.entry.weight.to_string(),
             &b.active_flows.to_string(),
             &b.closing_flows.to_string(),

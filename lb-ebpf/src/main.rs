@@ -29,7 +29,7 @@ mod sync;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use lb_common::{BACKEND_F_ACTIVE, Backend, FLOW_EVENT_NEW, FlowKey, VipKey};
+use lb_common::{BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FLOW_EVENT_NEW, FlowKey, VipKey};
 
 use crate::conntrack::Lookup;
 
@@ -42,6 +42,7 @@ pub enum Outcome {
     NotVip,
     Fragment,
     NotForwarding,
+    Local,
     Malformed,
     NoBackend,
 }
@@ -55,7 +56,8 @@ impl Outcome {
             | Outcome::NotBalanced
             | Outcome::NotVip
             | Outcome::Fragment
-            | Outcome::NotForwarding => xdp_action::XDP_PASS,
+            | Outcome::NotForwarding
+            | Outcome::Local => xdp_action::XDP_PASS,
         }
     }
 }
@@ -123,8 +125,12 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 (vip.vip_id, backend_id, backend, true)
             }
         };
-    forward::rewrite_macs(&packet, backend);
     stats::count_forwarded(vip_id, backend_id, packet.frame_len, new_flow);
+    if backend.flags & BACKEND_F_LOCAL != 0 {
+        // This director serves the flow itself: its stack holds the VIP.
+        return Ok(Outcome::Local);
+    }
+    forward::rewrite_macs(&packet, backend);
     Ok(Outcome::Tx)
 }
 

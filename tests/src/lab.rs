@@ -247,6 +247,33 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Makes a director a real server too (keepalived's "localnode"): the VIPs on its `lo`
+    /// with the DR ARP sysctls, and a redis-server answering `whoami` with `name`.
+    pub fn serve_on_director(&self, ns: &Netns, name: &str, addr: Ipv4Addr) -> ChildGuard {
+        for vip in [VIP, VIP2] {
+            ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
+        }
+        for conf in ["all", "lo"] {
+            ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
+            ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_announce"), "2");
+        }
+        let redis = ChildGuard::new(name.to_owned(), start_redis(ns, &self.dir, name));
+        let whoami = name.to_owned();
+        ns.run(move || {
+            let mut conn = wait_for_redis(
+                SocketAddr::V4(SocketAddrV4::new(addr, REDIS_PORT)),
+                Duration::from_secs(10),
+            );
+            let reply = conn
+                .command(&["SET", WHOAMI_KEY, &whoami])
+                .expect("SET whoami");
+            assert_eq!(reply, resp::Reply::Simple("OK".into()));
+        });
+        redis
+    }
+}
+
 /// The port Sentinels listen on.
 pub const SENTINEL_PORT: u16 = 26379;
 

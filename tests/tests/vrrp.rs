@@ -744,3 +744,70 @@ fn a_director_whose_pool_is_down_lowers_its_priority_and_the_peer_takes_over() {
     wait_state(&b, "backup", TIMEOUT);
     new_connection_works(&lab);
 }
+
+#[test]
+fn directors_that_are_also_real_servers_serve_their_share_locally() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrl", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let _redis_dr1 = lab.serve_on_director(&lab.director, "dr1", DIRECTOR);
+    let _redis_dr2 = lab.serve_on_director(dr2, "dr2", DIRECTOR2);
+    // Every director is a backend of the VIP, beside the two real servers.
+    let with_directors = |instance: &str, priority: u8| {
+        config(&lab, instance, priority, FAST).replacen(
+            "\n[[vrrp]]",
+            &format!(
+                "\n[[vip.backend]]\naddress = \"{DIRECTOR}\"\n\n[[vip.backend]]\naddress = \"{DIRECTOR2}\"\n\n[[vrrp]]"
+            ),
+            1,
+        )
+    };
+    let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
+    let a = Lbd::start_in(
+        &lab,
+        &lab.director,
+        &a_name,
+        &with_directors(&a_name, 150),
+        &[],
+    );
+    let b = Lbd::start_in(&lab, dr2, &b_name, &with_directors(&b_name, 100), &[]);
+    wait_state(&a, "master", Duration::from_secs(5));
+    wait_state(&b, "backup", Duration::from_secs(5));
+    let status = a.status();
+    assert!(
+        status.contains(&format!("-> {DIRECTOR}:6379")) && status.contains(" local "),
+        "the master lists itself as a local backend:\n{status}"
+    );
+
+    let mut served = std::collections::BTreeMap::<String, usize>::new();
+    lab.client.run(|| {
+        for i in 0..200 {
+            let mut conn = lab::connect_vip(0, TIMEOUT)
+                .unwrap_or_else(|err| panic!("connection {i} through the VIP: {err}"));
+            let who = lab::whoami(&mut conn).expect("served");
+            *served.entry(who).or_default() += 1;
+        }
+    });
+    for server in ["rs1", "rs2", "dr1", "dr2"] {
+        assert!(
+            served.get(server).is_some_and(|n| *n >= 20),
+            "{server} served too little of 200: {served:?}"
+        );
+    }
+    // The master passed its own share to its stack; the backup passed what the master
+    // sent it (it does not forward). Nothing went around in circles.
+    let verdicts = |lbd: &Lbd| {
+        lb_daemon::dataplane::snapshot::read(
+            &lb_daemon::dataplane::pins::PinnedMaps::open(&lbd.pin_layout(), &lbd.instance)
+                .unwrap(),
+        )
+        .unwrap()
+        .verdicts
+    };
+    let (va, vb) = (verdicts(&a), verdicts(&b));
+    assert!(va.pass_local > 0, "{va:?}");
+    assert_eq!(vb.tx, 0, "the backup forwarded: {vb:?}");
+    assert!(vb.pass_not_forwarding > 0, "{vb:?}");
+}

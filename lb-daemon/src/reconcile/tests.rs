@@ -15,6 +15,7 @@ fn backend(last: u8, weight: u32) -> DesiredBackend {
         addr: Ipv4Addr::new(198, 18, 0, last),
         weight,
         mac: [2, 0, 0, 0, 0, last],
+        local: false,
     }
 }
 
@@ -432,6 +433,7 @@ fn a_reused_backend_id_never_gets_a_generation_it_had_before() {
                 addr: Ipv4Addr::new(198, 18 + (base % 2), (i / 250) as u8, (i % 250) as u8),
                 weight: 1,
                 mac: [2, 0, 0, 0, 0, 1],
+                local: false,
             })
             .collect()
     };

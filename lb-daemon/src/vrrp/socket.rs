@@ -199,33 +199,10 @@ impl ArpSocket {
 
 /// The first IPv4 address of an interface (the VRRP source and tie-breaker), if any.
 pub fn primary_address(interface: &str) -> io::Result<Option<Ipv4Addr>> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list`, freed below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut found = None;
-    let mut cursor = list;
-    while !cursor.is_null() {
-        // SAFETY: a node of the list getifaddrs returned, valid until freeifaddrs.
-        let entry = unsafe { &*cursor };
-        cursor = entry.ifa_next;
-        if entry.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string; ifa_addr is non-null.
-        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
-        let family = unsafe { (*entry.ifa_addr).sa_family };
-        if name.to_bytes() == interface.as_bytes() && i32::from(family) == libc::AF_INET {
-            // SAFETY: an AF_INET address is a sockaddr_in.
-            let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
-            found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            break;
-        }
-    }
-    // SAFETY: the list getifaddrs returned, freed once.
-    unsafe { libc::freeifaddrs(list) };
-    Ok(found)
+    Ok(crate::netdev::ipv4_addresses()?
+        .into_iter()
+        .find(|(name, _)| name == interface)
+        .map(|(_, addr)| addr))
 }
 
 #[cfg(test)]
