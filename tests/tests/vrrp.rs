@@ -811,3 +811,164 @@ fn directors_that_are_also_real_servers_serve_their_share_locally() {
     assert_eq!(vb.tx, 0, "the backup forwarded: {vb:?}");
     assert!(vb.pass_not_forwarding > 0, "{vb:?}");
 }
+
+// ---- Review (branch review-vrrp): failing tests demonstrating bugs ----
+
+/// Flow sync installs a peer's flow once (last_seen = now) and never refreshes it: the
+/// master refreshes its own copy with every packet, but the backup sees no packet of the
+/// flow, so its copy expires after `timeouts.tcp` while the connection is alive and busy.
+/// A long-lived connection (a Redis client pool's) is then scheduled by the new master's
+/// ring after a failover, exactly what `[sync]` is there to prevent. Here tcp = 3 s and
+/// the connections stay busy for 7 s before the failover.
+#[test]
+fn review_synced_flows_of_busy_long_lived_connections_survive_a_failover() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrl", 3);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
+    let sync_a = format!("[sync]\npeers = [\"{DIRECTOR2}\"]\n\n[timeouts]\ntcp = 3\n");
+    let sync_b = format!("[sync]\npeers = [\"{DIRECTOR}\"]\n\n[timeouts]\ntcp = 3\n");
+    let before = [(0, 1), (1, 1), (2, 1)];
+    let after = [(0, 1), (1, 1), (2, 4)];
+    let a_conf = |w: &[(usize, u32)]| config_with(&lab, &a_name, 150, w, FAST, &sync_a);
+    let b_conf = |w: &[(usize, u32)]| config_with(&lab, &b_name, 100, w, FAST, &sync_b);
+    let mut a = Lbd::start_in(&lab, &lab.director, &a_name, &a_conf(&before), &[]);
+    let b = Lbd::start_in(&lab, dr2, &b_name, &b_conf(&before), &[]);
+    wait_state(&a, "master", Duration::from_secs(5));
+    wait_state(&b, "backup", Duration::from_secs(5));
+    wait_vip(&lab.director, true, TIMEOUT);
+
+    let mut held = hold(&lab, 200);
+    for (lbd, text) in [(&a, a_conf(&after)), (&b, b_conf(&after))] {
+        let out = lbd.reload(&text);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let moved = held
+        .iter()
+        .filter(|(conn, server)| {
+            let port = conn.local_addr().unwrap().port();
+            lab::predicted_server(&lab::planned(&[&b_conf(&after)]), &lab, port) != *server
+        })
+        .count();
+    assert!(moved >= 20, "only {moved} of 200 held flows would move");
+
+    // The connections are in use all along (never idle for more than 0.5 s), longer than
+    // the TCP idle timeout.
+    let busy_until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < busy_until {
+        still_served(&mut held);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    a.kill();
+    wait_state(&b, "master", Duration::from_secs(5));
+    wait_vip(dr2, true, TIMEOUT);
+    still_served(&mut held);
+}
+
+/// A backup that takes over for a moment while the master is alive (its adverts were late,
+/// or a priority-0 advert arrived) sends its gratuitous ARPs from its transition task
+/// after the master already answered (the master's Reassert ARPs go out at once; the
+/// backup's wait for the daemon's Forward answer and the netlink add). The backup then
+/// stands down (VIP off, forwarding off), but the clients follow its late ARPs, and the
+/// master never announces itself again (no garp_master_refresh by default): the VIP's
+/// traffic goes to a director that neither holds nor forwards it until the clients'
+/// neighbour entries go stale (tens of seconds).
+///
+/// The transient takeover is provoked with a priority-0 advert sent to the backup only
+/// (VRRPv3 has no authentication; a master's advert late by more than 3 intervals + skew,
+/// e.g. a CPU stall at 0.1 s adverts, does the same); each attempt gives the backup its
+/// skew (61 ms) against the master's next advert.
+#[test]
+fn review_after_a_backups_transient_takeover_the_clients_stay_with_the_master() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrt", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let (a, b) = pair(&lab, FAST, FAST);
+    new_connection_works(&lab);
+    let (a_mac, b_mac) = (mac_of(&lab.director), mac_of(dr2));
+    assert_eq!(client_sees(&lab), a_mac);
+    let mut transients = 0;
+    for attempt in 0..30 {
+        let took_over_before = state(&b).unwrap().sent;
+        // To B alone: A would answer a multicast one at once and so reset B's timer.
+        send_advert(
+            &lab.client,
+            lab::CLIENT,
+            DIRECTOR2,
+            &advert(3, 0, None),
+            255,
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        // One master remains, A, and only it holds the VIP.
+        wait_state(&a, "master", TIMEOUT);
+        wait_state(&b, "backup", TIMEOUT);
+        wait_vip(dr2, false, TIMEOUT);
+        if state(&b).unwrap().sent > took_over_before {
+            transients += 1;
+        }
+        // The clients must be with the master (give stray ARPs a second to settle).
+        std::thread::sleep(Duration::from_millis(1000));
+        let seen = client_sees(&lab);
+        assert!(
+            seen == a_mac,
+            "attempt {attempt}: A ({a_mac}) is master and holds the VIP, B ({b_mac}) is a \
+             backup without it, but the client sends the VIP's traffic to {seen} \
+             (B's late gratuitous ARP); B's log:\n{}",
+            b.log()
+        );
+        new_connection_works(&lab);
+    }
+    eprintln!("{transients} transient takeovers by B, the clients stayed with A");
+}
+
+/// A careless operator's typo in `track_interface` (here "eht0" for "eth0"): lbd starts
+/// without a word of complaint, and the instance sits in FAULT for ever ("interface eht0 is
+/// down"), so this director never becomes master. keepalived's trap from seed 000 (a
+/// broken config starting silently) in a new place: a name that is no interface at start
+/// should be refused with file, line and key, as `director.interfaces` and
+/// `[[vrrp]].interface` are.
+#[test]
+fn review_a_track_interface_that_does_not_exist_is_refused_at_start() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::new("vrx", 1);
+    let name = lab.prefix.clone();
+    let text = config_with(
+        &lab,
+        &name,
+        150,
+        &[(0, 1)],
+        &format!("{FAST}track_interface = [\"eht0\"]\n"),
+        "",
+    );
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Lbd::start_in(&lab, &lab.director, &name, &text, &[])
+    }));
+    match started {
+        Ok(lbd) => {
+            std::thread::sleep(Duration::from_secs(1));
+            panic!(
+                "lbd started with track_interface = [\"eht0\"] (no such interface); its \
+                 instance: {:?}",
+                state(&lbd)
+            );
+        }
+        Err(_) => {
+            let log = std::fs::read_to_string(lab.dir.join("lbd.log")).unwrap_or_default();
+            assert!(
+                log.contains("track_interface") && log.contains("line"),
+                "refused, but without naming the key and line:\n{log}"
+            );
+        }
+    }
+}

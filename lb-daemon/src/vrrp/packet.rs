@@ -325,6 +325,22 @@ mod tests {
         check(&empty, TTL, Rejected::AddressCount);
     }
 
+    /// Review (branch review-vrrp): a version 3 advert whose Max Adver Int is 0 is accepted,
+    /// and the backup then computes a master-down interval of 0 (see the machine test
+    /// `review_an_advert_with_interval_0_...`). The documented range is 0.01 to 40.95 s.
+    #[test]
+    fn review_a_version_3_advert_with_interval_0_is_dropped() {
+        let zero = Advert {
+            interval_cs: 0,
+            ..advert(3)
+        }
+        .encode(SRC, MULTICAST);
+        assert_eq!(
+            Advert::decode(&zero, TTL, SRC, MULTICAST, &expect(3)),
+            Err(Rejected::Interval)
+        );
+    }
+
     #[test]
     fn keepalived_passwords_are_cut_at_8_bytes() {
         assert_eq!(&password("longerthan8"), b"longerth");

@@ -345,3 +345,61 @@ fn a_backup_in_fault_never_takes_over() {
     assert_eq!(seg.masters(), Vec::<usize>::new());
     assert_eq!(seg.routers[1].state(), State::Fault);
 }
+
+// ---- Review (branch review-vrrp): failing tests demonstrating bugs ----
+
+/// A version 3 advert may carry Max Adver Int 0 (malformed, or a peer's bug). The backup
+/// learns it as the master's interval, so its master-down interval becomes 0 (3 x 0 + 0
+/// skew) and it takes over at its next tick, although the master is alive and advertising.
+/// Every further advert of that master makes it stand down and take over again: it flaps.
+#[test]
+fn review_an_advert_with_interval_0_does_not_make_the_backup_take_over_from_a_live_master() {
+    let mut backup = Machine::new(settings(100, 3));
+    backup.handle(Event::Startup, 0);
+    let mut took_over = 0;
+    // The master (priority 200) advertises every second, its adverts saying interval 0.
+    for second in 1..=5u64 {
+        backup.handle(
+            Event::Advert {
+                priority: 200,
+                interval_cs: 0,
+                from: Ipv4Addr::new(198, 18, 0, 2),
+            },
+            second * SEC,
+        );
+        // A few ticks before the next advert.
+        for ms in [1u64, 10, 500] {
+            let actions = backup.handle(Event::Tick, second * SEC + ms * 1000);
+            took_over += actions.iter().filter(|a| **a == Action::TakeOver).count();
+        }
+    }
+    assert_eq!(
+        took_over,
+        0,
+        "the backup took over {took_over} times from a master that never went silent (state now {:?})",
+        backup.state()
+    );
+}
+
+/// RFC 5798 section 7.1 (and RFC 3768 7.1): the receiver MUST verify "that the local router
+/// is not the IPvX Address owner (Priority = 255)", else discard. The owner must not be
+/// moved by any advert; here it stands down for another advert of priority 255.
+#[test]
+fn review_the_address_owner_is_not_moved_by_an_advert() {
+    let mut owner = Machine::new(settings(255, 2));
+    owner.handle(Event::Startup, 0);
+    assert_eq!(owner.state(), State::Master);
+    let actions = owner.handle(
+        Event::Advert {
+            priority: 255,
+            interval_cs: 100,
+            from: Ipv4Addr::new(198, 18, 0, 3),
+        },
+        SEC,
+    );
+    assert_eq!(
+        owner.state(),
+        State::Master,
+        "the owner stood down: {actions:?}"
+    );
+}
