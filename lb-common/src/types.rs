@@ -161,6 +161,11 @@ pub struct Settings {
     pub touch_interval: u64,
     /// Length of one jiffy in ns, for readers of these values.
     pub jiffy_ns: u64,
+    /// With `sync_flows`: a live flow is announced again when a refresh of its `last_seen`
+    /// crosses a multiple of this many jiffies, so the other directors' copies (which see
+    /// none of its packets) never expire while it is in use. A third of the shortest
+    /// timeout.
+    pub sync_refresh: u64,
 }
 
 /// [`FlowEvent::kind`]: a flow was scheduled.

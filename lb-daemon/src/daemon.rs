@@ -205,6 +205,16 @@ pub fn settings(config: &Config) -> Settings {
         udp_timeout: clock::to_jiffies(config.timeouts.udp, jiffy_ns),
         touch_interval: clock::to_jiffies(Duration::from_secs(1), jiffy_ns),
         jiffy_ns,
+        sync_refresh: clock::to_jiffies(
+            config
+                .timeouts
+                .tcp
+                .min(config.timeouts.tcp_fin)
+                .min(config.timeouts.udp)
+                / 3,
+            jiffy_ns,
+        )
+        .max(1),
     }
 }
 
@@ -406,6 +416,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
             })
         })
         .collect::<Result<Vec<InterfaceInfo>>>()?;
+    vrrp::service::check_tracked_interfaces(&config, &options.config_path)?;
     let resolved = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || resolve(&config))

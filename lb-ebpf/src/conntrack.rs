@@ -30,8 +30,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
-    Backend, FLOW_CACHE_SIZE, FLOW_EVENT_CLOSING, FLOW_F_CLOSING, Flow, FlowCacheEntry, FlowKey, PROTO_TCP, Settings,
-    hash::flow_hash,
+    Backend, FLOW_CACHE_SIZE, FLOW_EVENT_CLOSING, FLOW_EVENT_NEW, FLOW_F_CLOSING, Flow,
+    FlowCacheEntry, FlowKey, PROTO_TCP, Settings, hash::flow_hash,
 };
 
 use crate::{maps, parse::Packet, usable};
@@ -119,10 +119,19 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     let now_closing = flags.fin || flags.rst;
     // Established flows are read-only: refresh the timestamp at most once per interval.
     if age > settings.touch_interval || (now_closing && !closing) {
+        let previous = flow.last_seen;
         flow.last_seen = now;
         if now_closing && !closing {
             flow.flags |= FLOW_F_CLOSING;
             crate::sync::announce(settings, key, backend, FLOW_EVENT_CLOSING);
+        } else if crate::sync::refresh_due(settings, previous, now) {
+            // The peers' copies age without packets: tell them it is still in use.
+            let kind = if closing {
+                FLOW_EVENT_CLOSING
+            } else {
+                FLOW_EVENT_NEW
+            };
+            crate::sync::announce(settings, key, backend, kind);
         }
     }
     remember(slot, key, flow, epoch);

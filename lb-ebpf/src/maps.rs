@@ -7,9 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
-    FlowEvent, FlowKey, Interface,
-    MAX_BACKENDS, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE, Settings, TrafficCounters, VIP_FILTER_SIZE,
-    VerdictCounters, VipInfo, VipKey,
+    FlowEvent, FlowKey, Interface, MAX_BACKENDS, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
+    Settings, TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
 };
 
 #[btf_map]

@@ -7,6 +7,13 @@ use lb_common::{Backend, FlowEvent, FlowKey, Settings};
 
 use crate::maps;
 
+/// Whether a flow refreshed from `previous` to `now` is due to be announced again.
+#[inline(always)]
+pub fn refresh_due(settings: &Settings, previous: u64, now: u64) -> bool {
+    let period = settings.sync_refresh;
+    settings.sync_flows != 0 && period != 0 && previous / period != now / period
+}
+
 #[inline(always)]
 pub fn announce(settings: &Settings, key: &FlowKey, backend: &Backend, kind: u32) {
     if settings.sync_flows == 0 {

@@ -679,3 +679,46 @@ fn only_the_vrrp_master_forwards_its_vips_new_and_tracked_flows() {
     );
     assert_eq!(dp.snapshot().verdicts.pass_not_forwarding, 3);
 }
+
+/// With `[sync]`: a new flow, a live flow's periodic refresh and its close are announced in
+/// `FLOW_EVENTS`, each naming the backend by address; nothing is announced without it.
+#[test]
+fn synced_flows_are_announced_when_new_refreshed_and_closing() {
+    use lb_common::{FLOW_EVENT_CLOSING, FLOW_EVENT_NEW, FlowEvent};
+    let Some(mut dp) = Datapath::new(&[(11, 1)]) else {
+        return;
+    };
+    let mut events = dp.dataplane.take_flow_events().unwrap();
+    let mut drain = move || -> Vec<FlowEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = events.next() {
+            // SAFETY: the datapath writes whole FlowEvents.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) });
+        }
+        out
+    };
+    let kinds = |events: &[FlowEvent]| events.iter().map(|e| e.kind).collect::<Vec<_>>();
+    dp.run(&tcp(40000, TCP_SYN));
+    assert!(drain().is_empty(), "announced without [sync]");
+
+    let mut on = settings(&config(&[(11, 1)]));
+    on.sync_flows = 1;
+    on.touch_interval = 1; // jiffies: every packet after a tick refreshes
+    on.sync_refresh = 1;
+    dp.set_settings(on);
+    dp.run(&tcp(40001, TCP_SYN));
+    let new = drain();
+    assert_eq!(kinds(&new), [FLOW_EVENT_NEW]);
+    assert_eq!(new[0].key, flow_key(40001, 6379, 6));
+    assert_eq!(new[0].backend_addr, u32::from_ne_bytes([198, 18, 1, 11]));
+
+    sleep(Duration::from_millis(60)); // several ticks at any HZ from 100 up
+    dp.run(&tcp(40001, TCP_ACK));
+    assert_eq!(
+        kinds(&drain()),
+        [FLOW_EVENT_NEW],
+        "a refresh of a live flow"
+    );
+    dp.run(&tcp(40001, TCP_ACK | TCP_FIN));
+    assert_eq!(kinds(&drain()), [FLOW_EVENT_CLOSING]);
+}

@@ -272,6 +272,32 @@ impl Config {
     }
 }
 
+/// An error about the element `element` of `table[index].key` in `file`, found after
+/// validation (a host check at start): the line is looked up in the file as it is now.
+pub fn element_error(
+    file: &Path,
+    (table, index, key, element): (&str, usize, &str, usize),
+    message: String,
+) -> ConfigError {
+    let line = std::fs::read_to_string(file).ok().and_then(|text| {
+        let document = toml_edit::ImDocument::parse(text.as_str()).ok()?;
+        let value = document
+            .get(table)?
+            .as_array_of_tables()?
+            .get(index)?
+            .get(key)?
+            .as_array()?
+            .get(element)?;
+        Some(line_of(&text, value.span()?.start))
+    });
+    ConfigError {
+        file: file.to_owned(),
+        line,
+        key: format!("{table}[{index}].{key}[{element}]"),
+        message,
+    }
+}
+
 /// See [`Config::conntrack_memory_bytes`].
 pub const CONNTRACK_BYTES_PER_FLOW: u64 = 104;
 

@@ -134,8 +134,10 @@ impl Dataplane {
                         let Ok(mut guard) = logger.readable_mut().await else {
                             return;
                         };
-                        guard.get_inner_mut().flush();
+                        // Cleared before draining, so a record written after the drain
+                        // wakes this loop again (the kernel only signals a caught-up reader).
                         guard.clear_ready();
+                        guard.get_inner_mut().flush();
                     }
                 });
             }

@@ -83,6 +83,10 @@ async fn send(
         let Ok(mut guard) = ring.readable_mut().await else {
             return;
         };
+        // Cleared before draining: the kernel wakes a reader only when it had caught up, so
+        // a record written after the drain must find the readiness cleared, or it (and
+        // every later one) would wait for ever.
+        guard.clear_ready();
         let mut datagrams = Vec::new();
         {
             let ring = guard.get_inner_mut();
@@ -108,7 +112,6 @@ async fn send(
                 }
             }
         }
-        guard.clear_ready();
         if !batch.is_empty() {
             datagrams.push(wire::encode(&batch));
             batch.clear();

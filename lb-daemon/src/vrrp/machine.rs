@@ -151,6 +151,22 @@ impl Machine {
     /// Handles one event at time `now`; returns what to do, in order.
     pub fn handle(&mut self, event: Event, now: u64) -> Vec<Action> {
         let mut actions = Vec::new();
+        let event = match event {
+            // The address owner discards every advert (RFC 5798 7.1).
+            Event::Advert { .. } if self.settings.priority == 255 => return actions,
+            // An interval of 0 would make the master-down time 0 (the packet checks drop
+            // such adverts; this keeps the machine sound without them).
+            Event::Advert {
+                priority,
+                interval_cs: 0,
+                from,
+            } => Event::Advert {
+                priority,
+                interval_cs: self.master_interval_cs,
+                from,
+            },
+            other => other,
+        };
         match (self.state, event) {
             // A fault overrides every state but Initialize (not started, or stopped).
             (State::Master, Event::Fault(true)) => {

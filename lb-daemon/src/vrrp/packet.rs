@@ -168,7 +168,9 @@ impl Advert {
         } else {
             None
         };
-        if version == 2 && interval_cs != expect.interval_cs {
+        // Version 2: the sender's must equal ours. Version 3: 0 is no interval at all (a
+        // backup would compute a master-down time of 0 and flap).
+        if (version == 2 && interval_cs != expect.interval_cs) || interval_cs == 0 {
             return Err(Rejected::Interval);
         }
         let addresses = message[8..8 + 4 * count]
@@ -325,11 +327,11 @@ mod tests {
         check(&empty, TTL, Rejected::AddressCount);
     }
 
-    /// Review (branch review-vrrp): a version 3 advert whose Max Adver Int is 0 is accepted,
+    /// a version 3 advert whose Max Adver Int is 0 is accepted,
     /// and the backup then computes a master-down interval of 0 (see the machine test
-    /// `review_an_advert_with_interval_0_...`). The documented range is 0.01 to 40.95 s.
+    /// `an_advert_with_interval_0_...`). The documented range is 0.01 to 40.95 s.
     #[test]
-    fn review_a_version_3_advert_with_interval_0_is_dropped() {
+    fn a_version_3_advert_with_interval_0_is_dropped() {
         let zero = Advert {
             interval_cs: 0,
             ..advert(3)

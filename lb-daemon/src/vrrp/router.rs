@@ -216,8 +216,11 @@ impl Router {
                 s.state = state.to_owned();
                 s.since = SystemTime::now();
                 s.reason = reason.clone();
-                if state == "master" {
-                    s.master = Some(placement.source);
+                match state {
+                    "master" => s.master = Some(placement.source),
+                    // Deaf or gone: who is master is not known here.
+                    "fault" | "stopped" => s.master = None,
+                    _ => {}
                 }
                 s.priority = machine.priority();
                 drop(s);
@@ -405,7 +408,33 @@ async fn until(due: Option<tokio::time::Instant>) {
     }
 }
 
-/// Carries out transitions in order, and refreshes gratuitous ARP while master.
+/// Folds a step queued behind `current`: the latest decides, a stop always wins, and a
+/// reassert adds nothing to another step.
+fn fold(current: Step, next: Step) -> Step {
+    match (current, next) {
+        (Step::Stop, _) | (_, Step::Stop) => Step::Stop,
+        (current, Step::Reassert) => current,
+        (_, next) => next,
+    }
+}
+
+/// The steps queued now, folded; `None` when none is, or only a reassert.
+fn queued(steps: &mut mpsc::UnboundedReceiver<Step>) -> Option<Step> {
+    let mut folded: Option<Step> = None;
+    while let Ok(next) = steps.try_recv() {
+        folded = Some(match folded {
+            Some(current) => fold(current, next),
+            None => next,
+        });
+    }
+    folded.filter(|s| !matches!(s, Step::Reassert))
+}
+
+/// Carries out transitions in order, and refreshes gratuitous ARP while master. Only the
+/// latest state counts: a takeover that a stand-down already follows (a backup that was
+/// master for a moment) stops before its VIPs and gratuitous ARPs, which would otherwise
+/// reach the clients after the real master's and leave them with a director that no longer
+/// holds the VIP.
 async fn transitions(
     config: VrrpConfig,
     group: u32,
@@ -434,30 +463,55 @@ async fn transitions(
             }
         }
     };
+    let interval = Duration::from_millis(u64::from(config.advert_int_cs) * 10);
     let mut master = false;
     let mut refresh = config.garp_master_refresh.map(|period| {
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     });
+    // After a reassert, the gratuitous ARPs again one interval later: a director that was
+    // master for a moment may have sent its own after ours.
+    let mut regarp: Option<tokio::time::Instant> = None;
+    let mut pending: Option<Step> = None;
     loop {
-        let step = tokio::select! {
-            step = steps.recv() => step,
-            _ = async {
-                match refresh.as_mut() {
-                    Some(interval) if master => { interval.tick().await; }
-                    _ => std::future::pending::<()>().await,
+        let step = match pending.take() {
+            Some(step) => step,
+            None => {
+                let step = tokio::select! {
+                    step = steps.recv() => step,
+                    _ = until(regarp) => {
+                        regarp = None;
+                        if master {
+                            garp(config.garp_master_repeat);
+                        }
+                        continue;
+                    }
+                    _ = async {
+                        match refresh.as_mut() {
+                            Some(interval) if master => { interval.tick().await; }
+                            _ => std::future::pending::<()>().await,
+                        }
+                    } => {
+                        garp(1);
+                        continue;
+                    }
+                };
+                let Some(step) = step else { break };
+                match queued(&mut steps) {
+                    Some(next) => fold(step, next),
+                    None => step,
                 }
-            } => {
-                garp(1);
-                continue;
             }
         };
-        let Some(step) = step else { break };
         match step {
             Step::Master => {
                 if !forward(true).await {
                     error!(instance = %config.name, "the datapath did not switch forwarding on: the VIPs stay off this director");
+                    continue;
+                }
+                if let Some(next) = queued(&mut steps) {
+                    pending = Some(next);
                     continue;
                 }
                 for vip in &config.vips {
@@ -465,16 +519,21 @@ async fn transitions(
                         error!(instance = %config.name, %vip, cause = %err, "adding the VIP failed");
                     }
                 }
+                master = true;
+                if let Some(next) = queued(&mut steps) {
+                    pending = Some(next);
+                    continue;
+                }
                 garp(config.garp_master_repeat);
                 if let Some(interval) = refresh.as_mut() {
                     interval.reset();
                 }
-                master = true;
                 notify(&config, "MASTER", config.notify.master.as_ref());
             }
             Step::Reassert => {
                 if master {
                     garp(config.garp_master_repeat);
+                    regarp = Some(tokio::time::Instant::now() + interval);
                 }
             }
             Step::Fault => {

@@ -19,7 +19,7 @@ use super::{
     socket::{AdvertSocket, ArpSocket, primary_address},
 };
 use crate::{
-    config::Config,
+    config::{Config, ConfigError, ConfigErrors, element_error},
     error::{Error, Result},
     netdev, paths,
 };
@@ -30,6 +30,34 @@ pub struct Vrrp {
     /// Per instance (config order): a VIP of it has no backend in service.
     pool_empty: Vec<watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Refuses a `track_interface` that does not exist: it would hold its instance in FAULT for
+/// ever, without a word. The error names file, line and key. Checked before anything loads.
+pub fn check_tracked_interfaces(config: &Config, config_path: &std::path::Path) -> Result<()> {
+    let missing: Vec<ConfigError> = config
+        .vrrp
+        .iter()
+        .enumerate()
+        .flat_map(|(i, v)| {
+            v.track_interfaces
+                .iter()
+                .enumerate()
+                .filter(|(_, name)| netdev::interface(name).is_err())
+                .map(move |(j, name)| {
+                    element_error(
+                        config_path,
+                        ("vrrp", i, "track_interface", j),
+                        format!("{name:?}: no such interface in this network namespace"),
+                    )
+                })
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(ConfigErrors(missing)))
+    }
 }
 
 /// How long a stop may take (adverts of priority 0, removing the VIPs) before the daemon

@@ -346,14 +346,12 @@ fn a_backup_in_fault_never_takes_over() {
     assert_eq!(seg.routers[1].state(), State::Fault);
 }
 
-// ---- Review (branch review-vrrp): failing tests demonstrating bugs ----
-
 /// A version 3 advert may carry Max Adver Int 0 (malformed, or a peer's bug). The backup
 /// learns it as the master's interval, so its master-down interval becomes 0 (3 x 0 + 0
 /// skew) and it takes over at its next tick, although the master is alive and advertising.
 /// Every further advert of that master makes it stand down and take over again: it flaps.
 #[test]
-fn review_an_advert_with_interval_0_does_not_make_the_backup_take_over_from_a_live_master() {
+fn an_advert_with_interval_0_does_not_make_the_backup_take_over_from_a_live_master() {
     let mut backup = Machine::new(settings(100, 3));
     backup.handle(Event::Startup, 0);
     let mut took_over = 0;
@@ -385,7 +383,7 @@ fn review_an_advert_with_interval_0_does_not_make_the_backup_take_over_from_a_li
 /// is not the IPvX Address owner (Priority = 255)", else discard. The owner must not be
 /// moved by any advert; here it stands down for another advert of priority 255.
 #[test]
-fn review_the_address_owner_is_not_moved_by_an_advert() {
+fn the_address_owner_is_not_moved_by_an_advert() {
     let mut owner = Machine::new(settings(255, 2));
     owner.handle(Event::Startup, 0);
     assert_eq!(owner.state(), State::Master);
