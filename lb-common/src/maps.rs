@@ -60,6 +60,12 @@ pub const MAP_FLOW_EVENTS: &str = "FLOW_EVENTS";
 /// Bytes of [`MAP_FLOW_EVENTS`] (a power of two of pages): 43,690 events of 24 bytes
 /// (plus an 8-byte header each), about 4 s of 10,000 new flows a second.
 pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
+/// `MacKey -> u64` hash: the MACs of every (remote) backend, each with a bit per `vip_id`
+/// it serves. A new flow to a VIP from one of that VIP's backends was balanced by another
+/// director to this one (a backend of the VIP sends it nothing else: it holds the VIP
+/// itself): it goes to the local stack, never balanced again, so two directors that are
+/// also real servers never bounce a frame between them.
+pub const MAP_BACKEND_MACS: &str = "BACKEND_MACS";
 /// Per-CPU `u32 vip_id -> TrafficCounters`.
 pub const MAP_VIP_STATS: &str = "VIP_STATS";
 /// Per-CPU `u32 backend_id -> TrafficCounters`.
@@ -68,11 +74,12 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 14] = [
     MAP_VIPS,
     MAP_VIP_FILTER,
     MAP_RING,
     MAP_BACKENDS,
+    MAP_BACKEND_MACS,
     MAP_FLOWS,
     MAP_FLOW_CACHE,
     MAP_FLOW_EPOCHS,

@@ -41,6 +41,8 @@ pub struct VerdictCounters {
     pub pass_not_forwarding: u64,
     /// XDP_PASS: a flow scheduled to this director itself (a local backend).
     pub pass_local: u64,
+    /// XDP_PASS: a new flow from a backend of its VIP: another director balanced it here.
+    pub pass_from_backend: u64,
     /// XDP_DROP: truncated or inconsistent headers.
     pub drop_malformed: u64,
     /// XDP_DROP: VIP without any usable backend.
@@ -57,6 +59,7 @@ impl VerdictCounters {
             + self.pass_fragment
             + self.pass_not_forwarding
             + self.pass_local
+            + self.pass_from_backend
             + self.drop_malformed
             + self.drop_no_backend
     }
@@ -70,6 +73,7 @@ impl VerdictCounters {
         self.pass_fragment += o.pass_fragment;
         self.pass_not_forwarding += o.pass_not_forwarding;
         self.pass_local += o.pass_local;
+        self.pass_from_backend += o.pass_from_backend;
         self.drop_malformed += o.drop_malformed;
         self.drop_no_backend += o.drop_no_backend;
     }

@@ -65,6 +65,15 @@ pub struct Backend {
     pub group: u32,
 }
 
+/// Key of [`crate::MAP_BACKEND_MACS`]: a backend's MAC, padded (hash keys are compared
+/// bytewise).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacKey {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// Connection-tracking key: the client side of a flow, as it arrives.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -197,4 +206,5 @@ mod pod {
     unsafe impl aya::Pod for super::Interface {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::MacKey {}
 }

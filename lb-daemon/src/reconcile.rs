@@ -62,6 +62,8 @@ pub enum MapOp {
     RetireBackend { backend_id: u32, generation: u32 },
     /// Set a VIP prefilter slot: the number of VIPs hashing to it (0 = none).
     SetVipFilter { slot: u32, vips: u32 },
+    /// Set the VIPs (a bit per `vip_id`) a backend MAC serves (0 = remove the entry).
+    SetBackendMac { mac: [u8; 6], vips: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +101,8 @@ pub struct Reconciler {
     next_generation: u32,
     /// Prefilter slot -> VIP count, as the map holds it.
     filter: BTreeMap<u32, u32>,
+    /// Remote backend MAC -> VIPs it serves (a bit per id), as the map holds it.
+    backend_macs: BTreeMap<[u8; 6], u64>,
     /// Active backend entries that no published VIP owns (left by a failed apply): retired
     /// by the next plan.
     orphans: Vec<(u32, u32)>,
@@ -116,6 +120,7 @@ impl Default for Reconciler {
             free_backend_ids: (1..MAX_BACKENDS).collect(),
             next_generation: 1,
             filter: BTreeMap::new(),
+            backend_macs: BTreeMap::new(),
             orphans: Vec::new(),
             strays: Vec::new(),
         }
@@ -134,6 +139,8 @@ pub struct MapContents {
     pub rings: BTreeMap<u32, Vec<u32>>,
     /// Non-zero prefilter slots.
     pub filter: BTreeMap<u32, u32>,
+    /// Every entry of the backend MAC map.
+    pub backend_macs: BTreeMap<[u8; 6], u64>,
 }
 
 /// The generation after `generation`, skipping 0.
@@ -310,6 +317,21 @@ impl Reconciler {
         }
         next.filter = new_filter;
 
+        // Backend MACs follow the backends of published VIPs.
+        let new_macs = mac_masks(next.vips.values());
+        for mac in self
+            .backend_macs
+            .keys()
+            .chain(new_macs.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let vips = new_macs.get(mac).copied().unwrap_or(0);
+            if self.backend_macs.get(mac).copied().unwrap_or(0) != vips {
+                ops.push(MapOp::SetBackendMac { mac: *mac, vips });
+            }
+        }
+        next.backend_macs = new_macs;
+
         // Only now nothing points at retired backends.
         for (backend_id, generation) in retire {
             ops.push(MapOp::RetireBackend {
@@ -381,6 +403,7 @@ impl Reconciler {
             free_backend_ids,
             next_generation: next_gen(max_generation),
             filter: contents.filter.clone(),
+            backend_macs: contents.backend_macs.clone(),
             orphans,
             strays,
         }
@@ -416,6 +439,19 @@ impl Reconciler {
     pub fn vip_id(&self, vip: &VipKey) -> Option<u32> {
         self.vips.get(vip).map(|v| v.vip_id)
     }
+}
+
+/// The VIPs (a bit per id) each remote backend's MAC serves.
+fn mac_masks<'a>(vips: impl Iterator<Item = &'a AppliedVip>) -> BTreeMap<[u8; 6], u64> {
+    let mut masks = BTreeMap::new();
+    for vip in vips {
+        for b in vip.backends.values() {
+            if b.entry.flags & BACKEND_F_LOCAL == 0 && b.entry.mac != [0; 6] {
+                *masks.entry(b.entry.mac).or_default() |= 1u64 << (vip.vip_id & 63);
+            }
+        }
+    }
+    masks
 }
 
 /// VIPs per prefilter slot.

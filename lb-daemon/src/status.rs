@@ -107,7 +107,7 @@ pub fn render(
     let _ = writeln!(
         out,
         "datapath: rx {} tx {} | pass: not-for-us {} not-balanced {} not-vip {} fragment {} \
-         not-forwarding {} local {} | drop: malformed {} no-backend {}",
+         not-forwarding {} local {} from-backend {} | drop: malformed {} no-backend {}",
         v.rx(),
         v.tx,
         v.pass_not_for_us,
@@ -116,6 +116,7 @@ pub fn render(
         v.pass_fragment,
         v.pass_not_forwarding,
         v.pass_local,
+        v.pass_from_backend,
         v.drop_malformed,
         v.drop_no_backend
     );

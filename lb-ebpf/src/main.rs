@@ -29,7 +29,9 @@ mod sync;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use lb_common::{BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FLOW_EVENT_NEW, FlowKey, VipKey};
+use lb_common::{
+    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FLOW_EVENT_NEW, FlowKey, MacKey, VipKey,
+};
 
 use crate::conntrack::Lookup;
 
@@ -43,6 +45,7 @@ pub enum Outcome {
     Fragment,
     NotForwarding,
     Local,
+    FromBackend,
     Malformed,
     NoBackend,
 }
@@ -57,7 +60,8 @@ impl Outcome {
             | Outcome::NotVip
             | Outcome::Fragment
             | Outcome::NotForwarding
-            | Outcome::Local => xdp_action::XDP_PASS,
+            | Outcome::Local
+            | Outcome::FromBackend => xdp_action::XDP_PASS,
         }
     }
 }
@@ -111,6 +115,7 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
                 // Checked before scheduling: a backup director tracks nothing.
                 forwarding(vip.group)?;
+                from_backend(&packet, vip.vip_id)?;
                 let (backend_id, backend) = select::pick(ctx, vip.vip_id, &flow_key)?;
                 conntrack::track(&flow_key, &packet, backend_id, backend, now);
                 sync::announce(settings, &flow_key, backend, FLOW_EVENT_NEW);
@@ -153,6 +158,23 @@ fn forwarding(group: u32) -> Result<(), Outcome> {
     match maps::GROUP_STANDBY.get(group) {
         Some(&0) => Ok(()),
         _ => Err(Outcome::NotForwarding),
+    }
+}
+
+/// A new flow from a backend of its own VIP was balanced here by another director (a
+/// backend holds the VIP and sends it nothing over the wire): the local stack serves it.
+/// One hash lookup, on new flows only.
+#[inline(always)]
+fn from_backend(packet: &parse::Packet, vip_id: u32) -> Result<(), Outcome> {
+    // SAFETY: `parse` bounds-checked the Ethernet header.
+    let key = MacKey {
+        mac: unsafe { (*packet.eth).src_addr },
+        _pad: [0; 2],
+    };
+    // SAFETY: map values are only read.
+    match unsafe { maps::BACKEND_MACS.get(key) } {
+        Some(vips) if vips & (1u64 << (vip_id & 63)) != 0 => Err(Outcome::FromBackend),
+        _ => Ok(()),
     }
 }
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
-    FlowEvent, FlowKey, Interface, MAX_BACKENDS, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
+    FlowEvent, FlowKey, Interface, MacKey, MAX_BACKENDS, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
     Settings, TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
 };
 
@@ -19,6 +19,9 @@ pub static RING: Array<u32, { (MAX_VIPS * RING_SIZE) as usize }> = Array::new();
 
 #[btf_map]
 pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
+
+#[btf_map]
+pub static BACKEND_MACS: HashMap<MacKey, u64, { MAX_BACKENDS as usize }> = HashMap::new();
 
 /// Sized by the daemon at load time (`max_flows`); this is the default.
 #[btf_map]

@@ -17,6 +17,7 @@ pub fn count_outcome(outcome: Outcome) {
         Outcome::Fragment => c.pass_fragment += 1,
         Outcome::NotForwarding => c.pass_not_forwarding += 1,
         Outcome::Local => c.pass_local += 1,
+        Outcome::FromBackend => c.pass_from_backend += 1,
         Outcome::Malformed => c.drop_malformed += 1,
         Outcome::NoBackend => c.drop_no_backend += 1,
     }

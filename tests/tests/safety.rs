@@ -316,6 +316,8 @@ struct Canon {
     vips: std::collections::BTreeMap<(u32, u16, u8), CanonVip>,
     filter: std::collections::BTreeMap<u32, u32>,
     unowned_active: usize,
+    /// Backend MAC -> the VIPs (by key) it serves.
+    backend_macs: std::collections::BTreeMap<[u8; 6], std::collections::BTreeSet<(u32, u16, u8)>>,
 }
 
 /// A published VIP: backend address per ring slot (0: dropped), and its active backends.
@@ -358,10 +360,28 @@ fn canon(dp: &Datapath) -> Canon {
         .skip(1)
         .filter(|(id, b)| b.flags & lb_common::BACKEND_F_ACTIVE != 0 && !owned.contains(id))
         .count();
+    let key_of: std::collections::BTreeMap<u32, (u32, u16, u8)> = maps
+        .vips
+        .iter()
+        .map(|(k, i)| (i.vip_id, (k.addr, k.port, k.proto)))
+        .collect();
+    let backend_macs = maps
+        .backend_macs
+        .iter()
+        .map(|(mac, ids)| {
+            let keys = (0..64u32)
+                .filter(|id| ids & (1 << id) != 0)
+                // An id no published VIP has shows as a key of zeros: still a difference.
+                .map(|id| key_of.get(&id).copied().unwrap_or((0, 0, 0)))
+                .collect();
+            (*mac, keys)
+        })
+        .collect();
     Canon {
         vips,
         filter: maps.filter,
         unowned_active,
+        backend_macs,
     }
 }
 

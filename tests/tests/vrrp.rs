@@ -980,3 +980,80 @@ fn a_track_interface_that_does_not_exist_is_refused_at_start() {
         }
     }
 }
+
+/// Seed 004's "localnode" loop: two directors that are also real servers, both masters
+/// (their adverts never reach each other: each names a peer that does not exist). A flow one
+/// of them balances to the other must be served there, not balanced again (and perhaps sent
+/// straight back, for ever).
+#[test]
+fn two_masters_that_are_also_real_servers_never_bounce_a_flow_between_them() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrd", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let _redis_dr1 = lab.serve_on_director(&lab.director, "dr1", DIRECTOR);
+    let _redis_dr2 = lab.serve_on_director(dr2, "dr2", DIRECTOR2);
+    // Their rings differ too (as when their health views differ): one may send a flow to
+    // the other that the other's ring would send straight back.
+    let deaf = |instance: &str, src: Ipv4Addr, nobody: &str, weights: (u32, u32)| {
+        config(
+            &lab,
+            instance,
+            150,
+            &format!("{FAST}unicast_src = \"{src}\"\nunicast_peers = [\"{nobody}\"]\n"),
+        )
+        .replacen(
+            "\n[[vrrp]]",
+            &format!(
+                "\n[[vip.backend]]\naddress = \"{DIRECTOR}\"\nweight = {}\n\n[[vip.backend]]\naddress = \"{DIRECTOR2}\"\nweight = {}\n\n[[vrrp]]",
+                weights.0, weights.1
+            ),
+            1,
+        )
+    };
+    let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
+    let a_conf = deaf(&a_name, DIRECTOR, "198.18.0.98", (1, 4));
+    let b_conf = deaf(&b_name, DIRECTOR2, "198.18.0.99", (4, 1));
+    let a = Lbd::start_in(&lab, &lab.director, &a_name, &a_conf, &[]);
+    let b = Lbd::start_in(&lab, dr2, &b_name, &b_conf, &[]);
+    wait_state(&a, "master", Duration::from_secs(5));
+    wait_state(&b, "master", Duration::from_secs(5));
+
+    let mut served = std::collections::BTreeMap::<String, usize>::new();
+    let failed = lab.client.run(|| {
+        let mut failed = 0;
+        for _ in 0..200 {
+            match lab::connect_vip(0, TIMEOUT).and_then(|mut c| lab::whoami(&mut c)) {
+                Ok(who) => *served.entry(who).or_default() += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        failed
+    });
+    let verdicts = |lbd: &Lbd| {
+        lb_daemon::dataplane::snapshot::read(
+            &lb_daemon::dataplane::pins::PinnedMaps::open(&lbd.pin_layout(), &lbd.instance)
+                .unwrap(),
+        )
+        .unwrap()
+        .verdicts
+    };
+    let (va, vb) = (verdicts(&a), verdicts(&b));
+    assert_eq!(
+        failed, 0,
+        "{failed} of 200 connections failed: {va:?} {vb:?}"
+    );
+    // Whichever master the client reached sent a share to the other, which served it.
+    let from_backend = va.pass_from_backend + vb.pass_from_backend;
+    assert!(from_backend > 0, "{served:?} {va:?} {vb:?}");
+    for server in ["rs1", "rs2", "dr1", "dr2"] {
+        assert!(
+            served.contains_key(server),
+            "{server} served nothing: {served:?}"
+        );
+    }
+    // Each frame crossed the directors at most once: 200 short connections are a few
+    // thousand frames, not a storm.
+    assert!(va.tx + vb.tx < 10_000, "a loop: {va:?} {vb:?}");
+}

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
-    Backend, MAP_BACKENDS, MAP_RING, MAP_VIP_FILTER, MAP_VIPS, RING_SIZE, VipInfo, VipKey,
+    Backend, MAP_BACKEND_MACS, MAP_BACKENDS, MAP_RING, MAP_VIP_FILTER, MAP_VIPS, MacKey, RING_SIZE,
+    VipInfo, VipKey,
 };
 
 use super::snapshot::MapSource;
@@ -58,10 +59,18 @@ pub fn read(source: &impl MapSource) -> Result<MapContents> {
             filter.insert(slot, vips);
         }
     }
+    let mac_map: HashMap<&MapData, MacKey, u64> =
+        HashMap::try_from(source.map(MAP_BACKEND_MACS)?).map_err(map_err(MAP_BACKEND_MACS))?;
+    let backend_macs = mac_map
+        .iter()
+        .map(|entry| entry.map(|(key, vips)| (key.mac, vips)))
+        .collect::<Result<_, _>>()
+        .map_err(map_err(MAP_BACKEND_MACS))?;
     Ok(MapContents {
         vips,
         backends,
         rings,
         filter,
+        backend_macs,
     })
 }

@@ -6,9 +6,10 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Flow, FlowKey, Interface, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_EPOCHS, MAP_FLOWS,
-    MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_RING, MAP_SETTINGS, MAP_VIP_FILTER, MAP_VIP_STATS,
-    MAP_VIPS, MAX_INTERFACES, RING_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
+    Backend, Flow, FlowKey, Interface, MAP_BACKEND_MACS, MAP_BACKEND_STATS, MAP_BACKENDS,
+    MAP_FLOW_EPOCHS, MAP_FLOWS, MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_RING, MAP_SETTINGS,
+    MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, MacKey, RING_SIZE, Settings,
+    TrafficCounters, VipInfo, VipKey,
 };
 
 use crate::{
@@ -166,6 +167,22 @@ impl<'a> MapWriter<'a> {
                         self.array::<u32>(MAP_RING)?
                             .set(base + slot, backend_id, 0)
                             .map_err(map_err(MAP_RING))?;
+                    }
+                }
+                MapOp::SetBackendMac { mac, vips } => {
+                    let key = MacKey {
+                        mac: *mac,
+                        _pad: [0; 2],
+                    };
+                    let mut map = self.hash::<MacKey, u64>(MAP_BACKEND_MACS)?;
+                    if *vips == 0 {
+                        match map.remove(&key) {
+                            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => {}
+                            Err(err) => return Err(Error::map(MAP_BACKEND_MACS, err)),
+                        }
+                    } else {
+                        map.insert(key, vips, 0)
+                            .map_err(map_err(MAP_BACKEND_MACS))?;
                     }
                 }
                 MapOp::SetVip { key, info } => self

@@ -170,9 +170,23 @@ fn mac_change_updates_the_entry_in_place() {
     let mut moved = backend(11, 1);
     moved.mac = [2, 9, 9, 9, 9, 9];
     let (ops, _) = applied.plan(&desired(vec![moved])).unwrap();
-    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops.len(), 3, "{ops:?}");
     assert!(
         matches!(&ops[0], MapOp::SetBackend { backend_id, backend } if *backend_id == id && backend.mac == [2, 9, 9, 9, 9, 9])
+    );
+    // The MAC map follows: the old MAC serves nothing, the new one VIP id 0.
+    assert_eq!(
+        ops[1..],
+        [
+            MapOp::SetBackendMac {
+                mac: [2, 0, 0, 0, 0, 11],
+                vips: 0
+            },
+            MapOp::SetBackendMac {
+                mac: [2, 9, 9, 9, 9, 9],
+                vips: 1
+            }
+        ]
     );
 }
 
@@ -192,6 +206,10 @@ fn removed_vip_is_unpublished_then_its_backends_retired() {
         [
             MapOp::RemoveVip { key },
             MapOp::SetVipFilter { slot, vips: 0 },
+            MapOp::SetBackendMac {
+                mac: [2, 0, 0, 0, 0, 11],
+                vips: 0
+            },
             MapOp::RetireBackend {
                 backend_id: id,
                 generation: 1
@@ -370,6 +388,13 @@ fn contents_of(ops_history: &[MapOp]) -> MapContents {
                     contents.filter.remove(slot);
                 } else {
                     contents.filter.insert(*slot, *vips);
+                }
+            }
+            MapOp::SetBackendMac { mac, vips } => {
+                if *vips == 0 {
+                    contents.backend_macs.remove(mac);
+                } else {
+                    contents.backend_macs.insert(*mac, *vips);
                 }
             }
             MapOp::ResetVipStats { .. } | MapOp::ResetBackendStats { .. } => {}
