@@ -529,6 +529,10 @@ impl Daemon {
                 ("director.xdp_mode", new.xdp_mode != old.xdp_mode),
                 ("director.max_flows", new.max_flows != old.max_flows),
                 ("vrrp", new.vrrp != old.vrrp),
+                (
+                    "vrrp_sync_group",
+                    new.vrrp_sync_groups != old.vrrp_sync_groups,
+                ),
                 ("sync", new.sync != old.sync),
             ] {
                 if changed {

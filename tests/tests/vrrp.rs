@@ -820,7 +820,7 @@ fn directors_that_are_also_real_servers_serve_their_share_locally() {
 /// ring after a failover, exactly what `[sync]` is there to prevent. Here tcp = 3 s and
 /// the connections stay busy for 7 s before the failover.
 #[test]
-fn synced_flows_of_busy_long_lived_connections_survive_a_failover() {
+fn synced_flows_of_busy_long_lived_connections_survive_a_failover_and_a_failback() {
     if !lb_tests::require_root("VRRP end to end") {
         return;
     }
@@ -869,6 +869,34 @@ fn synced_flows_of_busy_long_lived_connections_survive_a_failover() {
     a.kill();
     wait_state(&b, "master", Duration::from_secs(5));
     wait_vip(dr2, true, TIMEOUT);
+    still_served(&mut held);
+
+    // Failback: dr1 restarts with an empty connection table and learns the live flows from
+    // dr2's refreshes (every second here: a third of tcp = 3) before it preempts.
+    drop(a);
+    let delayed = |w: &[(usize, u32)]| {
+        config_with(
+            &lab,
+            &a_name,
+            150,
+            w,
+            &format!("{FAST}preempt_delay = 4\n"),
+            &sync_a,
+        )
+    };
+    let a = Lbd::start_in(&lab, &lab.director, &a_name, &delayed(&after), &[]);
+    let preempt_at = Instant::now() + Duration::from_secs(8);
+    while state(&a).is_none_or(|s| s.state != "master") {
+        assert!(
+            Instant::now() < preempt_at,
+            "dr1 never took back: {:?}",
+            state(&a)
+        );
+        still_served(&mut held);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_state(&b, "backup", TIMEOUT);
+    wait_vip(&lab.director, true, TIMEOUT);
     still_served(&mut held);
 }
 
@@ -1056,4 +1084,102 @@ fn two_masters_that_are_also_real_servers_never_bounce_a_flow_between_them() {
     // Each frame crossed the directors at most once: 200 short connections are a few
     // thousand frames, not a storm.
     assert!(va.tx + vb.tx < 10_000, "a loop: {va:?} {vb:?}");
+}
+
+/// Seed 002's `vrrp_sync_group`: two instances (a write VIP and a read VIP) move together.
+/// dr1's read instance tracks an uplink; when it faults, the write instance follows, so
+/// dr2 holds both VIPs, and both come back together.
+#[test]
+fn a_sync_group_moves_its_instances_together() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrg", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    lab.director.ip(&[
+        "link",
+        "add",
+        "uplink",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "uplink-peer",
+    ]);
+    lab.director.ip(&["link", "set", "uplink-peer", "up"]);
+    lab.director.ip(&["link", "set", "uplink", "up"]);
+    let grouped = |instance: &str, priority: u8, track: &str| {
+        format!(
+            "{}\n[[vrrp]]\nname = \"VI_2\"\ninterface = \"eth0\"\nvirtual_router_id = 52\npriority = {priority}\nvips = [\"{}\"]\n{FAST}{track}\n[[vrrp_sync_group]]\nname = \"VG_1\"\ninstances = [\"VI_1\", \"VI_2\"]\n",
+            config(&lab, instance, priority, FAST),
+            lab::VIP2
+        )
+    };
+    let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
+    let a = Lbd::start_in(
+        &lab,
+        &lab.director,
+        &a_name,
+        &grouped(&a_name, 150, "track_interface = [\"uplink\"]\n"),
+        &[],
+    );
+    let b = Lbd::start_in(&lab, dr2, &b_name, &grouped(&b_name, 100, ""), &[]);
+    let states = |lbd: &Lbd| -> Vec<String> {
+        lb_daemon::vrrp::report::read(&lb_daemon::paths::vrrp_file(&lbd.instance))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| l.state)
+            .collect()
+    };
+    let wait_states = |lbd: &Lbd, want: [&str; 2]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while states(lbd) != want {
+            assert!(
+                Instant::now() < deadline,
+                "{}: {:?}, not {want:?}",
+                lbd.instance,
+                states(lbd)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // The VIPs move a moment after the state: wait for each.
+    let holds = |ns: &Netns, vip: Ipv4Addr, want: bool| {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let held =
+                String::from_utf8_lossy(&ns.ip(&["-4", "addr", "show", "dev", "eth0"]).stdout)
+                    .contains(&format!("{vip}/32"));
+            if held == want {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_states(&a, ["master", "master"]);
+    wait_states(&b, ["backup", "backup"]);
+
+    lab.director.ip(&["link", "set", "uplink", "down"]);
+    // VI_2 faults for its uplink, VI_1 for the group: dr2 takes both.
+    wait_states(&a, ["fault", "fault"]);
+    wait_states(&b, ["master", "master"]);
+    let reason = &lb_daemon::vrrp::report::read(&lb_daemon::paths::vrrp_file(&a.instance)).unwrap()
+        [0]
+    .reason;
+    assert!(reason.contains("sync group VG_1"), "{reason}");
+    wait_vip(dr2, true, TIMEOUT);
+    assert!(holds(dr2, lab::VIP2, true));
+    assert!(holds(&lab.director, VIP, false) && holds(&lab.director, lab::VIP2, false));
+    new_connection_works(&lab);
+
+    lab.director.ip(&["link", "set", "uplink", "up"]);
+    wait_states(&a, ["master", "master"]);
+    wait_states(&b, ["backup", "backup"]);
+    wait_vip(&lab.director, true, TIMEOUT);
+    assert!(holds(&lab.director, lab::VIP2, true));
+    assert!(holds(dr2, VIP, false) && holds(dr2, lab::VIP2, false));
+    new_connection_works(&lab);
 }

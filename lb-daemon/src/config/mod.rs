@@ -16,7 +16,7 @@ mod vrrp;
 mod walk;
 
 pub use sync::{SYNC_PORT, SyncConfig};
-pub use vrrp::{VrrpConfig, VrrpNotify};
+pub use vrrp::{SyncGroup, VrrpConfig, VrrpNotify};
 
 use std::{
     fmt,
@@ -49,6 +49,8 @@ pub struct Config {
     /// VRRP instances; a VIP whose address one of them holds is forwarded only while this
     /// director is that instance's master.
     pub vrrp: Vec<VrrpConfig>,
+    /// Groups of VRRP instances that change state together.
+    pub vrrp_sync_groups: Vec<SyncGroup>,
     /// Flow-state sync with the other directors, if configured.
     pub sync: Option<SyncConfig>,
 }

@@ -1059,3 +1059,32 @@ fn two_instances_may_not_share_a_router_id_or_an_address() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn a_sync_group_names_existing_instances_once_each() {
+    let second = VRRP
+        .replace("VI_1", "VI_2")
+        .replace("virtual_router_id = 51", "virtual_router_id = 52")
+        .replace("198.18.0.100", "198.18.0.101");
+    let group = "\n[[vrrp_sync_group]]\nname = \"VG_1\"\ninstances = [\"VI_1\", \"VI_2\"]\n";
+    let config = parse(&format!("{GOOD}{VRRP}{second}{group}")).unwrap();
+    assert_eq!(config.vrrp_sync_groups[0].instances, [0, 1]);
+    let text = format!(
+        "{GOOD}{VRRP}{second}{group}{}",
+        group
+            .replace("VG_1", "VG_2")
+            .replace("\"VI_2\"", "\"VI_3\"")
+    );
+    let errors = parse(&text).unwrap_err().0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "vrrp_sync_group[1].instances[0]",
+            "vrrp_sync_group[1].instances[1]"
+        ],
+        "{errors:#?}"
+    );
+    assert!(errors[0].message.contains("already in sync group \"VG_1\""));
+    assert!(errors[1].message.contains("no [[vrrp]] instance"));
+}

@@ -21,7 +21,15 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
         at: 0,
     };
     root.only(
-        &["instance", "director", "timeouts", "vip", "vrrp", "sync"],
+        &[
+            "instance",
+            "director",
+            "timeouts",
+            "vip",
+            "vrrp",
+            "vrrp_sync_group",
+            "sync",
+        ],
         &mut p,
     );
     let instance = instance(&root, &mut p);
@@ -65,10 +73,12 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
         );
     }
     let vrrp = vrrp::instances(&root, &interfaces, &mut p);
+    let vrrp_sync_groups = vrrp::sync_groups(&root, &vrrp, &mut p);
     let sync = sync::sync(&root, &mut p);
     let config = Config {
         instance,
         vrrp,
+        vrrp_sync_groups,
         sync,
         interfaces,
         xdp_mode,

@@ -51,6 +51,91 @@ pub struct VrrpConfig {
     pub track_pool_weight: Option<u8>,
 }
 
+/// Instances that change state together (keepalived's `vrrp_sync_group`): when one takes
+/// over, stands down or faults, the others follow, so a group's VIPs stay on one director.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncGroup {
+    pub name: String,
+    /// Indexes into `Config::vrrp`.
+    pub instances: Vec<usize>,
+}
+
+/// Reads every `[[vrrp_sync_group]]`; `instances` are the validated VRRP instances.
+pub fn sync_groups(root: &Table<'_>, instances: &[VrrpConfig], p: &mut Problems) -> Vec<SyncGroup> {
+    let mut groups: Vec<SyncGroup> = Vec::new();
+    let mut member_of: Vec<Option<String>> = vec![None; instances.len()];
+    for (i, (table, at)) in root.tables("vrrp_sync_group", p).into_iter().enumerate() {
+        let path = format!("vrrp_sync_group[{i}]");
+        let t = Table {
+            path: &path,
+            table,
+            at,
+        };
+        t.only(&["name", "instances"], p);
+        let name = match t.string("name", p) {
+            Some(n) => n.value,
+            None => {
+                if t.get("name").is_none() {
+                    p.add(
+                        Some(at),
+                        format!("{path}.name"),
+                        "missing: the group's name",
+                    );
+                }
+                continue;
+            }
+        };
+        if groups.iter().any(|g| g.name == name) {
+            p.add(
+                Some(at),
+                format!("{path}.name"),
+                format!("{name:?} names two groups"),
+            );
+        }
+        let Some(list) = t.get("instances") else {
+            p.add(
+                Some(at),
+                format!("{path}.instances"),
+                "missing: the [[vrrp]] names that change state together",
+            );
+            continue;
+        };
+        let mut members = Vec::new();
+        for read in walk::strings(&list, p) {
+            match instances.iter().position(|v| v.name == read.value) {
+                None => p.add(
+                    Some(read.at),
+                    read.key,
+                    format!("{:?} is no [[vrrp]] instance's name", read.value),
+                ),
+                Some(index) => match &member_of[index] {
+                    Some(other) => p.add(
+                        Some(read.at),
+                        read.key,
+                        format!("{:?} is already in sync group {other:?}", read.value),
+                    ),
+                    None => {
+                        member_of[index] = Some(name.clone());
+                        members.push(index);
+                    }
+                },
+            }
+        }
+        if list.item.as_array().is_some_and(|a| a.len() < 2) {
+            p.add(
+                Some(list.at),
+                &list.key,
+                "a sync group needs at least two instances",
+            );
+        }
+        groups.push(SyncGroup {
+            name,
+            instances: members,
+        });
+    }
+    groups
+}
+
 /// Commands run (argv, no shell) on a state change, like keepalived's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VrrpNotify {

@@ -45,6 +45,9 @@ pub enum Event {
     Tick,
     /// A tracked interface went down (`true`) or every one is up again (`false`).
     Fault(bool),
+    /// Another instance of this one's sync group went to this state (keepalived's
+    /// `vrrp_sync_group`): follow it, so the group's VIPs stay on one director.
+    Group(State),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +73,9 @@ pub struct Machine {
     adver_at: Option<u64>,
     master_down_at: Option<u64>,
     preempt_from: u64,
+    /// In FAULT because a tracked interface is down, and because the sync group is.
+    link_fault: bool,
+    group_fault: bool,
 }
 
 const US_PER_CS: u64 = 10_000;
@@ -83,6 +89,8 @@ impl Machine {
             adver_at: None,
             master_down_at: None,
             preempt_from: 0,
+            link_fault: false,
+            group_fault: false,
         }
     }
 
@@ -167,6 +175,9 @@ impl Machine {
             },
             other => other,
         };
+        if let Event::Fault(down) = event {
+            self.link_fault = down;
+        }
         match (self.state, event) {
             // A fault overrides every state but Initialize (not started, or stopped).
             (State::Master, Event::Fault(true)) => {
@@ -176,13 +187,36 @@ impl Machine {
                 self.enter_fault();
             }
             (State::Backup, Event::Fault(true)) => self.enter_fault(),
-            (State::Fault, Event::Fault(false)) => {
+            (State::Fault, Event::Fault(false)) if !self.group_fault => {
                 self.become_backup(now, self.settings.interval_cs);
                 // Into backup: the VIPs must be off (they are) and forwarding too.
                 actions.push(Action::StandDown);
             }
             (State::Fault, Event::Shutdown) => self.state = State::Initialize,
-            (State::Fault, _) | (_, Event::Fault(_)) => {}
+            // The group: a member faulted, took over, stood down, or recovered.
+            (State::Master, Event::Group(State::Fault)) => {
+                actions.push(Action::SendAdvert { priority: 0 });
+                actions.push(Action::StandDown);
+                self.group_fault = true;
+                self.enter_fault();
+            }
+            (State::Backup, Event::Group(State::Fault)) => {
+                self.group_fault = true;
+                self.enter_fault();
+            }
+            (State::Fault, Event::Group(State::Backup)) if self.group_fault => {
+                self.group_fault = false;
+                if !self.link_fault {
+                    self.become_backup(now, self.settings.interval_cs);
+                    actions.push(Action::StandDown);
+                }
+            }
+            (State::Backup, Event::Group(State::Master)) => self.become_master(now, &mut actions),
+            (State::Master, Event::Group(State::Backup)) => {
+                actions.push(Action::StandDown);
+                self.become_backup(now, self.master_interval_cs);
+            }
+            (State::Fault, _) | (_, Event::Fault(_)) | (_, Event::Group(_)) => {}
 
             (State::Initialize, Event::Startup) => {
                 self.preempt_from = now + u64::from(self.settings.preempt_delay_cs) * US_PER_CS;

@@ -77,6 +77,36 @@ pub struct Router {
     pub siblings: Vec<u8>,
     /// True while a VIP of this instance has no backend in service (see `track_pool_weight`).
     pub pool_empty: watch::Receiver<bool>,
+    /// The sync group this instance is in, if any.
+    pub group_link: Option<GroupLink>,
+}
+
+/// One member's link to its sync group: what it says, and what the others say.
+pub struct GroupLink {
+    pub name: String,
+    /// This instance's index in the config.
+    pub me: usize,
+    /// Every instance's name, by index.
+    pub names: Vec<String>,
+    pub tx: tokio::sync::broadcast::Sender<(usize, State)>,
+    pub rx: tokio::sync::broadcast::Receiver<(usize, State)>,
+}
+
+/// Completes with the next state another member of the group went to; never without a
+/// group.
+async fn group_news(link: &mut Option<GroupLink>) -> (usize, State) {
+    let Some(link) = link else {
+        return std::future::pending().await;
+    };
+    loop {
+        match link.rx.recv().await {
+            Ok((from, state)) if from != link.me => return (from, state),
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await;
+            }
+        }
+    }
 }
 
 fn state_name(state: State) -> &'static str {
@@ -116,6 +146,7 @@ impl Router {
             changed,
             siblings,
             mut pool_empty,
+            mut group_link,
         } = self;
         let auth = config.auth_pass.as_deref().map(password);
         let expect = Expect {
@@ -216,6 +247,15 @@ impl Router {
                 s.state = state.to_owned();
                 s.since = SystemTime::now();
                 s.reason = reason.clone();
+                // The sync group follows a takeover, a stand-down, a fault and a recovery
+                // (not the start, where every member comes up as a backup).
+                let follow = matches!(
+                    (before.as_str(), state),
+                    (_, "master") | (_, "fault") | ("master", "backup") | ("fault", "backup")
+                );
+                if let (Some(link), true) = (&group_link, follow) {
+                    let _ = link.tx.send((link.me, machine.state()));
+                }
                 match state {
                     "master" => s.master = Some(placement.source),
                     // Deaf or gone: who is master is not known here.
@@ -265,6 +305,17 @@ impl Router {
                             send(priority, &status);
                         }
                     }
+                }
+                (from, member_state) = group_news(&mut group_link) => {
+                    if let Some(link) = &group_link {
+                        reason = format!(
+                            "sync group {}: {} went {}",
+                            link.name,
+                            link.names[from],
+                            state_name(member_state)
+                        );
+                    }
+                    actions = machine.handle(Event::Group(member_state), now());
                 }
                 _ = links.tick() => {
                     let down: Vec<&String> = tracked.iter().filter(|i| !link_up(i)).collect();

@@ -160,6 +160,13 @@ async fn serve(
     stop: watch::Receiver<bool>,
     ready: std::sync::mpsc::Sender<Result<()>>,
 ) {
+    // One channel per sync group; every member sends its moves and hears the others'.
+    let group_channels: Vec<tokio::sync::broadcast::Sender<(usize, super::machine::State)>> =
+        config
+            .vrrp_sync_groups
+            .iter()
+            .map(|_| tokio::sync::broadcast::channel(64).0)
+            .collect();
     let opened = (|| -> Result<Vec<Router>> {
         let addresses = Addresses::open()?;
         let changed = Arc::new(tokio::sync::Notify::new());
@@ -210,6 +217,18 @@ async fn serve(
                 changed: changed.clone(),
                 siblings,
                 pool_empty,
+                group_link: config
+                    .vrrp_sync_groups
+                    .iter()
+                    .zip(&group_channels)
+                    .find(|(g, _)| g.instances.contains(&i))
+                    .map(|(g, tx)| super::router::GroupLink {
+                        name: g.name.clone(),
+                        me: i,
+                        names: config.vrrp.iter().map(|v| v.name.clone()).collect(),
+                        tx: tx.clone(),
+                        rx: tx.subscribe(),
+                    }),
             });
         }
         Ok(routers)

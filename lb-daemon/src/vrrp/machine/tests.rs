@@ -401,3 +401,35 @@ fn the_address_owner_is_not_moved_by_an_advert() {
         "the owner stood down: {actions:?}"
     );
 }
+
+#[test]
+fn a_sync_group_member_follows_the_group_and_recovers_only_when_both_causes_clear() {
+    let mut m = Machine::new(settings(150, 2));
+    m.handle(Event::Startup, 0);
+    // Another member took over: follow at once, with an advert.
+    let actions = m.handle(Event::Group(State::Master), SEC);
+    assert_eq!(m.state(), State::Master);
+    assert!(actions.contains(&Action::TakeOver), "{actions:?}");
+    // Another member faulted: leave as on a stop.
+    let actions = m.handle(Event::Group(State::Fault), 2 * SEC);
+    assert_eq!(
+        actions,
+        [Action::SendAdvert { priority: 0 }, Action::StandDown]
+    );
+    assert_eq!(m.state(), State::Fault);
+    // Its own link fails and returns meanwhile: still faulted for the group.
+    m.handle(Event::Fault(true), 3 * SEC);
+    m.handle(Event::Fault(false), 4 * SEC);
+    assert_eq!(m.state(), State::Fault);
+    // The group recovers while its own link is down: still faulted for the link.
+    m.handle(Event::Fault(true), 5 * SEC);
+    m.handle(Event::Group(State::Backup), 6 * SEC);
+    assert_eq!(m.state(), State::Fault);
+    m.handle(Event::Fault(false), 7 * SEC);
+    assert_eq!(m.state(), State::Backup);
+    // A member stood down: a master here stands down too.
+    m.handle(Event::Group(State::Master), 8 * SEC);
+    let actions = m.handle(Event::Group(State::Backup), 9 * SEC);
+    assert_eq!(actions, [Action::StandDown]);
+    assert_eq!(m.state(), State::Backup);
+}
