@@ -428,6 +428,9 @@ impl Router {
     }
 }
 
+/// Between attempts at a takeover step that failed (the forwarding switch, a VIP).
+const RETRY: Duration = Duration::from_secs(1);
+
 /// The longest a stopping master forwards while waiting for the new master's advert.
 const HAND_OVER_WAIT: Duration = Duration::from_millis(2500);
 /// After the new master's first advert, for its gratuitous ARPs to reach the clients.
@@ -558,19 +561,29 @@ async fn transitions(
         match step {
             Step::Master => {
                 if !forward(true).await {
-                    error!(instance = %config.name, "the datapath did not switch forwarding on: the VIPs stay off this director");
+                    error!(instance = %config.name, "the datapath did not switch forwarding on: the VIPs stay off this director; retrying in a second");
+                    // Retried unless a later step supersedes it meanwhile.
+                    tokio::time::sleep(RETRY).await;
+                    pending = Some(queued(&mut steps).unwrap_or(Step::Master));
                     continue;
                 }
                 if let Some(next) = queued(&mut steps) {
                     pending = Some(next);
                     continue;
                 }
+                let mut added = true;
                 for vip in &config.vips {
                     if let Err(err) = addresses.add(placement.ifindex, *vip).await {
-                        error!(instance = %config.name, %vip, cause = %err, "adding the VIP failed");
+                        error!(instance = %config.name, %vip, cause = %err, "adding the VIP failed; retrying in a second");
+                        added = false;
                     }
                 }
                 master = true;
+                if !added {
+                    tokio::time::sleep(RETRY).await;
+                    pending = Some(queued(&mut steps).unwrap_or(Step::Master));
+                    continue;
+                }
                 if let Some(next) = queued(&mut steps) {
                     pending = Some(next);
                     continue;
