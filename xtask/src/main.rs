@@ -45,6 +45,9 @@ enum Command {
         /// Only the VRRP failover benchmarks (replaces that section of the report).
         #[arg(long, conflicts_with_all = ["no_lab", "health_only"])]
         vrrp_only: bool,
+        /// Only the flow sync cost (replaces that part of the report).
+        #[arg(long, conflicts_with_all = ["no_lab", "health_only", "vrrp_only"])]
+        sync_only: bool,
     },
 }
 
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             no_lab,
             health_only,
             vrrp_only,
-        } => tasks::bench(no_lab, health_only, vrrp_only),
+            sync_only,
+        } => tasks::bench(no_lab, health_only, vrrp_only, sync_only),
     }
 }

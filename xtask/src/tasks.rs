@@ -48,7 +48,12 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask bench`: release build, then the benchmark driver.
-pub fn bench(no_lab: bool, health_only: bool, vrrp_only: bool) -> anyhow::Result<()> {
+pub fn bench(
+    no_lab: bool,
+    health_only: bool,
+    vrrp_only: bool,
+    sync_only: bool,
+) -> anyhow::Result<()> {
     bootstrap::ensure_all()?;
     let ebpf = build::ebpf()?;
     let lbd = build::lbd(&ebpf, true)?;
@@ -63,6 +68,9 @@ pub fn bench(no_lab: bool, health_only: bool, vrrp_only: bool) -> anyhow::Result
     }
     if vrrp_only {
         cmd.arg("--vrrp-only");
+    }
+    if sync_only {
+        cmd.arg("--sync-only");
     }
     if !cmd.status()?.success() {
         bail!("benchmark failed");

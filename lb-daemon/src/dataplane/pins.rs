@@ -254,3 +254,12 @@ impl MapSource for PinnedMaps {
             .ok_or_else(|| Error::map(name, aya::maps::MapError::InvalidName { name: name.into() }))
     }
 }
+
+/// The pinned balancer program of a running instance (benchmarks run it through
+/// BPF_PROG_TEST_RUN to drive the live maps).
+pub fn pinned_program(layout: &PinLayout) -> Result<Xdp> {
+    Ok(Xdp::from_pin(
+        layout.program(),
+        aya_obj::programs::XdpAttachType::Interface,
+    )?)
+}

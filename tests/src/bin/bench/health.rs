@@ -321,7 +321,7 @@ the daemon's CPU (user + system, from /proc) over {} s, and its resident memory 
 }
 
 /// (utime, stime) of a process, in clock ticks.
-fn cpu_ticks(pid: i32) -> (u64, u64) {
+pub fn cpu_ticks(pid: i32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     // Fields after the command name (which may hold spaces), 1-based: utime 14, stime 15.
     let after = &stat[stat.rfind(')').expect("comm") + 2..];

@@ -51,6 +51,14 @@ fn main() {
     let no_lab = std::env::args().any(|a| a == "--no-lab");
     let health_only = std::env::args().any(|a| a == "--health-only");
     let vrrp_only = std::env::args().any(|a| a == "--vrrp-only");
+    if std::env::args().any(|a| a == "--sync-only") {
+        let mut section = String::new();
+        vrrp::sync_cost(&mut section);
+        print!("{section}");
+        splice_section("docs/benchmarks.md", "### Flow sync", &section);
+        println!("\n(--sync-only: the flow sync part of docs/benchmarks.md replaced)");
+        return;
+    }
     if vrrp_only {
         let mut section = String::new();
         vrrp::vrrp_benchmarks(&mut section);
