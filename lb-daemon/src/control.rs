@@ -34,12 +34,13 @@ pub fn status(instance: &str) -> Result<Status> {
     let maps = PinnedMaps::open(&layout, instance)?;
     let daemon = instance::liveness(instance);
     // Health lives in the daemon: its file is believed only while the daemon runs.
-    let (health, vrrp) = match daemon {
+    let (health, vrrp, sync) = match daemon {
         Liveness::Running { .. } => (
             crate::health::report::read(&paths::health_file(instance)).unwrap_or_default(),
             crate::vrrp::report::read(&paths::vrrp_file(instance)).unwrap_or_default(),
+            std::fs::read_to_string(paths::sync_file(instance)).ok(),
         ),
-        _ => (Vec::new(), Vec::new()),
+        _ => (Vec::new(), Vec::new(), None),
     };
     Ok(Status {
         table: crate::status::render(
@@ -47,6 +48,7 @@ pub fn status(instance: &str) -> Result<Status> {
             &snapshot::read(&maps)?,
             &health,
             &vrrp,
+            sync.as_deref().map(str::trim),
             std::time::SystemTime::now(),
         ),
         daemon,

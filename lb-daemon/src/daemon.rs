@@ -240,6 +240,8 @@ struct Daemon {
     apply_due: Option<tokio::time::Instant>,
     /// VRRP's thread, when instances are configured; stopped before the dataplane goes.
     vrrp: Option<Vrrp>,
+    /// Flow sync's counters, with `[sync]`.
+    sync_stats: Option<std::sync::Arc<crate::sync::SyncStats>>,
     /// Declared after the dataplane so it is dropped (detach + unpin) after it.
     _pinned: Pinned,
 }
@@ -339,6 +341,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     info!(instance = %instance, "stopping: detaching and removing pins");
     drop(daemon);
     let _ = std::fs::remove_file(paths::vrrp_file(&instance));
+    let _ = std::fs::remove_file(paths::sync_file(&instance));
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(paths::health_file(&instance));
     let _ = std::fs::remove_file(paths::reload_status_file(&instance));
@@ -392,6 +395,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
         paths::reload_status_file(&config.instance),
         paths::health_file(&config.instance),
         paths::vrrp_file(&config.instance),
+        paths::sync_file(&config.instance),
     ] {
         let _ = std::fs::remove_file(stale);
     }
@@ -468,10 +472,11 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
             backends = vip.backends.len(), "serving"
         );
     }
-    let synced = match &config.sync {
-        Some(sync) => {
+    let sync_stats = config.sync.as_ref().map(|_| std::sync::Arc::default());
+    let synced = match (&config.sync, &sync_stats) {
+        (Some(sync), Some(stats)) => {
             let events = dataplane.take_flow_events()?;
-            let received = crate::sync::start(sync, events, Default::default())
+            let received = crate::sync::start(sync, events, std::sync::Arc::clone(stats))
                 .await
                 .map_err(|err| {
                     Error::Vrrp(format!("flow sync on UDP port {}: {err}", sync.port))
@@ -479,7 +484,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
             info!(peers = ?sync.peers, port = sync.port, "flow sync started");
             Some(received)
         }
-        None => None,
+        _ => None,
     };
     let (vrrp, vrrp_requests) = match Vrrp::start(&config)? {
         Some((vrrp, requests)) => (Some(vrrp), Some(requests)),
@@ -504,6 +509,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
         last_apply: None,
         apply_due: None,
         vrrp,
+        sync_stats,
         _pinned: pinned,
     };
     daemon.report_pools(&desired);
@@ -652,6 +658,13 @@ impl Daemon {
                 return;
             }
         }
+        if let Some(stats) = &self.sync_stats {
+            use std::sync::atomic::Ordering::Relaxed;
+            stats.skipped.fetch_add(skipped, Relaxed);
+            stats
+                .installed
+                .fetch_add(events.len() as u64 - skipped, Relaxed);
+        }
         if skipped > 0 {
             debug!(
                 skipped,
@@ -776,6 +789,12 @@ impl Daemon {
         }
         if self.health_dirty {
             self.write_health();
+        }
+        if let Some(stats) = &self.sync_stats {
+            let path = paths::sync_file(&self.config.instance);
+            if let Err(err) = std::fs::write(&path, format!("{}\n", stats.line())) {
+                warn!(path = %path.display(), cause = %err, "cannot write the sync state file");
+            }
         }
     }
 

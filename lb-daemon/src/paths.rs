@@ -68,3 +68,8 @@ pub fn health_file(instance: &str) -> PathBuf {
 pub fn vrrp_file(instance: &str) -> PathBuf {
     PathBuf::from(RUN_DIR).join(format!("{instance}.vrrp"))
 }
+
+/// Flow sync counters, written by the daemon once a second for `lbd status`.
+pub fn sync_file(instance: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{instance}.sync"))
+}

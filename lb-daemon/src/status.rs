@@ -60,6 +60,7 @@ pub fn render(
     snapshot: &Snapshot,
     health: &[HealthLine],
     vrrp: &[VrrpLine],
+    sync: Option<&str>,
     now: SystemTime,
 ) -> String {
     let mut out = String::new();
@@ -74,6 +75,9 @@ pub fn render(
         }
     );
     render_vrrp(&mut out, vrrp, now);
+    if let Some(sync) = sync {
+        let _ = writeln!(out, "flow sync: {sync}");
+    }
     row(
         &mut out,
         &format!(
@@ -272,7 +276,7 @@ mod tests {
             }],
             ..Snapshot::default()
         };
-        let table = render("x", &snapshot, &[], &[], SystemTime::now());
+        let table = render("x", &snapshot, &[], &[], None, SystemTime::now());
         for needle in [
             "100.100.100.100:65535 maglev",
             "100.100.100.100:65535 aa:aa:aa:aa:aa:aa  65535 4294967295 4294967295",

@@ -639,6 +639,19 @@ fn synced_flows_survive_a_failover_after_the_ring_changed() {
         "only {moved} of 200 held flows would move: the test proves nothing"
     );
 
+    // The backup's status counts what it installed (at least the 200 held flows).
+    let status = b.status();
+    let installed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("flow sync: "))
+        .and_then(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "installed")
+                .nth(1)
+        })
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(installed.is_some_and(|n| n >= 200), "{status}");
+
     a.kill();
     wait_state(&b, "master", Duration::from_secs(5));
     wait_vip(dr2, true, TIMEOUT);

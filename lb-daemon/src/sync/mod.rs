@@ -37,13 +37,34 @@ pub const MAX_EVENTS_PER_SEC: u64 = 50_000;
 /// Batches of received flows waiting for the daemon's loop; more are dropped.
 const QUEUE: usize = 256;
 
-/// What sync did, for logs and status.
+/// What sync did, for `lbd status` (flows, except `rejected`: datagrams).
 #[derive(Debug, Default)]
 pub struct SyncStats {
     pub sent: AtomicU64,
+    /// Not sent (over the rate bound) or not installed (the daemon's queue was full).
     pub dropped: AtomicU64,
     pub received: AtomicU64,
+    /// Datagrams from a non-peer, or malformed.
     pub rejected: AtomicU64,
+    /// Installed in the connection table.
+    pub installed: AtomicU64,
+    /// To a backend this director does not have.
+    pub skipped: AtomicU64,
+}
+
+impl SyncStats {
+    /// One line for the state file and `lbd status`.
+    pub fn line(&self) -> String {
+        format!(
+            "sent {} received {} installed {} skipped {} rejected {} dropped {}",
+            self.sent.load(Relaxed),
+            self.received.load(Relaxed),
+            self.installed.load(Relaxed),
+            self.skipped.load(Relaxed),
+            self.rejected.load(Relaxed),
+            self.dropped.load(Relaxed)
+        )
+    }
 }
 
 /// Starts the sender (reading `events`) and the receiver; returns the received batches.

@@ -164,12 +164,15 @@ impl Router {
         });
         let (steps, step_rx) = mpsc::unbounded_channel();
         let transitions = tokio::spawn(transitions(
-            config.clone(),
-            group,
-            placement.clone(),
-            addresses,
-            arp,
-            requests,
+            Effects {
+                config: config.clone(),
+                group,
+                placement: placement.clone(),
+                addresses,
+                arp,
+                requests,
+                status: status.clone(),
+            },
             step_rx,
         ));
         let epoch = Instant::now();
@@ -489,15 +492,30 @@ fn queued(steps: &mut mpsc::UnboundedReceiver<Step>) -> Option<Step> {
 /// master for a moment) stops before its VIPs and gratuitous ARPs, which would otherwise
 /// reach the clients after the real master's and leave them with a director that no longer
 /// holds the VIP.
-async fn transitions(
+/// What carrying out transitions takes: the instance, its forwarding group and the way to
+/// switch it, its interface, addresses and ARP socket, and its status (for the priority).
+struct Effects {
     config: VrrpConfig,
     group: u32,
     placement: Placement,
     addresses: Addresses,
     arp: ArpSocket,
     requests: mpsc::UnboundedSender<Request>,
-    mut steps: mpsc::UnboundedReceiver<Step>,
-) {
+    status: Status,
+}
+
+async fn transitions(effects: Effects, mut steps: mpsc::UnboundedReceiver<Step>) {
+    let Effects {
+        config,
+        group,
+        placement,
+        addresses,
+        arp,
+        requests,
+        status,
+    } = effects;
+    // The priority notify commands get: the effective one (track_pool_weight may lower it).
+    let priority = || status.lock().expect("status").priority;
     let forward = |on: bool| {
         let requests = requests.clone();
         async move {
@@ -592,7 +610,7 @@ async fn transitions(
                 if let Some(interval) = refresh.as_mut() {
                     interval.reset();
                 }
-                notify(&config, "MASTER", config.notify.master.as_ref());
+                notify(&config, "MASTER", config.notify.master.as_ref(), priority());
             }
             Step::Reassert => {
                 if master {
@@ -610,7 +628,7 @@ async fn transitions(
                 if !forward(false).await {
                     error!(instance = %config.name, "the datapath did not switch forwarding off");
                 }
-                notify(&config, "FAULT", config.notify.fault.as_ref());
+                notify(&config, "FAULT", config.notify.fault.as_ref(), priority());
             }
             Step::Backup | Step::Stop => {
                 for vip in &config.vips {
@@ -628,7 +646,7 @@ async fn transitions(
                 if was_master {
                     info!(instance = %config.name, "VIPs removed, forwarding off");
                 }
-                notify(&config, "BACKUP", config.notify.backup.as_ref());
+                notify(&config, "BACKUP", config.notify.backup.as_ref(), priority());
             }
         }
     }
@@ -636,7 +654,7 @@ async fn transitions(
 
 /// keepalived's notify: the state's own command as is, and `notify` with
 /// `INSTANCE <name> <STATE> <priority>` appended.
-fn notify(config: &VrrpConfig, state: &str, own: Option<&Vec<String>>) {
+fn notify(config: &VrrpConfig, state: &str, own: Option<&Vec<String>>, priority: u8) {
     let env = || {
         vec![
             ("LBD_VRRP_INSTANCE", config.name.clone()),
@@ -653,7 +671,7 @@ fn notify(config: &VrrpConfig, state: &str, own: Option<&Vec<String>>) {
                 "INSTANCE".to_owned(),
                 config.name.clone(),
                 state.to_owned(),
-                config.priority.to_string(),
+                priority.to_string(),
             ],
             env(),
         );
