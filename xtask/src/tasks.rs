@@ -53,6 +53,7 @@ pub fn bench(
     health_only: bool,
     vrrp_only: bool,
     sync_only: bool,
+    soak: Option<u64>,
 ) -> anyhow::Result<()> {
     bootstrap::ensure_all()?;
     let ebpf = build::ebpf()?;
@@ -71,6 +72,9 @@ pub fn bench(
     }
     if sync_only {
         cmd.arg("--sync-only");
+    }
+    if let Some(seconds) = soak {
+        cmd.arg("--soak").arg(seconds.to_string());
     }
     if !cmd.status()?.success() {
         bail!("benchmark failed");

@@ -51,6 +51,18 @@ fn main() {
     let no_lab = std::env::args().any(|a| a == "--no-lab");
     let health_only = std::env::args().any(|a| a == "--health-only");
     let vrrp_only = std::env::args().any(|a| a == "--vrrp-only");
+    if let Some(seconds) = std::env::args()
+        .skip_while(|a| a != "--soak")
+        .nth(1)
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        let mut section = String::new();
+        vrrp::soak(&mut section, seconds);
+        print!("{section}");
+        splice_section("docs/benchmarks.md", "### 20 ms adverts", &section);
+        println!("\n(--soak: that part of docs/benchmarks.md replaced)");
+        return;
+    }
     if std::env::args().any(|a| a == "--sync-only") {
         let mut section = String::new();
         vrrp::sync_cost(&mut section);
