@@ -722,3 +722,123 @@ fn synced_flows_are_announced_when_new_refreshed_and_closing() {
     dp.run(&tcp(40001, TCP_ACK | TCP_FIN));
     assert_eq!(kinds(&drain()), [FLOW_EVENT_CLOSING]);
 }
+
+/// Review (localnode loop guard): the guard only looks at new flows. In a split brain
+/// (docs: "even two masters at once never bounce a frame between them"), this director
+/// may track a client's flow to backend X (another director that is also a real server),
+/// and X, now master too and without this flow, balances the same flow here. The frame
+/// from X's MAC hits this director's conntrack and goes straight back to X, whose own
+/// conntrack now names this director: the frame bounces between them for ever.
+#[test]
+fn review_a_tracked_flow_arriving_from_its_own_backend_is_not_sent_back_to_it() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let port = 40123;
+    let (verdict, out) = dp.run(&tcp(port, TCP_SYN));
+    assert_eq!(verdict, XDP_TX);
+    let x = backend_of(&out);
+    // The same flow's next segment, balanced here by director X (a backend of this VIP).
+    let from_x = Ipv4Frame::tcp(x, DIRECTOR_MAC, (CLIENT, port), (VIP, 6379), TCP_ACK).build();
+    let (verdict, out) = dp.run(&from_x);
+    assert!(
+        !(verdict == XDP_TX && backend_of(&out) == x),
+        "a frame from backend {x:02x?} was sent straight back to it (verdict {verdict}); \
+         verdicts: {:?}",
+        dp.snapshot().verdicts
+    );
+}
+
+/// Review (flow sync refresh): a live flow is announced again when its `last_seen` crosses
+/// a multiple of `sync_refresh`; the multiples are the same for every flow, so every live
+/// flow announces within one `touch_interval` (1 s) of each boundary. The daemon drains
+/// the 1 MiB ring at most 50,000 events a second (docs); far below `max_flows` (262,144 by
+/// default) the burst overflows it and refreshes are lost every period, although spread over
+/// the period (here 4 s: 37,500 a second) they would all get through. Peers' copies of the
+/// lost flows expire and a takeover reschedules them.
+#[test]
+fn review_refresh_announcements_of_many_live_flows_are_not_lost_in_one_burst() {
+    use std::{
+        collections::HashSet,
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::Instant,
+    };
+
+    use lb_common::{FLOW_EVENT_NEW, FlowEvent};
+    const N: u32 = 150_000;
+    let Some(mut dp) = Datapath::new(&[(11, 1)]) else {
+        return;
+    };
+    let mut events = dp.dataplane.take_flow_events().unwrap();
+    let mut on = settings(&config(&[(11, 1)]));
+    let second = on.touch_interval; // 1 s in jiffies
+    on.sync_flows = 1;
+    on.sync_refresh = 4 * second;
+    dp.set_settings(on);
+
+    // The daemon's sender: drains at most 50,000 events a second.
+    let seen = Arc::new(Mutex::new(HashSet::<(u32, u16)>::new()));
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let drainer = {
+        let (seen, counting, stop) = (seen.clone(), counting.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut idle_after_stop = 0;
+            loop {
+                let mut got = 0;
+                while got < 500 {
+                    let Some(item) = events.next() else { break };
+                    // SAFETY: the datapath writes whole FlowEvents.
+                    let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+                    drop(item);
+                    got += 1;
+                    if e.kind == FLOW_EVENT_NEW && counting.load(Ordering::SeqCst) {
+                        seen.lock().unwrap().insert((e.key.src_addr, e.key.src_port));
+                    }
+                }
+                if stop.load(Ordering::SeqCst) {
+                    idle_after_stop = if got == 0 { idle_after_stop + 1 } else { 0 };
+                    if idle_after_stop > 20 {
+                        return;
+                    }
+                }
+                sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let frame = |i: u32, flags: u8| {
+        let client = Ipv4Addr::new(198, 18, 2 + (i / 50_000) as u8, 1);
+        Ipv4Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (client, 10_000 + (i % 50_000) as u16),
+            (VIP, 6379),
+            flags,
+        )
+        .build()
+    };
+    let frames: Vec<Vec<u8>> = (0..N).map(|i| frame(i, TCP_ACK)).collect();
+    for i in 0..N {
+        assert_eq!(dp.run(&frame(i, TCP_SYN)).0, XDP_TX);
+    }
+    // Let the creation events drain, then count refreshes only.
+    sleep(Duration::from_secs(4));
+    counting.store(true, Ordering::SeqCst);
+    // Every flow stays live (a packet in every pass) for more than a period.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(7) {
+        for f in &frames {
+            dp.run(f);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    drainer.join().unwrap();
+    let refreshed = seen.lock().unwrap().len();
+    assert_eq!(
+        refreshed, N as usize,
+        "only {refreshed} of {N} live flows had a refresh announced in 7 s (period 4 s)"
+    );
+}
