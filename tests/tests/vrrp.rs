@@ -1196,3 +1196,95 @@ fn a_sync_group_moves_its_instances_together() {
     assert!(holds(dr2, VIP, false) && holds(dr2, lab::VIP2, false));
     new_connection_works(&lab);
 }
+
+/// Review (sync groups): dr1's VI_1 tracks uplink1 and VI_2 tracks uplink2. uplink2 fails
+/// (both fault, dr2 takes both), then uplink1 fails too, then uplink2 returns: VI_1 is still
+/// faulted, so the group is (keepalived keeps every member in FAULT while any member is) and
+/// dr2 must keep both VIPs. Here dr1's VI_2 leaves FAULT on its own link's return, preempts
+/// dr2's VI_2 (150 > 100), dr2's VI_2 stands down and its group partner VI_1 with it: the
+/// group is split and the write VIP loses its master.
+#[test]
+fn review_a_sync_group_stays_faulted_while_any_member_is() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vrf", 2);
+    let dr2 = lab.director2.as_ref().unwrap();
+    for up in ["up1", "up2"] {
+        lab.director.ip(&[
+            "link",
+            "add",
+            up,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{up}-peer"),
+        ]);
+        lab.director.ip(&["link", "set", &format!("{up}-peer"), "up"]);
+        lab.director.ip(&["link", "set", up, "up"]);
+    }
+    let grouped = |instance: &str, priority: u8, track1: &str, track2: &str| {
+        format!(
+            "{}\n[[vrrp]]\nname = \"VI_2\"\ninterface = \"eth0\"\nvirtual_router_id = 52\npriority = {priority}\nvips = [\"{}\"]\n{FAST}{track2}\n[[vrrp_sync_group]]\nname = \"VG_1\"\ninstances = [\"VI_1\", \"VI_2\"]\n",
+            config(&lab, instance, priority, &format!("{FAST}{track1}")),
+            lab::VIP2
+        )
+    };
+    let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
+    let a = Lbd::start_in(
+        &lab,
+        &lab.director,
+        &a_name,
+        &grouped(
+            &a_name,
+            150,
+            "track_interface = [\"up1\"]\n",
+            "track_interface = [\"up2\"]\n",
+        ),
+        &[],
+    );
+    let b = Lbd::start_in(&lab, dr2, &b_name, &grouped(&b_name, 100, "", ""), &[]);
+    let states = |lbd: &Lbd| -> Vec<String> {
+        lb_daemon::vrrp::report::read(&lb_daemon::paths::vrrp_file(&lbd.instance))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| l.state)
+            .collect()
+    };
+    let wait_states = |lbd: &Lbd, want: [&str; 2]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while states(lbd) != want {
+            assert!(
+                Instant::now() < deadline,
+                "{}: {:?}, not {want:?}",
+                lbd.instance,
+                states(lbd)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_states(&a, ["master", "master"]);
+    wait_states(&b, ["backup", "backup"]);
+    lab.director.ip(&["link", "set", "up2", "down"]);
+    wait_states(&a, ["fault", "fault"]);
+    wait_states(&b, ["master", "master"]);
+    lab.director.ip(&["link", "set", "up1", "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.director.ip(&["link", "set", "up2", "up"]);
+    // VI_1 is still faulted (uplink1): the whole group stays on dr2.
+    let mut seen = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        seen.insert((states(&a), states(&b)));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let want = (
+        vec!["fault".to_string(), "fault".to_string()],
+        vec!["master".to_string(), "master".to_string()],
+    );
+    assert!(
+        seen.len() == 1 && seen.contains(&want),
+        "with dr1's VI_1 still faulted, the group left (dr1, dr2) = (fault, master): seen {seen:?}"
+    );
+}
