@@ -751,11 +751,13 @@ fn review_a_tracked_flow_arriving_from_its_own_backend_is_not_sent_back_to_it() 
 
 /// Review (flow sync refresh): a live flow is announced again when its `last_seen` crosses
 /// a multiple of `sync_refresh`; the multiples are the same for every flow, so every live
-/// flow announces within one `touch_interval` (1 s) of each boundary. The daemon drains
-/// the 1 MiB ring at most 50,000 events a second (docs); far below `max_flows` (262,144 by
-/// default) the burst overflows it and refreshes are lost every period, although spread over
-/// the period (here 4 s: 37,500 a second) they would all get through. Peers' copies of the
-/// lost flows expire and a takeover reschedules them.
+/// flow announces within one `touch_interval` (1 s) of each boundary. The daemon's sender
+/// (sync/mod.rs) passes at most `MAX_EVENTS_PER_SEC` = 50,000 events a second and drops the
+/// rest; this test's reader takes at most 50,000 a second from the 1 MiB ring, a gentler
+/// model of it. Far below `max_flows` (262,144 by default) the burst loses refreshes every
+/// period, although spread over the period (here 4 s: 37,500 a second; by default 40 s)
+/// they would all get through. Peers' copies of the lost flows expire and a takeover
+/// reschedules them.
 #[test]
 fn review_refresh_announcements_of_many_live_flows_are_not_lost_in_one_burst() {
     use std::{
