@@ -124,7 +124,7 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
         if now_closing && !closing {
             flow.flags |= FLOW_F_CLOSING;
             crate::sync::announce(settings, key, backend, FLOW_EVENT_CLOSING);
-        } else if crate::sync::refresh_due(settings, previous, now) {
+        } else if crate::sync::refresh_due(settings, previous, now, slot) {
             // The peers' copies age without packets: tell them it is still in use.
             let kind = if closing {
                 FLOW_EVENT_CLOSING

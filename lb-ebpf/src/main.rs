@@ -102,6 +102,12 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 backend,
             } => {
                 forwarding(backend.group)?;
+                // From the very backend the flow goes to: another director balanced it
+                // here (two masters, each tracking the flow to the other). Served locally,
+                // never sent back.
+                if from_itself(&packet, backend) {
+                    return Err(Outcome::FromBackend);
+                }
                 (vip_id, backend_id, backend, false)
             }
             Lookup::Untracked => {
@@ -161,14 +167,27 @@ fn forwarding(group: u32) -> Result<(), Outcome> {
     }
 }
 
+/// Whether the frame comes from `backend`, another host (a frame whose source is its own
+/// destination, this director, is not from another director).
+#[inline(always)]
+fn from_itself(packet: &parse::Packet, backend: &Backend) -> bool {
+    // SAFETY: `parse` bounds-checked the Ethernet header.
+    let (src, dst) = unsafe { ((*packet.eth).src_addr, (*packet.eth).dst_addr) };
+    src == backend.mac && src != dst
+}
+
 /// A new flow from a backend of its own VIP was balanced here by another director (a
 /// backend holds the VIP and sends it nothing over the wire): the local stack serves it.
 /// One hash lookup, on new flows only.
 #[inline(always)]
 fn from_backend(packet: &parse::Packet, vip_id: u32) -> Result<(), Outcome> {
     // SAFETY: `parse` bounds-checked the Ethernet header.
+    let (src, dst) = unsafe { ((*packet.eth).src_addr, (*packet.eth).dst_addr) };
+    if src == dst {
+        return Ok(());
+    }
     let key = MacKey {
-        mac: unsafe { (*packet.eth).src_addr },
+        mac: src,
         _pad: [0; 2],
     };
     // SAFETY: map values are only read.

@@ -3,15 +3,22 @@
 //! server it already has, even after its ring changed. Off (one load and branch) unless
 //! `[sync]` is configured.
 
-use lb_common::{Backend, FlowEvent, FlowKey, Settings};
+use lb_common::{Backend, FLOW_CACHE_SIZE, FlowEvent, FlowKey, Settings};
 
 use crate::maps;
 
-/// Whether a flow refreshed from `previous` to `now` is due to be announced again.
+/// Whether a flow refreshed from `previous` to `now` is due to be announced again: when
+/// the refresh crosses one of the flow's own period boundaries, offset by its cache slot
+/// (`slot` of `FLOW_CACHE_SIZE`), so live flows' refreshes spread over the period instead of
+/// all falling in the same second.
 #[inline(always)]
-pub fn refresh_due(settings: &Settings, previous: u64, now: u64) -> bool {
+pub fn refresh_due(settings: &Settings, previous: u64, now: u64, slot: u32) -> bool {
     let period = settings.sync_refresh;
-    settings.sync_flows != 0 && period != 0 && previous / period != now / period
+    if settings.sync_flows == 0 || period == 0 {
+        return false;
+    }
+    let offset = u64::from(slot) * period / u64::from(FLOW_CACHE_SIZE);
+    (previous + offset) / period != (now + offset) / period
 }
 
 #[inline(always)]

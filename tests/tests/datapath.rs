@@ -723,14 +723,14 @@ fn synced_flows_are_announced_when_new_refreshed_and_closing() {
     assert_eq!(kinds(&drain()), [FLOW_EVENT_CLOSING]);
 }
 
-/// Review (localnode loop guard): the guard only looks at new flows. In a split brain
+/// the guard only looks at new flows. In a split brain
 /// (docs: "even two masters at once never bounce a frame between them"), this director
 /// may track a client's flow to backend X (another director that is also a real server),
 /// and X, now master too and without this flow, balances the same flow here. The frame
 /// from X's MAC hits this director's conntrack and goes straight back to X, whose own
 /// conntrack now names this director: the frame bounces between them for ever.
 #[test]
-fn review_a_tracked_flow_arriving_from_its_own_backend_is_not_sent_back_to_it() {
+fn a_tracked_flow_arriving_from_its_own_backend_is_not_sent_back_to_it() {
     let Some(mut dp) = Datapath::new(&BEFORE) else {
         return;
     };
@@ -749,7 +749,7 @@ fn review_a_tracked_flow_arriving_from_its_own_backend_is_not_sent_back_to_it() 
     );
 }
 
-/// Review (flow sync refresh): a live flow is announced again when its `last_seen` crosses
+/// a live flow is announced again when its `last_seen` crosses
 /// a multiple of `sync_refresh`; the multiples are the same for every flow, so every live
 /// flow announces within one `touch_interval` (1 s) of each boundary. The daemon's sender
 /// (sync/mod.rs) passes at most `MAX_EVENTS_PER_SEC` = 50,000 events a second and drops the
@@ -759,7 +759,7 @@ fn review_a_tracked_flow_arriving_from_its_own_backend_is_not_sent_back_to_it() 
 /// they would all get through. Peers' copies of the lost flows expire and a takeover
 /// reschedules them.
 #[test]
-fn review_refresh_announcements_of_many_live_flows_are_not_lost_in_one_burst() {
+fn refresh_announcements_of_many_live_flows_are_not_lost_in_one_burst() {
     use std::{
         collections::HashSet,
         sync::{
@@ -798,7 +798,9 @@ fn review_refresh_announcements_of_many_live_flows_are_not_lost_in_one_burst() {
                     drop(item);
                     got += 1;
                     if e.kind == FLOW_EVENT_NEW && counting.load(Ordering::SeqCst) {
-                        seen.lock().unwrap().insert((e.key.src_addr, e.key.src_port));
+                        seen.lock()
+                            .unwrap()
+                            .insert((e.key.src_addr, e.key.src_port));
                     }
                 }
                 if stop.load(Ordering::SeqCst) {

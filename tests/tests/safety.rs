@@ -131,16 +131,6 @@ fn concurrent_reschedules_on_two_cpus_never_lose_an_epoch_bump() {
          port = 7100\n[[vip.backend]]\naddress = \"198.18.1.11\"\nmac = \"{director}\"\n"
     );
     let mut dp = Datapath::with_config(&Config::parse(Path::new("f.toml"), &text).unwrap());
-    // The backend has the director's MAC so that every run's output, sent "to the backend",
-    // is addressed to the director again. Its source MAC is then a backend's, which the
-    // localnode guard takes for a frame another director balanced here: drop that entry.
-    dp.dataplane
-        .writer()
-        .apply(&[lb_daemon::reconcile::MapOp::SetBackendMac {
-            mac: DIRECTOR_MAC,
-            vips: 0,
-        }])
-        .unwrap();
     // Two client ports whose flows share a cache slot.
     let slot_of =
         |port: u16| flow_hash(&flow_key(port, 7100, PROTO_TCP)) as u32 & (FLOW_CACHE_SIZE - 1);

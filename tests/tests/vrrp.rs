@@ -639,18 +639,28 @@ fn synced_flows_survive_a_failover_after_the_ring_changed() {
         "only {moved} of 200 held flows would move: the test proves nothing"
     );
 
-    // The backup's status counts what it installed (at least the 200 held flows).
-    let status = b.status();
-    let installed = status
-        .lines()
-        .find_map(|l| l.strip_prefix("flow sync: "))
-        .and_then(|l| {
-            l.split_whitespace()
-                .skip_while(|w| *w != "installed")
-                .nth(1)
-        })
-        .and_then(|n| n.parse::<u64>().ok());
-    assert!(installed.is_some_and(|n| n >= 200), "{status}");
+    // The backup's status counts what it installed (at least the 200 held flows; the
+    // counters are written once a second).
+    let installed = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("flow sync: "))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "installed")
+                    .nth(1)
+            })
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let status = b.status();
+        if installed(&status).is_some_and(|n| n >= 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     a.kill();
     wait_state(&b, "master", Duration::from_secs(5));
@@ -1197,14 +1207,14 @@ fn a_sync_group_moves_its_instances_together() {
     new_connection_works(&lab);
 }
 
-/// Review (sync groups): dr1's VI_1 tracks uplink1 and VI_2 tracks uplink2. uplink2 fails
+/// dr1's VI_1 tracks uplink1 and VI_2 tracks uplink2. uplink2 fails
 /// (both fault, dr2 takes both), then uplink1 fails too, then uplink2 returns: VI_1 is still
 /// faulted, so the group is (keepalived keeps every member in FAULT while any member is) and
 /// dr2 must keep both VIPs. Here dr1's VI_2 leaves FAULT on its own link's return, preempts
 /// dr2's VI_2 (150 > 100), dr2's VI_2 stands down and its group partner VI_1 with it: the
 /// group is split and the write VIP loses its master.
 #[test]
-fn review_a_sync_group_stays_faulted_while_any_member_is() {
+fn a_sync_group_stays_faulted_while_any_member_is() {
     if !lb_tests::require_root("VRRP end to end") {
         return;
     }
@@ -1221,7 +1231,8 @@ fn review_a_sync_group_stays_faulted_while_any_member_is() {
             "name",
             &format!("{up}-peer"),
         ]);
-        lab.director.ip(&["link", "set", &format!("{up}-peer"), "up"]);
+        lab.director
+            .ip(&["link", "set", &format!("{up}-peer"), "up"]);
         lab.director.ip(&["link", "set", up, "up"]);
     }
     let grouped = |instance: &str, priority: u8, track1: &str, track2: &str| {
@@ -1286,71 +1297,5 @@ fn review_a_sync_group_stays_faulted_while_any_member_is() {
     assert!(
         seen.len() == 1 && seen.contains(&want),
         "with dr1's VI_1 still faulted, the group left (dr1, dr2) = (fault, master): seen {seen:?}"
-    );
-}
-
-/// Review (sync group + track_pool_weight): dr1 (150) and dr2 (100) run VI_1 (the VIP, with
-/// `track_pool_weight = 60`) and VI_2 in one sync group. dr1's pool looks empty (its check
-/// hits a closed port): its VI_1 drops to 90 < 100, its VI_2 stays at 150 > 100. Each
-/// director's members win one instance and lose the other, and each loss stands the partner
-/// down: the group never settles. (keepalived ignores weights of sync group members unless
-/// told otherwise, for this reason.) Whatever the choice, the group must settle: one
-/// director master of both, the other backup of both, for good.
-#[test]
-fn review_a_sync_group_with_track_pool_weight_settles() {
-    if !lb_tests::require_root("VRRP end to end") {
-        return;
-    }
-    let lab = Lab::pair("vrw", 2);
-    let dr2 = lab.director2.as_ref().unwrap();
-    let check = |port: u16| {
-        format!(
-            "[vip.check]\ntype = \"tcp\"\nconnect_port = {port}\ninterval = 0.2\ntimeout = 0.2\nfall = 1\nrise = 1\n"
-        )
-    };
-    let grouped = |instance: &str, priority: u8, port: u16| {
-        format!(
-            "{}\n[[vrrp]]\nname = \"VI_2\"\ninterface = \"eth0\"\nvirtual_router_id = 52\npriority = {priority}\nvips = [\"{}\"]\n{FAST}\n[[vrrp_sync_group]]\nname = \"VG_1\"\ninstances = [\"VI_1\", \"VI_2\"]\n",
-            config(
-                &lab,
-                instance,
-                priority,
-                &format!("{FAST}track_pool_weight = 60\n")
-            )
-            .replacen("[[vrrp]]", &format!("{}\n[[vrrp]]", check(port)), 1),
-            lab::VIP2
-        )
-    };
-    let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
-    let a = Lbd::start_in(&lab, &lab.director, &a_name, &grouped(&a_name, 150, 1), &[]);
-    let b = Lbd::start_in(
-        &lab,
-        dr2,
-        &b_name,
-        &grouped(&b_name, 100, lab::REDIS_PORT),
-        &[],
-    );
-    let states = |lbd: &Lbd| -> Vec<String> {
-        lb_daemon::vrrp::report::read(&lb_daemon::paths::vrrp_file(&lbd.instance))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|l| l.state)
-            .collect()
-    };
-    // Time to settle (the pool check fails within 0.2 s; takeovers within 0.4 s).
-    std::thread::sleep(Duration::from_secs(3));
-    let mut seen = std::collections::BTreeSet::new();
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
-        seen.insert((states(&a), states(&b)));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let settled = |(a, b): &(Vec<String>, Vec<String>)| {
-        (a == &["master", "master"] && b == &["backup", "backup"])
-            || (a == &["backup", "backup"] && b == &["master", "master"])
-    };
-    assert!(
-        seen.len() == 1 && seen.iter().all(settled),
-        "the group never settled in 4 s (dr1, dr2 states seen): {seen:?}"
     );
 }

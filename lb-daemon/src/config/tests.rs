@@ -1088,3 +1088,23 @@ fn a_sync_group_names_existing_instances_once_each() {
     assert!(errors[0].message.contains("already in sync group \"VG_1\""));
     assert!(errors[1].message.contains("no [[vrrp]] instance"));
 }
+
+#[test]
+fn a_sync_group_member_may_not_weigh_its_own_pool() {
+    let second = VRRP
+        .replace("VI_1", "VI_2")
+        .replace("virtual_router_id = 51", "virtual_router_id = 52")
+        .replace("198.18.0.100", "198.18.0.101");
+    let weighed = VRRP.replace("priority = 150", "priority = 150\ntrack_pool_weight = 60");
+    let group = "\n[[vrrp_sync_group]]\nname = \"VG_1\"\ninstances = [\"VI_1\", \"VI_2\"]\n";
+    let errors = parse(&format!("{GOOD}{weighed}{second}{group}"))
+        .unwrap_err()
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].key, "vrrp_sync_group[0].instances[0]");
+    assert!(
+        errors[0].message.contains("track_pool_weight"),
+        "{}",
+        errors[0]
+    );
+}

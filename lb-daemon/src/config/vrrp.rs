@@ -114,6 +114,17 @@ pub fn sync_groups(root: &Table<'_>, instances: &[VrrpConfig], p: &mut Problems)
                         read.key,
                         format!("{:?} is already in sync group {other:?}", read.value),
                     ),
+                    // Members lowered one by one would each win and lose on different
+                    // directors, and the group would never settle (keepalived ignores
+                    // tracking weights in sync groups for the same reason).
+                    None if instances[index].track_pool_weight.is_some() => p.add(
+                        Some(read.at),
+                        read.key,
+                        format!(
+                            "{:?} has track_pool_weight: the members of a sync group change state together, so none may weigh its own pool",
+                            read.value
+                        ),
+                    ),
                     None => {
                         member_of[index] = Some(name.clone());
                         members.push(index);

@@ -45,9 +45,13 @@ pub enum Event {
     Tick,
     /// A tracked interface went down (`true`) or every one is up again (`false`).
     Fault(bool),
-    /// Another instance of this one's sync group went to this state (keepalived's
-    /// `vrrp_sync_group`): follow it, so the group's VIPs stay on one director.
-    Group(State),
+    /// Another instance of this one's sync group (`member`, its index in the config) went to
+    /// `state` (keepalived's `vrrp_sync_group`): follow it, so the group's VIPs stay on one
+    /// director. A member's Backup after its Fault is a recovery; otherwise a stand-down.
+    Group {
+        member: usize,
+        state: State,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,9 +77,10 @@ pub struct Machine {
     adver_at: Option<u64>,
     master_down_at: Option<u64>,
     preempt_from: u64,
-    /// In FAULT because a tracked interface is down, and because the sync group is.
+    /// In FAULT because a tracked interface is down, and because these members of the sync
+    /// group are (a bit per config index): FAULT lasts until both clear.
     link_fault: bool,
-    group_fault: bool,
+    faulted_members: u64,
 }
 
 const US_PER_CS: u64 = 10_000;
@@ -90,7 +95,7 @@ impl Machine {
             master_down_at: None,
             preempt_from: 0,
             link_fault: false,
-            group_fault: false,
+            faulted_members: 0,
         }
     }
 
@@ -187,36 +192,63 @@ impl Machine {
                 self.enter_fault();
             }
             (State::Backup, Event::Fault(true)) => self.enter_fault(),
-            (State::Fault, Event::Fault(false)) if !self.group_fault => {
+            (State::Fault, Event::Fault(false)) if self.faulted_members == 0 => {
                 self.become_backup(now, self.settings.interval_cs);
                 // Into backup: the VIPs must be off (they are) and forwarding too.
                 actions.push(Action::StandDown);
             }
             (State::Fault, Event::Shutdown) => self.state = State::Initialize,
-            // The group: a member faulted, took over, stood down, or recovered.
-            (State::Master, Event::Group(State::Fault)) => {
-                actions.push(Action::SendAdvert { priority: 0 });
-                actions.push(Action::StandDown);
-                self.group_fault = true;
-                self.enter_fault();
+            // The group: a member faulted, recovered, took over or stood down.
+            (
+                state,
+                Event::Group {
+                    member,
+                    state: State::Fault,
+                },
+            ) => {
+                self.faulted_members |= 1u64 << (member & 63);
+                match state {
+                    State::Master => {
+                        actions.push(Action::SendAdvert { priority: 0 });
+                        actions.push(Action::StandDown);
+                        self.enter_fault();
+                    }
+                    State::Backup => self.enter_fault(),
+                    State::Fault | State::Initialize => {}
+                }
             }
-            (State::Backup, Event::Group(State::Fault)) => {
-                self.group_fault = true;
-                self.enter_fault();
-            }
-            (State::Fault, Event::Group(State::Backup)) if self.group_fault => {
-                self.group_fault = false;
-                if !self.link_fault {
+            (
+                state,
+                Event::Group {
+                    member,
+                    state: State::Backup,
+                },
+            ) if self.faulted_members & (1u64 << (member & 63)) != 0 => {
+                // A recovery: out of FAULT once no member and no link holds it there.
+                self.faulted_members &= !(1u64 << (member & 63));
+                if state == State::Fault && self.faulted_members == 0 && !self.link_fault {
                     self.become_backup(now, self.settings.interval_cs);
                     actions.push(Action::StandDown);
                 }
             }
-            (State::Backup, Event::Group(State::Master)) => self.become_master(now, &mut actions),
-            (State::Master, Event::Group(State::Backup)) => {
+            (
+                State::Backup,
+                Event::Group {
+                    state: State::Master,
+                    ..
+                },
+            ) => self.become_master(now, &mut actions),
+            (
+                State::Master,
+                Event::Group {
+                    state: State::Backup,
+                    ..
+                },
+            ) => {
                 actions.push(Action::StandDown);
                 self.become_backup(now, self.master_interval_cs);
             }
-            (State::Fault, _) | (_, Event::Fault(_)) | (_, Event::Group(_)) => {}
+            (State::Fault, _) | (_, Event::Fault(_)) | (_, Event::Group { .. }) => {}
 
             (State::Initialize, Event::Startup) => {
                 self.preempt_from = now + u64::from(self.settings.preempt_delay_cs) * US_PER_CS;

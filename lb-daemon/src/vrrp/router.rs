@@ -250,11 +250,13 @@ impl Router {
                 s.state = state.to_owned();
                 s.since = SystemTime::now();
                 s.reason = reason.clone();
-                // The sync group follows a takeover, a stand-down, a fault and a recovery
-                // (not the start, where every member comes up as a backup).
+                // The sync group follows a takeover and a stand-down (not the start, where
+                // every member comes up as a backup). This member's own faults and
+                // recoveries are announced where its links are watched; a fault the group
+                // caused is not news to the group.
                 let follow = matches!(
                     (before.as_str(), state),
-                    (_, "master") | (_, "fault") | ("master", "backup") | ("fault", "backup")
+                    (_, "master") | ("master", "backup")
                 );
                 if let (Some(link), true) = (&group_link, follow) {
                     let _ = link.tx.send((link.me, machine.state()));
@@ -318,7 +320,13 @@ impl Router {
                             state_name(member_state)
                         );
                     }
-                    actions = machine.handle(Event::Group(member_state), now());
+                    actions = machine.handle(
+                        Event::Group {
+                            member: from,
+                            state: member_state,
+                        },
+                        now(),
+                    );
                 }
                 _ = links.tick() => {
                     let down: Vec<&String> = tracked.iter().filter(|i| !link_up(i)).collect();
@@ -330,6 +338,12 @@ impl Router {
                             "tracked interfaces are up again".to_owned()
                         };
                         actions = machine.handle(Event::Fault(link_fault), now());
+                        // The group hears of this member's own fault and of its end (even
+                        // while the group keeps it in FAULT for another member's sake).
+                        if let Some(link) = &group_link {
+                            let news = if link_fault { State::Fault } else { State::Backup };
+                            let _ = link.tx.send((link.me, news));
+                        }
                     }
                 }
                 _ = until(deadline) => {

@@ -407,11 +407,23 @@ fn a_sync_group_member_follows_the_group_and_recovers_only_when_both_causes_clea
     let mut m = Machine::new(settings(150, 2));
     m.handle(Event::Startup, 0);
     // Another member took over: follow at once, with an advert.
-    let actions = m.handle(Event::Group(State::Master), SEC);
+    let actions = m.handle(
+        Event::Group {
+            member: 1,
+            state: State::Master,
+        },
+        SEC,
+    );
     assert_eq!(m.state(), State::Master);
     assert!(actions.contains(&Action::TakeOver), "{actions:?}");
     // Another member faulted: leave as on a stop.
-    let actions = m.handle(Event::Group(State::Fault), 2 * SEC);
+    let actions = m.handle(
+        Event::Group {
+            member: 1,
+            state: State::Fault,
+        },
+        2 * SEC,
+    );
     assert_eq!(
         actions,
         [Action::SendAdvert { priority: 0 }, Action::StandDown]
@@ -423,30 +435,54 @@ fn a_sync_group_member_follows_the_group_and_recovers_only_when_both_causes_clea
     assert_eq!(m.state(), State::Fault);
     // The group recovers while its own link is down: still faulted for the link.
     m.handle(Event::Fault(true), 5 * SEC);
-    m.handle(Event::Group(State::Backup), 6 * SEC);
+    m.handle(
+        Event::Group {
+            member: 1,
+            state: State::Backup,
+        },
+        6 * SEC,
+    );
     assert_eq!(m.state(), State::Fault);
     m.handle(Event::Fault(false), 7 * SEC);
     assert_eq!(m.state(), State::Backup);
     // A member stood down: a master here stands down too.
-    m.handle(Event::Group(State::Master), 8 * SEC);
-    let actions = m.handle(Event::Group(State::Backup), 9 * SEC);
+    m.handle(
+        Event::Group {
+            member: 1,
+            state: State::Master,
+        },
+        8 * SEC,
+    );
+    let actions = m.handle(
+        Event::Group {
+            member: 1,
+            state: State::Backup,
+        },
+        9 * SEC,
+    );
     assert_eq!(actions, [Action::StandDown]);
     assert_eq!(m.state(), State::Backup);
 }
 
-/// Review (sync groups): a member faulted by its own link hears that another member of its
+/// a member faulted by its own link hears that another member of its
 /// group faulted too (that member's own link). When this member's link returns, the group is
 /// still faulted (the other member still is): keepalived keeps every member of a sync group
 /// in FAULT while any member is. Here the member leaves FAULT (and, with no master heard,
 /// takes over), so the group's VIPs are split between the directors.
 #[test]
-fn review_a_member_whose_link_returns_stays_faulted_while_another_member_faults() {
+fn a_member_whose_link_returns_stays_faulted_while_another_member_faults() {
     let mut m = Machine::new(settings(150, 2));
     m.handle(Event::Startup, 0);
     m.handle(Event::Fault(true), SEC);
     assert_eq!(m.state(), State::Fault);
     // The other member's own link fails now: it broadcasts its move to FAULT.
-    m.handle(Event::Group(State::Fault), 2 * SEC);
+    m.handle(
+        Event::Group {
+            member: 1,
+            state: State::Fault,
+        },
+        2 * SEC,
+    );
     // This member's link returns; the other member is still faulted.
     m.handle(Event::Fault(false), 3 * SEC);
     assert_eq!(
@@ -456,16 +492,34 @@ fn review_a_member_whose_link_returns_stays_faulted_while_another_member_faults(
     );
 }
 
-/// Review (sync groups, three members): X and Z fault; Y follows the group. X recovers
+/// Three members: X and Z fault; Y follows the group. X recovers
 /// (fault -> backup, broadcast): Z is still faulted, so Y must stay in FAULT. `Event::Group`
 /// carries no sender and the machine one flag, so Y recovers on the first member's news.
 #[test]
-fn review_a_group_follower_stays_faulted_until_every_faulted_member_recovers() {
+fn a_group_follower_stays_faulted_until_every_faulted_member_recovers() {
     let mut y = Machine::new(settings(150, 2));
     y.handle(Event::Startup, 0);
-    y.handle(Event::Group(State::Fault), SEC); // X faulted
-    y.handle(Event::Group(State::Fault), 2 * SEC); // Z faulted
-    y.handle(Event::Group(State::Backup), 3 * SEC); // X recovered; Z has not
+    y.handle(
+        Event::Group {
+            member: 1,
+            state: State::Fault,
+        },
+        SEC,
+    ); // X faulted
+    y.handle(
+        Event::Group {
+            member: 3,
+            state: State::Fault,
+        },
+        2 * SEC,
+    ); // Z faulted
+    y.handle(
+        Event::Group {
+            member: 1,
+            state: State::Backup,
+        },
+        3 * SEC,
+    ); // X recovered; Z has not
     assert_eq!(
         y.state(),
         State::Fault,
