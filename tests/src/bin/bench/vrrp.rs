@@ -325,8 +325,8 @@ pub fn sync_cost(report: &mut String) {
                     [0x02, 0xc1, 0, 0, 0, 0x01],
                     iface.mac,
                     (
-                        std::net::Ipv4Addr::from(0xc612_8000 | (n >> 16)),
-                        (n & 0xffff) as u16 | 1024,
+                        std::net::Ipv4Addr::from(0xc612_8000 | (n / 60_000)),
+                        1024 + (n % 60_000) as u16,
                     ),
                     (VIP, lab::REDIS_PORT),
                     lb_tests::frame::TCP_SYN,
