@@ -584,7 +584,7 @@ fn splice_section(path: &str, heading: &str, section: &str) {
                 .map_or(text.len(), |i| start + heading.len() + i + 1);
             format!("{}{section}{}", &text[..start], &text[end..])
         }
-        None => format!("{}\n{section}", text.trim_end()),
+        None => format!("{}\n\n{section}", text.trim_end()),
     };
     std::fs::write(path, out).expect("write the report");
 }

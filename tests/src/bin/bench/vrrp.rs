@@ -365,7 +365,9 @@ pub fn sync_cost(report: &mut String) {
     );
     let _ = writeln!(
         report,
-        "### Flow sync at {RATE} new flows a second\n\n         {sent} distinct SYNs run through the master's pinned program over {elapsed:.1} s          (BPF_PROG_TEST_RUN, paced every 10 ms). The backup then held {installed} flows. \
+        "### Flow sync at {RATE} new flows a second\n\n\
+         {sent} distinct SYNs run through the master's pinned program over {elapsed:.1} s \
+         (BPF_PROG_TEST_RUN, paced every 10 ms). The backup then held {installed} flows. \
          UDP into the backup: {:.0} KB/s (adverts included; 20 bytes a flow plus 8 per \
          datagram of up to 64). CPU of one core: master's lbd {a_pct:.1} %, backup's lbd \
          {b_pct:.1} %.\n",
@@ -438,7 +440,11 @@ pub fn soak(report: &mut String, seconds: u64) {
     );
     let _ = writeln!(
         report,
-        "### 20 ms adverts under load\n\n         `advert_int = 0.02` (v3, priorities 150/100) for {:.0} s while redis-benchmark          (`-c 50 -t set,get`, {rounds} runs back to back) loads the VIP through the master:          {false_failovers} false failovers. Then the master crashes (as above): client gap          {:.0} ms, {lost} of {HELD} held connections lost.\n",
+        "### 20 ms adverts under load\n\n\
+         `advert_int = 0.02` (v3, priorities 150/100) for {:.0} s while redis-benchmark \
+         (`-c 50 -t set,get`, {rounds} runs back to back) loads the VIP through the master: \
+         {false_failovers} false failovers. Then the master crashes (as above): client gap \
+         {:.0} ms, {lost} of {HELD} held connections lost.\n",
         soaked.as_secs_f64(),
         ms(gap)
     );
