@@ -595,29 +595,41 @@ fn tshark_decodes_our_adverts_as_valid_vrrp() {
     }
 }
 
-#[test]
-fn synced_flows_survive_a_failover_after_the_ring_changed() {
-    if !lb_tests::require_root("VRRP end to end") {
-        return;
-    }
-    let lab = Lab::pair("vry", 3);
+/// Weights of the synced tests before and after the change that moves flows.
+const BEFORE_SYNC: [(usize, u32); 3] = [(0, 1), (1, 1), (2, 1)];
+const AFTER_SYNC: [(usize, u32); 3] = [(0, 1), (1, 1), (2, 4)];
+
+/// A director config with `[sync]` to `peer`, then `extra` tables.
+fn synced_config(
+    lab: &Lab,
+    instance: &str,
+    priority: u8,
+    weights: &[(usize, u32)],
+    vrrp: &str,
+    peer: Ipv4Addr,
+    extra: &str,
+) -> String {
+    let sync = format!("[sync]\npeers = [\"{peer}\"]\n{extra}");
+    config_with(lab, instance, priority, weights, vrrp, &sync)
+}
+
+/// Two directors with `[sync]` (and `extra`) over three servers; 200 connections held
+/// through dr1; then both reloaded with weights whose ring moves at least 20 of them
+/// elsewhere, so only sync can keep them.
+fn synced_pair(lab: &Lab, extra: &str) -> (Lbd, Lbd, Vec<(resp::Connection, String)>) {
     let dr2 = lab.director2.as_ref().unwrap();
     let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
-    let sync_a = format!("[sync]\npeers = [\"{DIRECTOR2}\"]\n");
-    let sync_b = format!("[sync]\npeers = [\"{DIRECTOR}\"]\n");
-    let before = [(0, 1), (1, 1), (2, 1)];
-    let after = [(0, 1), (1, 1), (2, 4)];
-    let a_conf = |w: &[(usize, u32)]| config_with(&lab, &a_name, 150, w, FAST, &sync_a);
-    let b_conf = |w: &[(usize, u32)]| config_with(&lab, &b_name, 100, w, FAST, &sync_b);
-    let mut a = Lbd::start_in(&lab, &lab.director, &a_name, &a_conf(&before), &[]);
-    let b = Lbd::start_in(&lab, dr2, &b_name, &b_conf(&before), &[]);
+    let a_conf = |w: &[(usize, u32)]| synced_config(lab, &a_name, 150, w, FAST, DIRECTOR2, extra);
+    let b_conf = |w: &[(usize, u32)]| synced_config(lab, &b_name, 100, w, FAST, DIRECTOR, extra);
+    let a = Lbd::start_in(lab, &lab.director, &a_name, &a_conf(&BEFORE_SYNC), &[]);
+    let b = Lbd::start_in(lab, dr2, &b_name, &b_conf(&BEFORE_SYNC), &[]);
     wait_state(&a, "master", Duration::from_secs(5));
     wait_state(&b, "backup", Duration::from_secs(5));
     wait_vip(&lab.director, true, TIMEOUT);
 
-    let mut held = hold(&lab, 200);
+    let held = hold(lab, 200);
     // Both directors get the new weights (as a reload or a health change would).
-    for (lbd, text) in [(&a, a_conf(&after)), (&b, b_conf(&after))] {
+    for (lbd, text) in [(&a, a_conf(&AFTER_SYNC)), (&b, b_conf(&AFTER_SYNC))] {
         let out = lbd.reload(&text);
         assert!(
             out.status.success(),
@@ -625,20 +637,29 @@ fn synced_flows_survive_a_failover_after_the_ring_changed() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // The new ring sends many of the held flows elsewhere: only sync can keep them.
-    let ring = lab::planned(&[&b_conf(&after)]);
+    let ring = lab::planned(&[&b_conf(&AFTER_SYNC)]);
     let moved = held
         .iter()
         .filter(|(conn, server)| {
             let port = conn.local_addr().unwrap().port();
-            lab::predicted_server(&ring, &lab, port) != *server
+            lab::predicted_server(&ring, lab, port) != *server
         })
         .count();
     assert!(
         moved >= 20,
         "only {moved} of 200 held flows would move: the test proves nothing"
     );
+    (a, b, held)
+}
 
+#[test]
+fn synced_flows_survive_a_failover_after_the_ring_changed() {
+    if !lb_tests::require_root("VRRP end to end") {
+        return;
+    }
+    let lab = Lab::pair("vry", 3);
+    let dr2 = lab.director2.as_ref().unwrap();
+    let (mut a, b, mut held) = synced_pair(&lab, "");
     // The backup's status counts what it installed (at least the 200 held flows; the
     // counters are written once a second).
     let installed = |status: &str| {
@@ -849,38 +870,8 @@ fn synced_flows_of_busy_long_lived_connections_survive_a_failover_and_a_failback
     }
     let lab = Lab::pair("vrl", 3);
     let dr2 = lab.director2.as_ref().unwrap();
-    let (a_name, b_name) = (format!("{}a", lab.prefix), format!("{}b", lab.prefix));
-    let sync_a = format!("[sync]\npeers = [\"{DIRECTOR2}\"]\n\n[timeouts]\ntcp = 3\n");
-    let sync_b = format!("[sync]\npeers = [\"{DIRECTOR}\"]\n\n[timeouts]\ntcp = 3\n");
-    let before = [(0, 1), (1, 1), (2, 1)];
-    let after = [(0, 1), (1, 1), (2, 4)];
-    let a_conf = |w: &[(usize, u32)]| config_with(&lab, &a_name, 150, w, FAST, &sync_a);
-    let b_conf = |w: &[(usize, u32)]| config_with(&lab, &b_name, 100, w, FAST, &sync_b);
-    let mut a = Lbd::start_in(&lab, &lab.director, &a_name, &a_conf(&before), &[]);
-    let b = Lbd::start_in(&lab, dr2, &b_name, &b_conf(&before), &[]);
-    wait_state(&a, "master", Duration::from_secs(5));
-    wait_state(&b, "backup", Duration::from_secs(5));
-    wait_vip(&lab.director, true, TIMEOUT);
-
-    let mut held = hold(&lab, 200);
-    for (lbd, text) in [(&a, a_conf(&after)), (&b, b_conf(&after))] {
-        let out = lbd.reload(&text);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let ring = lab::planned(&[&b_conf(&after)]);
-    let moved = held
-        .iter()
-        .filter(|(conn, server)| {
-            let port = conn.local_addr().unwrap().port();
-            lab::predicted_server(&ring, &lab, port) != *server
-        })
-        .count();
-    assert!(moved >= 20, "only {moved} of 200 held flows would move");
-
+    let tcp_3 = "\n[timeouts]\ntcp = 3\n";
+    let (mut a, b, mut held) = synced_pair(&lab, tcp_3);
     // The connections are in use all along (never idle for more than 0.5 s), longer than
     // the TCP idle timeout.
     let busy_until = Instant::now() + Duration::from_secs(7);
@@ -896,18 +887,18 @@ fn synced_flows_of_busy_long_lived_connections_survive_a_failover_and_a_failback
 
     // Failback: dr1 restarts with an empty connection table and learns the live flows from
     // dr2's refreshes (every second here: a third of tcp = 3) before it preempts.
+    let a_name = a.instance.clone();
     drop(a);
-    let delayed = |w: &[(usize, u32)]| {
-        config_with(
-            &lab,
-            &a_name,
-            150,
-            w,
-            &format!("{FAST}preempt_delay = 4\n"),
-            &sync_a,
-        )
-    };
-    let a = Lbd::start_in(&lab, &lab.director, &a_name, &delayed(&after), &[]);
+    let delayed = synced_config(
+        &lab,
+        &a_name,
+        150,
+        &AFTER_SYNC,
+        &format!("{FAST}preempt_delay = 4\n"),
+        DIRECTOR2,
+        tcp_3,
+    );
+    let a = Lbd::start_in(&lab, &lab.director, &a_name, &delayed, &[]);
     let preempt_at = Instant::now() + Duration::from_secs(8);
     while state(&a).is_none_or(|s| s.state != "master") {
         assert!(
