@@ -139,32 +139,13 @@ impl Lab {
             let name = format!("rs{}", i + 1);
             let addr = server_addr(i);
             let ns = host(&name, addr);
-            // The DR real-server recipe: VIP on lo, never answered for in ARP.
-            for vip in [VIP, VIP2] {
-                ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
-            }
-            for conf in ["all", "lo"] {
-                ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
-                ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_announce"), "2");
-            }
-            let child = start_redis(&ns, &dir, &name);
+            let redis = serve_redis(&ns, &dir, &name, addr);
             let server = RealServer {
-                name: name.clone(),
+                name,
                 addr,
-                redis: ChildGuard::new(name.clone(), child),
+                redis,
                 ns,
             };
-            let whoami = server.name.clone();
-            server.ns.run(move || {
-                let mut conn = wait_for_redis(
-                    SocketAddr::V4(SocketAddrV4::new(addr, REDIS_PORT)),
-                    Duration::from_secs(10),
-                );
-                let reply = conn
-                    .command(&["SET", WHOAMI_KEY, &whoami])
-                    .expect("SET whoami");
-                assert_eq!(reply, resp::Reply::Simple("OK".into()));
-            });
             real_servers.push(server);
         }
         Lab {
@@ -251,26 +232,7 @@ impl Lab {
     /// Makes a director a real server too (keepalived's "localnode"): the VIPs on its `lo`
     /// with the DR ARP sysctls, and a redis-server answering `whoami` with `name`.
     pub fn serve_on_director(&self, ns: &Netns, name: &str, addr: Ipv4Addr) -> ChildGuard {
-        for vip in [VIP, VIP2] {
-            ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
-        }
-        for conf in ["all", "lo"] {
-            ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
-            ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_announce"), "2");
-        }
-        let redis = ChildGuard::new(name.to_owned(), start_redis(ns, &self.dir, name));
-        let whoami = name.to_owned();
-        ns.run(move || {
-            let mut conn = wait_for_redis(
-                SocketAddr::V4(SocketAddrV4::new(addr, REDIS_PORT)),
-                Duration::from_secs(10),
-            );
-            let reply = conn
-                .command(&["SET", WHOAMI_KEY, &whoami])
-                .expect("SET whoami");
-            assert_eq!(reply, resp::Reply::Simple("OK".into()));
-        });
-        redis
+        serve_redis(ns, &self.dir, name, addr)
     }
 }
 
@@ -315,6 +277,31 @@ impl Lab {
             .expect("starting redis-server --sentinel");
         ChildGuard::new(format!("sentinel-{}", server.name), child)
     }
+}
+
+/// The DR real-server recipe in `ns` (the VIPs on `lo`, never answered for in ARP), then a
+/// redis-server answering `whoami` with `name`; returns once it does.
+fn serve_redis(ns: &Netns, dir: &std::path::Path, name: &str, addr: Ipv4Addr) -> ChildGuard {
+    for vip in [VIP, VIP2] {
+        ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
+    }
+    for conf in ["all", "lo"] {
+        ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
+        ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_announce"), "2");
+    }
+    let redis = ChildGuard::new(name.to_owned(), start_redis(ns, dir, name));
+    let whoami = name.to_owned();
+    ns.run(move || {
+        let mut conn = wait_for_redis(
+            SocketAddr::V4(SocketAddrV4::new(addr, REDIS_PORT)),
+            Duration::from_secs(10),
+        );
+        let reply = conn
+            .command(&["SET", WHOAMI_KEY, &whoami])
+            .expect("SET whoami");
+        assert_eq!(reply, resp::Reply::Simple("OK".into()));
+    });
+    redis
 }
 
 /// Starts redis-server on :6379 in `ns`, logging to `<dir>/<name>.log`, no persistence.

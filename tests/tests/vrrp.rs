@@ -246,6 +246,47 @@ fn unicast_peers_elect_fail_over_and_ignore_strangers() {
     still_served(&mut held);
 }
 
+/// An interface `name` in `ns` that is up with a carrier until set down: one end of a veth
+/// pair stands for an uplink (this kernel has no dummy driver).
+fn add_uplink(ns: &Netns, name: &str) {
+    let peer = format!("{name}-peer");
+    ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
+    ns.ip(&["link", "set", &peer, "up"]);
+    ns.ip(&["link", "set", name, "up"]);
+}
+
+/// The datapath's verdict counters of a running instance.
+fn verdicts(lbd: &Lbd) -> lb_common::VerdictCounters {
+    let maps = lb_daemon::dataplane::pins::PinnedMaps::open(&lbd.pin_layout(), &lbd.instance)
+        .expect("pinned maps");
+    lb_daemon::dataplane::snapshot::read(&maps)
+        .expect("snapshot")
+        .verdicts
+}
+
+/// The state of each of an instance's VRRP instances, in config order.
+fn states(lbd: &Lbd) -> Vec<String> {
+    lb_daemon::vrrp::report::read(&lb_daemon::paths::vrrp_file(&lbd.instance))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| l.state)
+        .collect()
+}
+
+/// Waits until `states` is `want`.
+fn wait_states(lbd: &Lbd, want: [&str; 2]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while states(lbd) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{}: {:?}, not {want:?}",
+            lbd.instance,
+            states(lbd)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn mac_of(ns: &Netns) -> String {
     let out = ns.ip(&["-o", "link", "show", "eth0"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -697,19 +738,7 @@ fn a_tracked_interface_going_down_faults_the_master_until_it_returns() {
     }
     let lab = Lab::pair("vri", 2);
     let dr2 = lab.director2.as_ref().unwrap();
-    // A veth pair stands for an uplink (this kernel has no dummy driver).
-    lab.director.ip(&[
-        "link",
-        "add",
-        "uplink",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "uplink-peer",
-    ]);
-    lab.director.ip(&["link", "set", "uplink-peer", "up"]);
-    lab.director.ip(&["link", "set", "uplink", "up"]);
+    add_uplink(&lab.director, "uplink");
     let tracked = format!("{FAST}track_interface = [\"uplink\"]\n");
     let (a, b) = pair(&lab, &tracked, FAST);
 
@@ -843,14 +872,6 @@ fn directors_that_are_also_real_servers_serve_their_share_locally() {
     }
     // The master passed its own share to its stack; the backup passed what the master
     // sent it (it does not forward). Nothing went around in circles.
-    let verdicts = |lbd: &Lbd| {
-        lb_daemon::dataplane::snapshot::read(
-            &lb_daemon::dataplane::pins::PinnedMaps::open(&lbd.pin_layout(), &lbd.instance)
-                .unwrap(),
-        )
-        .unwrap()
-        .verdicts
-    };
     let (va, vb) = (verdicts(&a), verdicts(&b));
     assert!(va.pass_local > 0, "{va:?}");
     assert_eq!(vb.tx, 0, "the backup forwarded: {vb:?}");
@@ -1073,14 +1094,6 @@ fn two_masters_that_are_also_real_servers_never_bounce_a_flow_between_them() {
         }
         failed
     });
-    let verdicts = |lbd: &Lbd| {
-        lb_daemon::dataplane::snapshot::read(
-            &lb_daemon::dataplane::pins::PinnedMaps::open(&lbd.pin_layout(), &lbd.instance)
-                .unwrap(),
-        )
-        .unwrap()
-        .verdicts
-    };
     let (va, vb) = (verdicts(&a), verdicts(&b));
     assert_eq!(
         failed, 0,
@@ -1110,18 +1123,7 @@ fn a_sync_group_moves_its_instances_together() {
     }
     let lab = Lab::pair("vrg", 2);
     let dr2 = lab.director2.as_ref().unwrap();
-    lab.director.ip(&[
-        "link",
-        "add",
-        "uplink",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "uplink-peer",
-    ]);
-    lab.director.ip(&["link", "set", "uplink-peer", "up"]);
-    lab.director.ip(&["link", "set", "uplink", "up"]);
+    add_uplink(&lab.director, "uplink");
     let grouped = |instance: &str, priority: u8, track: &str| {
         format!(
             "{}\n[[vrrp]]\nname = \"VI_2\"\ninterface = \"eth0\"\nvirtual_router_id = 52\npriority = {priority}\nvips = [\"{}\"]\n{FAST}{track}\n[[vrrp_sync_group]]\nname = \"VG_1\"\ninstances = [\"VI_1\", \"VI_2\"]\n",
@@ -1138,25 +1140,6 @@ fn a_sync_group_moves_its_instances_together() {
         &[],
     );
     let b = Lbd::start_in(&lab, dr2, &b_name, &grouped(&b_name, 100, ""), &[]);
-    let states = |lbd: &Lbd| -> Vec<String> {
-        lb_daemon::vrrp::report::read(&lb_daemon::paths::vrrp_file(&lbd.instance))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|l| l.state)
-            .collect()
-    };
-    let wait_states = |lbd: &Lbd, want: [&str; 2]| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while states(lbd) != want {
-            assert!(
-                Instant::now() < deadline,
-                "{}: {:?}, not {want:?}",
-                lbd.instance,
-                states(lbd)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
     // The VIPs move a moment after the state: wait for each.
     let holds = |ns: &Netns, vip: Ipv4Addr, want: bool| {
         let deadline = Instant::now() + TIMEOUT;
@@ -1212,19 +1195,7 @@ fn a_sync_group_stays_faulted_while_any_member_is() {
     let lab = Lab::pair("vrf", 2);
     let dr2 = lab.director2.as_ref().unwrap();
     for up in ["up1", "up2"] {
-        lab.director.ip(&[
-            "link",
-            "add",
-            up,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{up}-peer"),
-        ]);
-        lab.director
-            .ip(&["link", "set", &format!("{up}-peer"), "up"]);
-        lab.director.ip(&["link", "set", up, "up"]);
+        add_uplink(&lab.director, up);
     }
     let grouped = |instance: &str, priority: u8, track1: &str, track2: &str| {
         format!(
@@ -1247,25 +1218,6 @@ fn a_sync_group_stays_faulted_while_any_member_is() {
         &[],
     );
     let b = Lbd::start_in(&lab, dr2, &b_name, &grouped(&b_name, 100, "", ""), &[]);
-    let states = |lbd: &Lbd| -> Vec<String> {
-        lb_daemon::vrrp::report::read(&lb_daemon::paths::vrrp_file(&lbd.instance))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|l| l.state)
-            .collect()
-    };
-    let wait_states = |lbd: &Lbd, want: [&str; 2]| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while states(lbd) != want {
-            assert!(
-                Instant::now() < deadline,
-                "{}: {:?}, not {want:?}",
-                lbd.instance,
-                states(lbd)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
     wait_states(&a, ["master", "master"]);
     wait_states(&b, ["backup", "backup"]);
     lab.director.ip(&["link", "set", "up2", "down"]);

@@ -399,23 +399,7 @@ pub fn soak(report: &mut String, seconds: u64) {
     let mut false_failovers = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
         // Bounded: one redis-benchmark run (about 2 s), then the backup is looked at.
-        let out = lab.client.exec(
-            "redis-benchmark",
-            &[
-                "-h",
-                &VIP.to_string(),
-                "-p",
-                "6379",
-                "-n",
-                "100000",
-                "-c",
-                "50",
-                "-t",
-                "set,get",
-                "-q",
-            ],
-        );
-        assert!(out.status.success(), "redis-benchmark failed");
+        super::redis_benchmark(&lab.client, VIP);
         rounds += 1;
         let s = lb_tests::vrrp::state(&b).expect("backup state");
         if s.state != "backup" || s.since != since {
