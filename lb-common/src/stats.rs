@@ -27,11 +27,14 @@ impl TrafficCounters {
 pub struct VerdictCounters {
     /// XDP_TX: forwarded to a backend.
     pub tx: u64,
+    /// XDP_TX: an ICMP error (fragmentation needed, unreachable, time exceeded) about a VIP
+    /// flow, sent to the flow's backend, which sent the packet it quotes.
+    pub tx_icmp_error: u64,
     /// XDP_PASS: not addressed to this director's MAC (flooded by a bridge, broadcast such
     /// as ARP requests, multicast, ...).
     pub pass_not_for_us: u64,
-    /// XDP_PASS: addressed to this director but not IPv4 TCP/UDP (ARP replies, IPv6, VRRP,
-    /// ICMP, VLAN-tagged, ...).
+    /// XDP_PASS: addressed to this director but not IPv4 TCP/UDP or an ICMP error about a
+    /// VIP (ARP replies, IPv6, VRRP, pings, QinQ, ...).
     pub pass_not_balanced: u64,
     /// XDP_PASS: IPv4 TCP/UDP, but not a configured VIP:port.
     pub pass_not_vip: u64,
@@ -53,6 +56,7 @@ impl VerdictCounters {
     /// Frames seen: every frame ends in exactly one outcome, so this is their sum.
     pub fn rx(&self) -> u64 {
         self.tx
+            + self.tx_icmp_error
             + self.pass_not_for_us
             + self.pass_not_balanced
             + self.pass_not_vip
@@ -67,6 +71,7 @@ impl VerdictCounters {
     /// Adds another CPU's copy.
     pub fn add(&mut self, o: &Self) {
         self.tx += o.tx;
+        self.tx_icmp_error += o.tx_icmp_error;
         self.pass_not_for_us += o.pass_not_for_us;
         self.pass_not_balanced += o.pass_not_balanced;
         self.pass_not_vip += o.pass_not_vip;

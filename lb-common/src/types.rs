@@ -4,6 +4,8 @@
 /// IP protocol numbers the datapath balances.
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+/// ICMP: its errors about a VIP flow are forwarded to the flow's backend.
+pub const PROTO_ICMP: u8 = 1;
 
 /// What a client addresses: key of [`crate::MAP_VIPS`].
 #[repr(C)]

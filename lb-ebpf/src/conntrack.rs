@@ -45,7 +45,8 @@ pub enum Lookup {
     },
     /// No entry, an expired one, a new connection on a closed 5-tuple, or a backend that
     /// was removed (or whose id was given to another backend since): schedule afresh.
-    Untracked,
+    /// `stale` is the entry to overwrite in place when there is one.
+    Untracked { stale: Option<&'static mut Flow> },
 }
 
 /// The flow's backend entry, if it is still the allocation the flow was scheduled to.
@@ -96,7 +97,7 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     }
 
     let Some(flow) = maps::FLOWS.get_ptr_mut(key) else {
-        return Lookup::Untracked;
+        return Lookup::Untracked { stale: None };
     };
     // SAFETY: `flow` points into the map value; concurrent writers only store whole fields.
     let flow = unsafe { &mut *flow };
@@ -111,10 +112,10 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     let expired = age > timeout;
     let reopened = closing && flags.syn && !flags.ack;
     if expired || reopened {
-        return Lookup::Untracked;
+        return Lookup::Untracked { stale: Some(flow) };
     }
     let Some(backend) = serving(flow.backend_id, flow.backend_generation) else {
-        return Lookup::Untracked;
+        return Lookup::Untracked { stale: Some(flow) };
     };
     let now_closing = flags.fin || flags.rst;
     // Established flows are read-only: refresh the timestamp at most once per interval.
@@ -142,8 +143,40 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     }
 }
 
+/// The backend a live tracked flow goes to, read-only: for packets about a flow that are
+/// not of it (ICMP errors), which must neither refresh nor cache it.
 #[inline(always)]
-pub fn track(key: &FlowKey, packet: &Packet, backend_id: u32, backend: &Backend, now: u64) {
+pub fn owner(key: &FlowKey, settings: &Settings, now: u64) -> Option<&'static Backend> {
+    let flow = maps::FLOWS.get_ptr(key)?;
+    // SAFETY: `flow` points into the map value; concurrent writers only store whole fields.
+    let flow = unsafe { &*flow };
+    let timeout = match (key.proto == PROTO_TCP, flow.flags & FLOW_F_CLOSING != 0) {
+        (true, true) => settings.tcp_fin_timeout,
+        (true, false) => settings.tcp_timeout,
+        (false, _) => settings.udp_timeout,
+    };
+    if now.saturating_sub(flow.last_seen) > timeout {
+        return None;
+    }
+    serving(flow.backend_id, flow.backend_generation)
+}
+
+/// Records a flow's backend, or not: a client's bare SYN without an entry is scheduled
+/// statelessly (the ring gives its first ACK the same backend), so a flood of spoofed SYNs,
+/// which never ACK, cannot evict established flows or fill the table. Any other packet is
+/// tracked, in place when its 5-tuple has a stale entry (a new connection on a closed
+/// tuple, an expired flow): the table does not grow. Either way the slot's epoch is bumped:
+/// a CPU may still cache an earlier flow of this 5-tuple that has left the LRU, and the
+/// handshake's ACK must follow the SYN, not that copy. Returns whether the flow is tracked.
+#[inline(always)]
+pub fn track(
+    key: &FlowKey,
+    packet: &Packet,
+    stale: Option<&'static mut Flow>,
+    backend_id: u32,
+    backend: &Backend,
+    now: u64,
+) -> bool {
     let flags = packet.tcp_flags;
     let closing = if flags.fin || flags.rst {
         FLOW_F_CLOSING
@@ -157,9 +190,21 @@ pub fn track(key: &FlowKey, packet: &Packet, backend_id: u32, backend: &Backend,
         backend_generation: backend.generation,
         last_seen: now,
     };
-    // A failed insert only costs a later reschedule to the same Maglev choice.
-    let _ = maps::FLOWS.insert(key, flow, BPF_ANY as u64);
-    // After the insert: every CPU's cached copy of this slot is now stale. Atomic, so two
+    let tracked = match stale {
+        // Another CPU reading it meanwhile sees a mix of old and new fields, which fails
+        // `serving` (generations are never reused) and reschedules to the same choice.
+        Some(entry) => {
+            *entry = flow;
+            true
+        }
+        None if packet.proto == PROTO_TCP && flags.syn && !flags.ack => false,
+        // A failed insert only costs a later reschedule to the same Maglev choice.
+        None => {
+            let _ = maps::FLOWS.insert(key, flow, BPF_ANY as u64);
+            true
+        }
+    };
+    // After the write: every CPU's cached copy of this slot is now stale. Atomic, so two
     // CPUs bumping at once never leave the epoch at a value a stale copy carries.
     if let Some(epoch) = maps::FLOW_EPOCHS.get_ptr_mut(cache_slot(key)) {
         // SAFETY: an aligned u64 inside the array's value, which lives as long as the map;
@@ -167,6 +212,7 @@ pub fn track(key: &FlowKey, packet: &Packet, backend_id: u32, backend: &Backend,
         // types have no read-modify-write on the BPF target; it compiles to BPF's atomic add.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(epoch, 1) };
     }
+    tracked
 }
 
 /// Caches an open flow in this CPU's slot under the epoch read before its LRU lookup.

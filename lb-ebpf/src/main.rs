@@ -11,6 +11,7 @@
 //! a new flow the VIP lookup and `select` (one read of the VIP's Maglev ring), then
 //! the VRRP check (`GROUP_STANDBY`: only the master of the VIP's group forwards), then
 //! `forward` (MAC rewrite) and `stats` (per-CPU counters). `maps` declares every map.
+//! An ICMP error about a VIP flow takes its own short path (`icmp`) to the flow's backend.
 #![no_std]
 #![no_main]
 // `atomic_xadd`: the flow-cache epoch bump (see `conntrack`).
@@ -21,6 +22,7 @@ mod runtime;
 
 mod conntrack;
 mod forward;
+mod icmp;
 mod maps;
 mod parse;
 mod select;
@@ -39,6 +41,7 @@ use crate::conntrack::Lookup;
 #[derive(Clone, Copy)]
 pub enum Outcome {
     Tx,
+    TxIcmpError,
     NotForUs,
     NotBalanced,
     NotVip,
@@ -53,7 +56,7 @@ pub enum Outcome {
 impl Outcome {
     fn action(self) -> u32 {
         match self {
-            Outcome::Tx => xdp_action::XDP_TX,
+            Outcome::Tx | Outcome::TxIcmpError => xdp_action::XDP_TX,
             Outcome::Malformed | Outcome::NoBackend => xdp_action::XDP_DROP,
             Outcome::NotForUs
             | Outcome::NotBalanced
@@ -93,6 +96,9 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     };
     // SAFETY: a helper without preconditions; the verifier inlines it to a load.
     let now = unsafe { bpf_jiffies64() };
+    if packet.icmp_error {
+        return icmp::forward_error(ctx, &packet, &flow_key, settings, now);
+    }
 
     let (vip_id, backend_id, backend, new_flow) =
         match conntrack::lookup(&flow_key, &packet, settings, now) {
@@ -110,7 +116,7 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 }
                 (vip_id, backend_id, backend, false)
             }
-            Lookup::Untracked => {
+            Lookup::Untracked { stale } => {
                 let vip_key = VipKey {
                     addr: packet.dst_addr,
                     port: packet.dst_port,
@@ -123,8 +129,10 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 forwarding(vip.group)?;
                 from_backend(&packet, vip.vip_id)?;
                 let (backend_id, backend) = select::pick(ctx, vip.vip_id, &flow_key)?;
-                conntrack::track(&flow_key, &packet, backend_id, backend, now);
-                sync::announce(settings, &flow_key, backend, FLOW_EVENT_NEW);
+                let tracked = conntrack::track(&flow_key, &packet, stale, backend_id, backend, now);
+                if tracked {
+                    sync::announce(settings, &flow_key, backend, FLOW_EVENT_NEW);
+                }
                 // Compiled out by the verifier unless lbd runs with --datapath-log debug.
                 debug!(
                     ctx,
@@ -133,7 +141,7 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                     vip.vip_id,
                     backend_id
                 );
-                (vip.vip_id, backend_id, backend, true)
+                (vip.vip_id, backend_id, backend, tracked)
             }
         };
     stats::count_forwarded(vip_id, backend_id, packet.frame_len, new_flow);
@@ -160,7 +168,7 @@ pub fn clock(ctx: XdpContext) -> u32 {
 /// Whether this director forwards the VIPs of `group` (it is their VRRP master, or they
 /// have no VRRP instance). One inlined array read.
 #[inline(always)]
-fn forwarding(group: u32) -> Result<(), Outcome> {
+pub fn forwarding(group: u32) -> Result<(), Outcome> {
     match maps::GROUP_STANDBY.get(group) {
         Some(&0) => Ok(()),
         _ => Err(Outcome::NotForwarding),

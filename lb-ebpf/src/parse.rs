@@ -1,9 +1,10 @@
-//! Bounds-checked header parsing: Ethernet (with at most one 802.1Q tag), IPv4, TCP/UDP.
+//! Bounds-checked header parsing: Ethernet (with at most one 802.1Q tag), IPv4, TCP/UDP,
+//! and ICMP errors (their quoted header, in `icmp`).
 
 use core::mem;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{MAX_INTERFACES, PROTO_TCP, PROTO_UDP, hash::vip_filter_slot};
+use lb_common::{MAX_INTERFACES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, hash::vip_filter_slot};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -11,7 +12,7 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::{Outcome, maps};
+use crate::{Outcome, icmp, maps};
 
 /// The fields the balancer needs, read once.
 pub struct Packet {
@@ -27,6 +28,9 @@ pub struct Packet {
     pub proto: u8,
     /// TCP flags of interest (0 for UDP).
     pub tcp_flags: TcpFlags,
+    /// An ICMP error about the flow above (its addresses and ports are those of the quoted
+    /// packet, turned around to the client's direction).
+    pub icmp_error: bool,
 }
 
 /// The TCP flags conntrack acts on.
@@ -39,7 +43,7 @@ pub struct TcpFlags {
 }
 
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Outcome> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Outcome> {
     let start = ctx.data();
     if start + offset + mem::size_of::<T>() > ctx.data_end() {
         return Err(Outcome::Malformed);
@@ -101,12 +105,15 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return Err(Outcome::Malformed);
     }
-    if proto != PROTO_TCP && proto != PROTO_UDP {
+    if proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP {
         return Err(Outcome::NotBalanced);
     }
     // Fragments first: a later fragment has no ports, and the first may be too short to.
     if frags & (IPV4_MF | IPV4_OFFSET_MASK) != 0 {
         return Err(Outcome::Fragment);
+    }
+    if proto == PROTO_ICMP {
+        return icmp::parse_error(ctx, eth, l3, ihl, tot_len, dst_addr);
     }
     // TCP and UDP both start with the two ports.
     let l4 = l3 + ihl;
@@ -117,15 +124,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
         u16::from_ne_bytes([ports[0], ports[1]]),
         u16::from_ne_bytes([ports[2], ports[3]]),
     );
-    // The VIP prefilter, as soon as the destination is known: traffic for no VIP pays for
-    // nothing more, and the kernel judges its headers.
-    let filter_slot = vip_filter_slot(dst_addr, dst_port, proto);
-    if maps::VIP_FILTER
-        .get(filter_slot)
-        .is_none_or(|&vips| vips == 0)
-    {
-        return Err(Outcome::NotVip);
-    }
+    // As soon as the destination is known: traffic for no VIP pays for nothing more, and
+    // the kernel judges its headers.
+    prefilter(dst_addr, dst_port, proto)?;
 
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     // The IP packet claims more than the frame holds, or too little for its own header and
@@ -162,5 +163,16 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
         dst_port,
         proto,
         tcp_flags,
+        icmp_error: false,
     })
+}
+
+/// The VIP prefilter: one inlined array read says whether (address, port, protocol) may be
+/// a VIP.
+#[inline(always)]
+pub fn prefilter(addr: u32, port: u16, proto: u8) -> Result<(), Outcome> {
+    match maps::VIP_FILTER.get(vip_filter_slot(addr, port, proto)) {
+        Some(&vips) if vips != 0 => Ok(()),
+        _ => Err(Outcome::NotVip),
+    }
 }

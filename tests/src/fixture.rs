@@ -74,9 +74,13 @@ impl Datapath {
 
     /// A datapath serving `config` (the caller checked for root).
     pub fn with_config(config: &Config) -> Datapath {
+        Datapath::with_options(config, &LoadOptions::default())
+    }
+
+    /// [`Datapath::with_config`] with load options (a flow table's size).
+    pub fn with_options(config: &Config, options: &LoadOptions) -> Datapath {
         let mut dataplane =
-            Dataplane::load(object::lb().expect("eBPF object"), &LoadOptions::default())
-                .expect("load");
+            Dataplane::load(object::lb().expect("eBPF object"), options).expect("load");
         let mut writer = dataplane.writer();
         writer.set_settings(settings(config)).unwrap();
         writer.set_interface(TEST_IFINDEX, DIRECTOR_MAC).unwrap();
@@ -113,6 +117,17 @@ impl Datapath {
         (result.verdict, result.frame)
     }
 
+    /// Opens a TCP connection from `CLIENT:src_port` to the VIP's :6379 as a client does
+    /// (SYN, then the first ACK, which is what the datapath tracks); returns its backend.
+    pub fn connect(&mut self, src_port: u16) -> [u8; 6] {
+        let (verdict, syn) = self.run(&tcp(src_port, TCP_SYN));
+        assert_eq!(verdict, XDP_TX, "SYN from port {src_port}");
+        let (verdict, ack) = self.run(&tcp(src_port, TCP_ACK));
+        assert_eq!(verdict, XDP_TX, "first ACK from port {src_port}");
+        assert_eq!(backend_of(&syn), backend_of(&ack), "SYN and ACK split");
+        backend_of(&ack)
+    }
+
     /// The MAC of the backend the daemon's ring gives this flow, computed here from the
     /// daemon's applied state and the shared flow hash.
     pub fn maglev_choice(&self, vip_port: u16, key: &FlowKey) -> [u8; 6] {
@@ -121,6 +136,20 @@ impl Datapath {
 
     pub fn snapshot(&self) -> snapshot::Snapshot {
         snapshot::read(&self.dataplane).expect("snapshot")
+    }
+
+    /// The TCP VIP :6379 as the daemon reads it: counters, backends, tracked flows.
+    pub fn redis_vip(&self) -> snapshot::VipStatus {
+        self.snapshot()
+            .vips
+            .into_iter()
+            .find(|v| v.port() == 6379 && v.key.proto == 6)
+            .expect("the TCP VIP :6379")
+    }
+
+    /// Live flows tracked to the TCP VIP :6379's backends.
+    pub fn redis_flows(&self) -> u64 {
+        self.redis_vip().backends.iter().map(|b| b.active_flows).sum()
     }
 }
 

@@ -159,6 +159,54 @@ impl Ipv4Frame {
     }
 }
 
+/// An ICMP error (`icmp_type`, `code`, `rest` = the 4 bytes after the checksum, e.g. the
+/// next-hop MTU) from `router` to `to`, quoting the IP header and first 8 transport bytes
+/// of `offending`, an Ethernet frame as [`Ipv4Frame::build`] makes it.
+pub fn icmp_error(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    router: Ipv4Addr,
+    to: Ipv4Addr,
+    (icmp_type, code, rest): (u8, u8, [u8; 4]),
+    offending: &[u8],
+) -> Vec<u8> {
+    let ihl = usize::from(offending[14] & 0x0f) * 4;
+    let quoted = &offending[14..(14 + ihl + 8).min(offending.len())];
+    let mut icmp = vec![icmp_type, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quoted);
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    Ipv4Frame {
+        src_mac,
+        dst_mac,
+        src: router,
+        dst: to,
+        l4: L4::Other { proto: 1 },
+        payload: icmp,
+        frag: 0,
+    }
+    .build()
+}
+
+/// An ICMP echo request.
+pub fn icmp_echo(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0, 1, 0, 1];
+    icmp.extend_from_slice(b"ping");
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    Ipv4Frame {
+        src_mac,
+        dst_mac,
+        src,
+        dst,
+        l4: L4::Other { proto: 1 },
+        payload: icmp,
+        frag: 0,
+    }
+    .build()
+}
+
 /// An Ethernet header.
 pub fn ethernet(dst: [u8; 6], src: [u8; 6], ether_type: u16) -> Vec<u8> {
     let mut f = Vec::with_capacity(64);

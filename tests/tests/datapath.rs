@@ -70,12 +70,12 @@ fn same_flow_again_goes_to_the_same_backend() {
     let Some(mut dp) = Datapath::new(&BEFORE) else {
         return;
     };
-    let (_, first) = dp.run(&tcp(40000, TCP_SYN));
+    let first = dp.connect(40000);
     for flags in [TCP_ACK, TCP_ACK | TCP_PSH, TCP_ACK] {
         let frame = tcp(40000, flags);
         assert_eq!(
             dp.run(&frame),
-            (XDP_TX, forwarded(&frame, backend_of(&first)))
+            (XDP_TX, forwarded(&frame, first))
         );
     }
 }
@@ -85,18 +85,18 @@ fn tracked_flow_keeps_its_backend_when_the_ring_changes() {
     let Some((mut dp, port)) = with_moving_flow() else {
         return;
     };
-    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    let first = dp.connect(port);
     dp.reconfigure(&AFTER);
     let new_choice = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
     assert_ne!(
         new_choice,
-        backend_of(&first),
+        first,
         "the ring now sends this flow elsewhere"
     );
     let ack = tcp(port, TCP_ACK);
     assert_eq!(
         dp.run(&ack),
-        (XDP_TX, forwarded(&ack, backend_of(&first))),
+        (XDP_TX, forwarded(&ack, first)),
         "conntrack keeps the flow"
     );
     // A new flow hashing to the same slot would follow the new ring: only tracked flows stay.
@@ -126,7 +126,7 @@ fn drained_backend_keeps_its_tracked_flows() {
     let port = (40000..41000)
         .find(|&p| dp.maglev_choice(6379, &flow_key(p, 6379, 6)) == backend_mac(12))
         .unwrap();
-    dp.run(&tcp(port, TCP_SYN));
+    dp.connect(port);
     dp.reconfigure(&[(11, 1), (12, 0)]);
     let ack = tcp(port, TCP_ACK);
     assert_eq!(
@@ -148,7 +148,7 @@ fn idle_flow_past_its_timeout_is_rescheduled() {
     let Some((mut dp, port)) = with_moving_flow() else {
         return;
     };
-    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    let first = dp.connect(port);
     dp.reconfigure(&AFTER);
     let mut short = settings(&config(&AFTER));
     short.tcp_timeout = 1; // jiffies
@@ -159,7 +159,7 @@ fn idle_flow_past_its_timeout_is_rescheduled() {
     assert_eq!(verdict, XDP_TX);
     assert_ne!(
         backend_of(&out),
-        backend_of(&first),
+        first,
         "stale entry must not pin the flow"
     );
     assert_eq!(
@@ -173,21 +173,25 @@ fn new_syn_after_fin_starts_a_new_connection() {
     let Some((mut dp, port)) = with_moving_flow() else {
         return;
     };
-    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    let first = dp.connect(port);
     dp.reconfigure(&AFTER);
     let fin = tcp(port, TCP_FIN | TCP_ACK);
     assert_eq!(
         dp.run(&fin),
-        (XDP_TX, forwarded(&fin, backend_of(&first))),
+        (XDP_TX, forwarded(&fin, first)),
         "FIN still reaches the old backend"
     );
     let syn = tcp(port, TCP_SYN);
     let (_, out) = dp.run(&syn);
+    let new_choice = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
     assert_eq!(
         out,
-        forwarded(&syn, dp.maglev_choice(6379, &flow_key(port, 6379, 6))),
+        forwarded(&syn, new_choice),
         "port reuse is a new connection"
     );
+    // The closing entry is replaced in place, so the handshake's ACK follows the SYN.
+    let ack = tcp(port, TCP_ACK);
+    assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, new_choice)));
 }
 
 /// The per-CPU flow cache never outlives a new choice: a flow evicted from the LRU and
@@ -197,9 +201,9 @@ fn rescheduled_flow_is_not_sent_to_its_cached_old_backend() {
     let Some((mut dp, port)) = with_moving_flow() else {
         return;
     };
-    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    let first = dp.connect(port);
     let (_, cached) = dp.run(&tcp(port, TCP_ACK)); // fills the cache from the LRU
-    assert_eq!(backend_of(&cached), backend_of(&first));
+    assert_eq!(backend_of(&cached), first);
     dp.reconfigure(&AFTER);
     dp.dataplane
         .writer()
@@ -217,14 +221,80 @@ fn rescheduled_flow_is_not_sent_to_its_cached_old_backend() {
 }
 
 #[test]
-fn retransmitted_syn_of_a_live_flow_keeps_its_backend() {
+fn a_syn_on_a_live_flow_keeps_its_backend() {
     let Some((mut dp, port)) = with_moving_flow() else {
         return;
     };
-    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    let first = dp.connect(port);
     dp.reconfigure(&AFTER);
     let syn = tcp(port, TCP_SYN);
-    assert_eq!(dp.run(&syn), (XDP_TX, forwarded(&syn, backend_of(&first))));
+    assert_eq!(dp.run(&syn), (XDP_TX, forwarded(&syn, first)));
+}
+
+/// SYN-flood safety: a bare SYN is scheduled by the ring alone, and the flow is tracked
+/// from its first ACK (a spoofed source never sends one).
+#[test]
+fn a_bare_syn_is_forwarded_untracked_and_its_first_ack_is_tracked_to_the_same_backend() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let syn = tcp(40000, TCP_SYN);
+    let choice = dp.maglev_choice(6379, &flow_key(40000, 6379, 6));
+    assert_eq!(dp.run(&syn), (XDP_TX, forwarded(&syn, choice)));
+    assert_eq!(dp.redis_flows(), 0, "a bare SYN must not take a table entry");
+    assert_eq!(dp.redis_vip().counters.new_flows, 0);
+    let ack = tcp(40000, TCP_ACK);
+    assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, choice)));
+    assert_eq!(dp.redis_flows(), 1, "the first ACK is tracked");
+    assert_eq!(dp.redis_vip().counters.new_flows, 1);
+}
+
+/// Spoofed SYNs from many sources, far more than the flow table holds, while 200
+/// connections are established: not one of them is evicted (each keeps its backend after
+/// the ring changes), and the table holds only them.
+#[test]
+fn a_spoofed_syn_flood_never_evicts_established_flows() {
+    if !lb_tests::require_root("datapath fixtures") {
+        return;
+    }
+    const HELD: u16 = 200;
+    const FLOOD: u32 = 50_000;
+    let options = lb_daemon::dataplane::LoadOptions {
+        max_flows: 4_096,
+        ..Default::default()
+    };
+    let mut dp = Datapath::with_options(&config(&BEFORE), &options);
+    let held: Vec<(u16, [u8; 6])> = (0..HELD)
+        .map(|i| (30000 + i, dp.connect(30000 + i)))
+        .collect();
+    for i in 0..FLOOD {
+        let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i);
+        let syn = Ipv4Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (source, 1024 + (i % 60_000) as u16),
+            (VIP, 6379),
+            TCP_SYN,
+        )
+        .build();
+        assert_eq!(dp.run(&syn).0, XDP_TX, "spoofed SYN {i} is still served");
+    }
+    assert_eq!(dp.redis_flows(), HELD as u64, "only the established flows are in the table");
+    // A new ring would move some of them: only their entries keep them in place.
+    dp.reconfigure(&[(11, 1), (12, 1), (13, 1), (14, 1)]);
+    let moved = held
+        .iter()
+        .filter(|&&(port, mac)| dp.maglev_choice(6379, &flow_key(port, 6379, 6)) != mac)
+        .count();
+    assert!(moved > 0, "the new ring moves some held flows");
+    for (port, mac) in held {
+        let ack = tcp(port, TCP_ACK | TCP_PSH);
+        assert_eq!(
+            dp.run(&ack),
+            (XDP_TX, forwarded(&ack, mac)),
+            "held flow from port {port} lost its backend"
+        );
+    }
 }
 
 /// Frames that must reach the kernel exactly as they came.
@@ -525,13 +595,13 @@ fn a_flow_rescheduled_on_one_cpu_is_not_misrouted_by_another_cpus_cache() {
     }
     let port = port_that_moves(&dp, &AFTER);
     run_on_cpu(0);
-    let (_, first) = dp.run(&tcp(port, TCP_SYN));
+    let first = dp.connect(port);
     dp.run(&tcp(port, TCP_ACK));
     run_on_cpu(1);
     let ack = tcp(port, TCP_ACK);
     assert_eq!(
         dp.run(&ack),
-        (XDP_TX, forwarded(&ack, backend_of(&first))),
+        (XDP_TX, forwarded(&ack, first)),
         "CPU 1 caches the flow too"
     );
     run_on_cpu(0);
@@ -707,6 +777,8 @@ fn synced_flows_are_announced_when_new_refreshed_and_closing() {
     on.sync_refresh = 1;
     dp.set_settings(on);
     dp.run(&tcp(40001, TCP_SYN));
+    assert!(drain().is_empty(), "a bare SYN is not tracked, so not announced");
+    dp.run(&tcp(40001, TCP_ACK));
     let new = drain();
     assert_eq!(kinds(&new), [FLOW_EVENT_NEW]);
     assert_eq!(new[0].key, flow_key(40001, 6379, 6));
@@ -845,4 +917,125 @@ fn refresh_announcements_of_many_live_flows_are_not_lost_in_one_burst() {
         refreshed, N as usize,
         "only {refreshed} of {N} live flows had a refresh announced in 7 s (period 4 s)"
     );
+}
+
+const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+const ROUTER_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0xfe];
+/// Type 3 code 4, next-hop MTU 1280.
+const FRAG_NEEDED: (u8, u8, [u8; 4]) = (3, 4, [0, 0, 0x05, 0x00]);
+
+/// What a backend sent the client on the flow from `port`: the packet a router quotes.
+fn reply_to(port: u16) -> Vec<u8> {
+    Ipv4Frame::tcp(
+        backend_mac(11),
+        ROUTER_MAC,
+        (VIP, 6379),
+        (CLIENT, port),
+        TCP_ACK | TCP_PSH,
+    )
+    .with_payload(&[0x2b; 1400])
+    .build()
+}
+
+fn frag_needed(offending: &[u8]) -> Vec<u8> {
+    icmp_error(ROUTER_MAC, DIRECTOR_MAC, ROUTER, VIP, FRAG_NEEDED, offending)
+}
+
+/// Path MTU discovery through DR: the router's "fragmentation needed" reaches the VIP (this
+/// director) and must go to the backend that sent the packet, not to the ring's choice.
+#[test]
+fn an_icmp_fragmentation_needed_about_a_tracked_flow_goes_to_its_backend() {
+    let Some((mut dp, port)) = with_moving_flow() else {
+        return;
+    };
+    let first = dp.connect(port);
+    dp.reconfigure(&AFTER);
+    let error = frag_needed(&reply_to(port));
+    assert_eq!(dp.run(&error), (XDP_TX, forwarded(&error, first)));
+    for kind in [(3, 1, [0; 4]), (11, 0, [0; 4]), (12, 0, [0; 4])] {
+        let error = icmp_error(ROUTER_MAC, DIRECTOR_MAC, ROUTER, VIP, kind, &reply_to(port));
+        assert_eq!(dp.run(&error), (XDP_TX, forwarded(&error, first)), "{kind:?}");
+    }
+    let v = dp.snapshot().verdicts;
+    assert_eq!(v.tx_icmp_error, 4, "{v:?}");
+    assert_eq!(dp.redis_flows(), 1, "an error tracks nothing");
+}
+
+/// A flow no director tracks (its handshake, a restart): the ring's choice, which is where
+/// its packets would go.
+#[test]
+fn an_icmp_error_about_an_untracked_flow_goes_to_the_rings_choice() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    for port in [40000, 40001, 40002, 51000] {
+        let error = frag_needed(&reply_to(port));
+        let choice = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
+        assert_eq!(dp.run(&error), (XDP_TX, forwarded(&error, choice)), "port {port}");
+    }
+    let udp_reply =
+        Ipv4Frame::udp(ROUTER_MAC, ROUTER_MAC, (VIP, 5353), (CLIENT, 5000)).build();
+    let error = frag_needed(&udp_reply);
+    assert_eq!(
+        dp.run(&error),
+        (XDP_TX, forwarded(&error, [0x02, 0xbb, 0, 0, 0, 0x1f])),
+        "an error about a UDP VIP's flow"
+    );
+    assert_eq!(dp.redis_flows(), 0, "an error tracks nothing");
+}
+
+/// Pings and errors that are not about a VIP flow are the local stack's; a backup passes
+/// them all; a cut or inconsistent error is never forwarded.
+#[test]
+fn other_icmp_is_passed_and_a_malformed_error_is_never_forwarded() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let not_from_vip = Ipv4Frame::tcp(
+        ROUTER_MAC,
+        ROUTER_MAC,
+        (Ipv4Addr::new(198, 18, 1, 5), 6379),
+        (CLIENT, 40000),
+        TCP_ACK,
+    )
+    .build();
+    let other_port = Ipv4Frame::tcp(ROUTER_MAC, ROUTER_MAC, (VIP, 7000), (CLIENT, 40000), TCP_ACK)
+        .build();
+    let mut quoted_icmp = reply_to(40000);
+    quoted_icmp[14 + 9] = 1;
+    let passed: Vec<(&str, Vec<u8>)> = vec![
+        ("echo request to the VIP", icmp_echo(CLIENT_MAC, DIRECTOR_MAC, CLIENT, VIP)),
+        ("echo reply to the VIP", {
+            let mut f = icmp_echo(CLIENT_MAC, DIRECTOR_MAC, CLIENT, VIP);
+            f[34] = 0;
+            f
+        }),
+        ("error quoting another source", frag_needed(&not_from_vip)),
+        ("error quoting a port that is no VIP", frag_needed(&other_port)),
+        ("error quoting ICMP", frag_needed(&quoted_icmp)),
+        ("redirect (type 5)", icmp_error(ROUTER_MAC, DIRECTOR_MAC, ROUTER, VIP, (5, 1, [0; 4]), &reply_to(40000))),
+    ];
+    for (what, frame) in &passed {
+        assert_eq!(dp.run(frame), (XDP_PASS, frame.clone()), "{what}");
+    }
+    let good = frag_needed(&reply_to(40000));
+    // Cut at every header boundary, and inside each header.
+    for len in [34, 36, 42, 50, 61, 62, 65, 66, 69] {
+        let cut = &good[..len];
+        let (verdict, out) = dp.run(cut);
+        assert!(verdict == XDP_PASS || verdict == XDP_DROP, "cut at {len}: {verdict}");
+        assert_eq!(out, cut, "cut at {len}");
+    }
+    let mut bad_inner_ihl = good.clone();
+    bad_inner_ihl[42] = 0x44;
+    let mut short_tot_len = good.clone();
+    short_tot_len[16..18].copy_from_slice(&40u16.to_be_bytes());
+    for (what, frame) in [("quoted IHL 4", bad_inner_ihl), ("total length too short", short_tot_len)] {
+        assert_eq!(dp.run(&frame), (XDP_DROP, frame.clone()), "{what}");
+    }
+    let mut backup = settings(&config(&BEFORE));
+    backup.forwarding = 0;
+    dp.set_settings(backup);
+    assert_eq!(dp.run(&good), (XDP_PASS, good.clone()), "a backup forwards nothing");
+    assert_eq!(dp.snapshot().verdicts.tx_icmp_error, 0);
 }

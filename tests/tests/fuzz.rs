@@ -80,6 +80,19 @@ fn seed_frame(rng: &mut Rng) -> Vec<u8> {
     let mut bytes = frame
         .with_payload(&vec![0x5a; rng.below(64) as usize])
         .build();
+    // An ICMP error quoting a packet from the VIP (or not) back to the client.
+    if rng.chance(5) {
+        let quoted_from = if rng.chance(4) { CLIENT } else { dst };
+        let offending = if rng.chance(3) {
+            Ipv4Frame::udp(OTHER_MAC, OTHER_MAC, (quoted_from, port), src)
+        } else {
+            Ipv4Frame::tcp(OTHER_MAC, OTHER_MAC, (quoted_from, port), src, TCP_ACK)
+        }
+        .build();
+        let kind = [(3, 4, [0, 0, 5, 0]), (11, 0, [0; 4]), (8, 0, [0; 4]), (rng.byte(), 0, [0; 4])]
+            [rng.below(4) as usize];
+        bytes = icmp_error(CLIENT_MAC, dst_mac, CLIENT, dst, kind, &offending);
+    }
     match rng.below(12) {
         // One 802.1Q tag (or two).
         0 => {
@@ -136,8 +149,9 @@ fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
 }
 
 /// What a correct parser says the frame addresses, if it is a VIP packet the datapath may
-/// balance: (protocol, destination port), for an unfragmented IPv4 TCP or UDP packet (with at
-/// most one 802.1Q tag) to the director's MAC and the VIP, whose headers fit in the frame.
+/// forward: (protocol, VIP port), for an unfragmented IPv4 TCP or UDP packet (with at most
+/// one 802.1Q tag) to the director's MAC and the VIP, whose headers fit in the frame; or for
+/// an ICMP error to the VIP quoting a TCP or UDP packet the VIP sent.
 fn addressed_vip(frame: &[u8]) -> Option<(u8, u16)> {
     if frame.len() < 14 || frame[0..6] != DIRECTOR_MAC {
         return None;
@@ -148,32 +162,46 @@ fn addressed_vip(frame: &[u8]) -> Option<(u8, u16)> {
         ([0x81, 0x00], Some([0x08, 0x00])) => 18,
         _ => return None,
     };
-    if frame.len() < l3 + 20 {
+    let ip = frame.get(l3..)?;
+    let (proto, l4) = ipv4_payload(ip)?;
+    if ip[16..20] != VIP.octets() {
         return None;
     }
-    let ip = &frame[l3..];
+    match proto {
+        6 if l4.len() >= 20 => Some((6, u16::from_be_bytes([l4[2], l4[3]]))),
+        17 if l4.len() >= 8 => Some((17, u16::from_be_bytes([l4[2], l4[3]]))),
+        1 if l4.len() >= 8 && matches!(l4[0], 3 | 11 | 12) => {
+            let quoted = &l4[8..];
+            if quoted.len() < 20 || quoted[0] >> 4 != 4 {
+                return None;
+            }
+            let ihl = usize::from(quoted[0] & 0x0f) * 4;
+            let ports = quoted.get(ihl..ihl + 8)?;
+            let inner_proto = quoted[9];
+            let about_vip = quoted[12..16] == VIP.octets();
+            (ihl >= 20 && about_vip && (inner_proto == 6 || inner_proto == 17))
+                .then(|| (inner_proto, u16::from_be_bytes([ports[0], ports[1]])))
+        }
+        _ => None,
+    }
+}
+
+/// An unfragmented IPv4 packet's protocol and payload (as far as its total length says and
+/// the frame holds all of it).
+fn ipv4_payload(ip: &[u8]) -> Option<(u8, &[u8])> {
+    if ip.len() < 20 || ip[0] >> 4 != 4 {
+        return None;
+    }
     let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ip[0] >> 4 != 4 || ihl < 20 || ip.len() < ihl {
+    let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if ihl < 20 || tot_len < ihl || tot_len > ip.len() {
         return None;
     }
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
     if frag & 0x3fff != 0 {
         return None; // more fragments, or not the first
     }
-    if ip[16..20] != VIP.octets() {
-        return None;
-    }
-    let proto = ip[9];
-    let l4 = &ip[ihl..];
-    let need = match proto {
-        6 => 20,
-        17 => 8,
-        _ => return None,
-    };
-    if l4.len() < need {
-        return None;
-    }
-    Some((proto, u16::from_be_bytes([l4[2], l4[3]])))
+    Some((ip[9], &ip[ihl..tot_len]))
 }
 
 #[test]
@@ -232,7 +260,10 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
             }
         }
     }
-    eprintln!("{FRAMES} frames (seed {SEED:#x}): {verdicts:?}");
+    let icmp_errors_sent = dp.snapshot().verdicts.tx_icmp_error;
+    eprintln!(
+        "{FRAMES} frames (seed {SEED:#x}): {verdicts:?}, of which ICMP errors sent on: {icmp_errors_sent}"
+    );
     assert!(
         violations.is_empty(),
         "{} violations, the first: {:#?}",
@@ -240,6 +271,7 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
         &violations[..violations.len().min(10)]
     );
     // The frames reached every path: not a test that passes by passing everything.
+    assert!(icmp_errors_sent as usize > FRAMES / 1000, "too few ICMP errors forwarded");
     for kind in ["pass", "drop", "tx"] {
         assert!(
             verdicts.get(kind).copied().unwrap_or(0) > FRAMES / 100,

@@ -1,0 +1,124 @@
+//! ICMP errors about a VIP flow. In direct routing the real server answers the client
+//! itself, from the VIP; when a router on that path cannot pass one of its packets
+//! ("fragmentation needed", "unreachable", "time exceeded"), the error goes to the VIP,
+//! which is this director. It is sent on, unchanged, to the backend that owns the flow
+//! (found from the header the error quotes), so path MTU discovery works through DR.
+//! Other ICMP (echo requests to a VIP, ...) is the local stack's.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{Backend, BACKEND_F_LOCAL, FlowKey, PROTO_TCP, PROTO_UDP, Settings, VipKey};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+use crate::{
+    Outcome, conntrack, forward, forwarding, maps,
+    parse::{Packet, TcpFlags, prefilter, ptr_at},
+    select,
+};
+
+const ICMP_DEST_UNREACHABLE: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+/// Type, code, checksum and 4 bytes (the next-hop MTU for "fragmentation needed").
+const ICMP_HEADER_LEN: usize = 8;
+/// What an error must quote of the offending packet's transport header (RFC 792: 64 bits).
+const QUOTED_L4_LEN: usize = 8;
+
+/// Reads an ICMP error (the IPv4 header at `l3`, `ihl` long, is checked) and returns the flow
+/// it is about, in the client's direction: the quoted packet went from the VIP (the error's
+/// destination, `dst_addr`) to the client.
+#[inline(always)]
+pub fn parse_error(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    l3: usize,
+    ihl: usize,
+    tot_len: u16,
+    dst_addr: u32,
+) -> Result<Packet, Outcome> {
+    let l4 = l3 + ihl;
+    let icmp: *const [u8; 2] = ptr_at(ctx, l4)?;
+    // SAFETY: within bounds.
+    let [icmp_type, _code] = unsafe { *icmp };
+    if !matches!(
+        icmp_type,
+        ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+    ) {
+        return Err(Outcome::NotBalanced);
+    }
+    let inner = l4 + ICMP_HEADER_LEN;
+    let quoted: *const Ipv4Hdr = ptr_at(ctx, inner)?;
+    // SAFETY: within bounds; the protocol read as a raw byte (see `parse`).
+    let (vihl, proto, src_addr, quoted_dst) = unsafe {
+        (
+            (*quoted).vihl,
+            *(quoted as *const u8).add(9),
+            u32::from_ne_bytes((*quoted).src_addr),
+            u32::from_ne_bytes((*quoted).dst_addr),
+        )
+    };
+    let inner_ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || inner_ihl < Ipv4Hdr::LEN {
+        return Err(Outcome::Malformed);
+    }
+    // About a packet this VIP sent, over TCP or UDP: anything else is the local stack's.
+    if src_addr != dst_addr || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return Err(Outcome::NotBalanced);
+    }
+    let ports: *const [u8; 4] = ptr_at(ctx, inner + inner_ihl)?;
+    // SAFETY: within bounds.
+    let ports = unsafe { *ports };
+    let vip_port = u16::from_ne_bytes([ports[0], ports[1]]);
+    let client_port = u16::from_ne_bytes([ports[2], ports[3]]);
+    prefilter(src_addr, vip_port, proto)?;
+    let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    if (tot_len as usize) < ihl + ICMP_HEADER_LEN + inner_ihl + QUOTED_L4_LEN
+        || tot_len as u64 > frame_len - l3 as u64
+    {
+        return Err(Outcome::Malformed);
+    }
+    Ok(Packet {
+        eth,
+        frame_len,
+        src_addr: quoted_dst,
+        dst_addr: src_addr,
+        src_port: client_port,
+        dst_port: vip_port,
+        proto,
+        tcp_flags: TcpFlags::default(),
+        icmp_error: true,
+    })
+}
+
+/// Sends the error to the backend that owns the flow: the tracked one, else the one the
+/// VIP's ring gives the flow (a flow tracked by no director, or in its handshake). Never
+/// tracks anything: an error is no sign that a flow is alive.
+#[inline(always)]
+pub fn forward_error(
+    ctx: &XdpContext,
+    packet: &Packet,
+    key: &FlowKey,
+    settings: &Settings,
+    now: u64,
+) -> Result<Outcome, Outcome> {
+    let backend: &Backend = match conntrack::owner(key, settings, now) {
+        Some(backend) => backend,
+        None => {
+            let vip_key = VipKey {
+                addr: packet.dst_addr,
+                port: packet.dst_port,
+                proto: packet.proto,
+                _pad: 0,
+            };
+            // SAFETY: map values are only read; the daemon replaces them whole.
+            let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
+            select::pick(ctx, vip.vip_id, key)?.1
+        }
+    };
+    forwarding(backend.group)?;
+    if backend.flags & BACKEND_F_LOCAL != 0 {
+        // The flow is this director's own: its stack sent the packet the error quotes.
+        return Ok(Outcome::Local);
+    }
+    forward::rewrite_macs(packet, backend);
+    Ok(Outcome::TxIcmpError)
+}
