@@ -66,6 +66,14 @@ pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
 /// itself): it goes to the local stack, never balanced again, so two directors that are
 /// also real servers never bounce a frame between them.
 pub const MAP_BACKEND_MACS: &str = "BACKEND_MACS";
+/// `FragmentKey -> FragmentOwner` LRU hash: the backend each fragmented datagram's first
+/// fragment went to, for its later fragments (which carry no ports).
+pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
+/// Datagrams in fragments remembered at once.
+pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 16_384;
+/// `FragmentVipKey -> VipInfo` hash: for each VIP address and protocol, the VIP (the one with
+/// the lowest port) whose ring places a later fragment whose first fragment was not seen.
+pub const MAP_FRAGMENT_VIPS: &str = "FRAGMENT_VIPS";
 /// Per-CPU `u32 vip_id -> TrafficCounters`.
 pub const MAP_VIP_STATS: &str = "VIP_STATS";
 /// Per-CPU `u32 backend_id -> TrafficCounters`.
@@ -74,15 +82,17 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 16] = [
     MAP_VIPS,
     MAP_VIP_FILTER,
+    MAP_FRAGMENT_VIPS,
     MAP_RING,
     MAP_BACKENDS,
     MAP_BACKEND_MACS,
     MAP_FLOWS,
     MAP_FLOW_CACHE,
     MAP_FLOW_EPOCHS,
+    MAP_FRAGMENTS,
     MAP_INTERFACES,
     MAP_SETTINGS,
     MAP_GROUP_STANDBY,

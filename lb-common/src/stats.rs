@@ -30,6 +30,11 @@ pub struct VerdictCounters {
     /// XDP_TX: an ICMP error (fragmentation needed, unreachable, time exceeded) about a VIP
     /// flow, sent to the flow's backend, which sent the packet it quotes.
     pub tx_icmp_error: u64,
+    /// XDP_TX: a later fragment, sent where its datagram's first fragment went.
+    pub tx_fragment: u64,
+    /// XDP_TX: a later fragment whose first fragment was not seen, placed by the VIP
+    /// address's ring on (source, destination, protocol).
+    pub tx_fragment_hashed: u64,
     /// XDP_PASS: not addressed to this director's MAC (flooded by a bridge, broadcast such
     /// as ARP requests, multicast, ...).
     pub pass_not_for_us: u64,
@@ -38,7 +43,8 @@ pub struct VerdictCounters {
     pub pass_not_balanced: u64,
     /// XDP_PASS: IPv4 TCP/UDP, but not a configured VIP:port.
     pub pass_not_vip: u64,
-    /// XDP_PASS: an IP fragment (not balanced in this version).
+    /// XDP_PASS: a later fragment to a VIP address whose first fragment was not seen, with
+    /// `orphan_fragments = "pass"`.
     pub pass_fragment: u64,
     /// XDP_PASS: VIP traffic while forwarding is off (backup director).
     pub pass_not_forwarding: u64,
@@ -57,6 +63,8 @@ impl VerdictCounters {
     pub fn rx(&self) -> u64 {
         self.tx
             + self.tx_icmp_error
+            + self.tx_fragment
+            + self.tx_fragment_hashed
             + self.pass_not_for_us
             + self.pass_not_balanced
             + self.pass_not_vip
@@ -72,6 +80,8 @@ impl VerdictCounters {
     pub fn add(&mut self, o: &Self) {
         self.tx += o.tx;
         self.tx_icmp_error += o.tx_icmp_error;
+        self.tx_fragment += o.tx_fragment;
+        self.tx_fragment_hashed += o.tx_fragment_hashed;
         self.pass_not_for_us += o.pass_not_for_us;
         self.pass_not_balanced += o.pass_not_balanced;
         self.pass_not_vip += o.pass_not_vip;

@@ -177,6 +177,54 @@ pub struct Settings {
     /// none of its packets) never expire while it is in use. A third of the shortest
     /// timeout.
     pub sync_refresh: u64,
+    /// What happens to a later fragment whose first fragment was not seen: `ORPHAN_FRAGMENTS_*`.
+    pub orphan_fragments: u32,
+    /// Keeps `fragment_timeout` aligned.
+    pub _pad: u32,
+    /// How long the backend of a datagram's first fragment is remembered for the later ones
+    /// (jiffies; 30 s, as the kernel's `ipfrag_time`).
+    pub fragment_timeout: u64,
+}
+
+/// [`Settings::orphan_fragments`]: sent by the VIP address's ring, hashed on (source,
+/// destination, protocol), so all fragments of a datagram meet on one backend.
+pub const ORPHAN_FRAGMENTS_HASH: u32 = 0;
+/// [`Settings::orphan_fragments`]: passed to the local stack (dropped there, in effect).
+pub const ORPHAN_FRAGMENTS_PASS: u32 = 1;
+
+/// Key of [`crate::MAP_FRAGMENTS`]: one IPv4 datagram in fragments (RFC 791 identifies it
+/// by source, destination, protocol and identification).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    /// The IP identification, wire byte order.
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of [`crate::MAP_FRAGMENTS`]: where the datagram's first fragment went.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentOwner {
+    pub backend_id: u32,
+    /// [`Backend::generation`] of `backend_id` then.
+    pub backend_generation: u32,
+    /// Jiffies when the first fragment was seen.
+    pub first_seen: u64,
+}
+
+/// Key of [`crate::MAP_FRAGMENT_VIPS`]: a VIP address and protocol, without a port (a
+/// later fragment has none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FragmentVipKey {
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
 }
 
 /// [`FlowEvent::kind`]: a flow was scheduled.
@@ -209,4 +257,7 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::FlowEvent {}
     unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::FragmentKey {}
+    unsafe impl aya::Pod for super::FragmentOwner {}
+    unsafe impl aya::Pod for super::FragmentVipKey {}
 }

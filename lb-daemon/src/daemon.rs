@@ -215,8 +215,15 @@ pub fn settings(config: &Config) -> Settings {
             jiffy_ns,
         )
         .max(1),
+        orphan_fragments: config.orphan_fragments,
+        _pad: 0,
+        fragment_timeout: clock::to_jiffies(FRAGMENT_TIMEOUT, jiffy_ns),
     }
 }
+
+/// How long a fragmented datagram's first fragment is remembered (the kernel's
+/// `net.ipv4.ipfrag_time`).
+const FRAGMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running instance.
 struct Daemon {

@@ -17,7 +17,8 @@ use std::{
 };
 
 use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, MAX_BACKENDS, MAX_VIPS, RING_SIZE, VipInfo, VipKey,
+    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FragmentVipKey, MAX_BACKENDS, MAX_VIPS, RING_SIZE,
+    VipInfo, VipKey,
     hash::vip_filter_slot,
 };
 
@@ -64,6 +65,12 @@ pub enum MapOp {
     SetVipFilter { slot: u32, vips: u32 },
     /// Set the VIPs (a bit per `vip_id`) a backend MAC serves (0 = remove the entry).
     SetBackendMac { mac: [u8; 6], vips: u64 },
+    /// Set the VIP whose ring places orphan fragments to this address and protocol (None =
+    /// remove the entry).
+    SetFragmentVip {
+        key: FragmentVipKey,
+        info: Option<VipInfo>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +110,8 @@ pub struct Reconciler {
     filter: BTreeMap<u32, u32>,
     /// Remote backend MAC -> VIPs it serves (a bit per id), as the map holds it.
     backend_macs: BTreeMap<[u8; 6], u64>,
+    /// VIP address and protocol -> the VIP placing orphan fragments, as the map holds it.
+    fragment_vips: BTreeMap<FragmentVipKey, VipInfo>,
     /// Active backend entries that no published VIP owns (left by a failed apply): retired
     /// by the next plan.
     orphans: Vec<(u32, u32)>,
@@ -121,6 +130,7 @@ impl Default for Reconciler {
             next_generation: 1,
             filter: BTreeMap::new(),
             backend_macs: BTreeMap::new(),
+            fragment_vips: BTreeMap::new(),
             orphans: Vec::new(),
             strays: Vec::new(),
         }
@@ -141,6 +151,8 @@ pub struct MapContents {
     pub filter: BTreeMap<u32, u32>,
     /// Every entry of the backend MAC map.
     pub backend_macs: BTreeMap<[u8; 6], u64>,
+    /// Every entry of the fragment VIP map.
+    pub fragment_vips: BTreeMap<FragmentVipKey, VipInfo>,
 }
 
 /// The generation after `generation`, skipping 0.
@@ -176,6 +188,17 @@ impl Reconciler {
                 next.free_vip_ids.push_back(applied.vip_id);
             }
         }
+        // Orphan fragments stop following a VIP that goes before its id can be reused.
+        next.fragment_vips.retain(|key, info| {
+            let kept = next.vips.values().any(|v| v.vip_id == info.vip_id);
+            if !kept {
+                ops.push(MapOp::SetFragmentVip {
+                    key: *key,
+                    info: None,
+                });
+            }
+            kept
+        });
 
         for (key, want) in &wanted {
             let is_new = !next.vips.contains_key(key);
@@ -332,6 +355,21 @@ impl Reconciler {
         }
         next.backend_macs = new_macs;
 
+        // Orphan fragments follow the published VIP set, before any backend is retired.
+        let new_fragment_vips = fragment_vips(&next.vips);
+        for key in next
+            .fragment_vips
+            .keys()
+            .chain(new_fragment_vips.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let info = new_fragment_vips.get(key).copied();
+            if next.fragment_vips.get(key).copied() != info {
+                ops.push(MapOp::SetFragmentVip { key: *key, info });
+            }
+        }
+        next.fragment_vips = new_fragment_vips;
+
         // Only now nothing points at retired backends.
         for (backend_id, generation) in retire {
             ops.push(MapOp::RetireBackend {
@@ -404,6 +442,7 @@ impl Reconciler {
             next_generation: next_gen(max_generation),
             filter: contents.filter.clone(),
             backend_macs: contents.backend_macs.clone(),
+            fragment_vips: contents.fragment_vips.clone(),
             orphans,
             strays,
         }
@@ -452,6 +491,30 @@ fn mac_masks<'a>(vips: impl Iterator<Item = &'a AppliedVip>) -> BTreeMap<[u8; 6]
         }
     }
     masks
+}
+
+/// For each VIP address and protocol, the VIP with the lowest port: its ring places the
+/// later fragments whose first fragment was not seen (they carry no port).
+fn fragment_vips(vips: &BTreeMap<VipKey, AppliedVip>) -> BTreeMap<FragmentVipKey, VipInfo> {
+    let mut out: BTreeMap<FragmentVipKey, (u16, VipInfo)> = BTreeMap::new();
+    for (key, vip) in vips {
+        let fragment_key = FragmentVipKey {
+            addr: key.addr,
+            proto: key.proto,
+            _pad: [0; 3],
+        };
+        let port = u16::from_be(key.port);
+        let info = VipInfo {
+            vip_id: vip.vip_id,
+            flags: 0,
+            group: vip.group,
+        };
+        let entry = out.entry(fragment_key).or_insert((port, info));
+        if port < entry.0 {
+            *entry = (port, info);
+        }
+    }
+    out.into_iter().map(|(k, (_, info))| (k, info)).collect()
 }
 
 /// VIPs per prefilter slot.

@@ -110,11 +110,13 @@ pub fn render(
     let v: &VerdictCounters = &snapshot.verdicts;
     let _ = writeln!(
         out,
-        "datapath: rx {} tx {} icmp-error {} | pass: not-for-us {} not-balanced {} not-vip {} fragment {} \
+        "datapath: rx {} tx {} icmp-error {} fragment {} fragment-hashed {} | pass: not-for-us {} not-balanced {} not-vip {} fragment {} \
          not-forwarding {} local {} from-backend {} | drop: malformed {} no-backend {}",
         v.rx(),
         v.tx,
         v.tx_icmp_error,
+        v.tx_fragment,
+        v.tx_fragment_hashed,
         v.pass_not_for_us,
         v.pass_not_balanced,
         v.pass_not_vip,

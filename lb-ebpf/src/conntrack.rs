@@ -51,7 +51,7 @@ pub enum Lookup {
 
 /// The flow's backend entry, if it is still the allocation the flow was scheduled to.
 #[inline(always)]
-fn serving(backend_id: u32, generation: u32) -> Option<&'static Backend> {
+pub fn serving(backend_id: u32, generation: u32) -> Option<&'static Backend> {
     let backend = maps::BACKENDS.get(backend_id)?;
     (usable(backend) && backend.generation == generation).then_some(backend)
 }

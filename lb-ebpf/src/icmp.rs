@@ -11,7 +11,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     Outcome, conntrack, forward, forwarding, maps,
-    parse::{Packet, TcpFlags, prefilter, ptr_at},
+    parse::{Fragment, Packet, TcpFlags, prefilter, ptr_at},
     select,
 };
 
@@ -86,6 +86,7 @@ pub fn parse_error(
         proto,
         tcp_flags: TcpFlags::default(),
         icmp_error: true,
+        fragment: Fragment::Whole,
     })
 }
 

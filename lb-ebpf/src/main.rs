@@ -11,7 +11,8 @@
 //! a new flow the VIP lookup and `select` (one read of the VIP's Maglev ring), then
 //! the VRRP check (`GROUP_STANDBY`: only the master of the VIP's group forwards), then
 //! `forward` (MAC rewrite) and `stats` (per-CPU counters). `maps` declares every map.
-//! An ICMP error about a VIP flow takes its own short path (`icmp`) to the flow's backend.
+//! An ICMP error about a VIP flow takes its own short path (`icmp`) to the flow's backend;
+//! a later fragment follows its datagram's first (`fragment`).
 #![no_std]
 #![no_main]
 // `atomic_xadd`: the flow-cache epoch bump (see `conntrack`).
@@ -22,6 +23,7 @@ mod runtime;
 
 mod conntrack;
 mod forward;
+mod fragment;
 mod icmp;
 mod maps;
 mod parse;
@@ -42,6 +44,8 @@ use crate::conntrack::Lookup;
 pub enum Outcome {
     Tx,
     TxIcmpError,
+    TxFragment,
+    TxFragmentHashed,
     NotForUs,
     NotBalanced,
     NotVip,
@@ -56,7 +60,10 @@ pub enum Outcome {
 impl Outcome {
     fn action(self) -> u32 {
         match self {
-            Outcome::Tx | Outcome::TxIcmpError => xdp_action::XDP_TX,
+            Outcome::Tx
+            | Outcome::TxIcmpError
+            | Outcome::TxFragment
+            | Outcome::TxFragmentHashed => xdp_action::XDP_TX,
             Outcome::Malformed | Outcome::NoBackend => xdp_action::XDP_DROP,
             Outcome::NotForUs
             | Outcome::NotBalanced
@@ -98,6 +105,9 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let now = unsafe { bpf_jiffies64() };
     if packet.icmp_error {
         return icmp::forward_error(ctx, &packet, &flow_key, settings, now);
+    }
+    if let parse::Fragment::Later { id } = packet.fragment {
+        return fragment::forward_later(ctx, &packet, id, settings, now);
     }
 
     let (vip_id, backend_id, backend, new_flow) =
@@ -144,6 +154,9 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 (vip.vip_id, backend_id, backend, tracked)
             }
         };
+    if let parse::Fragment::First { id } = packet.fragment {
+        fragment::remember(&packet, id, backend_id, backend, now);
+    }
     stats::count_forwarded(vip_id, backend_id, packet.frame_len, new_flow);
     if backend.flags & BACKEND_F_LOCAL != 0 {
         // This director serves the flow itself: its stack holds the VIP.

@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
-    FlowEvent, FlowKey, Interface, MacKey, MAX_BACKENDS, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
+    FlowEvent, FlowKey, FragmentKey, FragmentOwner, FragmentVipKey, Interface, MacKey,
+    MAX_BACKENDS, MAX_FRAGMENTED_DATAGRAMS, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
     Settings, TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
 };
 
@@ -35,6 +36,13 @@ pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry, { FLOW_CACHE_SIZE as usize }>
 /// Shared by all CPUs; see `conntrack`.
 #[btf_map]
 pub static FLOW_EPOCHS: Array<u64, { FLOW_CACHE_SIZE as usize }> = Array::new();
+
+#[btf_map]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentOwner, { MAX_FRAGMENTED_DATAGRAMS as usize }> =
+    LruHashMap::new();
+
+#[btf_map]
+pub static FRAGMENT_VIPS: HashMap<FragmentVipKey, VipInfo, { MAX_VIPS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static INTERFACES: Array<Interface, { MAX_INTERFACES as usize }> = Array::new();

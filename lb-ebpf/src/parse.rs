@@ -1,5 +1,6 @@
 //! Bounds-checked header parsing: Ethernet (with at most one 802.1Q tag), IPv4, TCP/UDP,
-//! and ICMP errors (their quoted header, in `icmp`).
+//! ICMP errors (their quoted header, in `icmp`) and fragments (a first fragment carries the
+//! ports; a later one has none, and only its datagram's identity is read).
 
 use core::mem;
 
@@ -31,6 +32,19 @@ pub struct Packet {
     /// An ICMP error about the flow above (its addresses and ports are those of the quoted
     /// packet, turned around to the client's direction).
     pub icmp_error: bool,
+    /// Part of a datagram in fragments, or not.
+    pub fragment: Fragment,
+}
+
+/// Where a packet stands in a fragmented datagram; `id` is the IP identification, as on
+/// the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    Whole,
+    /// Offset 0, more to come: it carries the ports.
+    First { id: u16 },
+    /// Offset > 0: no ports (`src_port` and `dst_port` are 0).
+    Later { id: u16 },
 }
 
 /// The TCP flags conntrack acts on.
@@ -53,6 +67,7 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Outcome> {
 
 /// An 802.1Q tag: TCI, then the inner EtherType.
 const VLAN_TAG_LEN: usize = 4;
+/// "More fragments" and the fragment offset, in the flags + offset field.
 const IPV4_MF: u16 = 0x2000;
 const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
@@ -91,10 +106,11 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
     // SAFETY: `ip` is within bounds. `proto` is read as a raw byte: network-types' IpProto
     // enum does not cover every value, so reading it as the enum would be undefined.
-    let (vihl, tot_len, frags, proto, src_addr, dst_addr) = unsafe {
+    let (vihl, tot_len, id, frags, proto, src_addr, dst_addr) = unsafe {
         (
             (*ip).vihl,
             u16::from_be_bytes((*ip).tot_len),
+            u16::from_ne_bytes((*ip).id),
             u16::from_be_bytes((*ip).frags),
             *(ip as *const u8).add(9),
             u32::from_ne_bytes((*ip).src_addr),
@@ -108,12 +124,37 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     if proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP {
         return Err(Outcome::NotBalanced);
     }
-    // Fragments first: a later fragment has no ports, and the first may be too short to.
-    if frags & (IPV4_MF | IPV4_OFFSET_MASK) != 0 {
-        return Err(Outcome::Fragment);
-    }
+    let fragment = if frags & IPV4_OFFSET_MASK != 0 {
+        Fragment::Later { id }
+    } else if frags & IPV4_MF != 0 {
+        Fragment::First { id }
+    } else {
+        Fragment::Whole
+    };
     if proto == PROTO_ICMP {
+        // An ICMP error is small: a fragmented one is left to the kernel.
+        if fragment != Fragment::Whole {
+            return Err(Outcome::NotBalanced);
+        }
         return icmp::parse_error(ctx, eth, l3, ihl, tot_len, dst_addr);
+    }
+    if let Fragment::Later { .. } = fragment {
+        let frame_len = (ctx.data_end() - ctx.data()) as u64;
+        if (tot_len as usize) <= ihl || tot_len as u64 > frame_len - l3 as u64 {
+            return Err(Outcome::Malformed);
+        }
+        return Ok(Packet {
+            eth,
+            frame_len,
+            src_addr,
+            dst_addr,
+            src_port: 0,
+            dst_port: 0,
+            proto,
+            tcp_flags: TcpFlags::default(),
+            icmp_error: false,
+            fragment,
+        });
     }
     // TCP and UDP both start with the two ports.
     let l4 = l3 + ihl;
@@ -164,6 +205,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
         proto,
         tcp_flags,
         icmp_error: false,
+        fragment,
     })
 }
 

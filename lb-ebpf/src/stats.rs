@@ -12,6 +12,8 @@ pub fn count_outcome(outcome: Outcome) {
     match outcome {
         Outcome::Tx => c.tx += 1,
         Outcome::TxIcmpError => c.tx_icmp_error += 1,
+        Outcome::TxFragment => c.tx_fragment += 1,
+        Outcome::TxFragmentHashed => c.tx_fragment_hashed += 1,
         Outcome::NotForUs => c.pass_not_for_us += 1,
         Outcome::NotBalanced => c.pass_not_balanced += 1,
         Outcome::NotVip => c.pass_not_vip += 1,

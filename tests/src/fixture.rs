@@ -40,6 +40,11 @@ pub fn config(tcp_backends: &[(u8, u32)]) -> Config {
 
 /// [`config`] with `extra` TOML appended (more `[[vip]]` tables).
 pub fn config_with(tcp_backends: &[(u8, u32)], extra: &str) -> Config {
+    Config::parse(Path::new("fixture.toml"), &config_text(tcp_backends, extra)).expect("fixture config")
+}
+
+/// The TOML of [`config_with`].
+pub fn config_text(tcp_backends: &[(u8, u32)], extra: &str) -> String {
     let mut text = String::from("instance = \"fixture\"\n[director]\ninterfaces = [\"lo\"]\n");
     text.push_str(&format!("[[vip]]\naddress = \"{VIP}\"\nport = 6379\n"));
     for &(last, weight) in tcp_backends {
@@ -55,7 +60,7 @@ pub fn config_with(tcp_backends: &[(u8, u32)], extra: &str) -> Config {
         "[[vip]]\naddress = \"{VIP}\"\nport = 6380\n[[vip.backend]]\naddress = \"198.18.1.41\"\nweight = 0\nmac = \"02:bb:00:00:00:29\"\n"
     ));
     text.push_str(extra);
-    Config::parse(Path::new("fixture.toml"), &text).expect("fixture config")
+    text
 }
 
 /// A loaded datapath plus the daemon's owner of its writes.

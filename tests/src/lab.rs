@@ -176,6 +176,113 @@ impl Lab {
     }
 }
 
+/// A UDP echo service on a real server, bound to a VIP (so replies leave from the VIP):
+/// answers each datagram with `<server name>:` and the datagram. Stopped on drop.
+pub struct UdpEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Lab {
+    /// Starts a [`UdpEcho`] on server `index`, at `vip:port`.
+    pub fn udp_echo(&self, index: usize, vip: Ipv4Addr, port: u16) -> UdpEcho {
+        use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+        let server = &self.servers[index];
+        let name = server.name.clone();
+        let path = format!("/run/netns/{}", server.ns.name);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                use std::os::fd::AsRawFd;
+                let file = std::fs::File::open(&path).expect("netns");
+                // SAFETY: setns on an open namespace fd, for this thread only.
+                assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+                let socket = std::net::UdpSocket::bind((vip, port)).expect("bind the VIP");
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let mut reply = format!("{name}:").into_bytes();
+                    reply.extend_from_slice(&buf[..len]);
+                    let _ = socket.send_to(&reply, from);
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the echo service started");
+        UdpEcho {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A client in another subnet, behind a router whose link towards it has a smaller MTU:
+///
+/// ```text
+///  far client 198.18.5.2 (MTU 1500) ── router (198.18.5.1, MTU `mtu`; 198.18.0.254 on br0)
+/// ```
+/// The real servers route 198.18.5.0/24 through the router, so their replies (from the
+/// VIP) cross the smaller hop, and the router's "fragmentation needed" goes to the VIP.
+pub struct FarClient {
+    pub client: Netns,
+    pub router: Netns,
+}
+
+pub const FAR_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 2);
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+
+impl Lab {
+    /// Adds a [`FarClient`] to this lab.
+    pub fn far_client(&self, mtu: u32) -> FarClient {
+        let router = Netns::new(&format!("{}-rt", self.prefix));
+        let client = Netns::new(&format!("{}-far", self.prefix));
+        crate::netns::sh(
+            "ip",
+            &["link", "add", "eth0", "netns", &router.name, "type", "veth", "peer", "name", "rt", "netns", &self.switch.name],
+        );
+        self.switch.ip(&["link", "set", "rt", "master", "br0", "up"]);
+        router.ip(&["addr", "add", &format!("{ROUTER}/24"), "dev", "eth0"]);
+        router.ip(&["link", "set", "eth0", "up"]);
+        crate::netns::sh(
+            "ip",
+            &["link", "add", "eth1", "netns", &router.name, "type", "veth", "peer", "name", "eth0", "netns", &client.name],
+        );
+        router.ip(&["link", "set", "eth1", "mtu", &mtu.to_string()]);
+        router.ip(&["addr", "add", "198.18.5.1/24", "dev", "eth1"]);
+        router.ip(&["link", "set", "eth1", "up"]);
+        router.sysctl("net.ipv4.ip_forward", "1");
+        client.ip(&["addr", "add", &format!("{FAR_CLIENT}/24"), "dev", "eth0"]);
+        client.ip(&["link", "set", "eth0", "up"]);
+        client.ip(&["route", "add", "default", "via", "198.18.5.1"]);
+        // As for the lab's client: frames that reach XDP_TX must carry full checksums.
+        for (ns, dev) in [(&client, "eth0"), (&router, "eth0"), (&router, "eth1")] {
+            ns.exec("ethtool", &["-K", dev, "tx", "off"]);
+        }
+        for server in &self.servers {
+            server.ns.ip(&["route", "add", "198.18.5.0/24", "via", &ROUTER.to_string()]);
+        }
+        FarClient { client, router }
+    }
+}
+
 impl Lab {
     /// Starts server `index`'s redis-server again (after it was killed), with an empty
     /// dataset, and waits until it answers.
@@ -387,11 +494,21 @@ pub fn connect_service(
     source_port: u16,
     timeout: Duration,
 ) -> std::io::Result<resp::Connection> {
+    connect_service_from(CLIENT, service, source_port, timeout)
+}
+
+/// [`connect_service`] from `source` (a client other than the lab's).
+pub fn connect_service_from(
+    source: Ipv4Addr,
+    service: SocketAddr,
+    source_port: u16,
+    timeout: Duration,
+) -> std::io::Result<resp::Connection> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if source_port != 0 {
-        socket.bind(&SockAddr::from(SocketAddrV4::new(CLIENT, source_port)))?;
+        socket.bind(&SockAddr::from(SocketAddrV4::new(source, source_port)))?;
     }
     socket.connect_timeout(&SockAddr::from(service), timeout)?;
     resp::Connection::from_stream(socket.into(), timeout)

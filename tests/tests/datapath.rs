@@ -303,18 +303,6 @@ fn frames_not_for_the_balancer_pass_unchanged() {
     let Some(mut dp) = Datapath::new(&[(11, 1), (12, 1)]) else {
         return;
     };
-    let mut fragment = Ipv4Frame::tcp(
-        CLIENT_MAC,
-        DIRECTOR_MAC,
-        (CLIENT, 40000),
-        (VIP, 6379),
-        TCP_SYN,
-    );
-    fragment.frag = 0x2000;
-    // A first fragment ending 2 bytes into the transport header: no ports to read.
-    let mut tiny_fragment = fragment.build();
-    tiny_fragment.truncate(14 + 20 + 2);
-    tiny_fragment[16..18].copy_from_slice(&22u16.to_be_bytes());
     // Two tags (QinQ): not parsed.
     let mut qinq = tcp(40000, TCP_SYN);
     qinq.splice(12..12, [0x81, 0x00, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x0b]);
@@ -385,14 +373,6 @@ fn frames_not_for_the_balancer_pass_unchanged() {
             f.payload = vec![0x21, 51, 100, 1, 0, 1, 0, 0, 198, 18, 1, 100];
             f.build()
         }),
-        (
-            "first fragment of a VIP SYN (fragments are not balanced yet)",
-            fragment.build(),
-        ),
-        (
-            "a first fragment too short to hold the ports",
-            tiny_fragment,
-        ),
         ("a VIP SYN under two 802.1Q tags (QinQ)", qinq),
     ];
     for (description, frame) in cases {
@@ -1038,4 +1018,128 @@ fn other_icmp_is_passed_and_a_malformed_error_is_never_forwarded() {
     dp.set_settings(backup);
     assert_eq!(dp.run(&good), (XDP_PASS, good.clone()), "a backup forwards nothing");
     assert_eq!(dp.snapshot().verdicts.tx_icmp_error, 0);
+}
+
+/// The first fragment of a TCP segment to the VIP from `port` (the ports, 1,480 bytes).
+fn first_fragment(port: u16) -> Vec<u8> {
+    let mut f = Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, port), (VIP, 6379), TCP_ACK)
+        .with_payload(&[0x61; 1460]);
+    f.frag = 0x2000; // more fragments, offset 0
+    f.build()
+}
+
+/// A later fragment (at byte `offset`) of a datagram from the client to `dst`, with the same
+/// IP id as every fixture frame; no transport header.
+fn later_fragment(dst: Ipv4Addr, proto: u8, offset: u16, more: bool) -> Vec<u8> {
+    Ipv4Frame {
+        src_mac: CLIENT_MAC,
+        dst_mac: DIRECTOR_MAC,
+        src: CLIENT,
+        dst,
+        l4: L4::Other { proto },
+        payload: vec![0x62; 600],
+        frag: offset / 8 | if more { 0x2000 } else { 0 },
+    }
+    .build()
+}
+
+/// The backend the VIP's ring gives a datagram's fragments by (source, destination,
+/// protocol) alone.
+fn three_tuple_choice(dp: &Datapath) -> [u8; 6] {
+    dp.maglev_choice(6379, &flow_key(0, 0, 6))
+}
+
+#[test]
+fn later_fragments_follow_their_datagrams_first_fragment() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    // A flow whose own backend is not the one the fragments' 3-tuple would pick.
+    let port = (40000..41000)
+        .find(|&p| dp.maglev_choice(6379, &flow_key(p, 6379, 6)) != three_tuple_choice(&dp))
+        .unwrap();
+    let owner = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
+    let first = first_fragment(port);
+    assert_eq!(dp.run(&first), (XDP_TX, forwarded(&first, owner)));
+    for (offset, more) in [(1480, true), (2960, false)] {
+        let later = later_fragment(VIP, 6, offset, more);
+        assert_eq!(
+            dp.run(&later),
+            (XDP_TX, forwarded(&later, owner)),
+            "fragment at {offset}"
+        );
+    }
+    let v = dp.snapshot().verdicts;
+    assert_eq!((v.tx, v.tx_fragment, v.tx_fragment_hashed), (1, 2, 0), "{v:?}");
+}
+
+#[test]
+fn a_later_fragment_whose_first_was_not_seen_goes_by_the_three_tuple_or_is_passed() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let choice = three_tuple_choice(&dp);
+    for offset in [1480, 2960] {
+        let later = later_fragment(VIP, 6, offset, offset == 1480);
+        assert_eq!(dp.run(&later), (XDP_TX, forwarded(&later, choice)));
+    }
+    let udp = later_fragment(VIP, 17, 1480, false);
+    assert_eq!(
+        dp.run(&udp),
+        (XDP_TX, forwarded(&udp, [0x02, 0xbb, 0, 0, 0, 0x1f])),
+        "by the UDP VIP's ring"
+    );
+    assert_eq!(dp.snapshot().verdicts.tx_fragment_hashed, 3);
+
+    let text = config_text(&BEFORE, "").replace(
+        "interfaces = [\"lo\"]\n",
+        "interfaces = [\"lo\"]\norphan_fragments = \"pass\"\n",
+    );
+    let passing = lb_daemon::config::Config::parse(std::path::Path::new("fixture.toml"), &text)
+        .expect("config");
+    dp.set_settings(settings(&passing));
+    let later = later_fragment(VIP, 6, 1480, false);
+    assert_eq!(dp.run(&later), (XDP_PASS, later.clone()), "orphan_fragments = \"pass\"");
+    assert_eq!(dp.snapshot().verdicts.pass_fragment, 1);
+}
+
+#[test]
+fn fragments_not_for_a_vip_pass_and_malformed_ones_are_never_forwarded() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let other = Ipv4Addr::new(198, 18, 1, 200);
+    for (what, frame) in [
+        ("to another address", later_fragment(other, 6, 1480, false)),
+        ("of another protocol", later_fragment(VIP, 47, 1480, false)),
+    ] {
+        assert_eq!(dp.run(&frame), (XDP_PASS, frame.clone()), "{what}");
+    }
+    // A first fragment ending 2 bytes into the transport header (RFC 1858's tiny fragment).
+    let mut tiny = first_fragment(40000);
+    tiny.truncate(14 + 20 + 2);
+    tiny[16..18].copy_from_slice(&22u16.to_be_bytes());
+    // A first fragment whose TCP header is cut by its own total length.
+    let mut short_first = first_fragment(40000);
+    short_first[16..18].copy_from_slice(&30u16.to_be_bytes());
+    // A later fragment that is only a header, and one that claims more than the frame.
+    let mut empty_later = later_fragment(VIP, 6, 1480, false);
+    empty_later[16..18].copy_from_slice(&20u16.to_be_bytes());
+    let mut long_later = later_fragment(VIP, 6, 1480, false);
+    long_later[16..18].copy_from_slice(&1500u16.to_be_bytes());
+    for (what, frame) in [
+        ("tiny first fragment", tiny),
+        ("first fragment cut inside TCP", short_first),
+        ("later fragment without data", empty_later),
+        ("later fragment longer than the frame", long_later),
+    ] {
+        assert_eq!(dp.run(&frame), (XDP_DROP, frame.clone()), "{what}");
+    }
+    let mut backup = settings(&config(&BEFORE));
+    backup.forwarding = 0;
+    dp.set_settings(backup);
+    let later = later_fragment(VIP, 6, 1480, false);
+    assert_eq!(dp.run(&later), (XDP_PASS, later.clone()), "a backup forwards nothing");
+    let v = dp.snapshot().verdicts;
+    assert_eq!(v.tx + v.tx_fragment + v.tx_fragment_hashed, 0, "{v:?}");
 }

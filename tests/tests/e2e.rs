@@ -383,3 +383,101 @@ fn generic_skb_mode_forwards_too_and_says_it_is_slower() {
         );
     }
 }
+
+/// Path MTU discovery through DR. The real servers answer a client behind a 1280-byte hop
+/// with 1500-byte packets; the router's "fragmentation needed" goes to the VIP, which is
+/// the director, and only reaches the server that sent them if the director passes it on.
+/// Without that, the large replies are black-holed and the GET times out.
+#[test]
+fn a_client_behind_a_smaller_mtu_hop_gets_large_replies() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("mtu", 2);
+    let far = lab.far_client(1280);
+    let lbd = Lbd::start(&lab, &lab.config(&[(0, 1), (1, 1)]));
+    let value = "x".repeat(256 * 1024);
+    // Stored on each real server directly: the far client's requests stay small.
+    for i in 0..2 {
+        assert_eq!(
+            lab.redis(i, None, &["SET", "big", &value]),
+            Reply::Simple("OK".into())
+        );
+    }
+    let served: Vec<String> = far.client.run(|| {
+        (0..6u16)
+            .map(|i| {
+                let mut conn =
+                    lab::connect_service_from(lab::FAR_CLIENT, lab::vip_socket(), 41000 + i, TIMEOUT)
+                        .expect("connect via the VIP");
+                let got = conn
+                    .command(&["GET", "big"])
+                    .unwrap_or_else(|e| panic!("GET of 256 KiB across the 1280-byte hop: {e}"));
+                assert_eq!(got.text().map(|t| t.len()), Some(value.len()));
+                lab::whoami(&mut conn).expect("whoami")
+            })
+            .collect()
+    });
+    assert!(
+        served.iter().any(|s| s == "rs1") && served.iter().any(|s| s == "rs2"),
+        "both servers answered: {served:?}"
+    );
+    let status = lbd.status();
+    let sent_on: u64 = status
+        .split_whitespace()
+        .skip_while(|w| *w != "icmp-error")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no icmp-error counter in:\n{status}"));
+    assert!(sent_on >= 2, "one error per server at least, got {sent_on}:\n{status}");
+}
+
+/// A UDP service behind a UDP VIP: small datagrams, and 4,000-byte ones, which the client
+/// sends in three fragments (only the first carries the ports). Every datagram comes back
+/// whole from one server, whose name prefixes the echo, and both servers answer.
+#[test]
+fn a_udp_echo_service_answers_through_a_udp_vip_whole_datagrams_and_fragmented_ones() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    const PORT: u16 = 5300;
+    let lab = Lab::new("udp", 2);
+    let mut config = lab.config(&[(0, 1), (1, 1)]);
+    config.push_str(&format!(
+        "\n[[vip]]\naddress = \"{VIP}\"\nport = {PORT}\nprotocol = \"udp\"\n"
+    ));
+    for i in 0..2 {
+        config.push_str(&format!("[[vip.backend]]\naddress = \"{}\"\n", server_addr(i)));
+    }
+    let _echo: Vec<_> = (0..2).map(|i| lab.udp_echo(i, VIP, PORT)).collect();
+    let lbd = Lbd::start(&lab, &config);
+    let mut served: HashMap<String, usize> = HashMap::new();
+    lab.client.run(|| {
+        for i in 0..40u16 {
+            let size = if i % 2 == 0 { 64 } else { 4_000 };
+            let payload: Vec<u8> = (0..size).map(|b| (b as u16 ^ i) as u8).collect();
+            let socket = std::net::UdpSocket::bind((lab::CLIENT, 24000 + i)).expect("bind");
+            socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+            socket.send_to(&payload, (VIP, PORT)).expect("send");
+            let mut buf = vec![0u8; 65_536];
+            let len = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("datagram {i} ({size} bytes): no echo: {e}"));
+            let reply = &buf[..len];
+            let colon = reply.iter().position(|&b| b == b':').expect("name:");
+            assert_eq!(&reply[colon + 1..], &payload[..], "datagram {i} came back whole");
+            *served
+                .entry(String::from_utf8_lossy(&reply[..colon]).into_owned())
+                .or_default() += 1;
+        }
+    });
+    assert_eq!(served.len(), 2, "both servers answer: {served:?}");
+    let status = lbd.status();
+    let later: u64 = status
+        .split_whitespace()
+        .skip_while(|w| *w != "fragment")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fragment counter in:\n{status}"));
+    assert_eq!(later, 40, "two later fragments each of 20 large datagrams:\n{status}");
+}

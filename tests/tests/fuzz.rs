@@ -93,6 +93,12 @@ fn seed_frame(rng: &mut Rng) -> Vec<u8> {
             [rng.below(4) as usize];
         bytes = icmp_error(CLIENT_MAC, dst_mac, CLIENT, dst, kind, &offending);
     }
+    // Another IP identification now and then: a later fragment of a datagram whose first
+    // fragment was never seen (the builder gives every frame the same one).
+    if rng.chance(3) {
+        bytes[18] = rng.byte();
+        bytes[19] = rng.byte();
+    }
     match rng.below(12) {
         // One 802.1Q tag (or two).
         0 => {
@@ -148,11 +154,20 @@ fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// What a correct parser says the frame addresses, if it is a VIP packet the datapath may
-/// forward: (protocol, VIP port), for an unfragmented IPv4 TCP or UDP packet (with at most
-/// one 802.1Q tag) to the director's MAC and the VIP, whose headers fit in the frame; or for
-/// an ICMP error to the VIP quoting a TCP or UDP packet the VIP sent.
-fn addressed_vip(frame: &[u8]) -> Option<(u8, u16)> {
+/// What a frame may be forwarded as: a packet of the VIP (protocol, port), or a later
+/// fragment (no ports) to the VIP address over a protocol, which may go to a backend of any
+/// VIP with that protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Addressed {
+    Vip(u8, u16),
+    LaterFragment(u8),
+}
+
+/// What a correct parser says the frame addresses, if the datapath may forward it: an IPv4
+/// TCP or UDP packet or first fragment (with at most one 802.1Q tag) to the director's MAC
+/// and the VIP whose headers fit in the frame; a later fragment of one; or an ICMP error to
+/// the VIP quoting a TCP or UDP packet the VIP sent.
+fn addressed_vip(frame: &[u8]) -> Option<Addressed> {
     if frame.len() < 14 || frame[0..6] != DIRECTOR_MAC {
         return None;
     }
@@ -163,14 +178,17 @@ fn addressed_vip(frame: &[u8]) -> Option<(u8, u16)> {
         _ => return None,
     };
     let ip = frame.get(l3..)?;
-    let (proto, l4) = ipv4_payload(ip)?;
+    let (proto, offset, more, l4) = ipv4_payload(ip)?;
     if ip[16..20] != VIP.octets() {
         return None;
     }
+    if offset != 0 {
+        return (matches!(proto, 6 | 17) && !l4.is_empty()).then_some(Addressed::LaterFragment(proto));
+    }
     match proto {
-        6 if l4.len() >= 20 => Some((6, u16::from_be_bytes([l4[2], l4[3]]))),
-        17 if l4.len() >= 8 => Some((17, u16::from_be_bytes([l4[2], l4[3]]))),
-        1 if l4.len() >= 8 && matches!(l4[0], 3 | 11 | 12) => {
+        6 if l4.len() >= 20 => Some(Addressed::Vip(6, u16::from_be_bytes([l4[2], l4[3]]))),
+        17 if l4.len() >= 8 => Some(Addressed::Vip(17, u16::from_be_bytes([l4[2], l4[3]]))),
+        1 if !more && l4.len() >= 8 && matches!(l4[0], 3 | 11 | 12) => {
             let quoted = &l4[8..];
             if quoted.len() < 20 || quoted[0] >> 4 != 4 {
                 return None;
@@ -180,15 +198,15 @@ fn addressed_vip(frame: &[u8]) -> Option<(u8, u16)> {
             let inner_proto = quoted[9];
             let about_vip = quoted[12..16] == VIP.octets();
             (ihl >= 20 && about_vip && (inner_proto == 6 || inner_proto == 17))
-                .then(|| (inner_proto, u16::from_be_bytes([ports[0], ports[1]])))
+                .then(|| Addressed::Vip(inner_proto, u16::from_be_bytes([ports[0], ports[1]])))
         }
         _ => None,
     }
 }
 
-/// An unfragmented IPv4 packet's protocol and payload (as far as its total length says and
-/// the frame holds all of it).
-fn ipv4_payload(ip: &[u8]) -> Option<(u8, &[u8])> {
+/// An IPv4 packet's protocol, fragment offset, "more fragments" flag and payload (as far as
+/// its total length says, when the frame holds all of it).
+fn ipv4_payload(ip: &[u8]) -> Option<(u8, u16, bool, &[u8])> {
     if ip.len() < 20 || ip[0] >> 4 != 4 {
         return None;
     }
@@ -198,10 +216,7 @@ fn ipv4_payload(ip: &[u8]) -> Option<(u8, &[u8])> {
         return None;
     }
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
-    if frag & 0x3fff != 0 {
-        return None; // more fragments, or not the first
-    }
-    Some((ip[9], &ip[ihl..tot_len]))
+    Some((ip[9], frag & 0x1fff, frag & 0x2000 != 0, &ip[ihl..tot_len]))
 }
 
 #[test]
@@ -234,17 +249,22 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
             XDP_PASS | XDP_DROP => None,
             XDP_TX => match addressed_vip(&frame) {
                 None => Some("TX of a frame that addresses no VIP".to_owned()),
-                Some(vip) if !vips.contains_key(&vip) => {
-                    Some(format!("TX to {vip:?}, which is no VIP"))
-                }
-                Some(vip) => {
+                Some(addressed) => {
+                    let allowed: BTreeSet<[u8; 6]> = vips
+                        .iter()
+                        .filter(|((proto, port), _)| match addressed {
+                            Addressed::Vip(p, q) => (p, q) == (*proto, *port),
+                            Addressed::LaterFragment(p) => p == *proto,
+                        })
+                        .flat_map(|(_, macs)| macs.iter().copied())
+                        .collect();
                     let to: [u8; 6] = out[0..6].try_into().expect("6 bytes");
                     if out.len() != frame.len() || out[12..] != frame[12..] {
                         Some("TX changed more than the Ethernet addresses".to_owned())
                     } else if out[6..12] != DIRECTOR_MAC {
                         Some("TX not from the director's MAC".to_owned())
-                    } else if !vips[&vip].contains(&to) {
-                        Some(format!("TX to {to:02x?}, no backend of {vip:?}"))
+                    } else if !allowed.contains(&to) {
+                        Some(format!("TX to {to:02x?}, no backend of {addressed:?}"))
                     } else {
                         None
                     }
@@ -260,9 +280,10 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
             }
         }
     }
-    let icmp_errors_sent = dp.snapshot().verdicts.tx_icmp_error;
+    let v = dp.snapshot().verdicts;
     eprintln!(
-        "{FRAMES} frames (seed {SEED:#x}): {verdicts:?}, of which ICMP errors sent on: {icmp_errors_sent}"
+        "{FRAMES} frames (seed {SEED:#x}): {verdicts:?}; of the TX: ICMP errors {}, later fragments after their first {}, by the 3-tuple {}",
+        v.tx_icmp_error, v.tx_fragment, v.tx_fragment_hashed
     );
     assert!(
         violations.is_empty(),
@@ -271,7 +292,13 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
         &violations[..violations.len().min(10)]
     );
     // The frames reached every path: not a test that passes by passing everything.
-    assert!(icmp_errors_sent as usize > FRAMES / 1000, "too few ICMP errors forwarded");
+    for (what, count) in [
+        ("ICMP errors", v.tx_icmp_error),
+        ("later fragments after their first", v.tx_fragment),
+        ("later fragments by the 3-tuple", v.tx_fragment_hashed),
+    ] {
+        assert!(count as usize > FRAMES / 1000, "too few {what} forwarded: {v:?}");
+    }
     for kind in ["pass", "drop", "tx"] {
         assert!(
             verdicts.get(kind).copied().unwrap_or(0) > FRAMES / 100,

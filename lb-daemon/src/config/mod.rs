@@ -42,6 +42,8 @@ pub struct Config {
     pub xdp_mode: XdpModeSetting,
     /// Capacity of the connection-tracking table (see [`Config::conntrack_memory_bytes`]).
     pub max_flows: u32,
+    /// Later fragments whose first fragment was not seen: `lb_common::ORPHAN_FRAGMENTS_*`.
+    pub orphan_fragments: u32,
     /// Idle timeouts of tracked flows.
     pub timeouts: Timeouts,
     /// Virtual services.

@@ -190,6 +190,28 @@ fn bad_max_flows() {
 }
 
 #[test]
+fn orphan_fragments_is_hash_by_default_pass_on_request_and_nothing_else() {
+    let config = Config::parse(Path::new("lbd.toml"), &with("", "")).unwrap();
+    assert_eq!(config.orphan_fragments, lb_common::ORPHAN_FRAGMENTS_HASH);
+    let text = with(
+        r#"interfaces = ["eth0"]"#,
+        "interfaces = [\"eth0\"]\norphan_fragments = \"pass\"",
+    );
+    let config = Config::parse(Path::new("lbd.toml"), &text).unwrap();
+    assert_eq!(config.orphan_fragments, lb_common::ORPHAN_FRAGMENTS_PASS);
+    let text = with(
+        r#"interfaces = ["eth0"]"#,
+        "interfaces = [\"eth0\"]\norphan_fragments = \"drop\"",
+    );
+    one_error(
+        &text,
+        line_of(&text, "orphan_fragments"),
+        "director.orphan_fragments",
+        "\"hash\" or \"pass\"",
+    );
+}
+
+#[test]
 fn bad_instance_name() {
     let text = with(r#"instance = "lab""#, r#"instance = "../etc""#);
     one_error(

@@ -33,7 +33,7 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
         &mut p,
     );
     let instance = instance(&root, &mut p);
-    let (interfaces, xdp_mode, max_flows) = director(&root, &mut p);
+    let (interfaces, xdp_mode, max_flows, orphan_fragments) = director(&root, &mut p);
     let timeouts = timeouts(&root, &mut p);
 
     let raw_vips = root.tables("vip", &mut p);
@@ -83,6 +83,7 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
         interfaces,
         xdp_mode,
         max_flows,
+        orphan_fragments,
         timeouts,
         vips,
     };
@@ -127,11 +128,12 @@ pub fn interface_name_problem(name: &str) -> Option<String> {
     })
 }
 
-fn director(root: &Table<'_>, p: &mut Problems) -> (Vec<String>, XdpModeSetting, u32) {
+fn director(root: &Table<'_>, p: &mut Problems) -> (Vec<String>, XdpModeSetting, u32, u32) {
     let defaults = (
         Vec::new(),
         XdpModeSetting::Native,
         lb_common::DEFAULT_MAX_FLOWS,
+        lb_common::ORPHAN_FRAGMENTS_HASH,
     );
     if root.get("director").is_none() {
         p.add(
@@ -144,7 +146,7 @@ fn director(root: &Table<'_>, p: &mut Problems) -> (Vec<String>, XdpModeSetting,
     let Some(director) = root.table("director", "director", p) else {
         return defaults;
     };
-    director.only(&["interfaces", "xdp_mode", "max_flows"], p);
+    director.only(&["interfaces", "xdp_mode", "max_flows", "orphan_fragments"], p);
     let mut interfaces = Vec::new();
     match director.get("interfaces") {
         None => p.add(
@@ -201,7 +203,22 @@ fn director(root: &Table<'_>, p: &mut Problems) -> (Vec<String>, XdpModeSetting,
             }
         },
     };
-    (interfaces, xdp_mode, max_flows)
+    let orphan_fragments = match director.string("orphan_fragments", p) {
+        None => lb_common::ORPHAN_FRAGMENTS_HASH,
+        Some(policy) => match policy.value.as_str() {
+            "hash" => lb_common::ORPHAN_FRAGMENTS_HASH,
+            "pass" => lb_common::ORPHAN_FRAGMENTS_PASS,
+            other => {
+                p.add(
+                    Some(policy.at),
+                    policy.key,
+                    format!("{other:?}: expected \"hash\" or \"pass\""),
+                );
+                lb_common::ORPHAN_FRAGMENTS_HASH
+            }
+        },
+    };
+    (interfaces, xdp_mode, max_flows, orphan_fragments)
 }
 
 fn timeouts(root: &Table<'_>, p: &mut Problems) -> Timeouts {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
-    Backend, MAP_BACKEND_MACS, MAP_BACKENDS, MAP_RING, MAP_VIP_FILTER, MAP_VIPS, MacKey, RING_SIZE,
-    VipInfo, VipKey,
+    Backend, FragmentVipKey, MAP_BACKEND_MACS, MAP_BACKENDS, MAP_FRAGMENT_VIPS, MAP_RING,
+    MAP_VIP_FILTER, MAP_VIPS, MacKey, RING_SIZE, VipInfo, VipKey,
 };
 
 use super::snapshot::MapSource;
@@ -66,11 +66,18 @@ pub fn read(source: &impl MapSource) -> Result<MapContents> {
         .map(|entry| entry.map(|(key, vips)| (key.mac, vips)))
         .collect::<Result<_, _>>()
         .map_err(map_err(MAP_BACKEND_MACS))?;
+    let fragment_map: HashMap<&MapData, FragmentVipKey, VipInfo> =
+        HashMap::try_from(source.map(MAP_FRAGMENT_VIPS)?).map_err(map_err(MAP_FRAGMENT_VIPS))?;
+    let fragment_vips = fragment_map
+        .iter()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(MAP_FRAGMENT_VIPS))?;
     Ok(MapContents {
         vips,
         backends,
         rings,
         filter,
         backend_macs,
+        fragment_vips,
     })
 }

@@ -6,7 +6,7 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Flow, FlowKey, Interface, MAP_BACKEND_MACS, MAP_BACKEND_STATS, MAP_BACKENDS,
+    Backend, Flow, FlowKey, FragmentVipKey, Interface, MAP_BACKEND_MACS, MAP_FRAGMENT_VIPS, MAP_BACKEND_STATS, MAP_BACKENDS,
     MAP_FLOW_EPOCHS, MAP_FLOWS, MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_RING, MAP_SETTINGS,
     MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, MacKey, RING_SIZE, Settings,
     TrafficCounters, VipInfo, VipKey,
@@ -183,6 +183,20 @@ impl<'a> MapWriter<'a> {
                     } else {
                         map.insert(key, vips, 0)
                             .map_err(map_err(MAP_BACKEND_MACS))?;
+                    }
+                }
+                MapOp::SetFragmentVip { key, info } => {
+                    let mut map = self.hash::<FragmentVipKey, VipInfo>(MAP_FRAGMENT_VIPS)?;
+                    match info {
+                        Some(info) => map
+                            .insert(key, info, 0)
+                            .map_err(map_err(MAP_FRAGMENT_VIPS))?,
+                        None => match map.remove(key) {
+                            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => {}
+                            Err(aya::maps::MapError::SyscallError(err))
+                                if err.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                            Err(err) => return Err(Error::map(MAP_FRAGMENT_VIPS, err)),
+                        },
                     }
                 }
                 MapOp::SetVip { key, info } => self

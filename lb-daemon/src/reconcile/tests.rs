@@ -27,6 +27,14 @@ fn desired(backends: Vec<DesiredBackend>) -> Vec<DesiredVip> {
     }]
 }
 
+fn fragment_key(last: u8, proto: u8) -> FragmentVipKey {
+    FragmentVipKey {
+        addr: u32::from_ne_bytes([198, 18, 0, last]),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
 fn ring_slots_written(ops: &[MapOp]) -> usize {
     ops.iter()
         .map(|op| {
@@ -205,6 +213,10 @@ fn removed_vip_is_unpublished_then_its_backends_retired() {
         ops,
         [
             MapOp::RemoveVip { key },
+            MapOp::SetFragmentVip {
+                key: fragment_key(100, 6),
+                info: None
+            },
             MapOp::SetVipFilter { slot, vips: 0 },
             MapOp::SetBackendMac {
                 mac: [2, 0, 0, 0, 0, 11],
@@ -397,6 +409,14 @@ fn contents_of(ops_history: &[MapOp]) -> MapContents {
                     contents.backend_macs.insert(*mac, *vips);
                 }
             }
+            MapOp::SetFragmentVip { key, info } => match info {
+                Some(info) => {
+                    contents.fragment_vips.insert(*key, *info);
+                }
+                None => {
+                    contents.fragment_vips.remove(key);
+                }
+            },
             MapOp::ResetVipStats { .. } | MapOp::ResetBackendStats { .. } => {}
         }
     }
@@ -617,10 +637,11 @@ fn moving_a_vip_to_another_group_rewrites_its_entries_not_its_ring() {
         .map(|op| match op {
             MapOp::SetBackend { backend, .. } => backend.group,
             MapOp::SetVip { info, .. } => info.group,
+            MapOp::SetFragmentVip { info: Some(info), .. } => info.group,
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(groups, [3, 3, 3], "{ops:?}");
+    assert_eq!(groups, [3, 3, 3, 3], "{ops:?}");
     let (again, _) = next.plan(&moved).unwrap();
     assert!(again.is_empty(), "{again:?}");
     // Recovered from the maps (after a failed apply), the group is known too.
@@ -629,4 +650,61 @@ fn moving_a_vip_to_another_group_rewrites_its_entries_not_its_ring() {
         .plan(&moved)
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
+}
+
+/// Orphan fragments (no port) of an address and protocol follow the VIP with the lowest
+/// port; when it goes, they stop following it before its backends are retired, and then
+/// follow the next one.
+#[test]
+fn orphan_fragments_follow_the_lowest_port_vip_of_their_address_and_protocol() {
+    let mut udp = vip(100, 53);
+    udp.proto = 17;
+    let three = |keys: &[VipKey]| -> Vec<DesiredVip> {
+        keys.iter()
+            .map(|&key| DesiredVip {
+                key,
+                group: 0,
+                backends: vec![backend(11, 1)],
+            })
+            .collect()
+    };
+    let (ops, applied) = Reconciler::default()
+        .plan(&three(&[vip(100, 6380), vip(100, 6379), udp]))
+        .unwrap();
+    let info_of = |r: &Reconciler, key: &VipKey| VipInfo {
+        vip_id: r.vip_id(key).unwrap(),
+        flags: 0,
+        group: 0,
+    };
+    let set = |ops: &[MapOp]| -> Vec<(FragmentVipKey, Option<VipInfo>)> {
+        ops.iter()
+            .filter_map(|op| match op {
+                MapOp::SetFragmentVip { key, info } => Some((*key, *info)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        set(&ops),
+        [
+            (fragment_key(100, 6), Some(info_of(&applied, &vip(100, 6379)))),
+            (fragment_key(100, 17), Some(info_of(&applied, &udp))),
+        ]
+    );
+    assert_eq!(
+        Reconciler::from_maps(&contents_of(&ops)).plan(&three(&[vip(100, 6380), vip(100, 6379), udp])).unwrap().0,
+        [],
+        "recovered from the maps, nothing to redo"
+    );
+    let (ops, next) = applied.plan(&three(&[vip(100, 6380), udp])).unwrap();
+    assert_eq!(
+        set(&ops),
+        [
+            (fragment_key(100, 6), None),
+            (fragment_key(100, 6), Some(info_of(&next, &vip(100, 6380)))),
+        ]
+    );
+    let unpublished = position(&ops, |op| matches!(op, MapOp::SetFragmentVip { info: None, .. }));
+    let retired = position(&ops, |op| matches!(op, MapOp::RetireBackend { .. }));
+    assert!(unpublished < retired, "{ops:?}");
 }

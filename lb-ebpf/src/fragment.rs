@@ -1,0 +1,90 @@
+//! IPv4 fragments. A datagram's first fragment carries the ports: it is balanced as any
+//! packet of its flow, and its backend is remembered by the datagram's identity (source,
+//! destination, protocol, IP id) in the small LRU `FRAGMENTS`. Later fragments carry no
+//! ports and follow it. A later fragment whose first was not seen (reordered, or the first
+//! went through another director) is placed by the VIP address's ring on (source,
+//! destination, protocol), so the fragments of a datagram still meet on one backend, or
+//! passed, as `orphan_fragments` says.
+
+use aya_ebpf::{bindings::BPF_ANY, programs::XdpContext};
+use lb_common::{
+    BACKEND_F_LOCAL, Backend, FlowKey, FragmentKey, FragmentOwner, FragmentVipKey,
+    ORPHAN_FRAGMENTS_PASS, Settings,
+};
+
+use crate::{Outcome, conntrack::serving, forward, forwarding, maps, parse::Packet, select, stats};
+
+#[inline(always)]
+fn datagram(packet: &Packet, id: u16) -> FragmentKey {
+    FragmentKey {
+        src_addr: packet.src_addr,
+        dst_addr: packet.dst_addr,
+        id,
+        proto: packet.proto,
+        _pad: 0,
+    }
+}
+
+/// Remembers where the first fragment of datagram `id` went.
+#[inline(always)]
+pub fn remember(packet: &Packet, id: u16, backend_id: u32, backend: &Backend, now: u64) {
+    let owner = FragmentOwner {
+        backend_id,
+        backend_generation: backend.generation,
+        first_seen: now,
+    };
+    // A failed insert only sends the later fragments by the orphan rule.
+    let _ = maps::FRAGMENTS.insert(&datagram(packet, id), &owner, BPF_ANY as u64);
+}
+
+/// Sends a later fragment where its first fragment went, else by the orphan rule.
+#[inline(always)]
+pub fn forward_later(
+    ctx: &XdpContext,
+    packet: &Packet,
+    id: u16,
+    settings: &Settings,
+    now: u64,
+) -> Result<Outcome, Outcome> {
+    let vip_key = FragmentVipKey {
+        addr: packet.dst_addr,
+        proto: packet.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: map values are only read; the daemon replaces them whole.
+    let vip = unsafe { maps::FRAGMENT_VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
+    // SAFETY: as above; the datapath writes whole entries.
+    let first = unsafe { maps::FRAGMENTS.get(datagram(packet, id)) }.and_then(|owner| {
+        (now.saturating_sub(owner.first_seen) <= settings.fragment_timeout)
+            .then(|| serving(owner.backend_id, owner.backend_generation))
+            .flatten()
+            .map(|backend| (owner.backend_id, backend))
+    });
+    let (backend_id, backend, outcome) = match first {
+        Some((backend_id, backend)) => (backend_id, backend, Outcome::TxFragment),
+        None => {
+            if settings.orphan_fragments == ORPHAN_FRAGMENTS_PASS {
+                return Err(Outcome::Fragment);
+            }
+            forwarding(vip.group)?;
+            let three_tuple = FlowKey {
+                src_addr: packet.src_addr,
+                dst_addr: packet.dst_addr,
+                src_port: 0,
+                dst_port: 0,
+                proto: packet.proto,
+                _pad0: 0,
+                _pad1: 0,
+            };
+            let (backend_id, backend) = select::pick(ctx, vip.vip_id, &three_tuple)?;
+            (backend_id, backend, Outcome::TxFragmentHashed)
+        }
+    };
+    forwarding(backend.group)?;
+    stats::count_forwarded(backend.vip_id, backend_id, packet.frame_len, false);
+    if backend.flags & BACKEND_F_LOCAL != 0 {
+        return Ok(Outcome::Local);
+    }
+    forward::rewrite_macs(packet, backend);
+    Ok(outcome)
+}
