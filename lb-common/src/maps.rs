@@ -74,6 +74,21 @@ pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 16_384;
 /// `FragmentVipKey -> VipInfo` hash: for each VIP address and protocol, the VIP (the one with
 /// the lowest port) whose ring places a later fragment whose first fragment was not seen.
 pub const MAP_FRAGMENT_VIPS: &str = "FRAGMENT_VIPS";
+/// `PersistKey -> Choice` LRU hash: persistence templates (`ipvsadm -p`).
+pub const MAP_PERSIST: &str = "PERSIST";
+/// Clients remembered for persistence at once, over all VIPs.
+pub const MAX_PERSISTENT_CLIENTS: u32 = 65_536;
+/// `FlowKey -> Choice` LRU hash: the backend a round-robin or least-connection VIP gave a
+/// bare SYN, for its handshake's ACK (the flow is tracked from the ACK; spoofed SYNs only
+/// churn this table, never `FLOWS`).
+pub const MAP_HALF_OPEN: &str = "HALF_OPEN";
+/// Handshakes remembered at once.
+pub const MAX_HALF_OPEN: u32 = 65_536;
+/// Per-CPU `u32 vip_id -> u64` array: a round-robin VIP's position in its sequence, per CPU.
+pub const MAP_SCHED_POSITION: &str = "SCHED_POSITION";
+/// `u32 backend_id -> u64` array: open flows of a least-connection VIP's backend (counted
+/// up when tracked, down at the client's FIN or RST).
+pub const MAP_BACKEND_ACTIVE: &str = "BACKEND_ACTIVE";
 /// Per-CPU `u32 vip_id -> TrafficCounters`.
 pub const MAP_VIP_STATS: &str = "VIP_STATS";
 /// Per-CPU `u32 backend_id -> TrafficCounters`.
@@ -82,7 +97,7 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 20] = [
     MAP_VIPS,
     MAP_VIP_FILTER,
     MAP_FRAGMENT_VIPS,
@@ -93,6 +108,10 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_FLOW_CACHE,
     MAP_FLOW_EPOCHS,
     MAP_FRAGMENTS,
+    MAP_PERSIST,
+    MAP_HALF_OPEN,
+    MAP_SCHED_POSITION,
+    MAP_BACKEND_ACTIVE,
     MAP_INTERFACES,
     MAP_SETTINGS,
     MAP_GROUP_STANDBY,

@@ -23,15 +23,62 @@ pub struct VipKey {
 
 /// Value of [`crate::MAP_VIPS`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VipInfo {
     /// Index of this VIP's ring (and its counters): slots `vip_id * RING_SIZE ..`.
     pub vip_id: u32,
-    /// Reserved for per-VIP options (persistence, ...); 0 today.
+    /// Reserved; 0.
     pub flags: u32,
     /// The VIP's forwarding group: its slot in [`crate::MAP_GROUP_STANDBY`] (its VRRP
     /// instance; 0 for VIPs of no instance, always forwarded).
     pub group: u32,
+    /// How a new flow picks its backend: `SCHED_*`.
+    pub scheduler: u32,
+    /// With persistence: the client address mask (network byte order) whose clients share a
+    /// backend (`ipvsadm -M`).
+    pub persist_mask: u32,
+    pub _pad: u32,
+    /// Persistence (`ipvsadm -p`), in jiffies: a client (masked) keeps its backend for new
+    /// connections until it has opened none for this long. 0: off.
+    pub persist_timeout: u64,
+}
+
+/// [`VipInfo::scheduler`]: weighted Maglev on the 5-tuple (the ring is a Maglev table).
+pub const SCHED_MAGLEV: u32 = 0;
+/// Source hashing: the ring (Maglev) on the client address alone.
+pub const SCHED_SH: u32 = 1;
+/// Destination hashing: the ring (Maglev) on the VIP address alone.
+pub const SCHED_DH: u32 = 2;
+/// Round robin: the ring is an interleaved sequence (equal weights), walked by a per-VIP
+/// counter.
+pub const SCHED_RR: u32 = 3;
+/// Weighted round robin: as rr, the sequence weighted.
+pub const SCHED_WRR: u32 = 4;
+/// Least connections: the less loaded of two ring choices (unweighted ring).
+pub const SCHED_LC: u32 = 5;
+/// Weighted least connections: the less loaded, relative to weight, of two choices of the
+/// weighted ring.
+pub const SCHED_WLC: u32 = 6;
+
+/// Key of [`crate::MAP_PERSIST`]: a VIP and a (masked) client address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PersistKey {
+    pub vip_id: u32,
+    /// Client address & [`VipInfo::persist_mask`], network byte order.
+    pub client: u32,
+}
+
+/// A remembered choice: value of [`crate::MAP_PERSIST`] (a client's backend) and of
+/// [`crate::MAP_HALF_OPEN`] (a handshake's backend).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub backend_id: u32,
+    /// [`Backend::generation`] of `backend_id` then.
+    pub backend_generation: u32,
+    /// Jiffies when last used.
+    pub last_seen: u64,
 }
 
 /// The backend may receive packets. Cleared when a backend is removed, so flows still
@@ -99,6 +146,9 @@ pub struct FlowKey {
 /// The client sent FIN or RST: the flow expires after the shorter `tcp_fin_timeout`, and a
 /// new SYN on the same 5-tuple starts a new connection (rescheduled).
 pub const FLOW_F_CLOSING: u32 = 1;
+/// The flow is counted in its backend's [`crate::MAP_BACKEND_ACTIVE`] (a least-connection
+/// VIP's), until it closes.
+pub const FLOW_F_COUNTED: u32 = 2;
 
 /// Value of [`crate::MAP_FLOWS`].
 #[repr(C)]
@@ -260,4 +310,6 @@ mod pod {
     unsafe impl aya::Pod for super::FragmentKey {}
     unsafe impl aya::Pod for super::FragmentOwner {}
     unsafe impl aya::Pod for super::FragmentVipKey {}
+    unsafe impl aya::Pod for super::PersistKey {}
+    unsafe impl aya::Pod for super::Choice {}
 }

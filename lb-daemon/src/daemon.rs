@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     apply::Applier,
-    config::{Config, XdpModeSetting, format_mac},
+    config::{Config, VipConfig, XdpModeSetting, format_mac},
     dataplane::{
         DatapathLogLevel, Dataplane, LoadOptions, clock, object,
         pins::{self, Pinned},
@@ -24,7 +24,7 @@ use crate::{
     instance,
     netdev::{self, InterfaceInfo},
     paths::{self, PinLayout},
-    reconcile::{DesiredBackend, DesiredVip},
+    reconcile::{DesiredBackend, DesiredVip, Selection},
     vrrp::{self, Vrrp},
 };
 
@@ -188,10 +188,27 @@ pub fn resolve_with_local(
         resolved.vips.push(DesiredVip {
             key: vip.key(),
             group: config.group_of(vip.address),
+            selection: selection(vip),
             backends,
         });
     }
     Ok(resolved)
+}
+
+/// A VIP's scheduler and persistence as the datapath reads them (timeout in jiffies).
+pub fn selection(vip: &VipConfig) -> Selection {
+    let (persist_mask, persist_timeout) = match vip.persistence {
+        Some(p) => (
+            u32::from_ne_bytes(p.netmask.octets()),
+            clock::to_jiffies(p.timeout, clock::jiffy_ns()),
+        ),
+        None => (0, 0),
+    };
+    Selection {
+        scheduler: vip.scheduler.datapath_value(),
+        persist_mask,
+        persist_timeout,
+    }
 }
 
 /// The datapath settings a config asks for (durations in jiffies).

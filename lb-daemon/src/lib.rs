@@ -29,6 +29,7 @@ pub mod maglev;
 pub mod netdev;
 pub mod paths;
 pub mod reconcile;
+pub mod round_robin;
 pub mod status;
 pub mod sync;
 pub mod vrrp;

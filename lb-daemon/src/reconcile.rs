@@ -17,12 +17,15 @@ use std::{
 };
 
 use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FragmentVipKey, MAX_BACKENDS, MAX_VIPS, RING_SIZE,
+    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FragmentVipKey, SCHED_LC, SCHED_RR, SCHED_WRR, MAX_BACKENDS, MAX_VIPS, RING_SIZE,
     VipInfo, VipKey,
     hash::vip_filter_slot,
 };
 
-use crate::maglev::{self, MaglevBackend};
+use crate::{
+    maglev::{self, MaglevBackend},
+    round_robin,
+};
 
 /// A VIP as the configuration (plus MAC resolution) wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +33,42 @@ pub struct DesiredVip {
     pub key: VipKey,
     /// Forwarding group (its VRRP instance; 0: none), see [`VipInfo::group`].
     pub group: u32,
+    /// How new flows pick a backend.
+    pub selection: Selection,
     pub backends: Vec<DesiredBackend>,
+}
+
+/// A VIP's scheduler and persistence, as [`VipInfo`] carries them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// `lb_common::SCHED_*` (0: Maglev).
+    pub scheduler: u32,
+    /// Client address mask for persistence, network byte order.
+    pub persist_mask: u32,
+    /// Persistence timeout in jiffies (0: off).
+    pub persist_timeout: u64,
+}
+
+impl Selection {
+    fn info(self, vip_id: u32, group: u32) -> VipInfo {
+        VipInfo {
+            vip_id,
+            flags: 0,
+            group,
+            scheduler: self.scheduler,
+            persist_mask: self.persist_mask,
+            _pad: 0,
+            persist_timeout: self.persist_timeout,
+        }
+    }
+
+    fn of(info: &VipInfo) -> Selection {
+        Selection {
+            scheduler: info.scheduler,
+            persist_mask: info.persist_mask,
+            persist_timeout: info.persist_timeout,
+        }
+    }
 }
 
 /// A backend as the configuration (plus MAC resolution) wants it.
@@ -85,6 +123,7 @@ pub enum ReconcileError {
 struct AppliedVip {
     vip_id: u32,
     group: u32,
+    selection: Selection,
     backends: BTreeMap<Ipv4Addr, AppliedBackend>,
     /// Backend id per ring slot, as written.
     ring: Vec<u32>,
@@ -213,6 +252,7 @@ impl Reconciler {
                     AppliedVip {
                         vip_id,
                         group: want.group,
+                        selection: want.selection,
                         backends: BTreeMap::new(),
                         ring: Vec::new(),
                     },
@@ -289,6 +329,7 @@ impl Reconciler {
 
             // The ring, over backends in address order so every director builds the same one.
             let ring = ring_for(
+                want.selection.scheduler,
                 vip.backends
                     .values()
                     .map(|b| (b.id, b.entry.addr, b.entry.weight)),
@@ -313,15 +354,13 @@ impl Reconciler {
             vip.ring = ring;
             // A VIP moved to another group: its entry and its backends' (above) follow; a
             // flow in between is judged by whichever it reads, either a valid group.
-            if is_new || vip.group != want.group {
+            // A changed scheduler or persistence applies to new flows from this write on.
+            if is_new || vip.group != want.group || vip.selection != want.selection {
                 vip.group = want.group;
+                vip.selection = want.selection;
                 ops.push(MapOp::SetVip {
                     key: *key,
-                    info: VipInfo {
-                        vip_id,
-                        flags: 0,
-                        group: want.group,
-                    },
+                    info: want.selection.info(vip_id, want.group),
                 });
             }
         }
@@ -406,6 +445,7 @@ impl Reconciler {
                 AppliedVip {
                     vip_id: info.vip_id,
                     group: info.group,
+                    selection: Selection::of(&info),
                     backends: BTreeMap::new(),
                     ring: ring.expect("checked above").clone(),
                 },
@@ -504,11 +544,7 @@ fn fragment_vips(vips: &BTreeMap<VipKey, AppliedVip>) -> BTreeMap<FragmentVipKey
             _pad: [0; 3],
         };
         let port = u16::from_be(key.port);
-        let info = VipInfo {
-            vip_id: vip.vip_id,
-            flags: 0,
-            group: vip.group,
-        };
+        let info = vip.selection.info(vip.vip_id, vip.group);
         let entry = out.entry(fragment_key).or_insert((port, info));
         if port < entry.0 {
             *entry = (port, info);
@@ -529,17 +565,28 @@ fn filter_counts<'a>(vips: impl Iterator<Item = &'a VipKey>) -> BTreeMap<u32, u3
 }
 
 /// A VIP's ring: backend id per slot, all 0 when no backend has a positive weight.
-fn ring_for(backends: impl Iterator<Item = (u32, u32, u32)>) -> Vec<u32> {
+fn ring_for(scheduler: u32, backends: impl Iterator<Item = (u32, u32, u32)>) -> Vec<u32> {
     let mut by_addr: Vec<(u32, u32, u32)> = backends.collect();
     by_addr.sort_by_key(|&(_, addr, _)| u32::from_be(addr));
-    let input: Vec<MaglevBackend> = by_addr
-        .iter()
-        .map(|&(_, addr, weight)| MaglevBackend {
-            key: u32::from_be(addr) as u64,
-            weight,
-        })
-        .collect();
-    match maglev::build_table(&input, RING_SIZE) {
+    // Unweighted schedulers count every serving backend once (0 still drains).
+    let weight = |w: u32| match scheduler {
+        SCHED_RR | SCHED_LC => w.min(1),
+        _ => w,
+    };
+    let table = if matches!(scheduler, SCHED_RR | SCHED_WRR) {
+        let weights: Vec<u32> = by_addr.iter().map(|&(_, _, w)| weight(w)).collect();
+        round_robin::build_table(&weights, RING_SIZE)
+    } else {
+        let input: Vec<MaglevBackend> = by_addr
+            .iter()
+            .map(|&(_, addr, w)| MaglevBackend {
+                key: u32::from_be(addr) as u64,
+                weight: weight(w),
+            })
+            .collect();
+        maglev::build_table(&input, RING_SIZE)
+    };
+    match table {
         Some(table) => table.into_iter().map(|i| by_addr[i as usize].0).collect(),
         None => vec![0; RING_SIZE as usize],
     }

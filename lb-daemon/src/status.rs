@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::SystemTime};
 use lb_common::{PROTO_TCP, VerdictCounters};
 
 use crate::{
-    config::format_mac,
+    config::{Scheduler, format_mac},
     dataplane::snapshot::{Snapshot, VipStatus},
     health::report::HealthLine,
     vrrp::report::VrrpLine,
@@ -105,7 +105,7 @@ pub fn render(
         )
     );
     for vip in &snapshot.vips {
-        render_vip(&mut out, vip, health, now);
+        render_vip(&mut out, vip, health, now, snapshot.settings.jiffy_ns);
     }
     let v: &VerdictCounters = &snapshot.verdicts;
     let _ = writeln!(
@@ -174,7 +174,26 @@ fn render_vrrp(out: &mut String, vrrp: &[VrrpLine], now: SystemTime) {
     }
 }
 
-fn render_vip(out: &mut String, vip: &VipStatus, health: &[HealthLine], now: SystemTime) {
+/// The scheduler's name, and `-p SECONDS` with persistence (as `ipvsadm -p`).
+fn scheduler_text(vip: &VipStatus, jiffy_ns: u64) -> String {
+    let name = Scheduler::ALL
+        .iter()
+        .find(|(s, _, _)| s.datapath_value() == vip.info.scheduler)
+        .map_or("?", |(_, name, _)| name);
+    if vip.info.persist_timeout == 0 {
+        return name.to_owned();
+    }
+    let secs = vip.info.persist_timeout.saturating_mul(jiffy_ns.max(1)) / 1_000_000_000;
+    format!("{name} -p {secs}")
+}
+
+fn render_vip(
+    out: &mut String,
+    vip: &VipStatus,
+    health: &[HealthLine],
+    now: SystemTime,
+    jiffy_ns: u64,
+) {
     let proto = if vip.key.proto == PROTO_TCP {
         "TCP"
     } else {
@@ -184,7 +203,7 @@ fn render_vip(out: &mut String, vip: &VipStatus, health: &[HealthLine], now: Sys
     let c = &vip.counters;
     row(
         out,
-        &format!("{proto:<4} {local:<ADDR$} {:<9}", "maglev"),
+        &format!("{proto:<4} {local:<ADDR$} {:<9}", scheduler_text(vip, jiffy_ns)),
         c.packets,
         c.bytes,
         c.new_flows,
@@ -257,11 +276,7 @@ mod tests {
                     proto: PROTO_TCP,
                     _pad: 0,
                 },
-                info: VipInfo {
-                    vip_id: 0,
-                    flags: 0,
-                    group: 0,
-                },
+                info: VipInfo::default(),
                 counters: huge,
                 backends: vec![BackendStatus {
                     id: 1,

@@ -30,7 +30,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
-    Backend, FLOW_CACHE_SIZE, FLOW_EVENT_CLOSING, FLOW_EVENT_NEW, FLOW_F_CLOSING, Flow,
+    Backend, FLOW_CACHE_SIZE, FLOW_EVENT_CLOSING, FLOW_EVENT_NEW, FLOW_F_CLOSING, FLOW_F_COUNTED,
+    Flow,
     FlowCacheEntry, FlowKey, PROTO_TCP, Settings, hash::flow_hash,
 };
 
@@ -123,6 +124,7 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
         let previous = flow.last_seen;
         flow.last_seen = now;
         if now_closing && !closing {
+            uncount(flow);
             flow.flags |= FLOW_F_CLOSING;
             crate::sync::announce(settings, key, backend, FLOW_EVENT_CLOSING);
         } else if crate::sync::refresh_due(settings, previous, now, slot) {
@@ -173,8 +175,8 @@ pub fn track(
     key: &FlowKey,
     packet: &Packet,
     stale: Option<&'static mut Flow>,
-    backend_id: u32,
-    backend: &Backend,
+    (backend_id, backend): (u32, &Backend),
+    counted: bool,
     now: u64,
 ) -> bool {
     let flags = packet.tcp_flags;
@@ -183,10 +185,12 @@ pub fn track(
     } else {
         0
     };
+    // A least-connection VIP's flow counts on its backend while open.
+    let counted = counted && closing == 0;
     let flow = Flow {
         backend_id,
         vip_id: backend.vip_id,
-        flags: closing,
+        flags: closing | if counted { FLOW_F_COUNTED } else { 0 },
         backend_generation: backend.generation,
         last_seen: now,
     };
@@ -194,6 +198,7 @@ pub fn track(
         // Another CPU reading it meanwhile sees a mix of old and new fields, which fails
         // `serving` (generations are never reused) and reschedules to the same choice.
         Some(entry) => {
+            uncount(entry);
             *entry = flow;
             true
         }
@@ -204,6 +209,9 @@ pub fn track(
             true
         }
     };
+    if tracked && counted {
+        add_active(backend_id, 1);
+    }
     // After the write: every CPU's cached copy of this slot is now stale. Atomic, so two
     // CPUs bumping at once never leave the epoch at a value a stale copy carries.
     if let Some(epoch) = maps::FLOW_EPOCHS.get_ptr_mut(cache_slot(key)) {
@@ -213,6 +221,31 @@ pub fn track(
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(epoch, 1) };
     }
     tracked
+}
+
+/// Takes a counted open flow off its backend's count (once: the flag goes), unless the
+/// backend entry is another allocation by now (its count was reset when it was made).
+#[inline(always)]
+fn uncount(flow: &mut Flow) {
+    if flow.flags & FLOW_F_COUNTED == 0 {
+        return;
+    }
+    flow.flags &= !FLOW_F_COUNTED;
+    if maps::BACKENDS
+        .get(flow.backend_id)
+        .is_some_and(|b| b.generation == flow.backend_generation)
+    {
+        add_active(flow.backend_id, u64::MAX); // -1
+    }
+}
+
+/// Adds `delta` (wrapping: `u64::MAX` is -1) to a backend's open-flow count, atomically.
+#[inline(always)]
+fn add_active(backend_id: u32, delta: u64) {
+    if let Some(count) = maps::BACKEND_ACTIVE.get_ptr_mut(backend_id) {
+        // SAFETY: an aligned u64 inside the array's value; see the epoch bump in `track`.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, delta) };
+    }
 }
 
 /// Caches an open flow in this CPU's slot under the epoch read before its LRU lookup.

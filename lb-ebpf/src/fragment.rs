@@ -9,7 +9,7 @@
 use aya_ebpf::{bindings::BPF_ANY, programs::XdpContext};
 use lb_common::{
     BACKEND_F_LOCAL, Backend, FlowKey, FragmentKey, FragmentOwner, FragmentVipKey,
-    ORPHAN_FRAGMENTS_PASS, Settings,
+    ORPHAN_FRAGMENTS_PASS, Settings, hash::ring_slot,
 };
 
 use crate::{Outcome, conntrack::serving, forward, forwarding, maps, parse::Packet, select, stats};
@@ -76,7 +76,7 @@ pub fn forward_later(
                 _pad0: 0,
                 _pad1: 0,
             };
-            let (backend_id, backend) = select::pick(ctx, vip.vip_id, &three_tuple)?;
+            let (backend_id, backend) = select::pick(ctx, vip.vip_id, ring_slot(&three_tuple))?;
             (backend_id, backend, Outcome::TxFragmentHashed)
         }
     };

@@ -6,7 +6,9 @@
 //! Other ICMP (echo requests to a VIP, ...) is the local stack's.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{Backend, BACKEND_F_LOCAL, FlowKey, PROTO_TCP, PROTO_UDP, Settings, VipKey};
+use lb_common::{
+    BACKEND_F_LOCAL, Backend, FlowKey, PROTO_TCP, PROTO_UDP, Settings, VipKey, hash::ring_slot,
+};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
@@ -112,7 +114,7 @@ pub fn forward_error(
             };
             // SAFETY: map values are only read; the daemon replaces them whole.
             let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
-            select::pick(ctx, vip.vip_id, key)?.1
+            select::pick(ctx, vip.vip_id, ring_slot(key))?.1
         }
     };
     forwarding(backend.group)?;

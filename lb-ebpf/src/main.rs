@@ -138,8 +138,11 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 // Checked before scheduling: a backup director tracks nothing.
                 forwarding(vip.group)?;
                 from_backend(&packet, vip.vip_id)?;
-                let (backend_id, backend) = select::pick(ctx, vip.vip_id, &flow_key)?;
-                let tracked = conntrack::track(&flow_key, &packet, stale, backend_id, backend, now);
+                let (backend_id, backend) =
+                    select::schedule(ctx, vip, &flow_key, &packet, settings, now)?;
+                let counted = select::counts_flows(vip.scheduler);
+                let tracked =
+                    conntrack::track(&flow_key, &packet, stale, (backend_id, backend), counted, now);
                 if tracked {
                     sync::announce(settings, &flow_key, backend, FLOW_EVENT_NEW);
                 }

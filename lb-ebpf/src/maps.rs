@@ -6,9 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Backend, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
+    Backend, Choice, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
     FlowEvent, FlowKey, FragmentKey, FragmentOwner, FragmentVipKey, Interface, MacKey,
-    MAX_BACKENDS, MAX_FRAGMENTED_DATAGRAMS, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
+    MAX_BACKENDS, MAX_FRAGMENTED_DATAGRAMS, MAX_HALF_OPEN, MAX_PERSISTENT_CLIENTS, PersistKey, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
     Settings, TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
 };
 
@@ -43,6 +43,21 @@ pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentOwner, { MAX_FRAGMENTED_DA
 
 #[btf_map]
 pub static FRAGMENT_VIPS: HashMap<FragmentVipKey, VipInfo, { MAX_VIPS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static PERSIST: LruHashMap<PersistKey, Choice, { MAX_PERSISTENT_CLIENTS as usize }> =
+    LruHashMap::new();
+
+#[btf_map]
+pub static HALF_OPEN: LruHashMap<FlowKey, Choice, { MAX_HALF_OPEN as usize }> = LruHashMap::new();
+
+/// Per-CPU: each CPU walks a round-robin VIP's sequence on its own.
+#[btf_map]
+pub static SCHED_POSITION: PerCpuArray<u64, { MAX_VIPS as usize }> = PerCpuArray::new();
+
+/// Shared by all CPUs: changed atomically.
+#[btf_map]
+pub static BACKEND_ACTIVE: Array<u64, { MAX_BACKENDS as usize }> = Array::new();
 
 #[btf_map]
 pub static INTERFACES: Array<Interface, { MAX_INTERFACES as usize }> = Array::new();

@@ -1,18 +1,177 @@
-//! Backend selection: one read of the VIP's precomputed Maglev ring.
+//! Backend selection for a new flow: persistence first, then the VIP's scheduler. Every
+//! scheduler reads the VIP's ring, which the daemon precomputes for it (a Maglev table for
+//! the hashing and least-connection schedulers, an interleaved weighted sequence for round
+//! robin), so the datapath only indexes it.
+//!
+//! - maglev: slot = hash of the 5-tuple; sh: of the client address; dh: of the VIP address.
+//! - rr, wrr: slot = the VIP's position, one per CPU (no shared cache line, no atomics), each
+//!   CPU starting at its own offset: every CPU walks the whole sequence, so the spread is
+//!   even over all of them.
+//! - lc, wlc: the less loaded of the backends at two independent hash slots ("power of two
+//!   choices"): `BACKEND_ACTIVE` counts, for wlc relative to weight. Reading every backend
+//!   would cost a loop per new flow; two choices keep the spread close to even, and CPUs
+//!   deciding at once cannot all pile onto one backend, as a shared "current minimum" would.
+//!
+//! Schedulers that are not a function of the flow (rr, wrr, lc, wlc) remember a bare SYN's
+//! choice in `HALF_OPEN` for its handshake's ACK, which is when the flow is tracked; with
+//! persistence, the client's template (`PERSIST`, created at the first packet) does that.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_get_smp_processor_id, programs::XdpContext};
 use aya_log_ebpf::warn;
-use lb_common::{Backend, FlowKey, RING_SIZE, hash::ring_slot};
+use lb_common::{
+    Backend, Choice, FlowKey, PersistKey, RING_SIZE, SCHED_DH, SCHED_LC, SCHED_RR, SCHED_SH,
+    SCHED_WLC, SCHED_WRR, Settings, VipInfo,
+    hash::{flow_hash, mix64, ring_slot},
+};
 
-use crate::{Outcome, maps, usable};
+use crate::{Outcome, conntrack::serving, maps, parse::Packet, usable};
+
+/// Where each CPU starts in a round-robin sequence (a prime far from the ring's size).
+const CPU_OFFSET: u64 = 7_919;
+
+/// Whether a scheduler's choice depends on more than the flow (so a handshake must
+/// remember it).
+#[inline(always)]
+pub fn stateful(scheduler: u32) -> bool {
+    matches!(scheduler, SCHED_RR | SCHED_WRR | SCHED_LC | SCHED_WLC)
+}
+
+/// Whether flows of the VIP are counted in `BACKEND_ACTIVE`.
+#[inline(always)]
+pub fn counts_flows(scheduler: u32) -> bool {
+    matches!(scheduler, SCHED_LC | SCHED_WLC)
+}
 
 #[inline(always)]
-pub fn pick(
+pub fn schedule(
     ctx: &XdpContext,
-    vip_id: u32,
+    vip: &VipInfo,
+    key: &FlowKey,
+    packet: &Packet,
+    settings: &Settings,
+    now: u64,
+) -> Result<(u32, &'static Backend), Outcome> {
+    if vip.persist_timeout != 0 {
+        let client = PersistKey {
+            vip_id: vip.vip_id,
+            client: key.src_addr & vip.persist_mask,
+        };
+        if let Some(found) = remembered(maps::PERSIST.get_ptr_mut(&client), vip.persist_timeout, settings, now) {
+            return Ok(found);
+        }
+        let chosen = by_scheduler(ctx, vip, key)?;
+        remember(&maps::PERSIST, &client, chosen, now);
+        return Ok(chosen);
+    }
+    if !stateful(vip.scheduler) {
+        return by_scheduler(ctx, vip, key);
+    }
+    // A handshake in progress keeps the SYN's choice; the entry lives as long as a closing
+    // flow would.
+    if let Some(found) = remembered(maps::HALF_OPEN.get_ptr_mut(key), settings.tcp_fin_timeout, settings, now) {
+        return Ok(found);
+    }
+    let chosen = by_scheduler(ctx, vip, key)?;
+    let flags = packet.tcp_flags;
+    if flags.syn && !flags.ack {
+        remember(&maps::HALF_OPEN, key, chosen, now);
+    }
+    Ok(chosen)
+}
+
+/// A remembered choice younger than `timeout` whose backend still serves; its age is
+/// refreshed at most once per touch interval.
+#[inline(always)]
+fn remembered(
+    entry: Option<*mut Choice>,
+    timeout: u64,
+    settings: &Settings,
+    now: u64,
+) -> Option<(u32, &'static Backend)> {
+    // SAFETY: a pointer into the map value; concurrent writers store whole fields.
+    let entry = unsafe { &mut *entry? };
+    let age = now.saturating_sub(entry.last_seen);
+    if age > timeout {
+        return None;
+    }
+    let backend = serving(entry.backend_id, entry.backend_generation)?;
+    if age > settings.touch_interval {
+        entry.last_seen = now;
+    }
+    Some((entry.backend_id, backend))
+}
+
+#[inline(always)]
+fn remember<K>(
+    map: &aya_ebpf::btf_maps::LruHashMap<K, Choice, 65_536>,
+    key: &K,
+    (backend_id, backend): (u32, &Backend),
+    now: u64,
+) {
+    let choice = Choice {
+        backend_id,
+        backend_generation: backend.generation,
+        last_seen: now,
+    };
+    // A failed insert only forgets the choice: the next packet is scheduled again.
+    let _ = map.insert(key, &choice, BPF_ANY as u64);
+}
+
+#[inline(always)]
+fn by_scheduler(
+    ctx: &XdpContext,
+    vip: &VipInfo,
     key: &FlowKey,
 ) -> Result<(u32, &'static Backend), Outcome> {
-    let slot = vip_id.wrapping_mul(RING_SIZE).wrapping_add(ring_slot(key));
+    let hash = match vip.scheduler {
+        SCHED_SH => mix64(key.src_addr as u64),
+        SCHED_DH => mix64(key.dst_addr as u64),
+        SCHED_RR | SCHED_WRR => {
+            let position = maps::SCHED_POSITION
+                .get_ptr_mut(vip.vip_id)
+                .ok_or(Outcome::NoBackend)?;
+            // SAFETY: this CPU's slot; only this CPU writes it while this program runs.
+            let position = unsafe {
+                *position += 1;
+                *position
+            };
+            // Each CPU walks the whole sequence from its own starting point.
+            // SAFETY: a helper without preconditions.
+            position + unsafe { bpf_get_smp_processor_id() } as u64 * CPU_OFFSET
+        }
+        SCHED_LC | SCHED_WLC => {
+            let hash = flow_hash(key);
+            let first = pick(ctx, vip.vip_id, (hash % RING_SIZE as u64) as u32)?;
+            let second = pick(ctx, vip.vip_id, (mix64(hash) % RING_SIZE as u64) as u32)?;
+            return Ok(less_loaded(vip.scheduler, first, second));
+        }
+        _ => return pick(ctx, vip.vip_id, ring_slot(key)),
+    };
+    pick(ctx, vip.vip_id, (hash % RING_SIZE as u64) as u32)
+}
+
+/// The backend with fewer open flows (for wlc, per unit of weight); the first on a tie.
+#[inline(always)]
+fn less_loaded(
+    scheduler: u32,
+    a: (u32, &'static Backend),
+    b: (u32, &'static Backend),
+) -> (u32, &'static Backend) {
+    let active = |id: u32| maps::BACKEND_ACTIVE.get(id).copied().unwrap_or(0) as i64;
+    // Late decrements may take a count below 0 for a moment: read as signed, floored.
+    let (load_a, load_b) = (active(a.0).max(0) as u64, active(b.0).max(0) as u64);
+    let b_is_lighter = if scheduler == SCHED_WLC {
+        load_b * (a.1.weight.max(1) as u64) < load_a * (b.1.weight.max(1) as u64)
+    } else {
+        load_b < load_a
+    };
+    if b_is_lighter { b } else { a }
+}
+
+/// The backend at `slot` of the VIP's ring.
+#[inline(always)]
+pub fn pick(ctx: &XdpContext, vip_id: u32, slot: u32) -> Result<(u32, &'static Backend), Outcome> {
+    let slot = vip_id.wrapping_mul(RING_SIZE).wrapping_add(slot);
     let backend_id = *maps::RING.get(slot).ok_or(Outcome::NoBackend)?;
     // 0: the VIP has no backend with a positive weight (the daemon warns about that).
     if backend_id == 0 {

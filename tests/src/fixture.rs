@@ -161,15 +161,20 @@ impl Datapath {
 /// The MAC of the backend `reconciler`'s ring gives this flow, from the daemon's applied
 /// state and the shared flow hash.
 pub fn maglev_choice(reconciler: &Reconciler, vip_port: u16, key: &FlowKey) -> [u8; 6] {
+    ring_choice(reconciler, vip_port, key.proto, ring_slot(key))
+}
+
+/// The MAC of the backend at `slot` of the ring of VIP :`vip_port`, as the daemon applied it.
+pub fn ring_choice(reconciler: &Reconciler, vip_port: u16, proto: u8, slot: u32) -> [u8; 6] {
     let vip = VipKey {
         addr: u32::from_ne_bytes(VIP.octets()),
         port: vip_port.to_be(),
-        proto: key.proto,
+        proto,
         _pad: 0,
     };
     let ring = reconciler.ring(&vip).expect("vip applied");
     assert_eq!(ring.len(), RING_SIZE as usize);
-    let id = ring[ring_slot(key) as usize];
+    let id = ring[slot as usize];
     (1..=255u8)
         .find(|&last| reconciler.backend_id(&vip, Ipv4Addr::new(198, 18, 1, last)) == Some(id))
         .map(backend_mac)

@@ -108,17 +108,76 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// Backend selection algorithm.
+/// Backend selection algorithm, as ipvsadm's `-s` (see `lb-ebpf/src/select.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheduler {
-    /// Weighted Maglev consistent hashing (`mh` in ipvsadm).
+    /// Weighted Maglev consistent hashing on the 5-tuple (`mh`).
     Maglev,
+    /// Source hashing: a client address always reaches the same backend.
+    SourceHash,
+    /// Destination hashing: the VIP address decides.
+    DestinationHash,
+    /// Round robin.
+    RoundRobin,
+    /// Weighted round robin.
+    WeightedRoundRobin,
+    /// Least connections.
+    LeastConnections,
+    /// Weighted least connections.
+    WeightedLeastConnections,
+}
+
+impl Scheduler {
+    /// Every scheduler with the name the config and `lbd status` use, and its aliases.
+    pub const ALL: [(Scheduler, &'static str, &'static [&'static str]); 7] = [
+        (Scheduler::Maglev, "maglev", &["mh"]),
+        (Scheduler::SourceHash, "sh", &[]),
+        (Scheduler::DestinationHash, "dh", &[]),
+        (Scheduler::RoundRobin, "rr", &[]),
+        (Scheduler::WeightedRoundRobin, "wrr", &[]),
+        (Scheduler::LeastConnections, "lc", &[]),
+        (Scheduler::WeightedLeastConnections, "wlc", &[]),
+    ];
+
+    /// The scheduler called `name` (or an alias), any case.
+    pub fn from_name(name: &str) -> Option<Scheduler> {
+        let name = name.to_ascii_lowercase();
+        Scheduler::ALL
+            .iter()
+            .find(|(_, n, aliases)| *n == name || aliases.contains(&name.as_str()))
+            .map(|(s, _, _)| *s)
+    }
+
+    /// The datapath's `SCHED_*` value.
+    pub fn datapath_value(self) -> u32 {
+        match self {
+            Scheduler::Maglev => lb_common::SCHED_MAGLEV,
+            Scheduler::SourceHash => lb_common::SCHED_SH,
+            Scheduler::DestinationHash => lb_common::SCHED_DH,
+            Scheduler::RoundRobin => lb_common::SCHED_RR,
+            Scheduler::WeightedRoundRobin => lb_common::SCHED_WRR,
+            Scheduler::LeastConnections => lb_common::SCHED_LC,
+            Scheduler::WeightedLeastConnections => lb_common::SCHED_WLC,
+        }
+    }
 }
 
 impl fmt::Display for Scheduler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("maglev")
+        let name = Scheduler::ALL
+            .iter()
+            .find(|(s, _, _)| s == self)
+            .map_or("?", |(_, n, _)| n);
+        f.write_str(name)
     }
+}
+
+/// `persistence_timeout` and `persistence_granularity` (ipvsadm `-p` and `-M`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout: Duration,
+    /// Clients whose addresses agree under this mask share a backend.
+    pub netmask: Ipv4Addr,
 }
 
 /// One virtual service.
@@ -129,6 +188,9 @@ pub struct VipConfig {
     pub port: u16,
     pub protocol: Protocol,
     pub scheduler: Scheduler,
+    /// A client keeps its backend across connections (`None`: each connection is
+    /// scheduled on its own).
+    pub persistence: Option<Persistence>,
     pub backends: Vec<BackendConfig>,
     /// The replication role backends must report (needs the redis check).
     pub role: Role,

@@ -314,13 +314,59 @@ fn bad_protocol() {
 
 #[test]
 fn unsupported_scheduler() {
-    let text = with(r#"scheduler = "maglev""#, r#"scheduler = "wlc""#);
+    let text = with(r#"scheduler = "maglev""#, r#"scheduler = "lblc""#);
     one_error(
         &text,
-        line_of(&text, "wlc"),
+        line_of(&text, "lblc"),
         "vip[0].scheduler",
         "supported",
     );
+}
+
+#[test]
+fn every_ipvsadm_scheduler_we_have_is_accepted_by_name_and_alias() {
+    for (name, want) in [
+        ("maglev", Scheduler::Maglev),
+        ("MH", Scheduler::Maglev),
+        ("sh", Scheduler::SourceHash),
+        ("dh", Scheduler::DestinationHash),
+        ("rr", Scheduler::RoundRobin),
+        ("wrr", Scheduler::WeightedRoundRobin),
+        ("lc", Scheduler::LeastConnections),
+        ("Wlc", Scheduler::WeightedLeastConnections),
+    ] {
+        let text = with(r#"scheduler = "maglev""#, &format!("scheduler = {name:?}"));
+        let config = Config::parse(Path::new("lbd.toml"), &text).unwrap();
+        assert_eq!(config.vips[0].scheduler, want, "{name}");
+        assert_eq!(Scheduler::from_name(&want.to_string()), Some(want));
+    }
+}
+
+#[test]
+fn persistence_takes_a_timeout_and_a_netmask() {
+    let text = with(
+        r#"scheduler = "maglev""#,
+        "scheduler = \"wrr\"\npersistence_timeout = 300\npersistence_granularity = \"255.255.255.0\"",
+    );
+    let config = Config::parse(Path::new("lbd.toml"), &text).unwrap();
+    assert_eq!(
+        config.vips[0].persistence,
+        Some(Persistence {
+            timeout: Duration::from_secs(300),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+        })
+    );
+    let off = with(r#"scheduler = "maglev""#, "persistence_timeout = 0");
+    assert_eq!(Config::parse(Path::new("lbd.toml"), &off).unwrap().vips[0].persistence, None);
+    for (bad, says) in [
+        ("persistence_timeout = -1", "between 0 and"),
+        ("persistence_timeout = 30\npersistence_granularity = \"255.0.255.0\"", "netmask"),
+        ("persistence_granularity = \"255.255.255.0\"", "needs persistence_timeout"),
+    ] {
+        let text = with(r#"scheduler = "maglev""#, bad);
+        let key = if bad.contains("granularity") { "persistence_granularity" } else { "persistence_timeout" };
+        one_error(&text, line_of(&text, key), &format!("vip[0].{key}"), says);
+    }
 }
 
 #[test]

@@ -7,7 +7,8 @@ use lb_common::MAX_VIPS;
 use toml_edit::TableLike;
 
 use super::{
-    BackendConfig, Config, MAX_CONFIGURED_BACKENDS, Protocol, Scheduler, Timeouts, VipConfig,
+    BackendConfig, Config, MAX_CONFIGURED_BACKENDS, Persistence, Protocol, Scheduler, Timeouts,
+    VipConfig,
     XdpModeSetting, health, parse_mac, sync, vrrp,
     walk::{self, Problems, Read, Table},
 };
@@ -256,6 +257,8 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         "port",
         "protocol",
         "scheduler",
+        "persistence_timeout",
+        "persistence_granularity",
         "backend",
         "sorry_server",
     ];
@@ -306,18 +309,22 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
     let scheduler = match vip.string("scheduler", p) {
         None if vip.get("scheduler").is_none() => Some(Scheduler::Maglev),
         None => None,
-        Some(s) => match s.value.to_ascii_lowercase().as_str() {
-            "maglev" | "mh" => Some(Scheduler::Maglev),
-            other => {
+        Some(s) => match Scheduler::from_name(&s.value) {
+            Some(scheduler) => Some(scheduler),
+            None => {
                 p.add(
                     Some(s.at),
                     s.key,
-                    format!("{other:?}: supported: \"maglev\" (alias \"mh\")"),
+                    format!(
+                        "{:?}: supported: \"maglev\" (alias \"mh\"), \"sh\", \"dh\", \"rr\", \"wrr\", \"lc\", \"wlc\"",
+                        s.value
+                    ),
                 );
                 None
             }
         },
     };
+    let persistence = persistence(&vip, p);
     let raw_backends = vip.tables("backend", p);
     if raw_backends.is_empty() && vip.get("backend").is_none() {
         p.add(
@@ -364,6 +371,7 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         port: port?,
         protocol: protocol?,
         scheduler: scheduler?,
+        persistence,
         backends,
         role: health.role,
         max_lag: health.max_lag,
@@ -372,6 +380,48 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         sentinel: health.sentinel,
         notify: health.notify,
         sorry_server,
+    })
+}
+
+/// `persistence_timeout` (seconds; 0 or absent: off) and `persistence_granularity` (a
+/// netmask, default 255.255.255.255), as keepalived's keys.
+fn persistence(vip: &Table<'_>, p: &mut Problems) -> Option<Persistence> {
+    let timeout = match vip.integer("persistence_timeout", p) {
+        None => 0,
+        Some(n) => match u32::try_from(n.value) {
+            Ok(secs) if secs <= 31_536_000 => secs,
+            _ => {
+                p.add(Some(n.at), n.key, "must be between 0 and 31536000 seconds");
+                0
+            }
+        },
+    };
+    let netmask = match vip.string("persistence_granularity", p) {
+        None => Ipv4Addr::BROADCAST,
+        Some(mask) => match mask.value.parse::<Ipv4Addr>() {
+            Ok(m) if u32::from(m).leading_ones() + u32::from(m).trailing_zeros() == 32 => {
+                if timeout == 0 {
+                    p.add(
+                        Some(mask.at),
+                        mask.key.clone(),
+                        "needs persistence_timeout (a granularity without persistence does nothing)",
+                    );
+                }
+                m
+            }
+            _ => {
+                p.add(
+                    Some(mask.at),
+                    mask.key,
+                    format!("{:?}: expected a netmask such as \"255.255.255.0\"", mask.value),
+                );
+                Ipv4Addr::BROADCAST
+            }
+        },
+    };
+    (timeout != 0).then(|| Persistence {
+        timeout: Duration::from_secs(timeout.into()),
+        netmask,
     })
 }
 

@@ -6,7 +6,8 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Flow, FlowKey, FragmentVipKey, Interface, MAP_BACKEND_MACS, MAP_FRAGMENT_VIPS, MAP_BACKEND_STATS, MAP_BACKENDS,
+    Backend, Flow, FlowKey, FragmentVipKey, Interface, MAP_BACKEND_ACTIVE, MAP_BACKEND_MACS,
+    MAP_FRAGMENT_VIPS, MAP_BACKEND_STATS, MAP_BACKENDS,
     MAP_FLOW_EPOCHS, MAP_FLOWS, MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_RING, MAP_SETTINGS,
     MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, MacKey, RING_SIZE, Settings,
     TrafficCounters, VipInfo, VipKey,
@@ -138,7 +139,11 @@ impl<'a> MapWriter<'a> {
                     self.reset_per_cpu::<TrafficCounters>(MAP_VIP_STATS, *vip_id)?
                 }
                 MapOp::ResetBackendStats { backend_id } => {
-                    self.reset_per_cpu::<TrafficCounters>(MAP_BACKEND_STATS, *backend_id)?
+                    self.reset_per_cpu::<TrafficCounters>(MAP_BACKEND_STATS, *backend_id)?;
+                    // A new allocation of the id starts with no open flows.
+                    self.array::<u64>(MAP_BACKEND_ACTIVE)?
+                        .set(*backend_id, 0, 0)
+                        .map_err(map_err(MAP_BACKEND_ACTIVE))?
                 }
                 MapOp::SetBackend {
                     backend_id,

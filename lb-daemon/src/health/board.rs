@@ -644,6 +644,7 @@ impl Board {
             out.push(DesiredVip {
                 key,
                 group: desired.group,
+                selection: desired.selection,
                 backends,
             });
         }

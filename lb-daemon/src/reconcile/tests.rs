@@ -23,6 +23,7 @@ fn desired(backends: Vec<DesiredBackend>) -> Vec<DesiredVip> {
     vec![DesiredVip {
         key: vip(100, 6379),
         group: 0,
+        selection: Selection::default(),
         backends,
     }]
 }
@@ -255,11 +256,13 @@ fn backends_of_different_vips_get_their_own_ids() {
         DesiredVip {
             key: vip(100, 6379),
             group: 0,
+            selection: Selection::default(),
             backends: vec![backend(11, 1)],
         },
         DesiredVip {
             key: vip(100, 6380),
             group: 0,
+            selection: Selection::default(),
             backends: vec![backend(11, 1)],
         },
     ];
@@ -319,11 +322,13 @@ fn prefilter_counts_vips_sharing_a_slot() {
         DesiredVip {
             key: vip(100, 6379),
             group: 0,
+            selection: Selection::default(),
             backends: vec![backend(11, 1)],
         },
         DesiredVip {
             key: vip(100, 6380),
             group: 0,
+            selection: Selection::default(),
             backends: vec![backend(11, 1)],
         },
     ];
@@ -510,11 +515,13 @@ fn recovered_state_plans_nothing_when_the_maps_hold_the_plan() {
             DesiredVip {
                 key: vip(100, 6379),
                 group: 0,
+                selection: Selection::default(),
                 backends: vec![backend(11, 1), backend(12, 2)],
             },
             DesiredVip {
                 key: vip(101, 6380),
                 group: 0,
+                selection: Selection::default(),
                 backends: vec![backend(13, 1)],
             },
         ])
@@ -525,11 +532,13 @@ fn recovered_state_plans_nothing_when_the_maps_hold_the_plan() {
         DesiredVip {
             key: vip(100, 6379),
             group: 0,
+            selection: Selection::default(),
             backends: vec![backend(11, 1), backend(12, 2)],
         },
         DesiredVip {
             key: vip(101, 6380),
             group: 0,
+            selection: Selection::default(),
             backends: vec![backend(13, 1)],
         },
     ];
@@ -664,6 +673,7 @@ fn orphan_fragments_follow_the_lowest_port_vip_of_their_address_and_protocol() {
             .map(|&key| DesiredVip {
                 key,
                 group: 0,
+                selection: Selection::default(),
                 backends: vec![backend(11, 1)],
             })
             .collect()
@@ -673,8 +683,7 @@ fn orphan_fragments_follow_the_lowest_port_vip_of_their_address_and_protocol() {
         .unwrap();
     let info_of = |r: &Reconciler, key: &VipKey| VipInfo {
         vip_id: r.vip_id(key).unwrap(),
-        flags: 0,
-        group: 0,
+        ..VipInfo::default()
     };
     let set = |ops: &[MapOp]| -> Vec<(FragmentVipKey, Option<VipInfo>)> {
         ops.iter()

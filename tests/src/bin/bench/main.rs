@@ -219,11 +219,7 @@ fn datapath(report: &mut String) {
                 proto: 6,
                 _pad: 0,
             },
-            VipInfo {
-                vip_id: 0,
-                flags: 0,
-                group: 0,
-            },
+            VipInfo::default(),
             0,
         )
         .unwrap();
