@@ -149,6 +149,8 @@ pub const FLOW_F_CLOSING: u32 = 1;
 /// The flow is counted in its backend's [`crate::MAP_BACKEND_ACTIVE`] (a least-connection
 /// VIP's), until it closes.
 pub const FLOW_F_COUNTED: u32 = 2;
+/// The flow's VIP has persistence: the flow's packets keep its client's template alive.
+pub const FLOW_F_PERSISTENT: u32 = 4;
 
 /// Value of [`crate::MAP_FLOWS`].
 #[repr(C)]

@@ -31,11 +31,11 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
     Backend, FLOW_CACHE_SIZE, FLOW_EVENT_CLOSING, FLOW_EVENT_NEW, FLOW_F_CLOSING, FLOW_F_COUNTED,
-    Flow,
+    FLOW_F_PERSISTENT, Flow, VipInfo,
     FlowCacheEntry, FlowKey, PROTO_TCP, Settings, hash::flow_hash,
 };
 
-use crate::{maps, parse::Packet, usable};
+use crate::{maps, parse::Packet, select, usable};
 
 pub enum Lookup {
     /// A live entry whose backend is still in service.
@@ -123,6 +123,9 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     if age > settings.touch_interval || (now_closing && !closing) {
         let previous = flow.last_seen;
         flow.last_seen = now;
+        if flow.flags & FLOW_F_PERSISTENT != 0 {
+            select::keep_persistence(key, now);
+        }
         if now_closing && !closing {
             uncount(flow);
             flow.flags |= FLOW_F_CLOSING;
@@ -176,7 +179,7 @@ pub fn track(
     packet: &Packet,
     stale: Option<&'static mut Flow>,
     (backend_id, backend): (u32, &Backend),
-    counted: bool,
+    vip: &VipInfo,
     now: u64,
 ) -> bool {
     let flags = packet.tcp_flags;
@@ -186,11 +189,16 @@ pub fn track(
         0
     };
     // A least-connection VIP's flow counts on its backend while open.
-    let counted = counted && closing == 0;
+    let counted = select::counts_flows(vip.scheduler) && closing == 0;
+    let persistent = if vip.persist_timeout != 0 {
+        FLOW_F_PERSISTENT
+    } else {
+        0
+    };
     let flow = Flow {
         backend_id,
         vip_id: backend.vip_id,
-        flags: closing | if counted { FLOW_F_COUNTED } else { 0 },
+        flags: closing | persistent | if counted { FLOW_F_COUNTED } else { 0 },
         backend_generation: backend.generation,
         last_seen: now,
     };

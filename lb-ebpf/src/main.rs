@@ -140,9 +140,8 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 from_backend(&packet, vip.vip_id)?;
                 let (backend_id, backend) =
                     select::schedule(ctx, vip, &flow_key, &packet, settings, now)?;
-                let counted = select::counts_flows(vip.scheduler);
                 let tracked =
-                    conntrack::track(&flow_key, &packet, stale, (backend_id, backend), counted, now);
+                    conntrack::track(&flow_key, &packet, stale, (backend_id, backend), vip, now);
                 if tracked {
                     sync::announce(settings, &flow_key, backend, FLOW_EVENT_NEW);
                 }

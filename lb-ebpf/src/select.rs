@@ -20,7 +20,7 @@ use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_get_smp_processor_id, programs::X
 use aya_log_ebpf::warn;
 use lb_common::{
     Backend, Choice, FlowKey, PersistKey, RING_SIZE, SCHED_DH, SCHED_LC, SCHED_RR, SCHED_SH,
-    SCHED_WLC, SCHED_WRR, Settings, VipInfo,
+    SCHED_WLC, SCHED_WRR, Settings, VipInfo, VipKey,
     hash::{flow_hash, mix64, ring_slot},
 };
 
@@ -77,6 +77,31 @@ pub fn schedule(
         remember(&maps::HALF_OPEN, key, chosen, now);
     }
     Ok(chosen)
+}
+
+/// A persistent VIP's flow is alive (its timestamp was just refreshed, at most once per touch
+/// interval): so is its client's template, as IPVS keeps a template while connections it
+/// placed are in use. Two hash lookups, once a second per flow of a persistent VIP.
+#[inline(always)]
+pub fn keep_persistence(key: &FlowKey, now: u64) {
+    let vip_key = VipKey {
+        addr: key.dst_addr,
+        port: key.dst_port,
+        proto: key.proto,
+        _pad: 0,
+    };
+    // SAFETY: map values are only read; the daemon replaces them whole.
+    let Some(vip) = (unsafe { maps::VIPS.get(vip_key) }) else {
+        return;
+    };
+    let client = PersistKey {
+        vip_id: vip.vip_id,
+        client: key.src_addr & vip.persist_mask,
+    };
+    if let Some(template) = maps::PERSIST.get_ptr_mut(&client) {
+        // SAFETY: a pointer into the map value; a whole-field store.
+        unsafe { (*template).last_seen = now };
+    }
 }
 
 /// A remembered choice younger than `timeout` whose backend still serves; its age is

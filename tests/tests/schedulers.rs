@@ -197,7 +197,7 @@ fn a_spoofed_syn_flood_on_a_round_robin_vip_leaves_established_flows_alone() {
 }
 
 #[test]
-fn persistence_keeps_a_client_and_its_netmask_on_one_backend_until_it_times_out() {
+fn persistence_keeps_a_client_and_its_netmask_on_one_backend_while_busy_and_for_the_timeout() {
     let Some(mut dp) = datapath(&[vip(
         7007,
         "persistence_timeout = 1\npersistence_granularity = \"255.255.255.0\"",
@@ -228,11 +228,27 @@ fn persistence_keeps_a_client_and_its_netmask_on_one_backend_until_it_times_out(
     let port = (42000..43000).find(|&p| far_own(&dp, p) != first).unwrap();
     let want = far_own(&dp, port);
     assert_eq!(connect(&mut dp, far, port, 7007), want);
-    // A second without a new connection from the /24: the template lapses.
+    // Past the timeout, but the first connection is busy: it keeps the template alive (as
+    // IPVS keeps a template while its connections are in use).
+    let other_port = |dp: &Datapath, from: u16| {
+        (from..from + 1000)
+            .find(|&p| {
+                ring_choice(dp.reconciler(), 7007, 6, lb_common::hash::ring_slot(&flow_key_to(client(1), p, 7007))) != first
+            })
+            .unwrap()
+    };
+    let busy = std::time::Instant::now();
+    while busy.elapsed() < Duration::from_millis(1_600) {
+        let ack =
+            Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (client(1), 40000), (VIP, 7007), TCP_ACK).build();
+        assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, first)));
+        sleep(Duration::from_millis(100));
+    }
+    let port = other_port(&dp, 43000);
+    assert_eq!(connect(&mut dp, client(1), port, 7007), first, "a busy connection's template lapsed");
+    // Idle for longer than the timeout: the template lapses.
     sleep(Duration::from_millis(1_300));
-    let port = (43000..44000)
-        .find(|&p| ring_choice(dp.reconciler(), 7007, 6, lb_common::hash::ring_slot(&flow_key_to(client(1), p, 7007))) != first)
-        .unwrap();
+    let port = other_port(&dp, 44000);
     assert_ne!(connect(&mut dp, client(1), port, 7007), first, "persistence outlived its timeout");
 }
 
