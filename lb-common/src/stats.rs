@@ -76,6 +76,25 @@ impl VerdictCounters {
             + self.drop_no_backend
     }
 
+    /// Every counter with its field name, in declaration order.
+    pub fn named(&self) -> [(&'static str, u64); 13] {
+        [
+            ("tx", self.tx),
+            ("tx_icmp_error", self.tx_icmp_error),
+            ("tx_fragment", self.tx_fragment),
+            ("tx_fragment_hashed", self.tx_fragment_hashed),
+            ("pass_not_for_us", self.pass_not_for_us),
+            ("pass_not_balanced", self.pass_not_balanced),
+            ("pass_not_vip", self.pass_not_vip),
+            ("pass_fragment", self.pass_fragment),
+            ("pass_not_forwarding", self.pass_not_forwarding),
+            ("pass_local", self.pass_local),
+            ("pass_from_backend", self.pass_from_backend),
+            ("drop_malformed", self.drop_malformed),
+            ("drop_no_backend", self.drop_no_backend),
+        ]
+    }
+
     /// Adds another CPU's copy.
     pub fn add(&mut self, o: &Self) {
         self.tx += o.tx;

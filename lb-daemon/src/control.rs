@@ -25,7 +25,18 @@ pub struct Status {
 
 /// The status table of an instance, and whether its daemon is alive. An instance whose
 /// daemon died still has its datapath attached: the table is shown, and `daemon` says so.
-pub fn status(instance: &str) -> Result<Status> {
+/// What `lbd status` prints.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum View {
+    /// VIPs, backends, health, VRRP and counters.
+    Table,
+    /// Counters only (`--stats`).
+    Stats,
+    /// Counter growth per second over the interval (`--rate`).
+    Rate(std::time::Duration),
+}
+
+pub fn status(instance: &str, view: View) -> Result<Status> {
     let layout = PinLayout::for_instance(instance);
     host::require_pin_access("lbd status")?;
     if !layout.maps_dir().is_dir() {
@@ -42,8 +53,8 @@ pub fn status(instance: &str) -> Result<Status> {
         ),
         _ => (Vec::new(), Vec::new(), None),
     };
-    Ok(Status {
-        table: crate::status::render(
+    let table = match view {
+        View::Table => crate::status::render(
             instance,
             &snapshot::read(&maps)?,
             &health,
@@ -51,8 +62,16 @@ pub fn status(instance: &str) -> Result<Status> {
             sync.as_deref().map(str::trim),
             std::time::SystemTime::now(),
         ),
-        daemon,
-    })
+        View::Stats => crate::stats::render_stats(&snapshot::read(&maps)?),
+        View::Rate(interval) => {
+            let before = snapshot::read(&maps)?;
+            let start = std::time::Instant::now();
+            std::thread::sleep(interval);
+            let after = snapshot::read(&maps)?;
+            crate::stats::render_rate(&before, &after, start.elapsed())
+        }
+    };
+    Ok(Status { table, daemon })
 }
 
 /// Why an instance without pins is not serving: no bpffs here, starting, or not running.

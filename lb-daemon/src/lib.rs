@@ -30,6 +30,7 @@ pub mod netdev;
 pub mod paths;
 pub mod reconcile;
 pub mod round_robin;
+pub mod stats;
 pub mod status;
 pub mod sync;
 pub mod vrrp;

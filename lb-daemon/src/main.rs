@@ -67,7 +67,26 @@ enum Command {
         /// Take the instance name from this configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Counters only, as `ipvsadm -L -n --stats`: connections, packets and bytes per
+        /// VIP and backend, and every datapath verdict by name.
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        /// Rates, as `ipvsadm -L -n --rate`: the counters' growth per second over
+        /// `--interval`.
+        #[arg(long)]
+        rate: bool,
+        /// Seconds `--rate` measures over.
+        #[arg(long, default_value_t = 1.0, requires = "rate", value_parser = interval_secs)]
+        interval: f64,
     },
+}
+
+/// `--interval`: 0.1 to 3600 seconds.
+fn interval_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?}: expected seconds between 0.1 and 3600")),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -195,7 +214,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { instance, config } => {
+        Command::Status {
+            instance,
+            config,
+            stats,
+            rate,
+            interval,
+        } => {
             let instance = match (instance, config) {
                 (Some(i), _) => i,
                 (None, Some(path)) => match Config::load(&path) {
@@ -207,7 +232,14 @@ fn main() -> ExitCode {
                 },
                 (None, None) => "lbd".to_owned(),
             };
-            match control::status(&instance) {
+            let view = if stats {
+                control::View::Stats
+            } else if rate {
+                control::View::Rate(std::time::Duration::from_secs_f64(interval))
+            } else {
+                control::View::Table
+            };
+            match control::status(&instance, view) {
                 Ok(status) => {
                     print_out(&status.table);
                     match status.daemon {

@@ -513,3 +513,59 @@ fn least_connections_spreads_held_connections_evenly() {
     }
     drop(held);
 }
+
+/// `lbd status --stats` and `--rate`, as `ipvsadm -L -n --stats` / `--rate`: the VIP's
+/// connections and packets since it was created, every verdict by name, and their growth
+/// per second while a client keeps connecting.
+#[test]
+fn status_stats_and_rate_show_counters_and_their_growth_per_second() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("st", 2);
+    let lbd = Lbd::start(&lab, &lab.config(&[(0, 1), (1, 1)]));
+    lab.client.run(|| {
+        for i in 0..20u16 {
+            let mut conn = lab::connect_vip(35000 + i, TIMEOUT).expect("connect");
+            lab::whoami(&mut conn).expect("whoami");
+        }
+    });
+    let field = |text: &str, starts: &str, column: usize| -> u64 {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(starts))
+            .and_then(|l| l.split_whitespace().nth(column))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {starts} column {column} in:\n{text}"))
+    };
+    let out = lbd.cli(&["status", "--instance", &lbd.instance, "--stats"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(field(&stats, "TCP", 2), 20, "Conns:\n{stats}");
+    assert!(field(&stats, "TCP", 3) >= 60, "InPkts (SYN, ACK, request each):\n{stats}");
+    assert!(field(&stats, "tx ", 1) >= 60, "the tx verdict:\n{stats}");
+
+    // A client connecting in a loop while --rate measures over 1 s.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let rate = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            lab.client.run(|| {
+                let mut i = 0u16;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 5_000 {
+                    if let Ok(mut conn) = lab::connect_vip(36000 + i, TIMEOUT) {
+                        let _ = lab::whoami(&mut conn);
+                    }
+                    i += 1;
+                }
+            })
+        });
+        let out = lbd.cli(&["status", "--instance", &lbd.instance, "--rate", "--interval", "1"]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    });
+    assert!(rate.status.success(), "{}", String::from_utf8_lossy(&rate.stderr));
+    let rate = String::from_utf8_lossy(&rate.stdout).into_owned();
+    assert!(field(&rate, "TCP", 2) > 0, "CPS while connecting:\n{rate}");
+    assert!(field(&rate, "TCP", 3) > field(&rate, "TCP", 2), "InPPS above CPS:\n{rate}");
+    let bad = lbd.cli(&["status", "--instance", &lbd.instance, "--rate", "--interval", "0"]);
+    assert!(!bad.status.success(), "an interval of 0 is refused");
+}
