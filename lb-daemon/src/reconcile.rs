@@ -17,9 +17,8 @@ use std::{
 };
 
 use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FragmentVipKey, SCHED_LC, SCHED_RR, SCHED_WRR, MAX_BACKENDS, MAX_VIPS, RING_SIZE,
-    VipInfo, VipKey,
-    hash::vip_filter_slot,
+    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FragmentVipKey, MAX_BACKENDS, MAX_VIPS, RING_SIZE,
+    SCHED_LC, SCHED_RR, SCHED_WRR, VipInfo, VipKey, hash::vip_filter_slot,
 };
 
 use crate::{

@@ -36,7 +36,10 @@ mod tests {
             assert_eq!((count(0), count(1), count(2)), (1, 2, 3), "{table:?}");
         }
         // Smooth: the heaviest never takes three slots in a row.
-        assert!(!table.windows(3).any(|w| w.iter().all(|&b| b == 2)), "{table:?}");
+        assert!(
+            !table.windows(3).any(|w| w.iter().all(|&b| b == 2)),
+            "{table:?}"
+        );
     }
 
     #[test]

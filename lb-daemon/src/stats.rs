@@ -21,11 +21,19 @@ fn header(out: &mut String, columns: [&str; 5]) {
 }
 
 fn line(out: &mut String, left: &str, [conns, packets, bytes]: [String; 3]) {
-    let _ = writeln!(out, "{left:<LEFT$} {conns:>10} {packets:>12} {:>8} {bytes:>14} {:>8}", 0, 0);
+    let _ = writeln!(
+        out,
+        "{left:<LEFT$} {conns:>10} {packets:>12} {:>8} {bytes:>14} {:>8}",
+        0, 0
+    );
 }
 
 fn vip_label(vip: &VipStatus) -> String {
-    let proto = if vip.key.proto == PROTO_TCP { "TCP" } else { "UDP" };
+    let proto = if vip.key.proto == PROTO_TCP {
+        "TCP"
+    } else {
+        "UDP"
+    };
     format!("{proto:<4} {}:{}", vip.address(), vip.port())
 }
 
@@ -33,7 +41,11 @@ fn backend_label(vip: &VipStatus, backend: std::net::Ipv4Addr) -> String {
     format!("  -> {backend}:{}", vip.port())
 }
 
-fn verdicts(out: &mut String, title: &str, values: impl IntoIterator<Item = (&'static str, String)>) {
+fn verdicts(
+    out: &mut String,
+    title: &str,
+    values: impl IntoIterator<Item = (&'static str, String)>,
+) {
     let _ = writeln!(out, "{title}");
     for (name, value) in values {
         let _ = writeln!(out, "  {name:<22} {value:>14}");
@@ -44,12 +56,19 @@ fn verdicts(out: &mut String, title: &str, values: impl IntoIterator<Item = (&'s
 /// bytes in; then every datapath verdict since the program was loaded.
 pub fn render_stats(snapshot: &Snapshot) -> String {
     let mut out = String::new();
-    header(&mut out, ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"]);
+    header(
+        &mut out,
+        ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"],
+    );
     let totals = |c: &TrafficCounters| [c.new_flows, c.packets, c.bytes].map(|n| n.to_string());
     for vip in &snapshot.vips {
         line(&mut out, &vip_label(vip), totals(&vip.counters));
         for b in &vip.backends {
-            line(&mut out, &backend_label(vip, b.address()), totals(&b.counters));
+            line(
+                &mut out,
+                &backend_label(vip, b.address()),
+                totals(&b.counters),
+            );
         }
     }
     verdicts(
@@ -81,7 +100,11 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, elapsed: Duration) -> St
             .vips
             .iter()
             .find(|v| v.key == vip.key && v.info.vip_id == vip.info.vip_id);
-        line(&mut out, &vip_label(vip), rates(&vip.counters, old.map_or(&zero, |v| &v.counters)));
+        line(
+            &mut out,
+            &vip_label(vip),
+            rates(&vip.counters, old.map_or(&zero, |v| &v.counters)),
+        );
         for b in &vip.backends {
             let then = old
                 .and_then(|v| {
@@ -90,7 +113,11 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, elapsed: Duration) -> St
                         .find(|o| o.id == b.id && o.entry.generation == b.entry.generation)
                 })
                 .map_or(&zero, |o| &o.counters);
-            line(&mut out, &backend_label(vip, b.address()), rates(&b.counters, then));
+            line(
+                &mut out,
+                &backend_label(vip, b.address()),
+                rates(&b.counters, then),
+            );
         }
     }
     let then: VerdictCounters = before.verdicts;
@@ -160,8 +187,22 @@ mod tests {
     #[test]
     fn stats_show_connections_packets_and_bytes_and_every_verdict_by_name() {
         let text = render_stats(&snapshot(1000, 1234, 1));
-        assert_eq!(row(&text, "TCP"), ["TCP", "198.18.0.100:6379", "100", "1000", "0", "100000", "0"]);
-        assert_eq!(row(&text, "-> 198"), ["->", "198.18.0.11:6379", "100", "1000", "0", "100000", "0"]);
+        assert_eq!(
+            row(&text, "TCP"),
+            [
+                "TCP",
+                "198.18.0.100:6379",
+                "100",
+                "1000",
+                "0",
+                "100000",
+                "0"
+            ]
+        );
+        assert_eq!(
+            row(&text, "-> 198"),
+            ["->", "198.18.0.11:6379", "100", "1000", "0", "100000", "0"]
+        );
         assert_eq!(row(&text, "tx "), ["tx", "1234"]);
         for name in ["drop_no_backend", "pass_fragment", "tx_icmp_error"] {
             assert_eq!(row(&text, name)[1], "0", "{name}");
@@ -170,11 +211,30 @@ mod tests {
 
     #[test]
     fn rates_divide_the_growth_by_the_interval_and_restart_a_replaced_backend() {
-        let text = render_rate(&snapshot(1000, 0, 1), &snapshot(3000, 500, 1), Duration::from_secs(2));
-        assert_eq!(row(&text, "TCP"), ["TCP", "198.18.0.100:6379", "100", "1000", "0", "100000", "0"]);
+        let text = render_rate(
+            &snapshot(1000, 0, 1),
+            &snapshot(3000, 500, 1),
+            Duration::from_secs(2),
+        );
+        assert_eq!(
+            row(&text, "TCP"),
+            [
+                "TCP",
+                "198.18.0.100:6379",
+                "100",
+                "1000",
+                "0",
+                "100000",
+                "0"
+            ]
+        );
         assert_eq!(row(&text, "tx "), ["tx", "250"]);
         // Generation 2: another allocation of the id, counted from 0.
-        let text = render_rate(&snapshot(1000, 0, 1), &snapshot(3000, 0, 2), Duration::from_secs(1));
+        let text = render_rate(
+            &snapshot(1000, 0, 1),
+            &snapshot(3000, 0, 2),
+            Duration::from_secs(1),
+        );
         assert_eq!(row(&text, "-> 198")[2..4], ["300", "3000"]);
     }
 }

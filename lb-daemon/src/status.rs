@@ -203,7 +203,10 @@ fn render_vip(
     let c = &vip.counters;
     row(
         out,
-        &format!("{proto:<4} {local:<ADDR$} {:<9}", scheduler_text(vip, jiffy_ns)),
+        &format!(
+            "{proto:<4} {local:<ADDR$} {:<9}",
+            scheduler_text(vip, jiffy_ns)
+        ),
         c.packets,
         c.bytes,
         c.new_flows,

@@ -31,8 +31,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
     Backend, FLOW_CACHE_SIZE, FLOW_EVENT_CLOSING, FLOW_EVENT_NEW, FLOW_F_CLOSING, FLOW_F_COUNTED,
-    FLOW_F_PERSISTENT, Flow, VipInfo,
-    FlowCacheEntry, FlowKey, PROTO_TCP, Settings, hash::flow_hash,
+    FLOW_F_PERSISTENT, Flow, FlowCacheEntry, FlowKey, PROTO_TCP, Settings, VipInfo,
+    hash::flow_hash,
 };
 
 use crate::{maps, parse::Packet, select, usable};

@@ -7,9 +7,10 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Choice, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
-    FlowEvent, FlowKey, FragmentKey, FragmentOwner, FragmentVipKey, Interface, MacKey,
-    MAX_BACKENDS, MAX_FRAGMENTED_DATAGRAMS, MAX_HALF_OPEN, MAX_PERSISTENT_CLIENTS, PersistKey, MAX_GROUPS, MAX_INTERFACES, MAX_VIPS, RING_SIZE,
-    Settings, TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
+    FlowEvent, FlowKey, FragmentKey, FragmentOwner, FragmentVipKey, Interface, MAX_BACKENDS,
+    MAX_FRAGMENTED_DATAGRAMS, MAX_GROUPS, MAX_HALF_OPEN, MAX_INTERFACES, MAX_PERSISTENT_CLIENTS,
+    MAX_VIPS, MacKey, PersistKey, RING_SIZE, Settings, TrafficCounters, VIP_FILTER_SIZE,
+    VerdictCounters, VipInfo, VipKey,
 };
 
 #[btf_map]
@@ -38,8 +39,11 @@ pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry, { FLOW_CACHE_SIZE as usize }>
 pub static FLOW_EPOCHS: Array<u64, { FLOW_CACHE_SIZE as usize }> = Array::new();
 
 #[btf_map]
-pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentOwner, { MAX_FRAGMENTED_DATAGRAMS as usize }> =
-    LruHashMap::new();
+pub static FRAGMENTS: LruHashMap<
+    FragmentKey,
+    FragmentOwner,
+    { MAX_FRAGMENTED_DATAGRAMS as usize },
+> = LruHashMap::new();
 
 #[btf_map]
 pub static FRAGMENT_VIPS: HashMap<FragmentVipKey, VipInfo, { MAX_VIPS as usize }> = HashMap::new();

@@ -42,9 +42,13 @@ pub struct Packet {
 pub enum Fragment {
     Whole,
     /// Offset 0, more to come: it carries the ports.
-    First { id: u16 },
+    First {
+        id: u16,
+    },
     /// Offset > 0: no ports (`src_port` and `dst_port` are 0).
-    Later { id: u16 },
+    Later {
+        id: u16,
+    },
 }
 
 /// The TCP flags conntrack acts on.

@@ -56,7 +56,12 @@ pub fn schedule(
             vip_id: vip.vip_id,
             client: key.src_addr & vip.persist_mask,
         };
-        if let Some(found) = remembered(maps::PERSIST.get_ptr_mut(&client), vip.persist_timeout, settings, now) {
+        if let Some(found) = remembered(
+            maps::PERSIST.get_ptr_mut(&client),
+            vip.persist_timeout,
+            settings,
+            now,
+        ) {
             return Ok(found);
         }
         let chosen = by_scheduler(ctx, vip, key)?;
@@ -68,7 +73,12 @@ pub fn schedule(
     }
     // A handshake in progress keeps the SYN's choice; the entry lives as long as a closing
     // flow would.
-    if let Some(found) = remembered(maps::HALF_OPEN.get_ptr_mut(key), settings.tcp_fin_timeout, settings, now) {
+    if let Some(found) = remembered(
+        maps::HALF_OPEN.get_ptr_mut(key),
+        settings.tcp_fin_timeout,
+        settings,
+        now,
+    ) {
         return Ok(found);
     }
     let chosen = by_scheduler(ctx, vip, key)?;

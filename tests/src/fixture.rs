@@ -40,7 +40,8 @@ pub fn config(tcp_backends: &[(u8, u32)]) -> Config {
 
 /// [`config`] with `extra` TOML appended (more `[[vip]]` tables).
 pub fn config_with(tcp_backends: &[(u8, u32)], extra: &str) -> Config {
-    Config::parse(Path::new("fixture.toml"), &config_text(tcp_backends, extra)).expect("fixture config")
+    Config::parse(Path::new("fixture.toml"), &config_text(tcp_backends, extra))
+        .expect("fixture config")
 }
 
 /// The TOML of [`config_with`].
@@ -154,7 +155,11 @@ impl Datapath {
 
     /// Live flows tracked to the TCP VIP :6379's backends.
     pub fn redis_flows(&self) -> u64 {
-        self.redis_vip().backends.iter().map(|b| b.active_flows).sum()
+        self.redis_vip()
+            .backends
+            .iter()
+            .map(|b| b.active_flows)
+            .sum()
     }
 }
 

@@ -186,7 +186,10 @@ pub struct UdpEcho {
 impl Lab {
     /// Starts a [`UdpEcho`] on server `index`, at `vip:port`.
     pub fn udp_echo(&self, index: usize, vip: Ipv4Addr, port: u16) -> UdpEcho {
-        use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        };
         let server = &self.servers[index];
         let name = server.name.clone();
         let path = format!("/run/netns/{}", server.ns.name);
@@ -198,7 +201,10 @@ impl Lab {
                 use std::os::fd::AsRawFd;
                 let file = std::fs::File::open(&path).expect("netns");
                 // SAFETY: setns on an open namespace fd, for this thread only.
-                assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+                assert_eq!(
+                    unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
                 let socket = std::net::UdpSocket::bind((vip, port)).expect("bind the VIP");
                 socket
                     .set_read_timeout(Some(Duration::from_millis(50)))
@@ -256,14 +262,41 @@ impl Lab {
         let client = Netns::new(&format!("{}-far", self.prefix));
         crate::netns::sh(
             "ip",
-            &["link", "add", "eth0", "netns", &router.name, "type", "veth", "peer", "name", "rt", "netns", &self.switch.name],
+            &[
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                &router.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "rt",
+                "netns",
+                &self.switch.name,
+            ],
         );
-        self.switch.ip(&["link", "set", "rt", "master", "br0", "up"]);
+        self.switch
+            .ip(&["link", "set", "rt", "master", "br0", "up"]);
         router.ip(&["addr", "add", &format!("{ROUTER}/24"), "dev", "eth0"]);
         router.ip(&["link", "set", "eth0", "up"]);
         crate::netns::sh(
             "ip",
-            &["link", "add", "eth1", "netns", &router.name, "type", "veth", "peer", "name", "eth0", "netns", &client.name],
+            &[
+                "link",
+                "add",
+                "eth1",
+                "netns",
+                &router.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &client.name,
+            ],
         );
         router.ip(&["link", "set", "eth1", "mtu", &mtu.to_string()]);
         router.ip(&["addr", "add", "198.18.5.1/24", "dev", "eth1"]);
@@ -277,7 +310,9 @@ impl Lab {
             ns.exec("ethtool", &["-K", dev, "tx", "off"]);
         }
         for server in &self.servers {
-            server.ns.ip(&["route", "add", "198.18.5.0/24", "via", &ROUTER.to_string()]);
+            server
+                .ns
+                .ip(&["route", "add", "198.18.5.0/24", "via", &ROUTER.to_string()]);
         }
         FarClient { client, router }
     }

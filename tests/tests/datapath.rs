@@ -73,10 +73,7 @@ fn same_flow_again_goes_to_the_same_backend() {
     let first = dp.connect(40000);
     for flags in [TCP_ACK, TCP_ACK | TCP_PSH, TCP_ACK] {
         let frame = tcp(40000, flags);
-        assert_eq!(
-            dp.run(&frame),
-            (XDP_TX, forwarded(&frame, first))
-        );
+        assert_eq!(dp.run(&frame), (XDP_TX, forwarded(&frame, first)));
     }
 }
 
@@ -88,11 +85,7 @@ fn tracked_flow_keeps_its_backend_when_the_ring_changes() {
     let first = dp.connect(port);
     dp.reconfigure(&AFTER);
     let new_choice = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
-    assert_ne!(
-        new_choice,
-        first,
-        "the ring now sends this flow elsewhere"
-    );
+    assert_ne!(new_choice, first, "the ring now sends this flow elsewhere");
     let ack = tcp(port, TCP_ACK);
     assert_eq!(
         dp.run(&ack),
@@ -157,11 +150,7 @@ fn idle_flow_past_its_timeout_is_rescheduled() {
     let ack = tcp(port, TCP_ACK);
     let (verdict, out) = dp.run(&ack);
     assert_eq!(verdict, XDP_TX);
-    assert_ne!(
-        backend_of(&out),
-        first,
-        "stale entry must not pin the flow"
-    );
+    assert_ne!(backend_of(&out), first, "stale entry must not pin the flow");
     assert_eq!(
         out,
         forwarded(&ack, dp.maglev_choice(6379, &flow_key(port, 6379, 6)))
@@ -241,7 +230,11 @@ fn a_bare_syn_is_forwarded_untracked_and_its_first_ack_is_tracked_to_the_same_ba
     let syn = tcp(40000, TCP_SYN);
     let choice = dp.maglev_choice(6379, &flow_key(40000, 6379, 6));
     assert_eq!(dp.run(&syn), (XDP_TX, forwarded(&syn, choice)));
-    assert_eq!(dp.redis_flows(), 0, "a bare SYN must not take a table entry");
+    assert_eq!(
+        dp.redis_flows(),
+        0,
+        "a bare SYN must not take a table entry"
+    );
     assert_eq!(dp.redis_vip().counters.new_flows, 0);
     let ack = tcp(40000, TCP_ACK);
     assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, choice)));
@@ -279,7 +272,11 @@ fn a_spoofed_syn_flood_never_evicts_established_flows() {
         .build();
         assert_eq!(dp.run(&syn).0, XDP_TX, "spoofed SYN {i} is still served");
     }
-    assert_eq!(dp.redis_flows(), HELD as u64, "only the established flows are in the table");
+    assert_eq!(
+        dp.redis_flows(),
+        HELD as u64,
+        "only the established flows are in the table"
+    );
     // A new ring would move some of them: only their entries keep them in place.
     dp.reconfigure(&[(11, 1), (12, 1), (13, 1), (14, 1)]);
     let moved = held
@@ -757,7 +754,10 @@ fn synced_flows_are_announced_when_new_refreshed_and_closing() {
     on.sync_refresh = 1;
     dp.set_settings(on);
     dp.run(&tcp(40001, TCP_SYN));
-    assert!(drain().is_empty(), "a bare SYN is not tracked, so not announced");
+    assert!(
+        drain().is_empty(),
+        "a bare SYN is not tracked, so not announced"
+    );
     dp.run(&tcp(40001, TCP_ACK));
     let new = drain();
     assert_eq!(kinds(&new), [FLOW_EVENT_NEW]);
@@ -918,7 +918,14 @@ fn reply_to(port: u16) -> Vec<u8> {
 }
 
 fn frag_needed(offending: &[u8]) -> Vec<u8> {
-    icmp_error(ROUTER_MAC, DIRECTOR_MAC, ROUTER, VIP, FRAG_NEEDED, offending)
+    icmp_error(
+        ROUTER_MAC,
+        DIRECTOR_MAC,
+        ROUTER,
+        VIP,
+        FRAG_NEEDED,
+        offending,
+    )
 }
 
 /// Path MTU discovery through DR: the router's "fragmentation needed" reaches the VIP (this
@@ -934,7 +941,11 @@ fn an_icmp_fragmentation_needed_about_a_tracked_flow_goes_to_its_backend() {
     assert_eq!(dp.run(&error), (XDP_TX, forwarded(&error, first)));
     for kind in [(3, 1, [0; 4]), (11, 0, [0; 4]), (12, 0, [0; 4])] {
         let error = icmp_error(ROUTER_MAC, DIRECTOR_MAC, ROUTER, VIP, kind, &reply_to(port));
-        assert_eq!(dp.run(&error), (XDP_TX, forwarded(&error, first)), "{kind:?}");
+        assert_eq!(
+            dp.run(&error),
+            (XDP_TX, forwarded(&error, first)),
+            "{kind:?}"
+        );
     }
     let v = dp.snapshot().verdicts;
     assert_eq!(v.tx_icmp_error, 4, "{v:?}");
@@ -951,10 +962,13 @@ fn an_icmp_error_about_an_untracked_flow_goes_to_the_rings_choice() {
     for port in [40000, 40001, 40002, 51000] {
         let error = frag_needed(&reply_to(port));
         let choice = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
-        assert_eq!(dp.run(&error), (XDP_TX, forwarded(&error, choice)), "port {port}");
+        assert_eq!(
+            dp.run(&error),
+            (XDP_TX, forwarded(&error, choice)),
+            "port {port}"
+        );
     }
-    let udp_reply =
-        Ipv4Frame::udp(ROUTER_MAC, ROUTER_MAC, (VIP, 5353), (CLIENT, 5000)).build();
+    let udp_reply = Ipv4Frame::udp(ROUTER_MAC, ROUTER_MAC, (VIP, 5353), (CLIENT, 5000)).build();
     let error = frag_needed(&udp_reply);
     assert_eq!(
         dp.run(&error),
@@ -979,21 +993,43 @@ fn other_icmp_is_passed_and_a_malformed_error_is_never_forwarded() {
         TCP_ACK,
     )
     .build();
-    let other_port = Ipv4Frame::tcp(ROUTER_MAC, ROUTER_MAC, (VIP, 7000), (CLIENT, 40000), TCP_ACK)
-        .build();
+    let other_port = Ipv4Frame::tcp(
+        ROUTER_MAC,
+        ROUTER_MAC,
+        (VIP, 7000),
+        (CLIENT, 40000),
+        TCP_ACK,
+    )
+    .build();
     let mut quoted_icmp = reply_to(40000);
     quoted_icmp[14 + 9] = 1;
     let passed: Vec<(&str, Vec<u8>)> = vec![
-        ("echo request to the VIP", icmp_echo(CLIENT_MAC, DIRECTOR_MAC, CLIENT, VIP)),
+        (
+            "echo request to the VIP",
+            icmp_echo(CLIENT_MAC, DIRECTOR_MAC, CLIENT, VIP),
+        ),
         ("echo reply to the VIP", {
             let mut f = icmp_echo(CLIENT_MAC, DIRECTOR_MAC, CLIENT, VIP);
             f[34] = 0;
             f
         }),
         ("error quoting another source", frag_needed(&not_from_vip)),
-        ("error quoting a port that is no VIP", frag_needed(&other_port)),
+        (
+            "error quoting a port that is no VIP",
+            frag_needed(&other_port),
+        ),
         ("error quoting ICMP", frag_needed(&quoted_icmp)),
-        ("redirect (type 5)", icmp_error(ROUTER_MAC, DIRECTOR_MAC, ROUTER, VIP, (5, 1, [0; 4]), &reply_to(40000))),
+        (
+            "redirect (type 5)",
+            icmp_error(
+                ROUTER_MAC,
+                DIRECTOR_MAC,
+                ROUTER,
+                VIP,
+                (5, 1, [0; 4]),
+                &reply_to(40000),
+            ),
+        ),
     ];
     for (what, frame) in &passed {
         assert_eq!(dp.run(frame), (XDP_PASS, frame.clone()), "{what}");
@@ -1003,27 +1039,43 @@ fn other_icmp_is_passed_and_a_malformed_error_is_never_forwarded() {
     for len in [34, 36, 42, 50, 61, 62, 65, 66, 69] {
         let cut = &good[..len];
         let (verdict, out) = dp.run(cut);
-        assert!(verdict == XDP_PASS || verdict == XDP_DROP, "cut at {len}: {verdict}");
+        assert!(
+            verdict == XDP_PASS || verdict == XDP_DROP,
+            "cut at {len}: {verdict}"
+        );
         assert_eq!(out, cut, "cut at {len}");
     }
     let mut bad_inner_ihl = good.clone();
     bad_inner_ihl[42] = 0x44;
     let mut short_tot_len = good.clone();
     short_tot_len[16..18].copy_from_slice(&40u16.to_be_bytes());
-    for (what, frame) in [("quoted IHL 4", bad_inner_ihl), ("total length too short", short_tot_len)] {
+    for (what, frame) in [
+        ("quoted IHL 4", bad_inner_ihl),
+        ("total length too short", short_tot_len),
+    ] {
         assert_eq!(dp.run(&frame), (XDP_DROP, frame.clone()), "{what}");
     }
     let mut backup = settings(&config(&BEFORE));
     backup.forwarding = 0;
     dp.set_settings(backup);
-    assert_eq!(dp.run(&good), (XDP_PASS, good.clone()), "a backup forwards nothing");
+    assert_eq!(
+        dp.run(&good),
+        (XDP_PASS, good.clone()),
+        "a backup forwards nothing"
+    );
     assert_eq!(dp.snapshot().verdicts.tx_icmp_error, 0);
 }
 
 /// The first fragment of a TCP segment to the VIP from `port` (the ports, 1,480 bytes).
 fn first_fragment(port: u16) -> Vec<u8> {
-    let mut f = Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, port), (VIP, 6379), TCP_ACK)
-        .with_payload(&[0x61; 1460]);
+    let mut f = Ipv4Frame::tcp(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, port),
+        (VIP, 6379),
+        TCP_ACK,
+    )
+    .with_payload(&[0x61; 1460]);
     f.frag = 0x2000; // more fragments, offset 0
     f.build()
 }
@@ -1038,7 +1090,7 @@ fn later_fragment(dst: Ipv4Addr, proto: u8, offset: u16, more: bool) -> Vec<u8> 
         dst,
         l4: L4::Other { proto },
         payload: vec![0x62; 600],
-        frag: offset / 8 | if more { 0x2000 } else { 0 },
+        frag: (offset / 8) | if more { 0x2000 } else { 0 },
     }
     .build()
 }
@@ -1070,7 +1122,11 @@ fn later_fragments_follow_their_datagrams_first_fragment() {
         );
     }
     let v = dp.snapshot().verdicts;
-    assert_eq!((v.tx, v.tx_fragment, v.tx_fragment_hashed), (1, 2, 0), "{v:?}");
+    assert_eq!(
+        (v.tx, v.tx_fragment, v.tx_fragment_hashed),
+        (1, 2, 0),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -1099,7 +1155,11 @@ fn a_later_fragment_whose_first_was_not_seen_goes_by_the_three_tuple_or_is_passe
         .expect("config");
     dp.set_settings(settings(&passing));
     let later = later_fragment(VIP, 6, 1480, false);
-    assert_eq!(dp.run(&later), (XDP_PASS, later.clone()), "orphan_fragments = \"pass\"");
+    assert_eq!(
+        dp.run(&later),
+        (XDP_PASS, later.clone()),
+        "orphan_fragments = \"pass\""
+    );
     assert_eq!(dp.snapshot().verdicts.pass_fragment, 1);
 }
 
@@ -1139,7 +1199,11 @@ fn fragments_not_for_a_vip_pass_and_malformed_ones_are_never_forwarded() {
     backup.forwarding = 0;
     dp.set_settings(backup);
     let later = later_fragment(VIP, 6, 1480, false);
-    assert_eq!(dp.run(&later), (XDP_PASS, later.clone()), "a backup forwards nothing");
+    assert_eq!(
+        dp.run(&later),
+        (XDP_PASS, later.clone()),
+        "a backup forwards nothing"
+    );
     let v = dp.snapshot().verdicts;
     assert_eq!(v.tx + v.tx_fragment + v.tx_fragment_hashed, 0, "{v:?}");
 }

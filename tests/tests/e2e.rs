@@ -407,9 +407,13 @@ fn a_client_behind_a_smaller_mtu_hop_gets_large_replies() {
     let served: Vec<String> = far.client.run(|| {
         (0..6u16)
             .map(|i| {
-                let mut conn =
-                    lab::connect_service_from(lab::FAR_CLIENT, lab::vip_socket(), 41000 + i, TIMEOUT)
-                        .expect("connect via the VIP");
+                let mut conn = lab::connect_service_from(
+                    lab::FAR_CLIENT,
+                    lab::vip_socket(),
+                    41000 + i,
+                    TIMEOUT,
+                )
+                .expect("connect via the VIP");
                 let got = conn
                     .command(&["GET", "big"])
                     .unwrap_or_else(|e| panic!("GET of 256 KiB across the 1280-byte hop: {e}"));
@@ -429,7 +433,10 @@ fn a_client_behind_a_smaller_mtu_hop_gets_large_replies() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no icmp-error counter in:\n{status}"));
-    assert!(sent_on >= 2, "one error per server at least, got {sent_on}:\n{status}");
+    assert!(
+        sent_on >= 2,
+        "one error per server at least, got {sent_on}:\n{status}"
+    );
 }
 
 /// A UDP service behind a UDP VIP: small datagrams, and 4,000-byte ones, which the client
@@ -447,7 +454,10 @@ fn a_udp_echo_service_answers_through_a_udp_vip_whole_datagrams_and_fragmented_o
         "\n[[vip]]\naddress = \"{VIP}\"\nport = {PORT}\nprotocol = \"udp\"\n"
     ));
     for i in 0..2 {
-        config.push_str(&format!("[[vip.backend]]\naddress = \"{}\"\n", server_addr(i)));
+        config.push_str(&format!(
+            "[[vip.backend]]\naddress = \"{}\"\n",
+            server_addr(i)
+        ));
     }
     let _echo: Vec<_> = (0..2).map(|i| lab.udp_echo(i, VIP, PORT)).collect();
     let lbd = Lbd::start(&lab, &config);
@@ -465,7 +475,11 @@ fn a_udp_echo_service_answers_through_a_udp_vip_whole_datagrams_and_fragmented_o
                 .unwrap_or_else(|e| panic!("datagram {i} ({size} bytes): no echo: {e}"));
             let reply = &buf[..len];
             let colon = reply.iter().position(|&b| b == b':').expect("name:");
-            assert_eq!(&reply[colon + 1..], &payload[..], "datagram {i} came back whole");
+            assert_eq!(
+                &reply[colon + 1..],
+                &payload[..],
+                "datagram {i} came back whole"
+            );
             *served
                 .entry(String::from_utf8_lossy(&reply[..colon]).into_owned())
                 .or_default() += 1;
@@ -479,7 +493,10 @@ fn a_udp_echo_service_answers_through_a_udp_vip_whole_datagrams_and_fragmented_o
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no fragment counter in:\n{status}"));
-    assert_eq!(later, 40, "two later fragments each of 20 large datagrams:\n{status}");
+    assert_eq!(
+        later, 40,
+        "two later fragments each of 20 large datagrams:\n{status}"
+    );
 }
 
 /// Least connections in the lab: 90 connections held open through an `lc` VIP whose
@@ -509,7 +526,10 @@ fn least_connections_spreads_held_connections_evenly() {
     }
     for name in ["rs1", "rs2", "rs3"] {
         let got = counts.get(name).copied().unwrap_or(0);
-        assert!(got.abs_diff(30) <= 6, "{name}: {got} of 90 held connections ({counts:?})");
+        assert!(
+            got.abs_diff(30) <= 6,
+            "{name}: {got} of 90 held connections ({counts:?})"
+        );
     }
     drop(held);
 }
@@ -538,10 +558,17 @@ fn status_stats_and_rate_show_counters_and_their_growth_per_second() {
             .unwrap_or_else(|| panic!("no {starts} column {column} in:\n{text}"))
     };
     let out = lbd.cli(&["status", "--instance", &lbd.instance, "--stats"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stats = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(field(&stats, "TCP", 2), 20, "Conns:\n{stats}");
-    assert!(field(&stats, "TCP", 3) >= 60, "InPkts (SYN, ACK, request each):\n{stats}");
+    assert!(
+        field(&stats, "TCP", 3) >= 60,
+        "InPkts (SYN, ACK, request each):\n{stats}"
+    );
     assert!(field(&stats, "tx ", 1) >= 60, "the tx verdict:\n{stats}");
 
     // A client connecting in a loop while --rate measures over 1 s.
@@ -558,14 +585,35 @@ fn status_stats_and_rate_show_counters_and_their_growth_per_second() {
                 }
             })
         });
-        let out = lbd.cli(&["status", "--instance", &lbd.instance, "--rate", "--interval", "1"]);
+        let out = lbd.cli(&[
+            "status",
+            "--instance",
+            &lbd.instance,
+            "--rate",
+            "--interval",
+            "1",
+        ]);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         out
     });
-    assert!(rate.status.success(), "{}", String::from_utf8_lossy(&rate.stderr));
+    assert!(
+        rate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rate.stderr)
+    );
     let rate = String::from_utf8_lossy(&rate.stdout).into_owned();
     assert!(field(&rate, "TCP", 2) > 0, "CPS while connecting:\n{rate}");
-    assert!(field(&rate, "TCP", 3) > field(&rate, "TCP", 2), "InPPS above CPS:\n{rate}");
-    let bad = lbd.cli(&["status", "--instance", &lbd.instance, "--rate", "--interval", "0"]);
+    assert!(
+        field(&rate, "TCP", 3) > field(&rate, "TCP", 2),
+        "InPPS above CPS:\n{rate}"
+    );
+    let bad = lbd.cli(&[
+        "status",
+        "--instance",
+        &lbd.instance,
+        "--rate",
+        "--interval",
+        "0",
+    ]);
     assert!(!bad.status.success(), "an interval of 0 is refused");
 }

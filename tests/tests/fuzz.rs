@@ -89,8 +89,12 @@ fn seed_frame(rng: &mut Rng) -> Vec<u8> {
             Ipv4Frame::tcp(OTHER_MAC, OTHER_MAC, (quoted_from, port), src, TCP_ACK)
         }
         .build();
-        let kind = [(3, 4, [0, 0, 5, 0]), (11, 0, [0; 4]), (8, 0, [0; 4]), (rng.byte(), 0, [0; 4])]
-            [rng.below(4) as usize];
+        let kind = [
+            (3, 4, [0, 0, 5, 0]),
+            (11, 0, [0; 4]),
+            (8, 0, [0; 4]),
+            (rng.byte(), 0, [0; 4]),
+        ][rng.below(4) as usize];
         bytes = icmp_error(CLIENT_MAC, dst_mac, CLIENT, dst, kind, &offending);
     }
     // Another IP identification now and then: a later fragment of a datagram whose first
@@ -183,7 +187,8 @@ fn addressed_vip(frame: &[u8]) -> Option<Addressed> {
         return None;
     }
     if offset != 0 {
-        return (matches!(proto, 6 | 17) && !l4.is_empty()).then_some(Addressed::LaterFragment(proto));
+        return (matches!(proto, 6 | 17) && !l4.is_empty())
+            .then_some(Addressed::LaterFragment(proto));
     }
     match proto {
         6 if l4.len() >= 20 => Some(Addressed::Vip(6, u16::from_be_bytes([l4[2], l4[3]]))),
@@ -297,7 +302,10 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
         ("later fragments after their first", v.tx_fragment),
         ("later fragments by the 3-tuple", v.tx_fragment_hashed),
     ] {
-        assert!(count as usize > FRAMES / 1000, "too few {what} forwarded: {v:?}");
+        assert!(
+            count as usize > FRAMES / 1000,
+            "too few {what} forwarded: {v:?}"
+        );
     }
     for kind in ["pass", "drop", "tx"] {
         assert!(

@@ -25,14 +25,24 @@ fn datapath(vips: &[String]) -> Option<Datapath> {
     if !lb_tests::require_root("scheduler fixtures") {
         return None;
     }
-    Some(Datapath::with_config(&config_with(&[(11, 1)], &vips.concat())))
+    Some(Datapath::with_config(&config_with(
+        &[(11, 1)],
+        &vips.concat(),
+    )))
 }
 
 /// A connection (SYN, then its first ACK) from `client:port` to VIP :`vip_port`; the
 /// backend both went to.
 fn connect(dp: &mut Datapath, client: Ipv4Addr, port: u16, vip_port: u16) -> [u8; 6] {
     let frame = |flags| {
-        Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (client, port), (VIP, vip_port), flags).build()
+        Ipv4Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (client, port),
+            (VIP, vip_port),
+            flags,
+        )
+        .build()
     };
     let (verdict, syn) = dp.run(&frame(TCP_SYN));
     assert_eq!(verdict, XDP_TX, "SYN {client}:{port} -> :{vip_port}");
@@ -43,9 +53,14 @@ fn connect(dp: &mut Datapath, client: Ipv4Addr, port: u16, vip_port: u16) -> [u8
 }
 
 fn close(dp: &mut Datapath, client: Ipv4Addr, port: u16, vip_port: u16) {
-    let fin =
-        Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (client, port), (VIP, vip_port), TCP_FIN | TCP_ACK)
-            .build();
+    let fin = Ipv4Frame::tcp(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (client, port),
+        (VIP, vip_port),
+        TCP_FIN | TCP_ACK,
+    )
+    .build();
     assert_eq!(dp.run(&fin).0, XDP_TX);
 }
 
@@ -67,7 +82,10 @@ fn on_one_cpu() {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
     }
 }
 
@@ -85,7 +103,12 @@ fn source_hashing_sends_a_client_always_to_the_ring_slot_of_its_address() {
             (mix64(u32::from_ne_bytes(client(i).octets()) as u64) % RING_SIZE as u64) as u32,
         );
         for port in [40000, 40001, 51234] {
-            assert_eq!(connect(&mut dp, client(i), port, 7001), want, "{} :{port}", client(i));
+            assert_eq!(
+                connect(&mut dp, client(i), port, 7001),
+                want,
+                "{} :{port}",
+                client(i)
+            );
         }
         *seen.entry(want).or_insert(0) += 1;
     }
@@ -104,7 +127,10 @@ fn destination_hashing_sends_every_client_to_the_ring_slot_of_the_vip() {
         (mix64(u32::from_ne_bytes(VIP.octets()) as u64) % RING_SIZE as u64) as u32,
     );
     for i in 1..=10 {
-        assert_eq!(connect(&mut dp, client(i), 40000 + u16::from(i), 7002), want);
+        assert_eq!(
+            connect(&mut dp, client(i), 40000 + u16::from(i), 7002),
+            want
+        );
     }
 }
 
@@ -117,10 +143,20 @@ fn round_robin_takes_backends_in_turn_and_weighted_round_robin_by_weight() {
         return;
     };
     on_one_cpu();
-    let rr: Vec<[u8; 6]> = (0..9).map(|i| connect(&mut dp, client(1), 30000 + i, 7003)).collect();
-    assert_eq!(counts(rr.iter().copied()), [3, 3, 3], "rr ignores weights: {rr:02x?}");
+    let rr: Vec<[u8; 6]> = (0..9)
+        .map(|i| connect(&mut dp, client(1), 30000 + i, 7003))
+        .collect();
+    assert_eq!(
+        counts(rr.iter().copied()),
+        [3, 3, 3],
+        "rr ignores weights: {rr:02x?}"
+    );
     for turn in rr.chunks(3) {
-        assert_eq!(counts(turn.iter().copied()), [1, 1, 1], "each turn visits all: {rr:02x?}");
+        assert_eq!(
+            counts(turn.iter().copied()),
+            [1, 1, 1],
+            "each turn visits all: {rr:02x?}"
+        );
     }
     let wrr = (0..12).map(|i| connect(&mut dp, client(1), 31000 + i, 7004));
     assert_eq!(counts(wrr), [2, 4, 6], "wrr by weight 1:2:3");
@@ -134,12 +170,20 @@ fn least_connections_keeps_open_flows_even_and_counts_closes() {
     ]) else {
         return;
     };
-    let open: Vec<(u16, [u8; 6])> =
-        (0..300).map(|i| (30000 + i, connect(&mut dp, client(1), 30000 + i, 7005))).collect();
+    let open: Vec<(u16, [u8; 6])> = (0..300)
+        .map(|i| (30000 + i, connect(&mut dp, client(1), 30000 + i, 7005)))
+        .collect();
     let spread = counts(open.iter().map(|&(_, mac)| mac));
-    assert_eq!(active_counts(&dp, 7005), spread.map(|c| c as u64), "BACKEND_ACTIVE counts the open flows");
+    assert_eq!(
+        active_counts(&dp, 7005),
+        spread.map(|c| c as u64),
+        "BACKEND_ACTIVE counts the open flows"
+    );
     let (min, max) = (spread.iter().min().unwrap(), spread.iter().max().unwrap());
-    assert!(max - min <= 3, "lc ignores weights and stays even: {spread:?}");
+    assert!(
+        max - min <= 3,
+        "lc ignores weights and stays even: {spread:?}"
+    );
     // Close every flow of the busiest backend: of the next ones, it takes the most (it is
     // chosen whenever it is one of the two candidates).
     let busiest = open
@@ -147,11 +191,16 @@ fn least_connections_keeps_open_flows_even_and_counts_closes() {
         .map(|&(_, mac)| mac)
         .max_by_key(|mac| spread[usize::from(mac[5] - 11)])
         .unwrap();
-    let closed: Vec<u16> = open.iter().filter(|(_, mac)| *mac == busiest).map(|&(p, _)| p).collect();
+    let closed: Vec<u16> = open
+        .iter()
+        .filter(|(_, mac)| *mac == busiest)
+        .map(|&(p, _)| p)
+        .collect();
     for &port in &closed {
         close(&mut dp, client(1), port, 7005);
     }
-    let refill = counts((0..closed.len() as u16).map(|i| connect(&mut dp, client(1), 32000 + i, 7005)));
+    let refill =
+        counts((0..closed.len() as u16).map(|i| connect(&mut dp, client(1), 32000 + i, 7005)));
     assert_eq!(
         refill.iter().max(),
         Some(&refill[usize::from(busiest[5] - 11)]),
@@ -161,7 +210,11 @@ fn least_connections_keeps_open_flows_even_and_counts_closes() {
     let open_now: [u64; 3] = std::array::from_fn(|i| (spread[i] + refill[i]) as u64);
     let mut open_now = open_now;
     open_now[usize::from(busiest[5] - 11)] = refill[usize::from(busiest[5] - 11)] as u64;
-    assert_eq!(active_counts(&dp, 7005), open_now, "closes are counted down");
+    assert_eq!(
+        active_counts(&dp, 7005),
+        open_now,
+        "closes are counted down"
+    );
     let wlc = counts((0..300).map(|i| connect(&mut dp, client(2), 30000 + i, 7006)));
     for (got, want) in wlc.iter().zip([75, 75, 150]) {
         assert!(got.abs_diff(want) <= 6, "wlc by weight 1:1:2: {wlc:?}");
@@ -181,18 +234,35 @@ fn a_spoofed_syn_flood_on_a_round_robin_vip_leaves_established_flows_alone() {
     };
     let config = config_with(&[(11, 1)], &vip(7003, "scheduler = \"rr\"", [1, 1, 1]));
     let mut dp = Datapath::with_options(&config, &options);
-    let held: Vec<(u16, [u8; 6])> =
-        (0..100).map(|i| (30000 + i, connect(&mut dp, client(1), 30000 + i, 7003))).collect();
+    let held: Vec<(u16, [u8; 6])> = (0..100)
+        .map(|i| (30000 + i, connect(&mut dp, client(1), 30000 + i, 7003)))
+        .collect();
     for i in 0..20_000u32 {
         let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i);
-        let syn = Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (source, 1024), (VIP, 7003), TCP_SYN)
-            .build();
+        let syn = Ipv4Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (source, 1024),
+            (VIP, 7003),
+            TCP_SYN,
+        )
+        .build();
         assert_eq!(dp.run(&syn).0, XDP_TX);
     }
     for (port, mac) in held {
-        let ack = Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (client(1), port), (VIP, 7003), TCP_ACK)
-            .build();
-        assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, mac)), "held flow {port}");
+        let ack = Ipv4Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (client(1), port),
+            (VIP, 7003),
+            TCP_ACK,
+        )
+        .build();
+        assert_eq!(
+            dp.run(&ack),
+            (XDP_TX, forwarded(&ack, mac)),
+            "held flow {port}"
+        );
     }
 }
 
@@ -210,20 +280,39 @@ fn persistence_keeps_a_client_and_its_netmask_on_one_backend_while_busy_and_for_
     // other clients of the same /24.
     let mut others = 0;
     for port in 40001..40100 {
-        let own = ring_choice(dp.reconciler(), 7007, 6, lb_common::hash::ring_slot(&flow_key_to(client(1), port, 7007)));
+        let own = ring_choice(
+            dp.reconciler(),
+            7007,
+            6,
+            lb_common::hash::ring_slot(&flow_key_to(client(1), port, 7007)),
+        );
         if own != first {
             others += 1;
-            assert_eq!(connect(&mut dp, client(1), port, 7007), first, "port {port}");
+            assert_eq!(
+                connect(&mut dp, client(1), port, 7007),
+                first,
+                "port {port}"
+            );
         }
     }
     assert!(others > 10, "the ring would have spread them");
     for i in [2, 77, 254] {
-        assert_eq!(connect(&mut dp, client(i), 41000, 7007), first, "{} in the same /24", client(i));
+        assert_eq!(
+            connect(&mut dp, client(i), 41000, 7007),
+            first,
+            "{} in the same /24",
+            client(i)
+        );
     }
     // Another /24 is another client.
     let far = Ipv4Addr::new(198, 18, 3, 1);
     let far_own = |dp: &Datapath, port| {
-        ring_choice(dp.reconciler(), 7007, 6, lb_common::hash::ring_slot(&flow_key_to(far, port, 7007)))
+        ring_choice(
+            dp.reconciler(),
+            7007,
+            6,
+            lb_common::hash::ring_slot(&flow_key_to(far, port, 7007)),
+        )
     };
     let port = (42000..43000).find(|&p| far_own(&dp, p) != first).unwrap();
     let want = far_own(&dp, port);
@@ -233,30 +322,50 @@ fn persistence_keeps_a_client_and_its_netmask_on_one_backend_while_busy_and_for_
     let other_port = |dp: &Datapath, from: u16| {
         (from..from + 1000)
             .find(|&p| {
-                ring_choice(dp.reconciler(), 7007, 6, lb_common::hash::ring_slot(&flow_key_to(client(1), p, 7007))) != first
+                ring_choice(
+                    dp.reconciler(),
+                    7007,
+                    6,
+                    lb_common::hash::ring_slot(&flow_key_to(client(1), p, 7007)),
+                ) != first
             })
             .unwrap()
     };
     let busy = std::time::Instant::now();
     while busy.elapsed() < Duration::from_millis(1_600) {
-        let ack =
-            Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (client(1), 40000), (VIP, 7007), TCP_ACK).build();
+        let ack = Ipv4Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (client(1), 40000),
+            (VIP, 7007),
+            TCP_ACK,
+        )
+        .build();
         assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, first)));
         sleep(Duration::from_millis(100));
     }
     let port = other_port(&dp, 43000);
-    assert_eq!(connect(&mut dp, client(1), port, 7007), first, "a busy connection's template lapsed");
+    assert_eq!(
+        connect(&mut dp, client(1), port, 7007),
+        first,
+        "a busy connection's template lapsed"
+    );
     // Idle for longer than the timeout: the template lapses.
     sleep(Duration::from_millis(1_300));
     let port = other_port(&dp, 44000);
-    assert_ne!(connect(&mut dp, client(1), port, 7007), first, "persistence outlived its timeout");
+    assert_ne!(
+        connect(&mut dp, client(1), port, 7007),
+        first,
+        "persistence outlived its timeout"
+    );
 }
 
 /// `BACKEND_ACTIVE` of the VIP's backends .11, .12, .13.
 fn active_counts(dp: &Datapath, vip_port: u16) -> [u64; 3] {
     use lb_daemon::dataplane::snapshot::MapSource;
     let map: aya::maps::Array<_, u64> =
-        aya::maps::Array::try_from(dp.dataplane.map(lb_common::MAP_BACKEND_ACTIVE).unwrap()).unwrap();
+        aya::maps::Array::try_from(dp.dataplane.map(lb_common::MAP_BACKEND_ACTIVE).unwrap())
+            .unwrap();
     let key = lb_common::VipKey {
         addr: u32::from_ne_bytes(VIP.octets()),
         port: vip_port.to_be(),
@@ -264,7 +373,10 @@ fn active_counts(dp: &Datapath, vip_port: u16) -> [u64; 3] {
         _pad: 0,
     };
     [11u8, 12, 13].map(|last| {
-        let id = dp.reconciler().backend_id(&key, Ipv4Addr::new(198, 18, 1, last)).unwrap();
+        let id = dp
+            .reconciler()
+            .backend_id(&key, Ipv4Addr::new(198, 18, 1, last))
+            .unwrap();
         map.get(&id, 0).unwrap()
     })
 }

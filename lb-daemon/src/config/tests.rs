@@ -357,14 +357,27 @@ fn persistence_takes_a_timeout_and_a_netmask() {
         })
     );
     let off = with(r#"scheduler = "maglev""#, "persistence_timeout = 0");
-    assert_eq!(Config::parse(Path::new("lbd.toml"), &off).unwrap().vips[0].persistence, None);
+    assert_eq!(
+        Config::parse(Path::new("lbd.toml"), &off).unwrap().vips[0].persistence,
+        None
+    );
     for (bad, says) in [
         ("persistence_timeout = -1", "between 0 and"),
-        ("persistence_timeout = 30\npersistence_granularity = \"255.0.255.0\"", "netmask"),
-        ("persistence_granularity = \"255.255.255.0\"", "needs persistence_timeout"),
+        (
+            "persistence_timeout = 30\npersistence_granularity = \"255.0.255.0\"",
+            "netmask",
+        ),
+        (
+            "persistence_granularity = \"255.255.255.0\"",
+            "needs persistence_timeout",
+        ),
     ] {
         let text = with(r#"scheduler = "maglev""#, bad);
-        let key = if bad.contains("granularity") { "persistence_granularity" } else { "persistence_timeout" };
+        let key = if bad.contains("granularity") {
+            "persistence_granularity"
+        } else {
+            "persistence_timeout"
+        };
         one_error(&text, line_of(&text, key), &format!("vip[0].{key}"), says);
     }
 }

@@ -8,8 +8,7 @@ use toml_edit::TableLike;
 
 use super::{
     BackendConfig, Config, MAX_CONFIGURED_BACKENDS, Persistence, Protocol, Scheduler, Timeouts,
-    VipConfig,
-    XdpModeSetting, health, parse_mac, sync, vrrp,
+    VipConfig, XdpModeSetting, health, parse_mac, sync, vrrp,
     walk::{self, Problems, Read, Table},
 };
 
@@ -147,7 +146,10 @@ fn director(root: &Table<'_>, p: &mut Problems) -> (Vec<String>, XdpModeSetting,
     let Some(director) = root.table("director", "director", p) else {
         return defaults;
     };
-    director.only(&["interfaces", "xdp_mode", "max_flows", "orphan_fragments"], p);
+    director.only(
+        &["interfaces", "xdp_mode", "max_flows", "orphan_fragments"],
+        p,
+    );
     let mut interfaces = Vec::new();
     match director.get("interfaces") {
         None => p.add(
@@ -413,7 +415,10 @@ fn persistence(vip: &Table<'_>, p: &mut Problems) -> Option<Persistence> {
                 p.add(
                     Some(mask.at),
                     mask.key,
-                    format!("{:?}: expected a netmask such as \"255.255.255.0\"", mask.value),
+                    format!(
+                        "{:?}: expected a netmask such as \"255.255.255.0\"",
+                        mask.value
+                    ),
                 );
                 Ipv4Addr::BROADCAST
             }

@@ -646,7 +646,9 @@ fn moving_a_vip_to_another_group_rewrites_its_entries_not_its_ring() {
         .map(|op| match op {
             MapOp::SetBackend { backend, .. } => backend.group,
             MapOp::SetVip { info, .. } => info.group,
-            MapOp::SetFragmentVip { info: Some(info), .. } => info.group,
+            MapOp::SetFragmentVip {
+                info: Some(info), ..
+            } => info.group,
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -696,12 +698,18 @@ fn orphan_fragments_follow_the_lowest_port_vip_of_their_address_and_protocol() {
     assert_eq!(
         set(&ops),
         [
-            (fragment_key(100, 6), Some(info_of(&applied, &vip(100, 6379)))),
+            (
+                fragment_key(100, 6),
+                Some(info_of(&applied, &vip(100, 6379)))
+            ),
             (fragment_key(100, 17), Some(info_of(&applied, &udp))),
         ]
     );
     assert_eq!(
-        Reconciler::from_maps(&contents_of(&ops)).plan(&three(&[vip(100, 6380), vip(100, 6379), udp])).unwrap().0,
+        Reconciler::from_maps(&contents_of(&ops))
+            .plan(&three(&[vip(100, 6380), vip(100, 6379), udp]))
+            .unwrap()
+            .0,
         [],
         "recovered from the maps, nothing to redo"
     );
@@ -713,7 +721,9 @@ fn orphan_fragments_follow_the_lowest_port_vip_of_their_address_and_protocol() {
             (fragment_key(100, 6), Some(info_of(&next, &vip(100, 6380)))),
         ]
     );
-    let unpublished = position(&ops, |op| matches!(op, MapOp::SetFragmentVip { info: None, .. }));
+    let unpublished = position(&ops, |op| {
+        matches!(op, MapOp::SetFragmentVip { info: None, .. })
+    });
     let retired = position(&ops, |op| matches!(op, MapOp::RetireBackend { .. }));
     assert!(unpublished < retired, "{ops:?}");
 }

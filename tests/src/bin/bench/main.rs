@@ -296,8 +296,14 @@ fn datapath(report: &mut String) {
             created, NEW_FLOWS_PER_ROUND as u64,
             "every first ACK must create a flow (and no SYN)"
         );
-        samples.entry("syn_once").or_default().push(median(syn_once));
-        samples.entry("ack_once").or_default().push(median(ack_once));
+        samples
+            .entry("syn_once")
+            .or_default()
+            .push(median(syn_once));
+        samples
+            .entry("ack_once")
+            .or_default()
+            .push(median(ack_once));
         samples
             .entry("pass_once")
             .or_default()

@@ -27,8 +27,10 @@ const FLOOD: u32 = 1_000_000;
 /// director's MAC so a rerun frame stays addressed to the director.
 fn config() -> Config {
     let mac = DIRECTOR_MAC.map(|b| format!("{b:02x}")).join(":");
-    let backend = |addr: Ipv4Addr| format!("[[vip.backend]]\naddress = \"{addr}\"\nmac = \"{mac}\"\n");
-    let mut text = format!("[director]\ninterfaces = [\"lo\"]\n[[vip]]\naddress = \"{VIP}\"\nport = 6379\n");
+    let backend =
+        |addr: Ipv4Addr| format!("[[vip.backend]]\naddress = \"{addr}\"\nmac = \"{mac}\"\n");
+    let mut text =
+        format!("[director]\ninterfaces = [\"lo\"]\n[[vip]]\naddress = \"{VIP}\"\nport = 6379\n");
     for i in 11..14 {
         text.push_str(&backend(Ipv4Addr::new(198, 18, 0, i)));
     }
@@ -63,7 +65,10 @@ fn offset(base: Ipv4Addr, by: u32) -> Ipv4Addr {
 
 /// The `i`th of up to 4M distinct (address, port) sources in 198.19.0.0/16.
 fn spoofed(i: u32) -> (Ipv4Addr, u16) {
-    (offset(Ipv4Addr::new(198, 19, 0, 0), i % 65_536), 1024 + (i / 65_536) as u16)
+    (
+        offset(Ipv4Addr::new(198, 19, 0, 0), i % 65_536),
+        1024 + (i / 65_536) as u16,
+    )
 }
 
 fn packet(src: (Ipv4Addr, u16), port: u16, flags: u8) -> Vec<u8> {
@@ -83,7 +88,12 @@ fn fill(lb: &mut Dataplane, from: u32, count: u32) {
     let generation = {
         let snap = snapshot::read(lb).unwrap();
         let vip = snap.vips.iter().find(|v| v.port() == 6379).unwrap();
-        vip.backends.iter().find(|b| b.id == backend_id).unwrap().entry.generation
+        vip.backends
+            .iter()
+            .find(|b| b.id == backend_id)
+            .unwrap()
+            .entry
+            .generation
     };
     let mut w = lb.writer();
     for i in from..from + count {
@@ -124,27 +134,31 @@ pub fn datapath_scale(report: &mut String) {
             let r = lb_tests::xdp::test_run(lb.program(), frame, 1, 1);
             (r.verdict, r.frame)
         };
-        assert_eq!(verdict, 3, "each case's first packet is forwarded (and tracked)");
+        assert_eq!(
+            verdict, 3,
+            "each case's first packet is forwarded (and tracked)"
+        );
     }
     // Ratio of a case to the MAC-swap floor, median over interleaved rounds.
-    let ratios = |lb: &mut Dataplane, cases: &[(&str, &[u8])], into: &mut Vec<(String, f64, f64)>| {
-        let mut per_case: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-        let mut floor = Vec::new();
-        for _ in 0..ROUNDS {
-            floor.push(ns_per_packet(mac_swap, &plain, REPEAT));
-            for (i, (_, frame)) in cases.iter().enumerate() {
-                let before = snapshot::read(lb).unwrap().verdicts.tx;
-                per_case[i].push(ns_per_packet(lb.program(), frame, REPEAT));
-                let tx = snapshot::read(lb).unwrap().verdicts.tx - before;
-                assert_eq!(tx, REPEAT as u64, "every run takes the forwarding path");
+    let ratios =
+        |lb: &mut Dataplane, cases: &[(&str, &[u8])], into: &mut Vec<(String, f64, f64)>| {
+            let mut per_case: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+            let mut floor = Vec::new();
+            for _ in 0..ROUNDS {
+                floor.push(ns_per_packet(mac_swap, &plain, REPEAT));
+                for (i, (_, frame)) in cases.iter().enumerate() {
+                    let before = snapshot::read(lb).unwrap().verdicts.tx;
+                    per_case[i].push(ns_per_packet(lb.program(), frame, REPEAT));
+                    let tx = snapshot::read(lb).unwrap().verdicts.tx - before;
+                    assert_eq!(tx, REPEAT as u64, "every run takes the forwarding path");
+                }
             }
-        }
-        let floor = median(floor);
-        for ((name, _), samples) in cases.iter().zip(per_case) {
-            let ns = median(samples);
-            into.push((name.to_string(), ns, ns / floor));
-        }
-    };
+            let floor = median(floor);
+            for ((name, _), samples) in cases.iter().zip(per_case) {
+                let ns = median(samples);
+                into.push((name.to_string(), ns, ns / floor));
+            }
+        };
     let mut rows = Vec::new();
     ratios(
         &mut lb,
@@ -156,9 +170,17 @@ pub fn datapath_scale(report: &mut String) {
         &mut rows,
     );
     fill(&mut lb, 0, 100_000);
-    ratios(&mut lb, &[("established, 100k flows tracked", &plain)], &mut rows);
+    ratios(
+        &mut lb,
+        &[("established, 100k flows tracked", &plain)],
+        &mut rows,
+    );
     fill(&mut lb, 100_000, 900_000);
-    ratios(&mut lb, &[("established, 1M flows tracked", &plain)], &mut rows);
+    ratios(
+        &mut lb,
+        &[("established, 1M flows tracked", &plain)],
+        &mut rows,
+    );
     let reference = rows[0].2;
 
     let _ = writeln!(report, "\n### Established packets as the state grows\n");
@@ -176,7 +198,14 @@ their ratios to the floor, so rounds measured at different times compare fairly.
         let (target, met) = if i == 0 {
             ("", "")
         } else {
-            ("within 10%", if change.abs() <= 0.10 { "met" } else { "NOT met" })
+            (
+                "within 10%",
+                if change.abs() <= 0.10 {
+                    "met"
+                } else {
+                    "NOT met"
+                },
+            )
         };
         let _ = writeln!(
             report,
@@ -208,7 +237,10 @@ fn flood(report: &mut String) {
     };
     for i in 0..HELD {
         for flags in [TCP_SYN, TCP_ACK] {
-            assert_eq!(lb_tests::xdp::test_run(lb.program(), &held(i, flags), 1, 1).verdict, 3);
+            assert_eq!(
+                lb_tests::xdp::test_run(lb.program(), &held(i, flags), 1, 1).verdict,
+                3
+            );
         }
     }
     let tracked = |lb: &Dataplane| -> u64 {
@@ -233,7 +265,11 @@ fn flood(report: &mut String) {
         "| {HELD} | {FLOOD} | {forwarded} | {} | {after} | {} | 0 evicted | {} |",
         lb_common::DEFAULT_MAX_FLOWS,
         HELD as u64 - after,
-        if after == HELD as u64 { "met" } else { "NOT met" }
+        if after == HELD as u64 {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     let _ = writeln!(
         report,
