@@ -112,6 +112,26 @@ pub struct Backend {
     /// [`VipInfo::group`] of the VIP: a tracked flow's packets are passed, not forwarded,
     /// while this director is not the master of that group.
     pub group: u32,
+    /// The VIP's own idle timeouts in jiffies (`[vip.timeouts]`), 0 for the global one in
+    /// [`Settings`]. Here, not in the VIP entry, because a tracked packet reads only its
+    /// backend entry.
+    pub tcp_timeout: u32,
+    pub tcp_fin_timeout: u32,
+    pub udp_timeout: u32,
+    pub _pad2: u32,
+}
+
+impl Backend {
+    /// The idle timeout of a flow to this backend (jiffies): its VIP's own, else the global.
+    #[inline(always)]
+    pub fn timeout(&self, settings: &Settings, tcp: bool, closing: bool) -> u64 {
+        let (own, global) = match (tcp, closing) {
+            (true, false) => (self.tcp_timeout, settings.tcp_timeout),
+            (true, true) => (self.tcp_fin_timeout, settings.tcp_fin_timeout),
+            (false, _) => (self.udp_timeout, settings.udp_timeout),
+        };
+        if own != 0 { own as u64 } else { global }
+    }
 }
 
 /// Key of [`crate::MAP_BACKEND_MACS`]: a backend's MAC, padded (hash keys are compared

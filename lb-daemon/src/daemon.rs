@@ -24,7 +24,7 @@ use crate::{
     instance,
     netdev::{self, InterfaceInfo},
     paths::{self, PinLayout},
-    reconcile::{DesiredBackend, DesiredVip, Selection},
+    reconcile::{DesiredBackend, DesiredVip, FlowTimeouts, Selection},
     vrrp::{self, Vrrp},
 };
 
@@ -189,10 +189,24 @@ pub fn resolve_with_local(
             key: vip.key(),
             group: config.group_of(vip.address),
             selection: selection(vip),
+            timeouts: vip_timeouts(vip),
             backends,
         });
     }
     Ok(resolved)
+}
+
+/// A VIP's own timeouts in jiffies (0 where it has none: the global one applies).
+pub fn vip_timeouts(vip: &VipConfig) -> FlowTimeouts {
+    let jiffy_ns = clock::jiffy_ns();
+    let own = |t: Option<Duration>| {
+        t.map_or(0, |t| clock::to_jiffies(t, jiffy_ns).min(u32::MAX as u64) as u32)
+    };
+    FlowTimeouts {
+        tcp: own(vip.timeouts.tcp),
+        tcp_fin: own(vip.timeouts.tcp_fin),
+        udp: own(vip.timeouts.udp),
+    }
 }
 
 /// A VIP's scheduler and persistence as the datapath reads them (timeout in jiffies).
@@ -222,12 +236,16 @@ pub fn settings(config: &Config) -> Settings {
         udp_timeout: clock::to_jiffies(config.timeouts.udp, jiffy_ns),
         touch_interval: clock::to_jiffies(Duration::from_secs(1), jiffy_ns),
         jiffy_ns,
+        // A third of the shortest timeout, a VIP's own included.
         sync_refresh: clock::to_jiffies(
             config
-                .timeouts
-                .tcp
-                .min(config.timeouts.tcp_fin)
-                .min(config.timeouts.udp)
+                .vips
+                .iter()
+                .flat_map(|v| [v.timeouts.tcp, v.timeouts.tcp_fin, v.timeouts.udp])
+                .flatten()
+                .chain([config.timeouts.tcp, config.timeouts.tcp_fin, config.timeouts.udp])
+                .min()
+                .unwrap_or(config.timeouts.tcp)
                 / 3,
             jiffy_ns,
         )

@@ -34,7 +34,18 @@ pub struct DesiredVip {
     pub group: u32,
     /// How new flows pick a backend.
     pub selection: Selection,
+    /// The VIP's own idle timeouts (0: the global ones).
+    pub timeouts: FlowTimeouts,
     pub backends: Vec<DesiredBackend>,
+}
+
+/// Idle timeouts of one VIP's flows, in jiffies; 0 takes the global value from `SETTINGS`.
+/// Written into each backend entry, which is what a tracked packet reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    pub tcp: u32,
+    pub tcp_fin: u32,
+    pub udp: u32,
 }
 
 /// A VIP's scheduler and persistence, as [`VipInfo`] carries them.
@@ -276,6 +287,10 @@ impl Reconciler {
                     weight: b.weight,
                     generation: 0,
                     group: want.group,
+                    tcp_timeout: want.timeouts.tcp,
+                    tcp_fin_timeout: want.timeouts.tcp_fin,
+                    udp_timeout: want.timeouts.udp,
+                    _pad2: 0,
                 };
                 match vip.backends.get_mut(&b.addr) {
                     Some(applied) => {

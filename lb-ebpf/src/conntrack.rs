@@ -65,11 +65,7 @@ fn cache_slot(key: &FlowKey) -> u32 {
 #[inline(always)]
 pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> Lookup {
     let flags = packet.tcp_flags;
-    let open_timeout = if packet.proto == PROTO_TCP {
-        settings.tcp_timeout
-    } else {
-        settings.udp_timeout
-    };
+    let tcp = packet.proto == PROTO_TCP;
     let slot = cache_slot(key);
     // Read before the LRU lookup: a reschedule racing with it then leaves a stale epoch.
     // The low 32 bits suffice (a copy would need 2^32 reschedules in one slot to match
@@ -86,8 +82,8 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     {
         let age = (now as u32).wrapping_sub(cached.last_seen) as u64;
         if age <= settings.touch_interval
-            && age <= open_timeout
             && let Some(backend) = serving(cached.backend_id, cached.backend_generation)
+            && age <= backend.timeout(settings, tcp, false)
         {
             return Lookup::Tracked {
                 vip_id: backend.vip_id,
@@ -103,21 +99,16 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     // SAFETY: `flow` points into the map value; concurrent writers only store whole fields.
     let flow = unsafe { &mut *flow };
     let closing = flow.flags & FLOW_F_CLOSING != 0;
-    let timeout = if closing && packet.proto == PROTO_TCP {
-        settings.tcp_fin_timeout
-    } else {
-        open_timeout
+    let Some(backend) = serving(flow.backend_id, flow.backend_generation) else {
+        return Lookup::Untracked { stale: Some(flow) };
     };
     // Saturating: another CPU may have stored a newer jiffy than the one read here.
     let age = now.saturating_sub(flow.last_seen);
-    let expired = age > timeout;
+    let expired = age > backend.timeout(settings, tcp, closing);
     let reopened = closing && flags.syn && !flags.ack;
     if expired || reopened {
         return Lookup::Untracked { stale: Some(flow) };
     }
-    let Some(backend) = serving(flow.backend_id, flow.backend_generation) else {
-        return Lookup::Untracked { stale: Some(flow) };
-    };
     let now_closing = flags.fin || flags.rst;
     // Established flows are read-only: refresh the timestamp at most once per interval.
     if age > settings.touch_interval || (now_closing && !closing) {
@@ -155,15 +146,10 @@ pub fn owner(key: &FlowKey, settings: &Settings, now: u64) -> Option<&'static Ba
     let flow = maps::FLOWS.get_ptr(key)?;
     // SAFETY: `flow` points into the map value; concurrent writers only store whole fields.
     let flow = unsafe { &*flow };
-    let timeout = match (key.proto == PROTO_TCP, flow.flags & FLOW_F_CLOSING != 0) {
-        (true, true) => settings.tcp_fin_timeout,
-        (true, false) => settings.tcp_timeout,
-        (false, _) => settings.udp_timeout,
-    };
-    if now.saturating_sub(flow.last_seen) > timeout {
-        return None;
-    }
-    serving(flow.backend_id, flow.backend_generation)
+    let backend = serving(flow.backend_id, flow.backend_generation)?;
+    let closing = flow.flags & FLOW_F_CLOSING != 0;
+    let timeout = backend.timeout(settings, key.proto == PROTO_TCP, closing);
+    (now.saturating_sub(flow.last_seen) <= timeout).then_some(backend)
 }
 
 /// Records a flow's backend, or not: a client's bare SYN without an entry is scheduled

@@ -1207,3 +1207,56 @@ fn fragments_not_for_a_vip_pass_and_malformed_ones_are_never_forwarded() {
     let v = dp.snapshot().verdicts;
     assert_eq!(v.tx + v.tx_fragment + v.tx_fragment_hashed, 0, "{v:?}");
 }
+
+/// `[vip.timeouts]`: a VIP's own idle timeout applies to its flows only; the other VIPs keep
+/// the global one.
+#[test]
+fn a_vips_own_timeout_expires_its_flows_and_no_others() {
+    if !lb_tests::require_root("datapath fixtures") {
+        return;
+    }
+    let short = format!(
+        "[[vip]]\naddress = \"{VIP}\"\nport = 7100\n[vip.timeouts]\ntcp = 1\n\
+         [[vip.backend]]\naddress = \"198.18.1.11\"\nmac = \"02:bb:00:00:00:0b\"\n\
+         [[vip.backend]]\naddress = \"198.18.1.12\"\nmac = \"02:bb:00:00:00:0c\"\n"
+    );
+    let config = config_with(&BEFORE, &short);
+    let mut dp = Datapath::with_config(&config);
+    let frame = |port: u16, vip_port: u16, flags: u8| {
+        Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, port), (VIP, vip_port), flags).build()
+    };
+    // On each VIP, a flow whose backend the new ring (one backend more) would change.
+    let more = config_with(
+        &[(11, 1), (12, 1), (13, 1), (14, 1)],
+        &short.replace(
+            "[[vip.backend]]\naddress = \"198.18.1.12\"",
+            "[[vip.backend]]\naddress = \"198.18.1.14\"\nmac = \"02:bb:00:00:00:0e\"\n[[vip.backend]]\naddress = \"198.18.1.12\"",
+        ),
+    );
+    let (_, planned) = lb_daemon::reconcile::Reconciler::default()
+        .plan(&desired_state(&more).unwrap())
+        .unwrap();
+    let moves = |dp: &Datapath, vip_port: u16| {
+        (40000..42000)
+            .find(|&p| {
+                let key = flow_key(p, vip_port, 6);
+                dp.maglev_choice(vip_port, &key) != maglev_choice(&planned, vip_port, &key)
+            })
+            .unwrap()
+    };
+    let (long_port, short_port) = (moves(&dp, 6379), moves(&dp, 7100));
+    let mut first = Vec::new();
+    for (port, vip_port) in [(long_port, 6379), (short_port, 7100)] {
+        dp.run(&frame(port, vip_port, TCP_SYN));
+        let (verdict, out) = dp.run(&frame(port, vip_port, TCP_ACK));
+        assert_eq!(verdict, XDP_TX);
+        first.push(backend_of(&out));
+    }
+    dp.apply(&more).unwrap();
+    sleep(Duration::from_millis(1_300));
+    let ack = frame(long_port, 6379, TCP_ACK);
+    assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, first[0])), "the global 900 s still holds");
+    let ack = frame(short_port, 7100, TCP_ACK);
+    let (_, out) = dp.run(&ack);
+    assert_ne!(backend_of(&out), first[1], "the VIP's own 1 s timeout expired its flow");
+}

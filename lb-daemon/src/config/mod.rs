@@ -172,6 +172,14 @@ impl fmt::Display for Scheduler {
     }
 }
 
+/// A VIP's own `[vip.timeouts]`, each optional.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipTimeouts {
+    pub tcp: Option<Duration>,
+    pub tcp_fin: Option<Duration>,
+    pub udp: Option<Duration>,
+}
+
 /// `persistence_timeout` and `persistence_granularity` (ipvsadm `-p` and `-M`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persistence {
@@ -191,6 +199,8 @@ pub struct VipConfig {
     /// A client keeps its backend across connections (`None`: each connection is
     /// scheduled on its own).
     pub persistence: Option<Persistence>,
+    /// The VIP's own idle timeouts (`[vip.timeouts]`); `None` where the global one applies.
+    pub timeouts: VipTimeouts,
     pub backends: Vec<BackendConfig>,
     /// The replication role backends must report (needs the redis check).
     pub role: Role,

@@ -343,6 +343,35 @@ fn every_ipvsadm_scheduler_we_have_is_accepted_by_name_and_alias() {
 }
 
 #[test]
+fn a_vip_may_have_timeouts_of_its_own_and_keeps_the_global_ones_otherwise() {
+    let text = with(
+        r#"scheduler = "maglev""#,
+        "scheduler = \"maglev\"\n[vip.timeouts]\ntcp = 60\nudp = 10",
+    );
+    let config = Config::parse(Path::new("lbd.toml"), &text).unwrap();
+    assert_eq!(
+        config.vips[0].timeouts,
+        VipTimeouts {
+            tcp: Some(Duration::from_secs(60)),
+            tcp_fin: None,
+            udp: Some(Duration::from_secs(10)),
+        }
+    );
+    let plain = Config::parse(Path::new("lbd.toml"), &with("", "")).unwrap();
+    assert_eq!(plain.vips[0].timeouts, VipTimeouts::default());
+    let text = with(
+        r#"scheduler = "maglev""#,
+        "scheduler = \"maglev\"\n[vip.timeouts]\ntcp = 0",
+    );
+    one_error(&text, line_of(&text, "tcp = 0"), "vip[0].timeouts.tcp", "between 1 and 604800");
+    let text = with(
+        r#"scheduler = "maglev""#,
+        "scheduler = \"maglev\"\n[vip.timeouts]\ntcp_fn = 5",
+    );
+    one_error(&text, line_of(&text, "tcp_fn"), "vip[0].timeouts.tcp_fn", "");
+}
+
+#[test]
 fn persistence_takes_a_timeout_and_a_netmask() {
     let text = with(
         r#"scheduler = "maglev""#,

@@ -8,7 +8,7 @@ use toml_edit::TableLike;
 
 use super::{
     BackendConfig, Config, MAX_CONFIGURED_BACKENDS, Persistence, Protocol, Scheduler, Timeouts,
-    VipConfig, XdpModeSetting, health, parse_mac, sync, vrrp,
+    VipConfig, VipTimeouts, XdpModeSetting, health, parse_mac, sync, vrrp,
     walk::{self, Problems, Read, Table},
 };
 
@@ -225,25 +225,36 @@ fn director(root: &Table<'_>, p: &mut Problems) -> (Vec<String>, XdpModeSetting,
 }
 
 fn timeouts(root: &Table<'_>, p: &mut Problems) -> Timeouts {
-    let mut timeouts = Timeouts::default();
+    let defaults = Timeouts::default();
     let Some(table) = root.table("timeouts", "timeouts", p) else {
-        return timeouts;
+        return defaults;
     };
+    let given = timeout_keys(&table, p);
+    Timeouts {
+        tcp: given.tcp.unwrap_or(defaults.tcp),
+        tcp_fin: given.tcp_fin.unwrap_or(defaults.tcp_fin),
+        udp: given.udp.unwrap_or(defaults.udp),
+    }
+}
+
+/// `tcp`, `tcp_fin` and `udp` of a timeouts table (`[timeouts]` or `[vip.timeouts]`).
+fn timeout_keys(table: &Table<'_>, p: &mut Problems) -> VipTimeouts {
     table.only(&["tcp", "tcp_fin", "udp"], p);
+    let mut given = VipTimeouts::default();
     for (name, slot) in [
-        ("tcp", &mut timeouts.tcp),
-        ("tcp_fin", &mut timeouts.tcp_fin),
-        ("udp", &mut timeouts.udp),
+        ("tcp", &mut given.tcp),
+        ("tcp_fin", &mut given.tcp_fin),
+        ("udp", &mut given.udp),
     ] {
         if let Some(secs) = table.integer(name, p) {
             if (1..=86_400 * 7).contains(&secs.value) {
-                *slot = Duration::from_secs(secs.value as u64);
+                *slot = Some(Duration::from_secs(secs.value as u64));
             } else {
                 p.add(Some(secs.at), secs.key, "seconds, between 1 and 604800");
             }
         }
     }
-    timeouts
+    given
 }
 
 fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<VipConfig> {
@@ -261,6 +272,7 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         "scheduler",
         "persistence_timeout",
         "persistence_granularity",
+        "timeouts",
         "backend",
         "sorry_server",
     ];
@@ -327,6 +339,11 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         },
     };
     let persistence = persistence(&vip, p);
+    let timeouts_path = walk::join(&path, "timeouts");
+    let timeouts = vip
+        .table("timeouts", &timeouts_path, p)
+        .map(|table| timeout_keys(&table, p))
+        .unwrap_or_default();
     let raw_backends = vip.tables("backend", p);
     if raw_backends.is_empty() && vip.get("backend").is_none() {
         p.add(
@@ -374,6 +391,7 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
         protocol: protocol?,
         scheduler: scheduler?,
         persistence,
+        timeouts,
         backends,
         role: health.role,
         max_lag: health.max_lag,

@@ -105,6 +105,15 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
     let settings = settings.get(&0, 0).map_err(map_err(MAP_SETTINGS))?;
     let verdicts = sum_per_cpu(&verdict_map, 0, VerdictCounters::add)?;
 
+    let mut all_backends = Vec::new();
+    for id in 1..backends.len() {
+        let entry = backends.get(&id, 0).map_err(map_err(MAP_BACKENDS))?;
+        if entry.flags & BACKEND_F_ACTIVE != 0 {
+            all_backends.push((id, entry));
+        }
+    }
+    let by_id: std::collections::HashMap<u32, Backend> = all_backends.iter().copied().collect();
+
     // Flow counts per backend, as ipvsadm's ActiveConn / InActConn.
     let now = source.now_jiffies()?;
     // Keyed by (backend id, generation): a flow of an earlier backend under the same id is
@@ -113,11 +122,13 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
     for entry in flows.iter() {
         let Ok((key, flow)) = entry else { continue };
         let closing = flow.flags & FLOW_F_CLOSING != 0;
-        let timeout = match (key.proto == PROTO_TCP, closing) {
-            (false, _) => settings.udp_timeout,
-            (true, true) => settings.tcp_fin_timeout,
-            (true, false) => settings.tcp_timeout,
+        let Some(backend) = by_id
+            .get(&flow.backend_id)
+            .filter(|b| b.generation == flow.backend_generation)
+        else {
+            continue;
         };
+        let timeout = backend.timeout(&settings, key.proto == PROTO_TCP, closing);
         if now.saturating_sub(flow.last_seen) > timeout {
             continue;
         }
@@ -128,14 +139,6 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
             counts.1 += 1
         } else {
             counts.0 += 1
-        }
-    }
-
-    let mut all_backends = Vec::new();
-    for id in 1..backends.len() {
-        let entry = backends.get(&id, 0).map_err(map_err(MAP_BACKENDS))?;
-        if entry.flags & BACKEND_F_ACTIVE != 0 {
-            all_backends.push((id, entry));
         }
     }
 

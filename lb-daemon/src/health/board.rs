@@ -645,6 +645,7 @@ impl Board {
                 key,
                 group: desired.group,
                 selection: desired.selection,
+                timeouts: desired.timeouts,
                 backends,
             });
         }
