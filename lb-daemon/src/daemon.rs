@@ -200,7 +200,9 @@ pub fn resolve_with_local(
 pub fn vip_timeouts(vip: &VipConfig) -> FlowTimeouts {
     let jiffy_ns = clock::jiffy_ns();
     let own = |t: Option<Duration>| {
-        t.map_or(0, |t| clock::to_jiffies(t, jiffy_ns).min(u32::MAX as u64) as u32)
+        t.map_or(0, |t| {
+            clock::to_jiffies(t, jiffy_ns).min(u32::MAX as u64) as u32
+        })
     };
     FlowTimeouts {
         tcp: own(vip.timeouts.tcp),
@@ -243,7 +245,11 @@ pub fn settings(config: &Config) -> Settings {
                 .iter()
                 .flat_map(|v| [v.timeouts.tcp, v.timeouts.tcp_fin, v.timeouts.udp])
                 .flatten()
-                .chain([config.timeouts.tcp, config.timeouts.tcp_fin, config.timeouts.udp])
+                .chain([
+                    config.timeouts.tcp,
+                    config.timeouts.tcp_fin,
+                    config.timeouts.udp,
+                ])
                 .min()
                 .unwrap_or(config.timeouts.tcp)
                 / 3,

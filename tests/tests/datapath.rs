@@ -1223,7 +1223,14 @@ fn a_vips_own_timeout_expires_its_flows_and_no_others() {
     let config = config_with(&BEFORE, &short);
     let mut dp = Datapath::with_config(&config);
     let frame = |port: u16, vip_port: u16, flags: u8| {
-        Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, port), (VIP, vip_port), flags).build()
+        Ipv4Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (CLIENT, port),
+            (VIP, vip_port),
+            flags,
+        )
+        .build()
     };
     // On each VIP, a flow whose backend the new ring (one backend more) would change.
     let more = config_with(
@@ -1255,8 +1262,16 @@ fn a_vips_own_timeout_expires_its_flows_and_no_others() {
     dp.apply(&more).unwrap();
     sleep(Duration::from_millis(1_300));
     let ack = frame(long_port, 6379, TCP_ACK);
-    assert_eq!(dp.run(&ack), (XDP_TX, forwarded(&ack, first[0])), "the global 900 s still holds");
+    assert_eq!(
+        dp.run(&ack),
+        (XDP_TX, forwarded(&ack, first[0])),
+        "the global 900 s still holds"
+    );
     let ack = frame(short_port, 7100, TCP_ACK);
     let (_, out) = dp.run(&ack);
-    assert_ne!(backend_of(&out), first[1], "the VIP's own 1 s timeout expired its flow");
+    assert_ne!(
+        backend_of(&out),
+        first[1],
+        "the VIP's own 1 s timeout expired its flow"
+    );
 }

@@ -8,8 +8,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use lb_tests::{fixture::*, frame::*};
 
-const FRAMES: usize = 200_000;
-const SEED: u64 = 0x5eed_1b0d_2026_1202;
+/// Frames and seed of the bounded run in `cargo xtask test`; `cargo xtask fuzz` sets
+/// `LBD_FUZZ_FRAMES` and `LBD_FUZZ_SEED` for longer runs.
+const DEFAULT_FRAMES: usize = 200_000;
+const DEFAULT_SEED: u64 = 0x5eed_1b0d_2026_1202;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?}: not a number"))
+        })
+        .unwrap_or(default)
+}
 
 /// xorshift64*: reproducible, no dependency.
 struct Rng(u64);
@@ -44,7 +56,37 @@ fn backends_by_vip() -> BTreeMap<(u8, u16), BTreeSet<[u8; 6]>> {
     out.entry((6, 6380))
         .or_default()
         .insert([0x02, 0xbb, 0, 0, 0, 0x29]);
+    for (port, _) in OTHER_SCHEDULERS {
+        out.entry((6, port))
+            .or_default()
+            .extend([21, 22, 23].map(backend_mac));
+    }
     out
+}
+
+/// More TCP VIPs, each with backends .21, .22, .23, one per scheduler that keeps state.
+const OTHER_SCHEDULERS: [(u16, &str); 4] = [
+    (7003, "scheduler = \"rr\""),
+    (7005, "scheduler = \"wlc\""),
+    (7007, "persistence_timeout = 60"),
+    (7009, "scheduler = \"sh\""),
+];
+
+fn other_scheduler_vips() -> String {
+    let mut text = String::new();
+    for (port, keys) in OTHER_SCHEDULERS {
+        text.push_str(&format!(
+            "[[vip]]\naddress = \"{VIP}\"\nport = {port}\n{keys}\n"
+        ));
+        for last in [21u8, 22, 23] {
+            let mac = backend_mac(last).map(|b| format!("{b:02x}")).join(":");
+            text.push_str(&format!(
+                "[[vip.backend]]\naddress = \"198.18.1.{last}\"\nweight = {}\nmac = \"{mac}\"\n",
+                last - 20
+            ));
+        }
+    }
+    text
 }
 
 /// A frame worth mutating: to the VIP or not, TCP or UDP, sometimes tagged or fragmented.
@@ -59,7 +101,17 @@ fn seed_frame(rng: &mut Rng) -> Vec<u8> {
     } else {
         VIP
     };
-    let port = [6379, 5353, 6380, 80, rng.next() as u16][rng.below(5) as usize];
+    let port = [
+        6379,
+        5353,
+        6380,
+        80,
+        rng.next() as u16,
+        7003,
+        7005,
+        7007,
+        7009,
+    ][rng.below(9) as usize];
     let src = (CLIENT, 1024 + rng.below(60_000) as u16);
     let mut frame = if rng.chance(3) {
         Ipv4Frame::udp(CLIENT_MAC, dst_mac, src, (dst, port))
@@ -226,19 +278,27 @@ fn ipv4_payload(ip: &[u8]) -> Option<(u8, u16, bool, &[u8])> {
 
 #[test]
 fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_of_their_vip() {
-    let Some(mut dp) = Datapath::new(&[(11, 1), (12, 2), (13, 1)]) else {
+    let (frames, seed) = (
+        env_or("LBD_FUZZ_FRAMES", DEFAULT_FRAMES),
+        env_or("LBD_FUZZ_SEED", DEFAULT_SEED),
+    );
+    if !lb_tests::require_root("fuzz") {
         return;
-    };
+    }
+    let mut dp = Datapath::with_config(&config_with(
+        &[(11, 1), (12, 2), (13, 1)],
+        &other_scheduler_vips(),
+    ));
     let vips = backends_by_vip();
-    let mut rng = Rng(SEED);
+    let mut rng = Rng(seed);
     let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut violations = Vec::new();
-    for i in 0..FRAMES {
-        let seed = seed_frame(&mut rng);
+    for i in 0..frames {
+        let base = seed_frame(&mut rng);
         let frame = if rng.chance(4) {
-            seed
+            base
         } else {
-            mutate(&mut rng, seed)
+            mutate(&mut rng, base)
         };
         let (verdict, out) = dp.run(&frame);
         let name = match verdict {
@@ -287,7 +347,7 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
     }
     let v = dp.snapshot().verdicts;
     eprintln!(
-        "{FRAMES} frames (seed {SEED:#x}): {verdicts:?}; of the TX: ICMP errors {}, later fragments after their first {}, by the 3-tuple {}",
+        "{frames} frames (seed {seed:#x}): {verdicts:?}; of the TX: ICMP errors {}, later fragments after their first {}, by the 3-tuple {}",
         v.tx_icmp_error, v.tx_fragment, v.tx_fragment_hashed
     );
     assert!(
@@ -303,13 +363,13 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
         ("later fragments by the 3-tuple", v.tx_fragment_hashed),
     ] {
         assert!(
-            count as usize > FRAMES / 1000,
+            count as usize > frames / 1000,
             "too few {what} forwarded: {v:?}"
         );
     }
     for kind in ["pass", "drop", "tx"] {
         assert!(
-            verdicts.get(kind).copied().unwrap_or(0) > FRAMES / 100,
+            verdicts.get(kind).copied().unwrap_or(0) > frames / 100,
             "too few {kind}: {verdicts:?}"
         );
     }

@@ -36,7 +36,7 @@ enum Command {
     /// Datapath micro-benchmarks, the lab redis-benchmark, the health-check and the VRRP
     /// failover benchmarks; writes docs/benchmarks.md.
     Bench {
-        /// Skip the lab parts (prints only; the report is not rewritten).
+        /// Only the datapath benchmarks (replaces that section of the report).
         #[arg(long)]
         no_lab: bool,
         /// Only the health-check benchmarks (prints only; the report is not rewritten).
@@ -52,6 +52,16 @@ enum Command {
         /// issue's 10 minutes; replaces that part of the report).
         #[arg(long, value_name = "SECONDS")]
         soak: Option<u64>,
+    },
+    /// The datapath fuzz test (random and mutated frames through BPF_PROG_TEST_RUN, checked
+    /// against the forwarding invariant) with more frames or another seed than `test` uses.
+    Fuzz {
+        /// Frames to try.
+        #[arg(long, default_value_t = 2_000_000)]
+        frames: u64,
+        /// Seed of the frame generator (the test's own by default, so a failure reproduces).
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 
@@ -70,5 +80,6 @@ fn main() -> anyhow::Result<()> {
             sync_only,
             soak,
         } => tasks::bench(no_lab, health_only, vrrp_only, sync_only, soak),
+        Command::Fuzz { frames, seed } => tasks::fuzz(frames, seed),
     }
 }

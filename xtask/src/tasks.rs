@@ -47,6 +47,26 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask fuzz`: the fuzz test alone, with `frames` frames from `seed`.
+pub fn fuzz(frames: u64, seed: Option<u64>) -> anyhow::Result<()> {
+    let args = vec![
+        "-p".to_owned(),
+        "lb-tests".to_owned(),
+        "--test".to_owned(),
+        "fuzz".to_owned(),
+        "--".to_owned(),
+        "--nocapture".to_owned(),
+    ];
+    // SAFETY: single-threaded here, before any child starts.
+    unsafe {
+        std::env::set_var("LBD_FUZZ_FRAMES", frames.to_string());
+        if let Some(seed) = seed {
+            std::env::set_var("LBD_FUZZ_SEED", seed.to_string());
+        }
+    }
+    test(&args)
+}
+
 /// `cargo xtask bench`: release build, then the benchmark driver.
 pub fn bench(
     no_lab: bool,

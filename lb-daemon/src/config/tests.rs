@@ -363,12 +363,22 @@ fn a_vip_may_have_timeouts_of_its_own_and_keeps_the_global_ones_otherwise() {
         r#"scheduler = "maglev""#,
         "scheduler = \"maglev\"\n[vip.timeouts]\ntcp = 0",
     );
-    one_error(&text, line_of(&text, "tcp = 0"), "vip[0].timeouts.tcp", "between 1 and 604800");
+    one_error(
+        &text,
+        line_of(&text, "tcp = 0"),
+        "vip[0].timeouts.tcp",
+        "between 1 and 604800",
+    );
     let text = with(
         r#"scheduler = "maglev""#,
         "scheduler = \"maglev\"\n[vip.timeouts]\ntcp_fn = 5",
     );
-    one_error(&text, line_of(&text, "tcp_fn"), "vip[0].timeouts.tcp_fn", "");
+    one_error(
+        &text,
+        line_of(&text, "tcp_fn"),
+        "vip[0].timeouts.tcp_fn",
+        "",
+    );
 }
 
 #[test]

@@ -258,14 +258,14 @@ fn backends_of_different_vips_get_their_own_ids() {
             key: vip(100, 6379),
             group: 0,
             selection: Selection::default(),
-        timeouts: FlowTimeouts::default(),
+            timeouts: FlowTimeouts::default(),
             backends: vec![backend(11, 1)],
         },
         DesiredVip {
             key: vip(100, 6380),
             group: 0,
             selection: Selection::default(),
-        timeouts: FlowTimeouts::default(),
+            timeouts: FlowTimeouts::default(),
             backends: vec![backend(11, 1)],
         },
     ];
@@ -326,14 +326,14 @@ fn prefilter_counts_vips_sharing_a_slot() {
             key: vip(100, 6379),
             group: 0,
             selection: Selection::default(),
-        timeouts: FlowTimeouts::default(),
+            timeouts: FlowTimeouts::default(),
             backends: vec![backend(11, 1)],
         },
         DesiredVip {
             key: vip(100, 6380),
             group: 0,
             selection: Selection::default(),
-        timeouts: FlowTimeouts::default(),
+            timeouts: FlowTimeouts::default(),
             backends: vec![backend(11, 1)],
         },
     ];
@@ -521,14 +521,14 @@ fn recovered_state_plans_nothing_when_the_maps_hold_the_plan() {
                 key: vip(100, 6379),
                 group: 0,
                 selection: Selection::default(),
-        timeouts: FlowTimeouts::default(),
+                timeouts: FlowTimeouts::default(),
                 backends: vec![backend(11, 1), backend(12, 2)],
             },
             DesiredVip {
                 key: vip(101, 6380),
                 group: 0,
                 selection: Selection::default(),
-        timeouts: FlowTimeouts::default(),
+                timeouts: FlowTimeouts::default(),
                 backends: vec![backend(13, 1)],
             },
         ])
@@ -540,14 +540,14 @@ fn recovered_state_plans_nothing_when_the_maps_hold_the_plan() {
             key: vip(100, 6379),
             group: 0,
             selection: Selection::default(),
-        timeouts: FlowTimeouts::default(),
+            timeouts: FlowTimeouts::default(),
             backends: vec![backend(11, 1), backend(12, 2)],
         },
         DesiredVip {
             key: vip(101, 6380),
             group: 0,
             selection: Selection::default(),
-        timeouts: FlowTimeouts::default(),
+            timeouts: FlowTimeouts::default(),
             backends: vec![backend(13, 1)],
         },
     ];
@@ -685,7 +685,7 @@ fn orphan_fragments_follow_the_lowest_port_vip_of_their_address_and_protocol() {
                 key,
                 group: 0,
                 selection: Selection::default(),
-        timeouts: FlowTimeouts::default(),
+                timeouts: FlowTimeouts::default(),
                 backends: vec![backend(11, 1)],
             })
             .collect()
