@@ -1275,3 +1275,54 @@ fn a_vips_own_timeout_expires_its_flows_and_no_others() {
         "the VIP's own 1 s timeout expired its flow"
     );
 }
+
+/// Every kind of frame the datapath forwards, cut at every length from the Ethernet header
+/// on: never forwarded, and passed only unchanged (each cut is inside or at the end of some
+/// header, or inside the payload the IP length claims).
+#[test]
+fn every_forwardable_frame_cut_at_any_length_is_never_forwarded() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let mut tagged = tcp(40000, TCP_SYN);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+    let mut with_options = tcp(40001, TCP_SYN);
+    with_options[14] = 0x47;
+    with_options.splice(34..34, [1u8; 8]);
+    with_options[16..18].copy_from_slice(&(20u16 + 8 + 20).to_be_bytes());
+    let kinds: Vec<(&str, Vec<u8>)> = vec![
+        ("TCP SYN", tcp(40002, TCP_SYN)),
+        ("TCP ACK with data", {
+            let mut f = Ipv4Frame::tcp(
+                CLIENT_MAC,
+                DIRECTOR_MAC,
+                (CLIENT, 40003),
+                (VIP, 6379),
+                TCP_ACK,
+            );
+            f.payload = b"*1\r\n$4\r\nPING\r\n".to_vec();
+            f.build()
+        }),
+        (
+            "UDP",
+            Ipv4Frame::udp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 5000), (VIP, 5353)).build(),
+        ),
+        ("802.1Q SYN", tagged),
+        ("SYN with IP options", with_options),
+        ("ICMP fragmentation needed", frag_needed(&reply_to(40004))),
+        ("first fragment", first_fragment(40005)),
+        ("later fragment", later_fragment(VIP, 6, 1480, false)),
+    ];
+    for (kind, whole) in &kinds {
+        assert_eq!(dp.run(whole).0, XDP_TX, "{kind} whole is forwarded");
+        for len in 14..whole.len() {
+            let cut = &whole[..len];
+            let (verdict, out) = dp.run(cut);
+            assert!(
+                verdict == XDP_DROP || (verdict == XDP_PASS && out == cut),
+                "{kind} cut to {len} of {} bytes: verdict {verdict}",
+                whole.len()
+            );
+        }
+    }
+}
