@@ -1325,4 +1325,45 @@ fn every_forwardable_frame_cut_at_any_length_is_never_forwarded() {
             );
         }
     }
+/// review: a datagram whose first fragment the director passes (its port is no VIP: the
+/// director's own service on the VIP address) must keep its later fragments on the director,
+/// or neither side can reassemble it. `fragment::forward_later` only knows "first seen and
+/// forwarded" (FRAGMENTS) or "orphan": a passed first fragment is not remembered, so its later
+/// fragments are hashed to a backend of the address's lowest-port VIP, or, when a datagram of
+/// the same (source, destination, protocol, IP id) went to a VIP port within 30 s, follow
+/// that stale entry to its backend.
+#[test]
+fn review_later_fragments_of_a_passed_first_fragment_are_not_sent_to_a_backend() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let first_to = |port: u16| {
+        let mut f = Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 45000), (VIP, port), TCP_ACK)
+            .with_payload(&[0x61; 1460]);
+        f.frag = 0x2000;
+        f.build()
+    };
+    let mut wrong = Vec::new();
+    // 1. Nothing remembered: a datagram to VIP:7000 (no VIP there).
+    let first = first_to(7000);
+    assert_eq!(dp.run(&first), (XDP_PASS, first.clone()), "first fragment to a non-VIP port");
+    let later = later_fragment(VIP, 6, 1480, false);
+    let (verdict, out) = dp.run(&later);
+    if verdict != XDP_PASS {
+        wrong.push(format!("orphan: verdict {verdict}, sent to {:02x?}", backend_of(&out)));
+    }
+    // 2. An earlier datagram with the same IP id went to the VIP :6379.
+    let earlier = first_to(6379);
+    assert_eq!(dp.run(&earlier).0, XDP_TX);
+    let first = first_to(7000);
+    assert_eq!(dp.run(&first), (XDP_PASS, first.clone()), "first fragment to a non-VIP port");
+    let later = later_fragment(VIP, 6, 1480, false);
+    let (verdict, out) = dp.run(&later);
+    if verdict != XDP_PASS {
+        wrong.push(format!("after an id reuse: verdict {verdict}, sent to {:02x?}", backend_of(&out)));
+    }
+    assert!(
+        wrong.is_empty(),
+        "later fragments of a datagram to VIP:7000 (first fragment passed) were forwarded: {wrong:?}"
+    );
 }
