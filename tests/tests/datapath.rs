@@ -1367,3 +1367,26 @@ fn review_later_fragments_of_a_passed_first_fragment_are_not_sent_to_a_backend()
         "later fragments of a datagram to VIP:7000 (first fragment passed) were forwarded: {wrong:?}"
     );
 }
+
+/// review: orphan fragments are placed by the ring of the address's lowest-port VIP, chosen
+/// by port alone (`reconcile::fragment_vips`), even when that VIP has no backend to take
+/// anything (all drained, or all down: its ring is all 0). Then every orphan fragment to the
+/// address is dropped (`drop_no_backend`), those of the healthy VIP :6379 included, though its
+/// ring could place them.
+#[test]
+fn review_orphan_fragments_are_not_dropped_because_the_lowest_port_vip_has_no_backend() {
+    if !lb_tests::require_root("datapath fixtures") {
+        return;
+    }
+    let extra = format!(
+        "[[vip]]\naddress = \"{VIP}\"\nport = 80\n[[vip.backend]]\naddress = \"198.18.1.51\"\nweight = 0\nmac = \"02:bb:00:00:00:33\"\n"
+    );
+    let mut dp = Datapath::with_config(&config_with(&BEFORE, &extra));
+    let later = later_fragment(VIP, 6, 1480, false);
+    let (verdict, _) = dp.run(&later);
+    let v = dp.snapshot().verdicts;
+    assert_eq!(
+        verdict, XDP_TX,
+        "an orphan fragment to {VIP} (TCP VIP :6379 has 3 backends; :80, the lowest port, has only a drained one) was not placed: {v:?}"
+    );
+}
