@@ -456,3 +456,50 @@ fn review_an_icmp_error_during_a_handshake_goes_where_the_syn_went_whatever_the_
         wrong.len()
     );
 }
+
+/// review: the SYN-flood defence ("a spoofed SYN never reaches FLOWS") does not hold for the
+/// stateful schedulers: each spoofed SYN to an rr/wrr/lc/wlc VIP inserts a HALF_OPEN entry
+/// (65,536, LRU), so a flood of spoofed SYNs evicts the choices of genuine handshakes in
+/// progress, and their ACKs are scheduled afresh (rr: the next backend in turn), reaching a
+/// backend that never saw the SYN, which resets the connection. With maglev the same flood
+/// leaves every handshake intact.
+#[test]
+fn review_a_spoofed_syn_flood_does_not_split_genuine_handshakes_on_a_round_robin_vip() {
+    let Some(mut dp) = datapath(&[vip(7003, "scheduler = \"rr\"", [1, 1, 1])]) else {
+        return;
+    };
+    on_one_cpu();
+    let frame = |client: Ipv4Addr, port: u16, flags| {
+        Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (client, port), (VIP, 7003), flags).build()
+    };
+    let syns: Vec<(u16, [u8; 6])> = (0..30)
+        .map(|i| {
+            let (verdict, out) = dp.run(&frame(client(1), 30000 + i, TCP_SYN));
+            assert_eq!(verdict, XDP_TX);
+            (30000 + i, backend_of(&out))
+        })
+        .collect();
+    // The flood: spoofed sources, which never ACK (bounded: 100,000 frames).
+    let mut syn = frame(Ipv4Addr::new(198, 19, 0, 0), 1024, TCP_SYN);
+    for i in 0..100_000u32 {
+        let source = u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i;
+        // Source address at bytes 26..30 (the IP checksum is not checked by the datapath).
+        syn[26..30].copy_from_slice(&source.to_be_bytes());
+        assert_eq!(dp.run(&syn).0, XDP_TX);
+    }
+    let split: Vec<String> = syns
+        .iter()
+        .filter_map(|&(port, syn_backend)| {
+            let (verdict, out) = dp.run(&frame(client(1), port, TCP_ACK));
+            assert_eq!(verdict, XDP_TX);
+            (backend_of(&out) != syn_backend).then(|| {
+                format!("{port}: SYN to {:02x}, ACK to {:02x}", syn_backend[5], backend_of(&out)[5])
+            })
+        })
+        .collect();
+    assert!(
+        split.is_empty(),
+        "after a flood of 100,000 spoofed SYNs, {} of 30 genuine handshakes split: {split:?}",
+        split.len()
+    );
+}
