@@ -503,3 +503,46 @@ fn review_a_spoofed_syn_flood_does_not_split_genuine_handshakes_on_a_round_robin
         split.len()
     );
 }
+
+/// review: on a UDP VIP with lc/wlc, every flow is counted in BACKEND_ACTIVE when tracked and
+/// never counted down (UDP has no FIN or RST; an expired entry is only uncounted if its
+/// 5-tuple comes back). The count is then the number of flows ever seen, not the open ones:
+/// a backend added later takes almost every new flow until it has served as many as the
+/// others did over their lifetime.
+#[test]
+fn review_expired_udp_flows_of_a_least_connection_vip_are_not_counted_as_open() {
+    if !lb_tests::require_root("scheduler fixtures") {
+        return;
+    }
+    let udp_vip = vip(7008, "protocol = \"udp\"\nscheduler = \"lc\"", [1, 1, 1]);
+    let config = config_with(&[(11, 1)], &udp_vip);
+    let mut dp = Datapath::with_config(&config);
+    // UDP flows expire after 1 jiffy.
+    let mut short = lb_daemon::daemon::settings(&config);
+    short.udp_timeout = 1;
+    dp.set_settings(short);
+    for port in 0..60u16 {
+        let datagram =
+            Ipv4Frame::udp(CLIENT_MAC, DIRECTOR_MAC, (client(1), 20000 + port), (VIP, 7008)).build();
+        assert_eq!(dp.run(&datagram).0, XDP_TX);
+    }
+    sleep(Duration::from_millis(100));
+    let key = lb_common::VipKey {
+        addr: u32::from_ne_bytes(VIP.octets()),
+        port: 7008u16.to_be(),
+        proto: 17,
+        _pad: 0,
+    };
+    use lb_daemon::dataplane::snapshot::MapSource;
+    let map: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(dp.dataplane.map(lb_common::MAP_BACKEND_ACTIVE).unwrap()).unwrap();
+    let counts = [11u8, 12, 13].map(|last| {
+        let id = dp.reconciler().backend_id(&key, Ipv4Addr::new(198, 18, 1, last)).unwrap();
+        map.get(&id, 0).unwrap()
+    });
+    assert_eq!(
+        counts,
+        [0, 0, 0],
+        "BACKEND_ACTIVE of an lc UDP VIP after all 60 of its flows expired"
+    );
+}
