@@ -547,21 +547,25 @@ fn mac_masks<'a>(vips: impl Iterator<Item = &'a AppliedVip>) -> BTreeMap<[u8; 6]
     masks
 }
 
-/// For each VIP address and protocol, the VIP with the lowest port: its ring places the
-/// later fragments whose first fragment was not seen (they carry no port).
+/// For each VIP address and protocol, the VIP whose ring places the later fragments whose
+/// first fragment was not seen (they carry no port): the lowest port among the VIPs with a
+/// backend taking new flows, else the lowest port (whose empty ring drops them, as it drops
+/// its own packets).
 fn fragment_vips(vips: &BTreeMap<VipKey, AppliedVip>) -> BTreeMap<FragmentVipKey, VipInfo> {
-    let mut out: BTreeMap<FragmentVipKey, (u16, VipInfo)> = BTreeMap::new();
+    let mut out: BTreeMap<FragmentVipKey, ((bool, u16), VipInfo)> = BTreeMap::new();
     for (key, vip) in vips {
         let fragment_key = FragmentVipKey {
             addr: key.addr,
             proto: key.proto,
             _pad: [0; 3],
         };
-        let port = u16::from_be(key.port);
+        // Ordered: serving VIPs first (false < true), then by port.
+        let empty = !vip.backends.values().any(|b| b.entry.weight > 0);
+        let rank = (empty, u16::from_be(key.port));
         let info = vip.selection.info(vip.vip_id, vip.group);
-        let entry = out.entry(fragment_key).or_insert((port, info));
-        if port < entry.0 {
-            *entry = (port, info);
+        let entry = out.entry(fragment_key).or_insert((rank, info));
+        if rank < entry.0 {
+            *entry = (rank, info);
         }
     }
     out.into_iter().map(|(k, (_, info))| (k, info)).collect()

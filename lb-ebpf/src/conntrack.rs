@@ -175,7 +175,8 @@ pub fn track(
         0
     };
     // A least-connection VIP's flow counts on its backend while open.
-    let counted = select::counts_flows(vip.scheduler) && closing == 0;
+    // TCP only: a UDP flow has no end to count down at (the config refuses lc on UDP).
+    let counted = select::counts_flows(vip.scheduler) && closing == 0 && packet.proto == PROTO_TCP;
     let persistent = if vip.persist_timeout != 0 {
         FLOW_F_PERSISTENT
     } else {
@@ -218,17 +219,15 @@ pub fn track(
 }
 
 /// Takes a counted open flow off its backend's count (once: the flag goes), unless the
-/// backend entry is another allocation by now (its count was reset when it was made).
+/// backend was retired since (its count is reset when the id is given out again) or the entry
+/// is another allocation by now.
 #[inline(always)]
 fn uncount(flow: &mut Flow) {
     if flow.flags & FLOW_F_COUNTED == 0 {
         return;
     }
     flow.flags &= !FLOW_F_COUNTED;
-    if maps::BACKENDS
-        .get(flow.backend_id)
-        .is_some_and(|b| b.generation == flow.backend_generation)
-    {
+    if serving(flow.backend_id, flow.backend_generation).is_some() {
         add_active(flow.backend_id, u64::MAX); // -1
     }
 }

@@ -15,26 +15,47 @@ use lb_common::{
 use crate::{Outcome, conntrack::serving, forward, forwarding, maps, parse::Packet, select, stats};
 
 #[inline(always)]
-fn datagram(packet: &Packet, id: u16) -> FragmentKey {
+fn datagram(packet: &Packet) -> FragmentKey {
     FragmentKey {
         src_addr: packet.src_addr,
         dst_addr: packet.dst_addr,
-        id,
+        id: packet.ip_id,
         proto: packet.proto,
         _pad: 0,
     }
 }
 
-/// Remembers where the first fragment of datagram `id` went.
+/// Remembers where the first fragment of its datagram went.
 #[inline(always)]
-pub fn remember(packet: &Packet, id: u16, backend_id: u32, backend: &Backend, now: u64) {
+pub fn remember(packet: &Packet, backend_id: u32, backend: &Backend, now: u64) {
     let owner = FragmentOwner {
         backend_id,
         backend_generation: backend.generation,
         first_seen: now,
     };
     // A failed insert only sends the later fragments by the orphan rule.
-    let _ = maps::FRAGMENTS.insert(&datagram(packet, id), &owner, BPF_ANY as u64);
+    let _ = maps::FRAGMENTS.insert(&datagram(packet), &owner, BPF_ANY as u64);
+}
+
+/// Remembers that the first fragment of datagram `id` was not forwarded (`backend_id` 0):
+/// its later fragments go to the local stack with it.
+#[inline(always)]
+pub fn remember_passed(src_addr: u32, dst_addr: u32, id: u16, proto: u8) {
+    let key = FragmentKey {
+        src_addr,
+        dst_addr,
+        id,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: a helper without preconditions; the verifier inlines it to a load.
+    let now = unsafe { aya_ebpf::helpers::bpf_jiffies64() };
+    let owner = FragmentOwner {
+        backend_id: 0,
+        backend_generation: 0,
+        first_seen: now,
+    };
+    let _ = maps::FRAGMENTS.insert(&key, &owner, BPF_ANY as u64);
 }
 
 /// Sends a later fragment where its first fragment went, else by the orphan rule.
@@ -42,7 +63,6 @@ pub fn remember(packet: &Packet, id: u16, backend_id: u32, backend: &Backend, no
 pub fn forward_later(
     ctx: &XdpContext,
     packet: &Packet,
-    id: u16,
     settings: &Settings,
     now: u64,
 ) -> Result<Outcome, Outcome> {
@@ -54,11 +74,14 @@ pub fn forward_later(
     // SAFETY: map values are only read; the daemon replaces them whole.
     let vip = unsafe { maps::FRAGMENT_VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
     // SAFETY: as above; the datapath writes whole entries.
-    let first = unsafe { maps::FRAGMENTS.get(datagram(packet, id)) }.and_then(|owner| {
-        (now.saturating_sub(owner.first_seen) <= settings.fragment_timeout)
-            .then(|| serving(owner.backend_id, owner.backend_generation))
-            .flatten()
-            .map(|backend| (owner.backend_id, backend))
+    let owner = unsafe { maps::FRAGMENTS.get(datagram(packet)) }
+        .filter(|owner| now.saturating_sub(owner.first_seen) <= settings.fragment_timeout);
+    // Its first fragment was not forwarded: neither are the others.
+    if owner.is_some_and(|owner| owner.backend_id == 0) {
+        return Err(Outcome::Fragment);
+    }
+    let first = owner.and_then(|owner| {
+        serving(owner.backend_id, owner.backend_generation).map(|b| (owner.backend_id, b))
     });
     let (backend_id, backend, outcome) = match first {
         Some((backend_id, backend)) => (backend_id, backend, Outcome::TxFragment),

@@ -6,9 +6,7 @@
 //! Other ICMP (echo requests to a VIP, ...) is the local stack's.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{
-    BACKEND_F_LOCAL, Backend, FlowKey, PROTO_TCP, PROTO_UDP, Settings, VipKey, hash::ring_slot,
-};
+use lb_common::{BACKEND_F_LOCAL, Backend, FlowKey, PROTO_TCP, PROTO_UDP, Settings, VipKey};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
@@ -24,6 +22,8 @@ const ICMP_PARAMETER_PROBLEM: u8 = 12;
 const ICMP_HEADER_LEN: usize = 8;
 /// What an error must quote of the offending packet's transport header (RFC 792: 64 bits).
 const QUOTED_L4_LEN: usize = 8;
+/// The fragment offset in the quoted header's flags + offset field.
+const QUOTED_OFFSET_MASK: u16 = 0x1fff;
 
 /// Reads an ICMP error (the IPv4 header at `l3`, `ihl` long, is checked) and returns the flow
 /// it is about, in the client's direction: the quoted packet went from the VIP (the error's
@@ -50,9 +50,10 @@ pub fn parse_error(
     let inner = l4 + ICMP_HEADER_LEN;
     let quoted: *const Ipv4Hdr = ptr_at(ctx, inner)?;
     // SAFETY: within bounds; the protocol read as a raw byte (see `parse`).
-    let (vihl, proto, src_addr, quoted_dst) = unsafe {
+    let (vihl, quoted_frags, proto, src_addr, quoted_dst) = unsafe {
         (
             (*quoted).vihl,
+            u16::from_be_bytes((*quoted).frags),
             *(quoted as *const u8).add(9),
             u32::from_ne_bytes((*quoted).src_addr),
             u32::from_ne_bytes((*quoted).dst_addr),
@@ -62,8 +63,13 @@ pub fn parse_error(
     if vihl >> 4 != 4 || inner_ihl < Ipv4Hdr::LEN {
         return Err(Outcome::Malformed);
     }
-    // About a packet this VIP sent, over TCP or UDP: anything else is the local stack's.
-    if src_addr != dst_addr || (proto != PROTO_TCP && proto != PROTO_UDP) {
+    // About a packet this VIP sent, over TCP or UDP, that starts with its transport header
+    // (not a later fragment, whose first bytes are no ports): anything else is the local
+    // stack's.
+    if src_addr != dst_addr
+        || (proto != PROTO_TCP && proto != PROTO_UDP)
+        || quoted_frags & QUOTED_OFFSET_MASK != 0
+    {
         return Err(Outcome::NotBalanced);
     }
     let ports: *const [u8; 4] = ptr_at(ctx, inner + inner_ihl)?;
@@ -89,12 +95,14 @@ pub fn parse_error(
         tcp_flags: TcpFlags::default(),
         icmp_error: true,
         fragment: Fragment::Whole,
+        ip_id: 0,
     })
 }
 
-/// Sends the error to the backend that owns the flow: the tracked one, else the one the
-/// VIP's ring gives the flow (a flow tracked by no director, or in its handshake). Never
-/// tracks anything: an error is no sign that a flow is alive.
+/// Sends the error to the backend that owns the flow: the tracked one, else where the VIP's
+/// scheduler sent or would send it (a flow in its handshake, or tracked by no director; see
+/// `select::owner`). Never tracks or refreshes anything: an error is no sign that a flow is
+/// alive.
 #[inline(always)]
 pub fn forward_error(
     ctx: &XdpContext,
@@ -114,7 +122,7 @@ pub fn forward_error(
             };
             // SAFETY: map values are only read; the daemon replaces them whole.
             let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
-            select::pick(ctx, vip.vip_id, ring_slot(key))?.1
+            select::owner(ctx, vip, key, settings, now)?.1
         }
     };
     forwarding(backend.group)?;

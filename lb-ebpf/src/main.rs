@@ -88,6 +88,18 @@ pub fn lb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let packet = parse::parse(ctx)?;
+    let result = process_parsed(ctx, &packet);
+    // A first fragment that was not forwarded: its later fragments stay on this host too.
+    if packet.fragment == parse::Fragment::First
+        && !matches!(result, Ok(Outcome::Tx | Outcome::Local))
+    {
+        fragment::remember_passed(packet.src_addr, packet.dst_addr, packet.ip_id, packet.proto);
+    }
+    result
+}
+
+#[inline(always)]
+fn process_parsed(ctx: &XdpContext, packet: &parse::Packet) -> Result<Outcome, Outcome> {
     let settings = maps::SETTINGS.get(0).ok_or(Outcome::NotForwarding)?;
     if settings.forwarding == 0 {
         return Err(Outcome::NotForwarding);
@@ -104,14 +116,14 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     // SAFETY: a helper without preconditions; the verifier inlines it to a load.
     let now = unsafe { bpf_jiffies64() };
     if packet.icmp_error {
-        return icmp::forward_error(ctx, &packet, &flow_key, settings, now);
+        return icmp::forward_error(ctx, packet, &flow_key, settings, now);
     }
-    if let parse::Fragment::Later { id } = packet.fragment {
-        return fragment::forward_later(ctx, &packet, id, settings, now);
+    if packet.fragment == parse::Fragment::Later {
+        return fragment::forward_later(ctx, packet, settings, now);
     }
 
     let (vip_id, backend_id, backend, new_flow) =
-        match conntrack::lookup(&flow_key, &packet, settings, now) {
+        match conntrack::lookup(&flow_key, packet, settings, now) {
             Lookup::Tracked {
                 vip_id,
                 backend_id,
@@ -121,7 +133,7 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 // From the very backend the flow goes to: another director balanced it
                 // here (two masters, each tracking the flow to the other). Served locally,
                 // never sent back.
-                if from_itself(&packet, backend) {
+                if from_itself(packet, backend) {
                     return Err(Outcome::FromBackend);
                 }
                 (vip_id, backend_id, backend, false)
@@ -137,11 +149,11 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
                 // Checked before scheduling: a backup director tracks nothing.
                 forwarding(vip.group)?;
-                from_backend(&packet, vip.vip_id)?;
+                from_backend(packet, vip.vip_id)?;
                 let (backend_id, backend) =
-                    select::schedule(ctx, vip, &flow_key, &packet, settings, now)?;
+                    select::schedule(ctx, vip, &flow_key, packet, settings, now)?;
                 let tracked =
-                    conntrack::track(&flow_key, &packet, stale, (backend_id, backend), vip, now);
+                    conntrack::track(&flow_key, packet, stale, (backend_id, backend), vip, now);
                 if tracked {
                     sync::announce(settings, &flow_key, backend, FLOW_EVENT_NEW);
                 }
@@ -156,15 +168,15 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 (vip.vip_id, backend_id, backend, tracked)
             }
         };
-    if let parse::Fragment::First { id } = packet.fragment {
-        fragment::remember(&packet, id, backend_id, backend, now);
+    if packet.fragment == parse::Fragment::First {
+        fragment::remember(packet, backend_id, backend, now);
     }
     stats::count_forwarded(vip_id, backend_id, packet.frame_len, new_flow);
     if backend.flags & BACKEND_F_LOCAL != 0 {
         // This director serves the flow itself: its stack holds the VIP.
         return Ok(Outcome::Local);
     }
-    forward::rewrite_macs(&packet, backend);
+    forward::rewrite_macs(packet, backend);
     Ok(Outcome::Tx)
 }
 

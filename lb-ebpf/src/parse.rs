@@ -34,21 +34,20 @@ pub struct Packet {
     pub icmp_error: bool,
     /// Part of a datagram in fragments, or not.
     pub fragment: Fragment,
+    /// The IP identification, as on the wire (names the datagram of a fragment).
+    pub ip_id: u16,
 }
 
-/// Where a packet stands in a fragmented datagram; `id` is the IP identification, as on
-/// the wire.
+/// Where a packet stands in a fragmented datagram. A plain tag, with the IP id beside it in
+/// [`Packet`]: an enum carrying data leaves undefined bytes in the variants without, which
+/// the verifier refuses to see copied.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Fragment {
     Whole,
     /// Offset 0, more to come: it carries the ports.
-    First {
-        id: u16,
-    },
+    First,
     /// Offset > 0: no ports (`src_port` and `dst_port` are 0).
-    Later {
-        id: u16,
-    },
+    Later,
 }
 
 /// The TCP flags conntrack acts on.
@@ -129,9 +128,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
         return Err(Outcome::NotBalanced);
     }
     let fragment = if frags & IPV4_OFFSET_MASK != 0 {
-        Fragment::Later { id }
+        Fragment::Later
     } else if frags & IPV4_MF != 0 {
-        Fragment::First { id }
+        Fragment::First
     } else {
         Fragment::Whole
     };
@@ -142,7 +141,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
         }
         return icmp::parse_error(ctx, eth, l3, ihl, tot_len, dst_addr);
     }
-    if let Fragment::Later { .. } = fragment {
+    if fragment == Fragment::Later {
         let frame_len = (ctx.data_end() - ctx.data()) as u64;
         if (tot_len as usize) <= ihl || tot_len as u64 > frame_len - l3 as u64 {
             return Err(Outcome::Malformed);
@@ -158,6 +157,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
             tcp_flags: TcpFlags::default(),
             icmp_error: false,
             fragment,
+            ip_id: id,
         });
     }
     // TCP and UDP both start with the two ports.
@@ -171,7 +171,13 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     );
     // As soon as the destination is known: traffic for no VIP pays for nothing more, and
     // the kernel judges its headers.
-    prefilter(dst_addr, dst_port, proto)?;
+    if let Err(not_vip) = prefilter(dst_addr, dst_port, proto) {
+        if fragment == Fragment::First {
+            // Its later fragments (no port) must stay with it, on this host.
+            crate::fragment::remember_passed(src_addr, dst_addr, id, proto);
+        }
+        return Err(not_vip);
+    }
 
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     // The IP packet claims more than the frame holds, or too little for its own header and
@@ -210,6 +216,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
         tcp_flags,
         icmp_error: false,
         fragment,
+        ip_id: id,
     })
 }
 

@@ -59,29 +59,29 @@ pub fn schedule(
         if let Some(found) = remembered(
             maps::PERSIST.get_ptr_mut(&client),
             vip.persist_timeout,
-            settings,
+            Some(settings.touch_interval),
             now,
         ) {
             return Ok(found);
         }
-        let chosen = by_scheduler(ctx, vip, key)?;
+        let chosen = by_scheduler(ctx, vip, key, true)?;
         remember(&maps::PERSIST, &client, chosen, now);
         return Ok(chosen);
     }
     if !stateful(vip.scheduler) {
-        return by_scheduler(ctx, vip, key);
+        return by_scheduler(ctx, vip, key, true);
     }
     // A handshake in progress keeps the SYN's choice; the entry lives as long as a closing
     // flow would.
     if let Some(found) = remembered(
         maps::HALF_OPEN.get_ptr_mut(key),
         settings.tcp_fin_timeout,
-        settings,
+        Some(settings.touch_interval),
         now,
     ) {
         return Ok(found);
     }
-    let chosen = by_scheduler(ctx, vip, key)?;
+    let chosen = by_scheduler(ctx, vip, key, true)?;
     let flags = packet.tcp_flags;
     if flags.syn && !flags.ack {
         remember(&maps::HALF_OPEN, key, chosen, now);
@@ -114,13 +114,50 @@ pub fn keep_persistence(key: &FlowKey, now: u64) {
     }
 }
 
+/// Where an untracked flow went or would go, without changing anything (for an ICMP error
+/// about it): its client's template, its handshake's choice, else the scheduler's, except
+/// that a round-robin VIP's position is not advanced (the flow hash picks instead).
+#[inline(always)]
+pub fn owner(
+    ctx: &XdpContext,
+    vip: &VipInfo,
+    key: &FlowKey,
+    settings: &Settings,
+    now: u64,
+) -> Result<(u32, &'static Backend), Outcome> {
+    if vip.persist_timeout != 0 {
+        let client = PersistKey {
+            vip_id: vip.vip_id,
+            client: key.src_addr & vip.persist_mask,
+        };
+        if let Some(found) = remembered(
+            maps::PERSIST.get_ptr_mut(&client),
+            vip.persist_timeout,
+            None,
+            now,
+        ) {
+            return Ok(found);
+        }
+    } else if stateful(vip.scheduler)
+        && let Some(found) = remembered(
+            maps::HALF_OPEN.get_ptr_mut(key),
+            settings.tcp_fin_timeout,
+            None,
+            now,
+        )
+    {
+        return Ok(found);
+    }
+    by_scheduler(ctx, vip, key, false)
+}
+
 /// A remembered choice younger than `timeout` whose backend still serves; its age is
-/// refreshed at most once per touch interval.
+/// refreshed when older than `touch` (never with `None`).
 #[inline(always)]
 fn remembered(
     entry: Option<*mut Choice>,
     timeout: u64,
-    settings: &Settings,
+    touch: Option<u64>,
     now: u64,
 ) -> Option<(u32, &'static Backend)> {
     // SAFETY: a pointer into the map value; concurrent writers store whole fields.
@@ -130,7 +167,7 @@ fn remembered(
         return None;
     }
     let backend = serving(entry.backend_id, entry.backend_generation)?;
-    if age > settings.touch_interval {
+    if touch.is_some_and(|interval| age > interval) {
         entry.last_seen = now;
     }
     Some((entry.backend_id, backend))
@@ -152,16 +189,19 @@ fn remember<K>(
     let _ = map.insert(key, &choice, BPF_ANY as u64);
 }
 
+/// The scheduler's choice; `advance`: a round-robin VIP moves on (else the flow hash picks
+/// in its sequence, changing nothing).
 #[inline(always)]
 fn by_scheduler(
     ctx: &XdpContext,
     vip: &VipInfo,
     key: &FlowKey,
+    advance: bool,
 ) -> Result<(u32, &'static Backend), Outcome> {
     let hash = match vip.scheduler {
         SCHED_SH => mix64(key.src_addr as u64),
         SCHED_DH => mix64(key.dst_addr as u64),
-        SCHED_RR | SCHED_WRR => {
+        SCHED_RR | SCHED_WRR if advance => {
             let position = maps::SCHED_POSITION
                 .get_ptr_mut(vip.vip_id)
                 .ok_or(Outcome::NoBackend)?;

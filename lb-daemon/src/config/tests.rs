@@ -382,6 +382,22 @@ fn a_vip_may_have_timeouts_of_its_own_and_keeps_the_global_ones_otherwise() {
 }
 
 #[test]
+fn least_connection_schedulers_are_refused_on_a_udp_vip() {
+    for scheduler in ["lc", "wlc"] {
+        let text = with(r#"protocol = "tcp""#, r#"protocol = "udp""#).replace(
+            r#"scheduler = "maglev""#,
+            &format!("scheduler = {scheduler:?}"),
+        );
+        one_error(
+            &text,
+            line_of(&text, "scheduler"),
+            "vip[0].scheduler",
+            "a UDP flow has no end",
+        );
+    }
+}
+
+#[test]
 fn persistence_takes_a_timeout_and_a_netmask() {
     let text = with(
         r#"scheduler = "maglev""#,

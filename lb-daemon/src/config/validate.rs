@@ -338,6 +338,20 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
             }
         },
     };
+    if protocol == Some(Protocol::Udp)
+        && matches!(
+            scheduler,
+            Some(Scheduler::LeastConnections | Scheduler::WeightedLeastConnections)
+        )
+        && let Some(s) = vip.get("scheduler")
+    {
+        p.add(
+            Some(s.at),
+            s.key,
+            "lc and wlc count open TCP connections, which end with FIN or RST; a UDP flow has \
+             no end the director sees: use \"maglev\", \"rr\" or \"wrr\"",
+        );
+    }
     let persistence = persistence(&vip, p);
     let timeouts_path = walk::join(&path, "timeouts");
     let timeouts = vip
