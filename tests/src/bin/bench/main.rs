@@ -371,7 +371,9 @@ backend-MAC guard's hash lookup and a Maglev ring read, and is not tracked (so a
 SYNs cannot evict established flows); the connection's first ACK pays the same again plus the \
 LRU insert (htab_lru_map_update_elem). With repeat = 1 every call starts with cold caches and \
 TLB, which subtracting the PASS-once overhead does not remove; the primitives below put numbers \
-on those parts."
+on those parts. On this shared machine, whole runs drift: the same commit measured a SYN at 663 ns \
+one hour and 1,008 ns the next (established 3.1x and 3.05x the MAC-swap floor). Compare figures \
+within one run; across runs, compare the ratios, and only as far as they repeat."
     );
     let _ = writeln!(
         report,
