@@ -1419,3 +1419,43 @@ fn orphan_fragments_are_not_dropped_because_the_lowest_port_vip_has_no_backend()
         "an orphan fragment to {VIP} (TCP VIP :6379 has 3 backends; :80, the lowest port, has only a drained one) was not placed: {v:?}"
     );
 }
+
+/// review: `remember_passed` records every first fragment that is not forwarded, including
+/// those to addresses that are no VIP at all (`parse`'s prefilter branch and
+/// `process_packet`). Their later fragments are passed as `NotVip` anyway (no
+/// `FRAGMENT_VIPS` entry), so those records serve nothing, but they share the 16,384-entry
+/// `FRAGMENTS` LRU with VIP datagrams: ordinary fragmented traffic to the director's own
+/// address (or routed through it) evicts the record of a VIP datagram whose first fragment
+/// was forwarded, and its later fragments are then hashed by the 3-tuple to another backend
+/// than the first fragment's.
+#[test]
+fn fragmented_traffic_to_other_addresses_does_not_evict_a_vip_datagrams_first_fragment() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let port = (40000..41000)
+        .find(|&p| dp.maglev_choice(6379, &flow_key(p, 6379, 6)) != three_tuple_choice(&dp))
+        .unwrap();
+    let owner = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
+    let first = first_fragment(port);
+    assert_eq!(dp.run(&first), (XDP_TX, forwarded(&first, owner)));
+    // First fragments of UDP datagrams (NFS, DNS...) to the director's own address, which is
+    // no VIP: passed to the kernel, as they should be.
+    let director = Ipv4Addr::new(198, 18, 1, 2);
+    let mut other = Ipv4Frame::udp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 5000), (director, 2049))
+        .with_payload(&[0x63; 1000]);
+    other.frag = 0x2000;
+    let mut bytes = other.build();
+    for id in 0..50_000u32 {
+        bytes[18..20].copy_from_slice(&(id as u16).to_be_bytes());
+        assert_eq!(dp.run(&bytes).0, XDP_PASS);
+    }
+    let later = later_fragment(VIP, 6, 1480, false);
+    let (verdict, out) = dp.run(&later);
+    assert_eq!(
+        (verdict, backend_of(&out)),
+        (XDP_TX, owner),
+        "the VIP datagram's later fragment left its first fragment's backend (three-tuple choice {:02x?}) after 50,000 fragmented datagrams to {director}, no VIP",
+        three_tuple_choice(&dp)
+    );
+}
