@@ -1459,3 +1459,59 @@ fn fragmented_traffic_to_other_addresses_does_not_evict_a_vip_datagrams_first_fr
         three_tuple_choice(&dp)
     );
 }
+
+/// review: a VIP's own `tcp = 1` (accepted: 1 to 604800) expires flows that are never idle
+/// for as long. The LRU timestamp is refreshed only when it is older than the touch interval
+/// (1 s), and the timeout is measured from that timestamp, not from the last packet: a flow
+/// sending every 0.6 s is found 1.2 s "idle" at its second packet and rescheduled, here to
+/// another backend of the new ring, mid-connection.
+#[test]
+fn a_flow_busier_than_its_vips_own_timeout_is_never_rescheduled() {
+    if !lb_tests::require_root("datapath fixtures") {
+        return;
+    }
+    let short = format!(
+        "[[vip]]\naddress = \"{VIP}\"\nport = 7100\n[vip.timeouts]\ntcp = 1\n\
+         [[vip.backend]]\naddress = \"198.18.1.11\"\nmac = \"02:bb:00:00:00:0b\"\n\
+         [[vip.backend]]\naddress = \"198.18.1.12\"\nmac = \"02:bb:00:00:00:0c\"\n"
+    );
+    let config = config_with(&BEFORE, &short);
+    let mut dp = Datapath::with_config(&config);
+    let frame = |port: u16, flags: u8| {
+        Ipv4Frame::tcp(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, port), (VIP, 7100), flags).build()
+    };
+    let more = config_with(
+        &BEFORE,
+        &short.replace(
+            "[[vip.backend]]\naddress = \"198.18.1.12\"",
+            "[[vip.backend]]\naddress = \"198.18.1.14\"\nmac = \"02:bb:00:00:00:0e\"\n[[vip.backend]]\naddress = \"198.18.1.12\"",
+        ),
+    );
+    let (_, planned) = Reconciler::default()
+        .plan(&desired_state(&more).unwrap())
+        .unwrap();
+    let port = (40000..42000)
+        .find(|&p| {
+            let key = flow_key(p, 7100, 6);
+            dp.maglev_choice(7100, &key) != maglev_choice(&planned, 7100, &key)
+        })
+        .unwrap();
+    dp.run(&frame(port, TCP_SYN));
+    let (verdict, out) = dp.run(&frame(port, TCP_ACK));
+    assert_eq!(verdict, XDP_TX);
+    let backend = backend_of(&out);
+    // One more backend: only conntrack keeps the flow where it is.
+    dp.apply(&more).unwrap();
+    let start = std::time::Instant::now();
+    for i in 1..=4 {
+        sleep(Duration::from_millis(600));
+        let ack = frame(port, TCP_ACK);
+        let (verdict, out) = dp.run(&ack);
+        assert_eq!(
+            (verdict, backend_of(&out)),
+            (XDP_TX, backend),
+            "packet {i} (every 0.6 s, {:?} after the first) of a flow on a VIP with tcp = 1 s was rescheduled",
+            start.elapsed()
+        );
+    }
+}
