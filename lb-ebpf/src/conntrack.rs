@@ -50,6 +50,15 @@ pub enum Lookup {
     Untracked { stale: Option<&'static mut Flow> },
 }
 
+/// How often a live flow's `last_seen` is refreshed (and how long a cached copy is trusted):
+/// the touch interval, or half the flow's timeout when that is shorter, so a flow whose
+/// packets come more often than its timeout never looks expired (a 1 s timeout with a 1 s
+/// interval would expire a flow sending every 0.6 s).
+#[inline(always)]
+fn touch_interval(settings: &Settings, timeout: u64) -> u64 {
+    settings.touch_interval.min(timeout / 2)
+}
+
 /// The flow's backend entry, if it is still the allocation the flow was scheduled to.
 #[inline(always)]
 pub fn serving(backend_id: u32, generation: u32) -> Option<&'static Backend> {
@@ -83,7 +92,7 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
         let age = (now as u32).wrapping_sub(cached.last_seen) as u64;
         if age <= settings.touch_interval
             && let Some(backend) = serving(cached.backend_id, cached.backend_generation)
-            && age <= backend.timeout(settings, tcp, false)
+            && age <= touch_interval(settings, backend.timeout(settings, tcp, false))
         {
             return Lookup::Tracked {
                 vip_id: backend.vip_id,
@@ -104,14 +113,15 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
     };
     // Saturating: another CPU may have stored a newer jiffy than the one read here.
     let age = now.saturating_sub(flow.last_seen);
-    let expired = age > backend.timeout(settings, tcp, closing);
+    let timeout = backend.timeout(settings, tcp, closing);
+    let expired = age > timeout;
     let reopened = closing && flags.syn && !flags.ack;
     if expired || reopened {
         return Lookup::Untracked { stale: Some(flow) };
     }
     let now_closing = flags.fin || flags.rst;
     // Established flows are read-only: refresh the timestamp at most once per interval.
-    if age > settings.touch_interval || (now_closing && !closing) {
+    if age > touch_interval(settings, timeout) || (now_closing && !closing) {
         let previous = flow.last_seen;
         flow.last_seen = now;
         if flow.flags & FLOW_F_PERSISTENT != 0 {

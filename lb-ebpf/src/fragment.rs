@@ -37,10 +37,21 @@ pub fn remember(packet: &Packet, backend_id: u32, backend: &Backend, now: u64) {
     let _ = maps::FRAGMENTS.insert(&datagram(packet), &owner, BPF_ANY as u64);
 }
 
-/// Remembers that the first fragment of datagram `id` was not forwarded (`backend_id` 0):
-/// its later fragments go to the local stack with it.
+/// Remembers that the first fragment of datagram `id` to a VIP address was not forwarded
+/// (`backend_id` 0): its later fragments go to the local stack with it. Datagrams to other
+/// addresses are not remembered: their later fragments are passed anyway, and their entries
+/// would push VIP datagrams out of the LRU.
 #[inline(always)]
 pub fn remember_passed(src_addr: u32, dst_addr: u32, id: u16, proto: u8) {
+    let vip_address = FragmentVipKey {
+        addr: dst_addr,
+        proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: map values are only read.
+    if unsafe { maps::FRAGMENT_VIPS.get(vip_address) }.is_none() {
+        return;
+    }
     let key = FragmentKey {
         src_addr,
         dst_addr,

@@ -52,10 +52,7 @@ pub fn schedule(
     now: u64,
 ) -> Result<(u32, &'static Backend), Outcome> {
     if vip.persist_timeout != 0 {
-        let client = PersistKey {
-            vip_id: vip.vip_id,
-            client: key.src_addr & vip.persist_mask,
-        };
+        let client = client_of(vip, key);
         if let Some(found) = remembered(
             maps::PERSIST.get_ptr_mut(&client),
             vip.persist_timeout,
@@ -104,10 +101,7 @@ pub fn keep_persistence(key: &FlowKey, now: u64) {
     let Some(vip) = (unsafe { maps::VIPS.get(vip_key) }) else {
         return;
     };
-    let client = PersistKey {
-        vip_id: vip.vip_id,
-        client: key.src_addr & vip.persist_mask,
-    };
+    let client = client_of(vip, key);
     if let Some(template) = maps::PERSIST.get_ptr_mut(&client) {
         // SAFETY: a pointer into the map value; a whole-field store.
         unsafe { (*template).last_seen = now };
@@ -126,10 +120,7 @@ pub fn owner(
     now: u64,
 ) -> Result<(u32, &'static Backend), Outcome> {
     if vip.persist_timeout != 0 {
-        let client = PersistKey {
-            vip_id: vip.vip_id,
-            client: key.src_addr & vip.persist_mask,
-        };
+        let client = client_of(vip, key);
         if let Some(found) = remembered(
             maps::PERSIST.get_ptr_mut(&client),
             vip.persist_timeout,
@@ -149,6 +140,15 @@ pub fn owner(
         return Ok(found);
     }
     by_scheduler(ctx, vip, key, false)
+}
+
+/// The persistence template key of the flow's client: its VIP and masked address.
+#[inline(always)]
+fn client_of(vip: &VipInfo, key: &FlowKey) -> PersistKey {
+    PersistKey {
+        vip_id: vip.vip_id,
+        client: key.src_addr & vip.persist_mask,
+    }
 }
 
 /// A remembered choice younger than `timeout` whose backend still serves; its age is

@@ -94,26 +94,7 @@ impl Lab {
 
         let host = |role: &str, addr: Ipv4Addr| -> Netns {
             let ns = Netns::new(&format!("{prefix}-{role}"));
-            crate::netns::sh(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    "eth0",
-                    "netns",
-                    &ns.name,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    role,
-                    "netns",
-                    &switch.name,
-                ],
-            );
-            switch.ip(&["link", "set", role, "master", "br0", "up"]);
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-            ns.ip(&["link", "set", "eth0", "up"]);
+            plug_into_switch(&switch, &ns, role, addr);
             ns
         };
         let client = host("cl", CLIENT);
@@ -174,6 +155,30 @@ impl Lab {
         }
         text
     }
+}
+
+/// Joins `ns` to the lab's bridge: its `eth0` at `addr`/24, the switch's end named `port`.
+fn plug_into_switch(switch: &Netns, ns: &Netns, port: &str, addr: Ipv4Addr) {
+    crate::netns::sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            &switch.name,
+        ],
+    );
+    switch.ip(&["link", "set", port, "master", "br0", "up"]);
+    ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
 }
 
 /// A UDP echo service on a real server, bound to a VIP (so replies leave from the VIP):
@@ -260,27 +265,7 @@ impl Lab {
     pub fn far_client(&self, mtu: u32) -> FarClient {
         let router = Netns::new(&format!("{}-rt", self.prefix));
         let client = Netns::new(&format!("{}-far", self.prefix));
-        crate::netns::sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                &router.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "rt",
-                "netns",
-                &self.switch.name,
-            ],
-        );
-        self.switch
-            .ip(&["link", "set", "rt", "master", "br0", "up"]);
-        router.ip(&["addr", "add", &format!("{ROUTER}/24"), "dev", "eth0"]);
-        router.ip(&["link", "set", "eth0", "up"]);
+        plug_into_switch(&self.switch, &router, "rt", ROUTER);
         crate::netns::sh(
             "ip",
             &[

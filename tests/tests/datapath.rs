@@ -1420,14 +1420,11 @@ fn orphan_fragments_are_not_dropped_because_the_lowest_port_vip_has_no_backend()
     );
 }
 
-/// review: `remember_passed` records every first fragment that is not forwarded, including
-/// those to addresses that are no VIP at all (`parse`'s prefilter branch and
-/// `process_packet`). Their later fragments are passed as `NotVip` anyway (no
-/// `FRAGMENT_VIPS` entry), so those records serve nothing, but they share the 16,384-entry
-/// `FRAGMENTS` LRU with VIP datagrams: ordinary fragmented traffic to the director's own
-/// address (or routed through it) evicts the record of a VIP datagram whose first fragment
-/// was forwarded, and its later fragments are then hashed by the 3-tuple to another backend
-/// than the first fragment's.
+/// Found by review: passed first fragments to addresses that are no VIP at all were
+/// remembered too. Those records serve nothing (the later fragments are passed as `NotVip`),
+/// but they share the 16,384-entry `FRAGMENTS` LRU with VIP datagrams: ordinary fragmented
+/// traffic to the director's own address evicted the record of a VIP datagram whose first
+/// fragment was forwarded, and its later fragments went by the 3-tuple to another backend.
 #[test]
 fn fragmented_traffic_to_other_addresses_does_not_evict_a_vip_datagrams_first_fragment() {
     let Some(mut dp) = Datapath::new(&BEFORE) else {
@@ -1460,11 +1457,11 @@ fn fragmented_traffic_to_other_addresses_does_not_evict_a_vip_datagrams_first_fr
     );
 }
 
-/// review: a VIP's own `tcp = 1` (accepted: 1 to 604800) expires flows that are never idle
-/// for as long. The LRU timestamp is refreshed only when it is older than the touch interval
-/// (1 s), and the timeout is measured from that timestamp, not from the last packet: a flow
-/// sending every 0.6 s is found 1.2 s "idle" at its second packet and rescheduled, here to
-/// another backend of the new ring, mid-connection.
+/// Found by review: a VIP's own `tcp = 1` expired flows that were never idle for as long.
+/// The timestamp was refreshed only when older than the touch interval (1 s), and the timeout
+/// is measured from it: a flow sending every 0.6 s looked 1.2 s idle at its second packet and
+/// was rescheduled mid-connection. Now the refresh comes at half the timeout when that is
+/// shorter.
 #[test]
 fn a_flow_busier_than_its_vips_own_timeout_is_never_rescheduled() {
     if !lb_tests::require_root("datapath fixtures") {
