@@ -8,7 +8,8 @@
 //!
 //! Per packet, in order: `parse` (bounds-checked headers; the VIP prefilter as soon as the
 //! destination is known), `conntrack` (per-CPU flow cache, else the LRU flow table), and for
-//! a new flow the VIP lookup and `select` (one read of the VIP's Maglev ring), then
+//! a new flow the VIP lookup and `select` (persistence, then the VIP's scheduler over its
+//! precomputed ring; a bare SYN is sent on but not tracked, see `conntrack::track`), then
 //! the VRRP check (`GROUP_STANDBY`: only the master of the VIP's group forwards), then
 //! `forward` (MAC rewrite) and `stats` (per-CPU counters). `maps` declares every map.
 //! An ICMP error about a VIP flow takes its own short path (`icmp`) to the flow's backend;
