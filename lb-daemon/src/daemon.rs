@@ -675,43 +675,23 @@ impl Daemon {
                 return;
             }
         };
-        let mut skipped = 0;
-        for event in &events {
-            let vip = VipKey {
-                addr: event.key.dst_addr,
-                port: event.key.dst_port,
-                proto: event.key.proto,
-                _pad: 0,
-            };
-            let addr = Ipv4Addr::from(event.backend_addr.to_ne_bytes());
-            let Some((vip_id, backend_id, generation)) =
-                self.applier.reconciler().flow_target(&vip, addr)
-            else {
-                skipped += 1;
-                continue;
-            };
-            let flow = lb_common::Flow {
-                backend_id,
-                vip_id,
-                flags: if event.kind == lb_common::FLOW_EVENT_CLOSING {
-                    lb_common::FLOW_F_CLOSING
-                } else {
-                    0
-                },
-                backend_generation: generation,
-                last_seen: now,
-            };
-            if let Err(err) = self.dataplane.writer().install_flow(&event.key, &flow) {
-                warn!(cause = %err, "installing a synced flow failed");
+        let done = match crate::sync::install::install(
+            &mut self.dataplane.writer(),
+            self.applier.reconciler(),
+            &events,
+            now,
+        ) {
+            Ok(done) => done,
+            Err(err) => {
+                warn!(cause = %err, "installing synced flows failed");
                 return;
             }
-        }
+        };
+        let skipped = done.skipped;
         if let Some(stats) = &self.sync_stats {
             use std::sync::atomic::Ordering::Relaxed;
-            stats.skipped.fetch_add(skipped, Relaxed);
-            stats
-                .installed
-                .fetch_add(events.len() as u64 - skipped, Relaxed);
+            stats.skipped.fetch_add(done.skipped, Relaxed);
+            stats.installed.fetch_add(done.installed, Relaxed);
         }
         if skipped > 0 {
             debug!(

@@ -523,6 +523,11 @@ impl Reconciler {
         Some((applied.vip_id, backend.id, backend.entry.generation))
     }
 
+    /// The scheduler and persistence of `vip`, as applied.
+    pub fn selection(&self, vip: &VipKey) -> Option<Selection> {
+        self.vips.get(vip).map(|v| v.selection)
+    }
+
     /// Ring slot -> backend id of `vip`, as applied.
     pub fn ring(&self, vip: &VipKey) -> Option<&[u32]> {
         self.vips.get(vip).map(|v| v.ring.as_slice())

@@ -480,3 +480,76 @@ fn an_icmp_error_during_a_handshake_goes_where_the_syn_went_whatever_the_schedul
         wrong.len()
     );
 }
+
+/// Flows announced by another director (flow sync) keep what their VIP's scheduler needs:
+/// a least-connection VIP's counts (once per flow, however often it is refreshed, down when
+/// it closes) and a persistent VIP's client template, so after a failover new connections
+/// of that client go to the same backend.
+#[test]
+fn synced_flows_carry_least_connection_counts_and_persistence_templates() {
+    use lb_common::{FLOW_EVENT_CLOSING, FLOW_EVENT_NEW, FlowEvent};
+    let Some(mut dp) = datapath(&[
+        vip(7005, "scheduler = \"lc\"", [1, 1, 1]),
+        vip(7007, "persistence_timeout = 300", [1, 1, 1]),
+    ]) else {
+        return;
+    };
+    let event = |port: u16, vip_port: u16, to: u8, kind: u32| FlowEvent {
+        key: flow_key_to(client(5), port, vip_port),
+        backend_addr: u32::from_ne_bytes([198, 18, 1, to]),
+        kind,
+    };
+    let install = |dp: &mut Datapath, events: &[FlowEvent]| {
+        let now = lb_daemon::dataplane::clock::now(dp.dataplane.clock_program()).unwrap();
+        lb_daemon::sync::install::install(
+            &mut dp.dataplane.writer(),
+            dp.applier.reconciler(),
+            events,
+            now,
+        )
+        .unwrap()
+    };
+    let opened: Vec<FlowEvent> = (0..10)
+        .map(|i| event(30000 + i, 7005, 12, FLOW_EVENT_NEW))
+        .collect();
+    assert_eq!(install(&mut dp, &opened).installed, 10);
+    assert_eq!(active_counts(&dp, 7005), [0, 10, 0]);
+    install(&mut dp, &opened); // the periodic refresh of the same flows
+    assert_eq!(
+        active_counts(&dp, 7005),
+        [0, 10, 0],
+        "a refresh counts nothing again"
+    );
+    let closed: Vec<FlowEvent> = (0..4)
+        .map(|i| event(30000 + i, 7005, 12, FLOW_EVENT_CLOSING))
+        .collect();
+    install(&mut dp, &closed);
+    assert_eq!(
+        active_counts(&dp, 7005),
+        [0, 6, 0],
+        "closing flows are counted down"
+    );
+    // The next new flows mostly avoid the busy backend (it wins only when it is both
+    // candidates), as they would on the director that synced: a fair share would be 4.
+    let next = counts((0..12).map(|i| connect(&mut dp, client(6), 31000 + i, 7005)));
+    assert!(next[1] <= 2, "the synced flows' backend took {next:?}");
+
+    // Persistence: one synced flow of client 5 to .13 is its template here.
+    install(&mut dp, &[event(40000, 7007, 13, FLOW_EVENT_NEW)]);
+    for port in 41000..41010 {
+        assert_eq!(
+            connect(&mut dp, client(5), port, 7007),
+            backend_mac(13),
+            "port {port}"
+        );
+    }
+    let unknown = FlowEvent {
+        backend_addr: u32::from_ne_bytes([198, 18, 1, 99]),
+        ..event(42000, 7007, 13, FLOW_EVENT_NEW)
+    };
+    assert_eq!(
+        install(&mut dp, &[unknown]).skipped,
+        1,
+        "a backend unknown here is skipped"
+    );
+}

@@ -6,10 +6,11 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Flow, FlowKey, FragmentVipKey, Interface, MAP_BACKEND_ACTIVE, MAP_BACKEND_MACS,
-    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_EPOCHS, MAP_FLOWS, MAP_FRAGMENT_VIPS,
-    MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_RING, MAP_SETTINGS, MAP_VIP_FILTER, MAP_VIP_STATS,
-    MAP_VIPS, MAX_INTERFACES, MacKey, RING_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
+    Backend, Choice, Flow, FlowKey, FragmentVipKey, Interface, MAP_BACKEND_ACTIVE,
+    MAP_BACKEND_MACS, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_EPOCHS, MAP_FLOWS,
+    MAP_FRAGMENT_VIPS, MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_PERSIST, MAP_RING, MAP_SETTINGS,
+    MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, MacKey, PersistKey, RING_SIZE,
+    Settings, TrafficCounters, VipInfo, VipKey,
 };
 
 use crate::{
@@ -128,6 +129,34 @@ impl<'a> MapWriter<'a> {
         epochs
             .set(slot, epoch.wrapping_add(1), 0)
             .map_err(map_err(MAP_FLOW_EPOCHS))
+    }
+
+    /// The tracked flow of `key`, if any (expired ones included).
+    pub fn flow(&mut self, key: &FlowKey) -> Result<Option<Flow>> {
+        match self.hash::<FlowKey, Flow>(MAP_FLOWS)?.get(key, 0) {
+            Ok(flow) => Ok(Some(flow)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(err) => Err(Error::map(MAP_FLOWS, err)),
+        }
+    }
+
+    /// Adds `delta` to a backend's open-flow count (`BACKEND_ACTIVE`). Not atomic with the
+    /// datapath's own adds: it is meant for a director that does not forward (flow sync).
+    pub fn add_active(&mut self, backend_id: u32, delta: i64) -> Result<()> {
+        let mut counts = self.array::<u64>(MAP_BACKEND_ACTIVE)?;
+        let count = counts
+            .get(&backend_id, 0)
+            .map_err(map_err(MAP_BACKEND_ACTIVE))?;
+        counts
+            .set(backend_id, count.wrapping_add_signed(delta), 0)
+            .map_err(map_err(MAP_BACKEND_ACTIVE))
+    }
+
+    /// Sets a client's persistence template (`PERSIST`).
+    pub fn set_template(&mut self, key: &PersistKey, choice: &Choice) -> Result<()> {
+        self.hash::<PersistKey, Choice>(MAP_PERSIST)?
+            .insert(key, choice, 0)
+            .map_err(map_err(MAP_PERSIST))
     }
 
     /// Applies reconcile ops in order.

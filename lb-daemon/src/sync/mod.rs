@@ -7,6 +7,7 @@
 //!
 //! - [`wire`]: the datagram format (pure).
 
+pub mod install;
 pub mod wire;
 
 use std::{
