@@ -1,5 +1,6 @@
 //! Connection tracking: a flow keeps the backend it was first given, so changing the
-//! backend set only moves the flows of backends that left.
+//! backend set only moves the flows of backends that left. A TCP flow is tracked from the
+//! client's first packet after its bare SYN (see `track`): spoofed SYNs cannot fill the table.
 //!
 //! The LRU hash `FLOWS` is the truth. In front of it, a per-CPU direct-mapped cache holds
 //! recently seen established flows: a packet without SYN, FIN or RST whose slot holds its
