@@ -84,7 +84,12 @@ pub fn render_stats(snapshot: &Snapshot) -> String {
 /// then every verdict.
 pub fn render_rate(before: &Snapshot, after: &Snapshot, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-3);
-    let per_sec = |now: u64, then: u64| format!("{:.0}", now.saturating_sub(then) as f64 / secs);
+    // A counter below its earlier value was reset in between (its VIP or backend made
+    // anew): it grew by what it holds now.
+    let per_sec = |now: u64, then: u64| {
+        let grown = if now >= then { now - then } else { now };
+        format!("{:.0}", grown as f64 / secs)
+    };
     let rates = |now: &TrafficCounters, then: &TrafficCounters| {
         [
             per_sec(now.new_flows, then.new_flows),
@@ -236,5 +241,12 @@ mod tests {
             Duration::from_secs(1),
         );
         assert_eq!(row(&text, "-> 198")[2..4], ["300", "3000"]);
+        // The VIP removed and made anew with the same id: its counters restarted lower.
+        let text = render_rate(
+            &snapshot(5000, 0, 1),
+            &snapshot(200, 0, 1),
+            Duration::from_secs(1),
+        );
+        assert_eq!(row(&text, "TCP")[2..4], ["20", "200"]);
     }
 }
