@@ -42,6 +42,8 @@ pub fn counts_flows(scheduler: u32) -> bool {
     matches!(scheduler, SCHED_LC | SCHED_WLC)
 }
 
+/// The backend for a flow without a usable entry: its client's template, its handshake's
+/// remembered choice, else the scheduler's (which a template or `HALF_OPEN` then keeps).
 #[inline(always)]
 pub fn schedule(
     ctx: &XdpContext,
