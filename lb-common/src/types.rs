@@ -163,6 +163,19 @@ pub struct FlowKey {
     pub _pad1: u16,
 }
 
+impl FlowKey {
+    /// The VIP the flow addresses (its destination), as [`crate::MAP_VIPS`] keys it.
+    #[inline(always)]
+    pub fn vip_key(&self) -> VipKey {
+        VipKey {
+            addr: self.dst_addr,
+            port: self.dst_port,
+            proto: self.proto,
+            _pad: 0,
+        }
+    }
+}
+
 /// The client sent FIN or RST: the flow expires after the shorter `tcp_fin_timeout`, and a
 /// new SYN on the same 5-tuple starts a new connection (rescheduled).
 pub const FLOW_F_CLOSING: u32 = 1;

@@ -6,7 +6,7 @@
 //! Other ICMP (echo requests to a VIP, ...) is the local stack's.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{BACKEND_F_LOCAL, Backend, FlowKey, PROTO_TCP, PROTO_UDP, Settings, VipKey};
+use lb_common::{BACKEND_F_LOCAL, Backend, FlowKey, PROTO_TCP, PROTO_UDP, Settings};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
@@ -114,14 +114,8 @@ pub fn forward_error(
     let backend: &Backend = match conntrack::owner(key, settings, now) {
         Some(backend) => backend,
         None => {
-            let vip_key = VipKey {
-                addr: packet.dst_addr,
-                port: packet.dst_port,
-                proto: packet.proto,
-                _pad: 0,
-            };
             // SAFETY: map values are only read; the daemon replaces them whole.
-            let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
+            let vip = unsafe { maps::VIPS.get(key.vip_key()) }.ok_or(Outcome::NotVip)?;
             select::owner(ctx, vip, key, settings, now)?.1
         }
     };

@@ -34,9 +34,7 @@ mod sync;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FLOW_EVENT_NEW, FlowKey, MacKey, VipKey,
-};
+use lb_common::{BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FLOW_EVENT_NEW, FlowKey, MacKey};
 
 use crate::conntrack::Lookup;
 
@@ -140,14 +138,8 @@ fn process_parsed(ctx: &XdpContext, packet: &parse::Packet) -> Result<Outcome, O
                 (vip_id, backend_id, backend, false)
             }
             Lookup::Untracked { stale } => {
-                let vip_key = VipKey {
-                    addr: packet.dst_addr,
-                    port: packet.dst_port,
-                    proto: packet.proto,
-                    _pad: 0,
-                };
                 // SAFETY: map values are only read; the daemon replaces them whole.
-                let vip = unsafe { maps::VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
+                let vip = unsafe { maps::VIPS.get(flow_key.vip_key()) }.ok_or(Outcome::NotVip)?;
                 // Checked before scheduling: a backup director tracks nothing.
                 forwarding(vip.group)?;
                 from_backend(packet, vip.vip_id)?;

@@ -20,7 +20,7 @@ use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_get_smp_processor_id, programs::X
 use aya_log_ebpf::warn;
 use lb_common::{
     Backend, Choice, FlowKey, PersistKey, RING_SIZE, SCHED_DH, SCHED_LC, SCHED_RR, SCHED_SH,
-    SCHED_WLC, SCHED_WRR, Settings, VipInfo, VipKey,
+    SCHED_WLC, SCHED_WRR, Settings, VipInfo,
     hash::{flow_hash, mix64, ring_slot},
 };
 
@@ -53,39 +53,48 @@ pub fn schedule(
     settings: &Settings,
     now: u64,
 ) -> Result<(u32, &'static Backend), Outcome> {
-    if vip.persist_timeout != 0 {
-        let client = client_of(vip, key);
-        if let Some(found) = remembered(
-            maps::PERSIST.get_ptr_mut(&client),
-            vip.persist_timeout,
-            Some(settings.touch_interval),
-            now,
-        ) {
-            return Ok(found);
-        }
-        let chosen = by_scheduler(ctx, vip, key, true)?;
-        remember(&maps::PERSIST, &client, chosen, now);
-        return Ok(chosen);
-    }
-    if !stateful(vip.scheduler) {
-        return by_scheduler(ctx, vip, key, true);
-    }
-    // A handshake in progress keeps the SYN's choice; the entry lives as long as a closing
-    // flow would.
-    if let Some(found) = remembered(
-        maps::HALF_OPEN.get_ptr_mut(key),
-        settings.tcp_fin_timeout,
-        Some(settings.touch_interval),
-        now,
-    ) {
+    if let Some(found) = recall(vip, key, settings, now, Some(settings.touch_interval)) {
         return Ok(found);
     }
     let chosen = by_scheduler(ctx, vip, key, true)?;
     let flags = packet.tcp_flags;
-    if flags.syn && !flags.ack {
+    if vip.persist_timeout != 0 {
+        remember(&maps::PERSIST, &client_of(vip, key), chosen, now);
+    } else if stateful(vip.scheduler) && flags.syn && !flags.ack {
         remember(&maps::HALF_OPEN, key, chosen, now);
     }
     Ok(chosen)
+}
+
+/// The choice remembered for the flow: its client's template on a persistent VIP, else its
+/// handshake's on a stateful scheduler (an entry that lives as long as a closing flow
+/// would); refreshed when older than `touch` (never with `None`).
+#[inline(always)]
+fn recall(
+    vip: &VipInfo,
+    key: &FlowKey,
+    settings: &Settings,
+    now: u64,
+    touch: Option<u64>,
+) -> Option<(u32, &'static Backend)> {
+    if vip.persist_timeout != 0 {
+        let client = client_of(vip, key);
+        remembered(
+            maps::PERSIST.get_ptr_mut(&client),
+            vip.persist_timeout,
+            touch,
+            now,
+        )
+    } else if stateful(vip.scheduler) {
+        remembered(
+            maps::HALF_OPEN.get_ptr_mut(key),
+            settings.tcp_fin_timeout,
+            touch,
+            now,
+        )
+    } else {
+        None
+    }
 }
 
 /// A persistent VIP's flow is alive (its timestamp was just refreshed, at most once per touch
@@ -93,14 +102,8 @@ pub fn schedule(
 /// placed are in use. Two hash lookups, once a second per flow of a persistent VIP.
 #[inline(always)]
 pub fn keep_persistence(key: &FlowKey, now: u64) {
-    let vip_key = VipKey {
-        addr: key.dst_addr,
-        port: key.dst_port,
-        proto: key.proto,
-        _pad: 0,
-    };
     // SAFETY: map values are only read; the daemon replaces them whole.
-    let Some(vip) = (unsafe { maps::VIPS.get(vip_key) }) else {
+    let Some(vip) = (unsafe { maps::VIPS.get(key.vip_key()) }) else {
         return;
     };
     let client = client_of(vip, key);
@@ -121,27 +124,10 @@ pub fn owner(
     settings: &Settings,
     now: u64,
 ) -> Result<(u32, &'static Backend), Outcome> {
-    if vip.persist_timeout != 0 {
-        let client = client_of(vip, key);
-        if let Some(found) = remembered(
-            maps::PERSIST.get_ptr_mut(&client),
-            vip.persist_timeout,
-            None,
-            now,
-        ) {
-            return Ok(found);
-        }
-    } else if stateful(vip.scheduler)
-        && let Some(found) = remembered(
-            maps::HALF_OPEN.get_ptr_mut(key),
-            settings.tcp_fin_timeout,
-            None,
-            now,
-        )
-    {
-        return Ok(found);
+    match recall(vip, key, settings, now, None) {
+        Some(found) => Ok(found),
+        None => by_scheduler(ctx, vip, key, false),
     }
-    by_scheduler(ctx, vip, key, false)
 }
 
 /// The persistence template key of the flow's client: its VIP and masked address.

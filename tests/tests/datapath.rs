@@ -1102,6 +1102,15 @@ fn later_fragment(dst: Ipv4Addr, proto: u8, offset: u16, more: bool) -> Vec<u8> 
     .build()
 }
 
+/// A client port whose flow's backend is not the one the fragments' 3-tuple would pick
+/// (so following the first fragment and the orphan rule differ), and that backend.
+fn flow_apart_from_orphans(dp: &Datapath) -> (u16, [u8; 6]) {
+    let port = (40000..41000)
+        .find(|&p| dp.maglev_choice(6379, &flow_key(p, 6379, 6)) != three_tuple_choice(dp))
+        .unwrap();
+    (port, dp.maglev_choice(6379, &flow_key(port, 6379, 6)))
+}
+
 /// The backend the VIP's ring gives a datagram's fragments by (source, destination,
 /// protocol) alone.
 fn three_tuple_choice(dp: &Datapath) -> [u8; 6] {
@@ -1113,11 +1122,7 @@ fn later_fragments_follow_their_datagrams_first_fragment() {
     let Some(mut dp) = Datapath::new(&BEFORE) else {
         return;
     };
-    // A flow whose own backend is not the one the fragments' 3-tuple would pick.
-    let port = (40000..41000)
-        .find(|&p| dp.maglev_choice(6379, &flow_key(p, 6379, 6)) != three_tuple_choice(&dp))
-        .unwrap();
-    let owner = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
+    let (port, owner) = flow_apart_from_orphans(&dp);
     let first = first_fragment(port);
     assert_eq!(dp.run(&first), (XDP_TX, forwarded(&first, owner)));
     for (offset, more) in [(1480, true), (2960, false)] {
@@ -1430,10 +1435,7 @@ fn fragmented_traffic_to_other_addresses_does_not_evict_a_vip_datagrams_first_fr
     let Some(mut dp) = Datapath::new(&BEFORE) else {
         return;
     };
-    let port = (40000..41000)
-        .find(|&p| dp.maglev_choice(6379, &flow_key(p, 6379, 6)) != three_tuple_choice(&dp))
-        .unwrap();
-    let owner = dp.maglev_choice(6379, &flow_key(port, 6379, 6));
+    let (port, owner) = flow_apart_from_orphans(&dp);
     let first = first_fragment(port);
     assert_eq!(dp.run(&first), (XDP_TX, forwarded(&first, owner)));
     // First fragments of UDP datagrams (NFS, DNS...) to the director's own address, which is

@@ -26,6 +26,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// `cargo xtask test`: every test, root-only ones included.
 pub fn test(args: &[String]) -> anyhow::Result<()> {
+    test_with(args, &[])
+}
+
+/// [`test`] with extra environment for the tests.
+fn test_with(args: &[String], envs: &[(&str, String)]) -> anyhow::Result<()> {
     if !bootstrap::is_root() {
         bail!(
             "`cargo xtask test` runs datapath and namespace tests, which need root: run it as root \
@@ -40,6 +45,7 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .env("LBD_BIN", &lbd)
         .env("RUST_BACKTRACE", "1")
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .status()?;
     if !status.success() {
         bail!("tests failed");
@@ -49,22 +55,10 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
 
 /// `cargo xtask fuzz`: the fuzz test alone, with `frames` frames from `seed`.
 pub fn fuzz(frames: u64, seed: Option<u64>) -> anyhow::Result<()> {
-    let args = vec![
-        "-p".to_owned(),
-        "lb-tests".to_owned(),
-        "--test".to_owned(),
-        "fuzz".to_owned(),
-        "--".to_owned(),
-        "--nocapture".to_owned(),
-    ];
-    // SAFETY: single-threaded here, before any child starts.
-    unsafe {
-        std::env::set_var("LBD_FUZZ_FRAMES", frames.to_string());
-        if let Some(seed) = seed {
-            std::env::set_var("LBD_FUZZ_SEED", seed.to_string());
-        }
-    }
-    test(&args)
+    let args = ["-p", "lb-tests", "--test", "fuzz", "--", "--nocapture"].map(String::from);
+    let mut envs = vec![("LBD_FUZZ_FRAMES", frames.to_string())];
+    envs.extend(seed.map(|seed| ("LBD_FUZZ_SEED", seed.to_string())));
+    test_with(&args, &envs)
 }
 
 /// `cargo xtask bench`: release build, then the benchmark driver.

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use lb_common::{
     Choice, FLOW_EVENT_CLOSING, FLOW_F_CLOSING, FLOW_F_COUNTED, FLOW_F_PERSISTENT, Flow, FlowEvent,
-    PROTO_TCP, PersistKey, SCHED_LC, SCHED_WLC, VipKey,
+    PROTO_TCP, PersistKey, SCHED_LC, SCHED_WLC,
 };
 
 use crate::{dataplane::writer::MapWriter, error::Result, reconcile::Reconciler};
@@ -29,12 +29,7 @@ pub fn install(
 ) -> Result<Installed> {
     let mut done = Installed::default();
     for event in events {
-        let vip = VipKey {
-            addr: event.key.dst_addr,
-            port: event.key.dst_port,
-            proto: event.key.proto,
-            _pad: 0,
-        };
+        let vip = event.key.vip_key();
         let addr = Ipv4Addr::from(event.backend_addr.to_ne_bytes());
         let (Some((vip_id, backend_id, generation)), Some(selection)) = (
             reconciler.flow_target(&vip, addr),
