@@ -1,7 +1,7 @@
 //! The flow hash. The datapath picks `ring[hash % RING_SIZE]`; the daemon and the tests
 //! use the same function to predict that choice.
 
-use crate::FlowKey;
+use crate::{FlowKey, FlowKey6, IpWords, ipv4_of};
 
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -24,14 +24,48 @@ pub fn flow_hash(key: &FlowKey) -> u64 {
     mix64(addrs ^ mix64(ports ^ SEED))
 }
 
+/// An IPv6 address folded to 64 bits (wire-order words, as keys hold them).
+#[inline(always)]
+fn fold(addr: &IpWords) -> u64 {
+    (((addr[0] ^ addr[2]) as u64) << 32) | (addr[1] ^ addr[3]) as u64
+}
+
+/// Hash of an IPv6 flow's 5-tuple: each address's two halves through the finaliser in turn.
+#[inline(always)]
+pub fn flow_hash6(key: &FlowKey6) -> u64 {
+    let ports = ((key.src_port as u64) << 32) | ((key.dst_port as u64) << 8) | key.proto as u64;
+    let src = ((key.src_addr[0] as u64) << 32 | key.src_addr[1] as u64)
+        ^ mix64(((key.src_addr[2] as u64) << 32) | key.src_addr[3] as u64);
+    let dst = ((key.dst_addr[0] as u64) << 32 | key.dst_addr[1] as u64)
+        ^ mix64(((key.dst_addr[2] as u64) << 32) | key.dst_addr[3] as u64);
+    mix64(src ^ mix64(dst ^ mix64(ports ^ SEED)))
+}
+
+/// Hash of one IPv6 address (source or destination hashing).
+#[inline(always)]
+pub fn address_hash(addr: &IpWords) -> u64 {
+    mix64(((addr[0] as u64) << 32 | addr[1] as u64) ^ mix64(fold(addr)))
+}
+
+/// The word of an address the VIP prefilter hashes: an IPv4 address itself, an IPv6 address
+/// folded.
+#[inline(always)]
+pub const fn filter_word(addr: &IpWords) -> u32 {
+    match ipv4_of(addr) {
+        Some(v4) => v4,
+        None => addr[0] ^ addr[1] ^ addr[2] ^ addr[3],
+    }
+}
+
 /// Ring slot of a flow within its VIP's table.
 #[inline(always)]
 pub fn ring_slot(key: &FlowKey) -> u32 {
     (flow_hash(key) % crate::RING_SIZE as u64) as u32
 }
 
-/// VIP prefilter slot of (address, port, protocol), all as stored in a [`crate::VipKey`].
-/// Two independent 32-bit multiplies: every non-VIP packet pays for this one.
+/// VIP prefilter slot of (address, port, protocol), as stored in a [`crate::VipKey`] (the
+/// address as [`filter_word`] gives it). Two independent 32-bit multiplies: every non-VIP
+/// packet pays for this one.
 #[inline(always)]
 pub fn vip_filter_slot(addr: u32, port: u16, proto: u8) -> u32 {
     let x = addr.wrapping_mul(0x9e37_79b1)

@@ -27,17 +27,22 @@ pub const PROGRAM_LB: &str = "lb";
 /// userspace can age flows by the datapath's own clock through BPF_PROG_TEST_RUN.
 pub const PROGRAM_CLOCK: &str = "clock";
 
-/// `VipKey -> VipInfo`: which (address, port, protocol) are load balanced.
+/// `VipKey -> VipInfo`: which (address, port, protocol) are load balanced, IPv4 and IPv6.
 pub const MAP_VIPS: &str = "VIPS";
 /// `u32 -> u32` array: slot `vip_id * RING_SIZE + hash % RING_SIZE` holds a backend id.
 pub const MAP_RING: &str = "RING";
 /// `u32 -> Backend` array: backend id -> MAC and state.
 pub const MAP_BACKENDS: &str = "BACKENDS";
-/// `FlowKey -> Flow` LRU hash: connection tracking (authoritative).
+/// `FlowKey -> Flow` LRU hash: connection tracking of IPv4 flows (authoritative).
 pub const MAP_FLOWS: &str = "FLOWS";
+/// `FlowKey6 -> Flow` LRU hash: connection tracking of IPv6 flows (same capacity as FLOWS).
+pub const MAP_FLOWS6: &str = "FLOWS6";
 /// Per-CPU `u32 slot -> FlowCacheEntry` array: a direct-mapped cache of recently seen
 /// established flows, so most packets skip the LRU hash lookup.
 pub const MAP_FLOW_CACHE: &str = "FLOW_CACHE";
+/// Per-CPU `u32 slot -> FlowCacheEntry6` array: the same cache for IPv6 flows (it shares
+/// `FLOW_EPOCHS`).
+pub const MAP_FLOW_CACHE6: &str = "FLOW_CACHE6";
 /// `u32 slot -> u64` array shared by all CPUs: atomically bumped whenever a flow hashing to
 /// the slot is (re)scheduled, so every CPU's cached copy of that slot stops being trusted.
 pub const MAP_FLOW_EPOCHS: &str = "FLOW_EPOCHS";
@@ -82,6 +87,8 @@ pub const MAX_PERSISTENT_CLIENTS: u32 = 65_536;
 /// bare SYN, for its handshake's ACK (the flow is tracked from the ACK; spoofed SYNs only
 /// churn this table, never `FLOWS`).
 pub const MAP_HALF_OPEN: &str = "HALF_OPEN";
+/// `FlowKey6 -> Choice` LRU hash: `HALF_OPEN` for IPv6 handshakes.
+pub const MAP_HALF_OPEN6: &str = "HALF_OPEN6";
 /// Handshakes remembered at once.
 pub const MAX_HALF_OPEN: u32 = 65_536;
 /// Per-CPU `u32 vip_id -> u64` array: a round-robin VIP's position in its sequence, per CPU.
@@ -97,7 +104,7 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 20] = [
+pub const ALL_MAPS: [&str; 23] = [
     MAP_VIPS,
     MAP_VIP_FILTER,
     MAP_FRAGMENT_VIPS,
@@ -105,11 +112,14 @@ pub const ALL_MAPS: [&str; 20] = [
     MAP_BACKENDS,
     MAP_BACKEND_MACS,
     MAP_FLOWS,
+    MAP_FLOWS6,
     MAP_FLOW_CACHE,
+    MAP_FLOW_CACHE6,
     MAP_FLOW_EPOCHS,
     MAP_FRAGMENTS,
     MAP_PERSIST,
     MAP_HALF_OPEN,
+    MAP_HALF_OPEN6,
     MAP_SCHED_POSITION,
     MAP_BACKEND_ACTIVE,
     MAP_INTERFACES,

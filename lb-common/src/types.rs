@@ -1,18 +1,82 @@
 //! Keys and values of the datapath's maps. Addresses and ports are kept exactly as they are
 //! on the wire (network byte order), so the datapath copies them without swapping.
 
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 /// IP protocol numbers the datapath balances.
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 /// ICMP: its errors about a VIP flow are forwarded to the flow's backend.
 pub const PROTO_ICMP: u8 = 1;
 
+/// An IP address as map keys and values hold it: 16 bytes in wire order, read as four
+/// words so the datapath compares and masks one in four operations. An IPv4 address is held
+/// IPv4-mapped (`::ffff:a.b.c.d`, see [`ipv4_mapped`]); the IPv6 parser passes packets to such
+/// addresses (RFC 4291 keeps them off the wire), so the two families never meet in one key.
+pub type IpWords = [u32; 4];
+
+/// The third word of an IPv4-mapped address (`0000:ffff` in wire order).
+pub const IPV4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// `::ffff:addr`, the way keys hold the IPv4 address `addr` (wire order).
+#[inline(always)]
+pub const fn ipv4_mapped(addr: u32) -> IpWords {
+    [0, 0, IPV4_MAPPED_WORD, addr]
+}
+
+/// The IPv4 address of an IPv4-mapped `addr`, else `None` (an IPv6 address).
+#[inline(always)]
+pub const fn ipv4_of(addr: &IpWords) -> Option<u32> {
+    if addr[0] == 0 && addr[1] == 0 && addr[2] == IPV4_MAPPED_WORD {
+        Some(addr[3])
+    } else {
+        None
+    }
+}
+
+/// `addr` under `mask`, word by word (a persistence template's client).
+#[inline(always)]
+pub fn masked(addr: &IpWords, mask: &IpWords) -> IpWords {
+    [
+        addr[0] & mask[0],
+        addr[1] & mask[1],
+        addr[2] & mask[2],
+        addr[3] & mask[3],
+    ]
+}
+
+/// `addr` as keys hold it.
+pub fn ip_words(addr: IpAddr) -> IpWords {
+    match addr {
+        IpAddr::V4(v4) => ipv4_mapped(u32::from_ne_bytes(v4.octets())),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            [word(0), word(4), word(8), word(12)]
+        }
+    }
+}
+
+/// The address keys hold as `words`.
+pub fn ip_addr(words: &IpWords) -> IpAddr {
+    match ipv4_of(words) {
+        Some(v4) => IpAddr::V4(Ipv4Addr::from(v4.to_ne_bytes())),
+        None => {
+            let mut octets = [0u8; 16];
+            for (i, word) in words.iter().enumerate() {
+                octets[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+    }
+}
+
 /// What a client addresses: key of [`crate::MAP_VIPS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VipKey {
-    /// IPv4 address, network byte order.
-    pub addr: u32,
+    /// The VIP, IPv4-mapped for an IPv4 VIP ([`IpWords`]).
+    pub addr: IpWords,
     /// L4 destination port, network byte order.
     pub port: u16,
     /// IP protocol ([`PROTO_TCP`] or [`PROTO_UDP`]).
@@ -34,13 +98,31 @@ pub struct VipInfo {
     pub group: u32,
     /// How a new flow picks its backend: `SCHED_*`.
     pub scheduler: u32,
-    /// With persistence: the client address mask (network byte order) whose clients share a
-    /// backend (`ipvsadm -M`).
-    pub persist_mask: u32,
+    /// Reserved; 0.
     pub _pad: u32,
+    /// With persistence: the client address mask ([`IpWords`]; all ones over the IPv4-mapped
+    /// prefix) whose clients share a backend (`ipvsadm -M`).
+    pub persist_mask: IpWords,
     /// Persistence (`ipvsadm -p`), in jiffies: a client (masked) keeps its backend for new
     /// connections until it has opened none for this long. 0: off.
     pub persist_timeout: u64,
+}
+
+impl VipKey {
+    /// The key of `addr`:`port` (host byte order) over `proto`.
+    pub fn new(addr: IpAddr, port: u16, proto: u8) -> VipKey {
+        VipKey {
+            addr: ip_words(addr),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+
+    /// The VIP's address.
+    pub fn address(&self) -> IpAddr {
+        ip_addr(&self.addr)
+    }
 }
 
 /// [`VipInfo::scheduler`]: weighted Maglev on the 5-tuple (the ring is a Maglev table).
@@ -65,8 +147,8 @@ pub const SCHED_WLC: u32 = 6;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PersistKey {
     pub vip_id: u32,
-    /// Client address & [`VipInfo::persist_mask`], network byte order.
-    pub client: u32,
+    /// Client address & [`VipInfo::persist_mask`] ([`IpWords`]).
+    pub client: IpWords,
 }
 
 /// A remembered choice: value of [`crate::MAP_PERSIST`] (a client's backend) and of
@@ -96,9 +178,9 @@ pub struct Backend {
     pub mac: [u8; 6],
     /// Keeps `addr` aligned.
     pub _pad: [u8; 2],
-    /// Real server IPv4 address, network byte order (for status and debugging only: DR
+    /// Real server address ([`IpWords`]; for status, flow sync and debugging only: DR
     /// forwarding never writes it into the packet).
-    pub addr: u32,
+    pub addr: IpWords,
     /// `BACKEND_F_*` bits.
     pub flags: u32,
     /// The VIP this backend serves (status and `bpftool` readers group by it).
@@ -143,7 +225,7 @@ pub struct MacKey {
     pub _pad: [u8; 2],
 }
 
-/// Connection-tracking key: the client side of a flow, as it arrives.
+/// Connection-tracking key of an IPv4 flow: the client side of a flow, as it arrives.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -163,10 +245,96 @@ pub struct FlowKey {
     pub _pad1: u16,
 }
 
-impl FlowKey {
+/// Connection-tracking key of an IPv6 flow (its own maps, so IPv4 keys stay 16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey6 {
+    /// Client address, wire order.
+    pub src_addr: IpWords,
+    /// VIP, wire order.
+    pub dst_addr: IpWords,
+    /// Client port, network byte order.
+    pub src_port: u16,
+    /// VIP port, network byte order.
+    pub dst_port: u16,
+    /// IP protocol (the transport header's, after any extension headers).
+    pub proto: u8,
+    /// Zeroed padding, as in [`FlowKey`].
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+
+/// What the datapath needs of either family's flow key: its hashes and its VIP.
+pub trait FlowTuple: Copy + PartialEq {
+    /// The flow hash (ring slot, cache slot, least-connection choices).
+    fn flow_hash(&self) -> u64;
+    /// Hash of the client address alone (`sh`).
+    fn source_hash(&self) -> u64;
+    /// Hash of the VIP address alone (`dh`).
+    fn destination_hash(&self) -> u64;
+    /// The client address ([`IpWords`]).
+    fn client(&self) -> IpWords;
     /// The VIP the flow addresses (its destination), as [`crate::MAP_VIPS`] keys it.
+    fn vip_key(&self) -> VipKey;
+    /// The IP protocol.
+    fn proto(&self) -> u8;
+}
+
+impl FlowTuple for FlowKey {
     #[inline(always)]
-    pub fn vip_key(&self) -> VipKey {
+    fn flow_hash(&self) -> u64 {
+        crate::hash::flow_hash(self)
+    }
+    #[inline(always)]
+    fn source_hash(&self) -> u64 {
+        crate::hash::mix64(self.src_addr as u64)
+    }
+    #[inline(always)]
+    fn destination_hash(&self) -> u64 {
+        crate::hash::mix64(self.dst_addr as u64)
+    }
+    #[inline(always)]
+    fn client(&self) -> IpWords {
+        ipv4_mapped(self.src_addr)
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    #[inline(always)]
+    fn vip_key(&self) -> VipKey {
+        VipKey {
+            addr: ipv4_mapped(self.dst_addr),
+            port: self.dst_port,
+            proto: self.proto,
+            _pad: 0,
+        }
+    }
+}
+
+impl FlowTuple for FlowKey6 {
+    #[inline(always)]
+    fn flow_hash(&self) -> u64 {
+        crate::hash::flow_hash6(self)
+    }
+    #[inline(always)]
+    fn source_hash(&self) -> u64 {
+        crate::hash::address_hash(&self.src_addr)
+    }
+    #[inline(always)]
+    fn destination_hash(&self) -> u64 {
+        crate::hash::address_hash(&self.dst_addr)
+    }
+    #[inline(always)]
+    fn client(&self) -> IpWords {
+        self.src_addr
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    #[inline(always)]
+    fn vip_key(&self) -> VipKey {
         VipKey {
             addr: self.dst_addr,
             port: self.dst_port,
@@ -220,6 +388,17 @@ pub struct FlowCacheEntry {
     pub last_seen: u32,
     /// The slot's [`crate::MAP_FLOW_EPOCHS`] value (low 32 bits), read before the LRU lookup
     /// that filled it.
+    pub epoch: u32,
+}
+
+/// Value of [`crate::MAP_FLOW_CACHE6`]: [`FlowCacheEntry`] for an IPv6 flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowCacheEntry6 {
+    pub key: FlowKey6,
+    pub backend_id: u32,
+    pub backend_generation: u32,
+    pub last_seen: u32,
     pub epoch: u32,
 }
 
@@ -277,17 +456,19 @@ pub const ORPHAN_FRAGMENTS_HASH: u32 = 0;
 /// [`Settings::orphan_fragments`]: passed to the local stack (dropped there, in effect).
 pub const ORPHAN_FRAGMENTS_PASS: u32 = 1;
 
-/// Key of [`crate::MAP_FRAGMENTS`]: one IPv4 datagram in fragments (RFC 791 identifies it
-/// by source, destination, protocol and identification).
+/// Key of [`crate::MAP_FRAGMENTS`]: one datagram in fragments (RFC 791 and RFC 8200
+/// identify it by source, destination, protocol and identification).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragmentKey {
-    pub src_addr: u32,
-    pub dst_addr: u32,
-    /// The IP identification, wire byte order.
-    pub id: u16,
+    /// [`IpWords`] (IPv4-mapped for IPv4).
+    pub src_addr: IpWords,
+    pub dst_addr: IpWords,
+    /// The identification as on the wire: IPv4's 16 bits (in the low-addressed half) or the
+    /// IPv6 fragment header's 32.
+    pub id: u32,
     pub proto: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Value of [`crate::MAP_FRAGMENTS`]: where the datagram's first fragment went.
@@ -306,8 +487,8 @@ pub struct FragmentOwner {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FragmentVipKey {
-    /// IPv4 address, network byte order.
-    pub addr: u32,
+    /// [`IpWords`] (IPv4-mapped for IPv4).
+    pub addr: IpWords,
     pub proto: u8,
     pub _pad: [u8; 3],
 }
@@ -318,7 +499,7 @@ pub const FLOW_EVENT_NEW: u32 = 1;
 pub const FLOW_EVENT_CLOSING: u32 = 2;
 
 /// A record of [`crate::MAP_FLOW_EVENTS`]: what another director needs to forward a flow
-/// to the same real server (an address, never a local id).
+/// to the same real server (an address, never a local id). IPv4 flows only, for now.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEvent {
@@ -336,6 +517,8 @@ mod pod {
     unsafe impl aya::Pod for super::VipInfo {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowKey6 {}
+    unsafe impl aya::Pod for super::FlowCacheEntry6 {}
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::FlowCacheEntry {}
     unsafe impl aya::Pod for super::Interface {}

@@ -3,7 +3,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -98,7 +98,7 @@ pub fn desired_state(config: &Config) -> Result<Vec<DesiredVip>> {
 /// [`desired_state`] with the neighbour table given (a configured MAC wins).
 pub fn desired_state_with(
     config: &Config,
-    neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>,
+    neighbours: &BTreeMap<IpAddr, [u8; 6]>,
 ) -> Result<Vec<DesiredVip>> {
     Ok(resolve_with(config, neighbours)?.vips)
 }
@@ -114,12 +114,12 @@ pub struct Resolved {
 /// Resolves every backend's (and sorry server's) MAC: configured, else by ARP. A backend
 /// whose address is this director's own is local (keepalived's "localnode").
 pub fn resolve(config: &Config) -> Result<Resolved> {
-    let local: BTreeSet<Ipv4Addr> = netdev::ipv4_addresses()?
+    let local: BTreeSet<IpAddr> = netdev::ip_addresses()?
         .into_iter()
         .map(|(_, addr)| addr)
         .filter(|addr| !addr.is_loopback())
         .collect();
-    let unresolved: Vec<Ipv4Addr> = config
+    let unresolved: Vec<IpAddr> = config
         .vips
         .iter()
         .flat_map(|v| v.backends.iter().chain(&v.sorry_server))
@@ -135,15 +135,15 @@ pub fn resolve(config: &Config) -> Result<Resolved> {
 }
 
 /// [`resolve`] with the neighbour table given (a configured MAC wins).
-pub fn resolve_with(config: &Config, neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>) -> Result<Resolved> {
+pub fn resolve_with(config: &Config, neighbours: &BTreeMap<IpAddr, [u8; 6]>) -> Result<Resolved> {
     resolve_with_local(config, neighbours, &BTreeSet::new())
 }
 
 /// [`resolve_with`], with this director's own addresses: a backend at one of them is local.
 pub fn resolve_with_local(
     config: &Config,
-    neighbours: &BTreeMap<Ipv4Addr, [u8; 6]>,
-    local: &BTreeSet<Ipv4Addr>,
+    neighbours: &BTreeMap<IpAddr, [u8; 6]>,
+    local: &BTreeSet<IpAddr>,
 ) -> Result<Resolved> {
     let desired = |b: &crate::config::BackendConfig, key: String| {
         if local.contains(&b.address) {
@@ -211,14 +211,28 @@ pub fn vip_timeouts(vip: &VipConfig) -> FlowTimeouts {
     }
 }
 
+/// A persistence mask as [`lb_common::VipInfo::persist_mask`] holds it: an IPv4 mask
+/// covers the whole IPv4-mapped prefix.
+fn mask_words(mask: IpAddr) -> lb_common::IpWords {
+    match mask {
+        IpAddr::V4(v4) => [
+            u32::MAX,
+            u32::MAX,
+            u32::MAX,
+            u32::from_ne_bytes(v4.octets()),
+        ],
+        IpAddr::V6(_) => lb_common::ip_words(mask),
+    }
+}
+
 /// A VIP's scheduler and persistence as the datapath reads them (timeout in jiffies).
 pub fn selection(vip: &VipConfig) -> Selection {
     let (persist_mask, persist_timeout) = match vip.persistence {
         Some(p) => (
-            u32::from_ne_bytes(p.netmask.octets()),
+            mask_words(p.netmask),
             clock::to_jiffies(p.timeout, clock::jiffy_ns()),
         ),
-        None => (0, 0),
+        None => ([0; 4], 0),
     };
     Selection {
         scheduler: vip.scheduler.datapath_value(),
@@ -707,7 +721,10 @@ impl Daemon {
         let Some(vip) = self.config.vips.iter().find(|v| v.key() == vip_key) else {
             return;
         };
-        let (service, max_lag) = (format!("{}:{}", vip.address, vip.port), vip.max_lag);
+        let (service, max_lag) = (
+            std::net::SocketAddr::new(vip.address, vip.port).to_string(),
+            vip.max_lag,
+        );
         let reason = report.outcome.reason.clone();
         let recorded = self.board.record(
             report.key,
@@ -733,7 +750,7 @@ impl Daemon {
                 health::notify::spawn(
                     argv,
                     vec![
-                        format!("{addr}:{}", vip.port),
+                        std::net::SocketAddr::new(addr, vip.port).to_string(),
                         service.clone(),
                         reason.clone(),
                     ],
@@ -765,23 +782,23 @@ impl Daemon {
 
     /// Records what Sentinel says of a write VIP's master; re-plans when it changed.
     fn on_sentinel(&mut self, report: SentinelReport) {
-        let vip = Ipv4Addr::from(report.vip.addr.to_ne_bytes());
+        let vip = report.vip.address();
         let port = u16::from_be(report.vip.port);
         if !self
             .board
             .record_sentinel(report.vip, report.watcher, report.master)
         {
             if report.via.contains("+switch-master") {
-                info!(vip = %format!("{vip}:{port}"), via = %report.via, "Sentinel confirms the master");
+                info!(vip = %std::net::SocketAddr::new(vip, port), via = %report.via, "Sentinel confirms the master");
             }
             return;
         }
         match report.master {
             Some(master) => {
-                info!(vip = %format!("{vip}:{port}"), %master, via = %report.via, "Sentinel names the master")
+                info!(vip = %std::net::SocketAddr::new(vip, port), %master, via = %report.via, "Sentinel names the master")
             }
             None => {
-                warn!(vip = %format!("{vip}:{port}"), reason = %report.via, "no answer from Sentinel: following the masters' own role reports")
+                warn!(vip = %std::net::SocketAddr::new(vip, port), reason = %report.via, "no answer from Sentinel: following the masters' own role reports")
             }
         }
         self.request_apply();

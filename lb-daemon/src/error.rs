@@ -1,6 +1,6 @@
 //! The daemon's error type.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf};
 
 use crate::{config::ConfigErrors, reconcile::ReconcileError};
 
@@ -20,7 +20,7 @@ pub enum Error {
          is it on the director's L2 segment? (or set `mac = \"..\"` for it)"
     )]
     Unresolved {
-        addr: Ipv4Addr,
+        addr: IpAddr,
         key: String,
         interfaces: String,
     },

@@ -4,7 +4,7 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     io,
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     time::{Duration, Instant},
 };
@@ -54,6 +54,18 @@ pub fn interface(name: &str) -> io::Result<InterfaceInfo> {
 
 /// Every IPv4 address of this network namespace, with its interface, in the kernel's order.
 pub fn ipv4_addresses() -> io::Result<Vec<(String, Ipv4Addr)>> {
+    Ok(ip_addresses()?
+        .into_iter()
+        .filter_map(|(name, addr)| match addr {
+            IpAddr::V4(v4) => Some((name, v4)),
+            IpAddr::V6(_) => None,
+        })
+        .collect())
+}
+
+/// Every IPv4 and IPv6 address of this network namespace, with its interface, in the
+/// kernel's order.
+pub fn ip_addresses() -> io::Result<Vec<(String, IpAddr)>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list`, freed below.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
@@ -69,21 +81,24 @@ pub fn ipv4_addresses() -> io::Result<Vec<(String, Ipv4Addr)>> {
             continue;
         }
         // SAFETY: ifa_addr is non-null and points to a sockaddr of its family.
-        let family = unsafe { (*entry.ifa_addr).sa_family };
-        if i32::from(family) != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string; an AF_INET address is a sockaddr_in.
-        let (name, sin) = unsafe {
-            (
-                std::ffi::CStr::from_ptr(entry.ifa_name),
-                &*(entry.ifa_addr as *const libc::sockaddr_in),
-            )
+        let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+        // SAFETY: an AF_INET address is a sockaddr_in, an AF_INET6 one a sockaddr_in6.
+        let addr = match family {
+            libc::AF_INET => IpAddr::V4(Ipv4Addr::from(u32::from_be(unsafe {
+                (*(entry.ifa_addr as *const libc::sockaddr_in))
+                    .sin_addr
+                    .s_addr
+            }))),
+            libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(unsafe {
+                (*(entry.ifa_addr as *const libc::sockaddr_in6))
+                    .sin6_addr
+                    .s6_addr
+            })),
+            _ => continue,
         };
-        found.push((
-            name.to_string_lossy().into_owned(),
-            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-        ));
+        // SAFETY: ifa_name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        found.push((name.to_string_lossy().into_owned(), addr));
     }
     // SAFETY: the list getifaddrs returned, freed once.
     unsafe { libc::freeifaddrs(list) };
@@ -109,9 +124,10 @@ pub fn link_up(name: &str) -> io::Result<bool> {
     Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
 }
 
-/// Complete IPv4 neighbour entries on `interfaces`, from the kernel's neighbour table
-/// (an rtnetlink dump). Called off the async runtime (MAC resolution blocks while ARP runs).
-pub fn neighbours(interfaces: &[String]) -> io::Result<BTreeMap<Ipv4Addr, [u8; 6]>> {
+/// Complete IPv4 and IPv6 neighbour entries on `interfaces`, from the kernel's neighbour
+/// table (an rtnetlink dump). Called off the async runtime (MAC resolution blocks while ARP
+/// runs).
+pub fn neighbours(interfaces: &[String]) -> io::Result<BTreeMap<IpAddr, [u8; 6]>> {
     use futures_util::TryStreamExt;
     use rtnetlink::packet_route::{
         AddressFamily,
@@ -127,28 +143,35 @@ pub fn neighbours(interfaces: &[String]) -> io::Result<BTreeMap<Ipv4Addr, [u8; 6
     runtime.block_on(async {
         let (connection, handle, _) = rtnetlink::new_connection()?;
         let driver = tokio::spawn(connection);
-        let mut dump = handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute();
         let mut entries = Vec::new();
-        while let Some(message) = dump.try_next().await.map_err(io::Error::other)? {
-            let mut addr = None;
-            let mut mac = None;
-            for attribute in message.attributes {
-                match attribute {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(a),
-                    NeighbourAttribute::LinkLayerAddress(bytes) => mac = Some(bytes),
-                    _ => {}
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut dump = handle
+                .neighbours()
+                .get()
+                .set_address_family(family)
+                .execute();
+            while let Some(message) = dump.try_next().await.map_err(io::Error::other)? {
+                let mut addr = None;
+                let mut mac = None;
+                for attribute in message.attributes {
+                    match attribute {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                            addr = Some(IpAddr::V4(a))
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                            addr = Some(IpAddr::V6(a))
+                        }
+                        NeighbourAttribute::LinkLayerAddress(bytes) => mac = Some(bytes),
+                        _ => {}
+                    }
                 }
+                entries.push(Neighbour {
+                    ifindex: message.header.ifindex,
+                    complete: is_complete(message.header.state),
+                    addr,
+                    mac,
+                });
             }
-            entries.push(Neighbour {
-                ifindex: message.header.ifindex,
-                complete: is_complete(message.header.state),
-                addr,
-                mac,
-            });
         }
         driver.abort();
         Ok(usable_neighbours(&entries, &indexes))
@@ -161,7 +184,7 @@ pub struct Neighbour {
     pub ifindex: u32,
     /// Reachable, stale, delay, probe or permanent: it has a link-layer address.
     pub complete: bool,
-    pub addr: Option<Ipv4Addr>,
+    pub addr: Option<IpAddr>,
     pub mac: Option<Vec<u8>>,
 }
 
@@ -173,8 +196,8 @@ fn is_complete(state: rtnetlink::packet_route::neighbour::NeighbourState) -> boo
     )
 }
 
-/// The complete IPv4 entries with an Ethernet address on one of `indexes`.
-pub fn usable_neighbours(entries: &[Neighbour], indexes: &[u32]) -> BTreeMap<Ipv4Addr, [u8; 6]> {
+/// The complete entries with an Ethernet address on one of `indexes`.
+pub fn usable_neighbours(entries: &[Neighbour], indexes: &[u32]) -> BTreeMap<IpAddr, [u8; 6]> {
     entries
         .iter()
         .filter(|n| n.complete && indexes.contains(&n.ifindex))
@@ -186,15 +209,15 @@ pub fn usable_neighbours(entries: &[Neighbour], indexes: &[u32]) -> BTreeMap<Ipv
 }
 
 /// MACs of `addrs`, sending one datagram out of every interface to each unresolved
-/// address so the kernel ARPs for it, and waiting up to `wait`. Unresolved addresses are
-/// missing from the result.
+/// address so the kernel ARPs (or, for IPv6, solicits) for it, and waiting up to `wait`.
+/// Unresolved addresses are missing from the result.
 pub fn resolve(
-    addrs: &[Ipv4Addr],
+    addrs: &[IpAddr],
     interfaces: &[String],
     wait: Duration,
-) -> io::Result<BTreeMap<Ipv4Addr, [u8; 6]>> {
+) -> io::Result<BTreeMap<IpAddr, [u8; 6]>> {
     let mut known = neighbours(interfaces)?;
-    let missing: Vec<Ipv4Addr> = addrs
+    let missing: Vec<IpAddr> = addrs
         .iter()
         .filter(|a| !known.contains_key(a))
         .copied()
@@ -204,20 +227,27 @@ pub fn resolve(
     }
     let mut probes = Vec::new();
     for name in interfaces {
-        let probe = UdpSocket::bind("0.0.0.0:0")?;
-        bind_to_device(&probe, name)?;
-        probes.push(probe);
+        for (family, any) in [(false, "0.0.0.0:0"), (true, "[::]:0")] {
+            if !missing.iter().any(|a| a.is_ipv6() == family) {
+                continue;
+            }
+            let probe = UdpSocket::bind(any)?;
+            bind_to_device(&probe, name)?;
+            probes.push((family, probe));
+        }
     }
     let deadline = Instant::now() + wait;
     let mut last_probe: Option<Instant> = None;
     loop {
         if last_probe.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
-            for (probe, addr) in probes
-                .iter()
-                .flat_map(|p| missing.iter().map(move |a| (p, a)))
-            {
+            for ((_, probe), addr) in probes.iter().flat_map(|(family, probe)| {
+                missing
+                    .iter()
+                    .filter(move |a| a.is_ipv6() == *family)
+                    .map(move |a| ((family, probe), a))
+            }) {
                 // The discard port: the datagram only exists to make the kernel resolve.
-                let _ = probe.send_to(&[], SocketAddrV4::new(*addr, 9));
+                let _ = probe.send_to(&[], SocketAddr::new(*addr, 9));
             }
             last_probe = Some(Instant::now());
         }
@@ -256,7 +286,7 @@ mod tests {
         let n = |ifindex, complete, last: u8, mac: Option<Vec<u8>>| Neighbour {
             ifindex,
             complete,
-            addr: Some(Ipv4Addr::new(198, 18, 0, last)),
+            addr: Some(IpAddr::from(Ipv4Addr::new(198, 18, 0, last))),
             mac,
         };
         let entries = [
@@ -272,8 +302,14 @@ mod tests {
         assert_eq!(
             got.into_iter().collect::<Vec<_>>(),
             [
-                (Ipv4Addr::new(198, 18, 0, 11), [2, 0, 0, 0, 0, 0xb]),
-                (Ipv4Addr::new(198, 18, 0, 17), [2, 0, 0, 0, 0, 0x11])
+                (
+                    IpAddr::from(Ipv4Addr::new(198, 18, 0, 11)),
+                    [2, 0, 0, 0, 0, 0xb]
+                ),
+                (
+                    IpAddr::from(Ipv4Addr::new(198, 18, 0, 17)),
+                    [2, 0, 0, 0, 0, 0x11]
+                )
             ]
         );
     }

@@ -13,12 +13,14 @@
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FragmentVipKey, MAX_BACKENDS, MAX_VIPS, RING_SIZE,
-    SCHED_LC, SCHED_RR, SCHED_WRR, VipInfo, VipKey, hash::vip_filter_slot,
+    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FragmentVipKey, IpWords, MAX_BACKENDS, MAX_VIPS,
+    RING_SIZE, SCHED_LC, SCHED_RR, SCHED_WRR, VipInfo, VipKey,
+    hash::{filter_word, vip_filter_slot},
+    ip_addr, ip_words,
 };
 
 use crate::{
@@ -53,8 +55,8 @@ pub struct FlowTimeouts {
 pub struct Selection {
     /// `lb_common::SCHED_*` (0: Maglev).
     pub scheduler: u32,
-    /// Client address mask for persistence, network byte order.
-    pub persist_mask: u32,
+    /// Client address mask for persistence ([`lb_common::IpWords`]).
+    pub persist_mask: IpWords,
     /// Persistence timeout in jiffies (0: off).
     pub persist_timeout: u64,
 }
@@ -84,7 +86,7 @@ impl Selection {
 /// A backend as the configuration (plus MAC resolution) wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredBackend {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub weight: u32,
     pub mac: [u8; 6],
     /// This director itself: its flows go to the local stack.
@@ -134,7 +136,7 @@ struct AppliedVip {
     vip_id: u32,
     group: u32,
     selection: Selection,
-    backends: BTreeMap<Ipv4Addr, AppliedBackend>,
+    backends: BTreeMap<IpAddr, AppliedBackend>,
     /// Backend id per ring slot, as written.
     ring: Vec<u32>,
 }
@@ -277,7 +279,7 @@ impl Reconciler {
                 let mut entry = Backend {
                     mac: b.mac,
                     _pad: [0; 2],
-                    addr: u32::from_ne_bytes(b.addr.octets()),
+                    addr: ip_words(b.addr),
                     flags: if b.local {
                         BACKEND_F_ACTIVE | BACKEND_F_LOCAL
                     } else {
@@ -330,7 +332,7 @@ impl Reconciler {
                     }
                 }
             }
-            let gone: Vec<Ipv4Addr> = vip
+            let gone: Vec<IpAddr> = vip
                 .backends
                 .keys()
                 .filter(|a| !want.backends.iter().any(|b| b.addr == **a))
@@ -478,7 +480,7 @@ impl Reconciler {
             let owner = key_of_id
                 .get(&entry.vip_id)
                 .and_then(|key| vips.get_mut(key));
-            let addr = Ipv4Addr::from(entry.addr.to_ne_bytes());
+            let addr = ip_addr(&entry.addr);
             match owner {
                 Some(vip) if !vip.backends.contains_key(&addr) => {
                     vip.backends
@@ -511,13 +513,13 @@ impl Reconciler {
     }
 
     /// Backend id of `addr` in `vip`, as applied.
-    pub fn backend_id(&self, vip: &VipKey, addr: Ipv4Addr) -> Option<u32> {
+    pub fn backend_id(&self, vip: &VipKey, addr: IpAddr) -> Option<u32> {
         self.vips.get(vip)?.backends.get(&addr).map(|b| b.id)
     }
 
     /// `(vip_id, backend id, generation)` of `addr` in `vip`, as applied: what a flow to
     /// that backend records.
-    pub fn flow_target(&self, vip: &VipKey, addr: Ipv4Addr) -> Option<(u32, u32, u32)> {
+    pub fn flow_target(&self, vip: &VipKey, addr: IpAddr) -> Option<(u32, u32, u32)> {
         let applied = self.vips.get(vip)?;
         let backend = applied.backends.get(&addr)?;
         Some((applied.vip_id, backend.id, backend.entry.generation))
@@ -581,16 +583,29 @@ fn filter_counts<'a>(vips: impl Iterator<Item = &'a VipKey>) -> BTreeMap<u32, u3
     let mut counts = BTreeMap::new();
     for key in vips {
         *counts
-            .entry(vip_filter_slot(key.addr, key.port, key.proto))
+            .entry(vip_filter_slot(filter_word(&key.addr), key.port, key.proto))
             .or_default() += 1;
     }
     counts
 }
 
+/// A backend's Maglev key: an IPv4 address as a number (as always), an IPv6 one folded.
+fn maglev_key(addr: IpAddr) -> u64 {
+    match addr {
+        IpAddr::V4(v4) => u32::from(v4) as u64,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            (bits >> 64) as u64 ^ (bits as u64).rotate_left(32)
+        }
+    }
+}
+
 /// A VIP's ring: backend id per slot, all 0 when no backend has a positive weight.
-fn ring_for(scheduler: u32, backends: impl Iterator<Item = (u32, u32, u32)>) -> Vec<u32> {
-    let mut by_addr: Vec<(u32, u32, u32)> = backends.collect();
-    by_addr.sort_by_key(|&(_, addr, _)| u32::from_be(addr));
+fn ring_for(scheduler: u32, backends: impl Iterator<Item = (u32, IpWords, u32)>) -> Vec<u32> {
+    let mut by_addr: Vec<(u32, IpAddr, u32)> = backends
+        .map(|(id, addr, w)| (id, ip_addr(&addr), w))
+        .collect();
+    by_addr.sort_by_key(|&(_, addr, _)| addr);
     // Unweighted schedulers count every serving backend once (0 still drains).
     let weight = |w: u32| match scheduler {
         SCHED_RR | SCHED_LC => w.min(1),
@@ -603,7 +618,7 @@ fn ring_for(scheduler: u32, backends: impl Iterator<Item = (u32, u32, u32)>) -> 
         let input: Vec<MaglevBackend> = by_addr
             .iter()
             .map(|&(_, addr, w)| MaglevBackend {
-                key: u32::from_be(addr) as u64,
+                key: maglev_key(addr),
                 weight: weight(w),
             })
             .collect();

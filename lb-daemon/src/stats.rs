@@ -34,11 +34,14 @@ fn vip_label(vip: &VipStatus) -> String {
     } else {
         "UDP"
     };
-    format!("{proto:<4} {}:{}", vip.address(), vip.port())
+    format!(
+        "{proto:<4} {}",
+        std::net::SocketAddr::new(vip.address(), vip.port())
+    )
 }
 
-fn backend_label(vip: &VipStatus, backend: std::net::Ipv4Addr) -> String {
-    format!("  -> {backend}:{}", vip.port())
+fn backend_label(vip: &VipStatus, backend: std::net::IpAddr) -> String {
+    format!("  -> {}", std::net::SocketAddr::new(backend, vip.port()))
 }
 
 fn verdicts(
@@ -154,7 +157,7 @@ mod tests {
         Snapshot {
             vips: vec![VipStatus {
                 key: VipKey {
-                    addr: u32::from_ne_bytes([198, 18, 0, 100]),
+                    addr: lb_common::ipv4_mapped(u32::from_ne_bytes([198, 18, 0, 100])),
                     port: 6379u16.to_be(),
                     proto: PROTO_TCP,
                     _pad: 0,
@@ -164,7 +167,7 @@ mod tests {
                 backends: vec![BackendStatus {
                     id: 1,
                     entry: Backend {
-                        addr: u32::from_ne_bytes([198, 18, 0, 11]),
+                        addr: lb_common::ipv4_mapped(u32::from_ne_bytes([198, 18, 0, 11])),
                         generation,
                         ..Backend::default()
                     },

@@ -199,7 +199,7 @@ fn render_vip(
     } else {
         "UDP"
     };
-    let local = format!("{}:{}", vip.address(), vip.port());
+    let local = std::net::SocketAddr::new(vip.address(), vip.port()).to_string();
     let c = &vip.counters;
     row(
         out,
@@ -222,7 +222,7 @@ fn render_vip(
         .filter(|h| h.vip == vip.address() && h.port == vip.port() && h.protocol == proto_name)
         .collect();
     for b in &vip.backends {
-        let remote = format!("{}:{}", b.address(), vip.port());
+        let remote = std::net::SocketAddr::new(b.address(), vip.port()).to_string();
         // A local backend (this director) has no MAC: its flows go to the local stack.
         let mac = if b.entry.flags & lb_common::BACKEND_F_LOCAL != 0 {
             "local".to_owned()
@@ -250,7 +250,7 @@ fn render_vip(
     }
     // Checked backends the maps do not hold: taken out by their check.
     for h in checked.iter().filter(|h| vip.backend(h.backend).is_none()) {
-        let remote = format!("{}:{}", h.backend, vip.port());
+        let remote = std::net::SocketAddr::new(h.backend, vip.port()).to_string();
         let left = backend_columns(&remote, "-", "-", "-", "-");
         row(out, &left, "-", "-", "-", &health_columns(h, now));
     }
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn the_widest_address_and_counters_never_run_into_the_next_column() {
-        let addr = u32::from_ne_bytes([100, 100, 100, 100]);
+        let addr = lb_common::ipv4_mapped(u32::from_ne_bytes([100, 100, 100, 100]));
         let huge = TrafficCounters {
             packets: u64::MAX,
             bytes: u64::MAX,

@@ -32,11 +32,10 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::bindings::BPF_ANY;
 use lb_common::{
     Backend, FLOW_CACHE_SIZE, FLOW_EVENT_CLOSING, FLOW_EVENT_NEW, FLOW_F_CLOSING, FLOW_F_COUNTED,
-    FLOW_F_PERSISTENT, Flow, FlowCacheEntry, FlowKey, PROTO_TCP, Settings, VipInfo,
-    hash::flow_hash,
+    FLOW_F_PERSISTENT, Flow, FlowTuple, PROTO_TCP, Settings, VipInfo,
 };
 
-use crate::{maps, parse::Packet, select, usable};
+use crate::{family::Family, maps, parse::TcpFlags, select, usable};
 
 pub enum Lookup {
     /// A live entry whose backend is still in service.
@@ -68,14 +67,18 @@ pub fn serving(backend_id: u32, generation: u32) -> Option<&'static Backend> {
 }
 
 #[inline(always)]
-fn cache_slot(key: &FlowKey) -> u32 {
-    (flow_hash(key) as u32) & (FLOW_CACHE_SIZE - 1)
+fn cache_slot<K: FlowTuple>(key: &K) -> u32 {
+    (key.flow_hash() as u32) & (FLOW_CACHE_SIZE - 1)
 }
 
 #[inline(always)]
-pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> Lookup {
-    let flags = packet.tcp_flags;
-    let tcp = packet.proto == PROTO_TCP;
+pub fn lookup<F: Family>(
+    key: &F::Key,
+    flags: TcpFlags,
+    tcp: bool,
+    settings: &Settings,
+    now: u64,
+) -> Lookup {
     let slot = cache_slot(key);
     // Read before the LRU lookup: a reschedule racing with it then leaves a stale epoch.
     // The low 32 bits suffice (a copy would need 2^32 reschedules in one slot to match
@@ -85,25 +88,21 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
         // SAFETY: the first 4 bytes of an aligned u64 inside the array's value.
         .map_or(0, |e| unsafe { *(e as *const u64 as *const u32) });
     let control = flags.syn || flags.fin || flags.rst;
-    if !control
-        && let Some(cached) = maps::FLOW_CACHE.get(slot)
-        && cached.key == *key
-        && cached.epoch == epoch
-    {
-        let age = (now as u32).wrapping_sub(cached.last_seen) as u64;
+    if !control && let Some((backend_id, generation, last_seen)) = F::cached(slot, key, epoch) {
+        let age = (now as u32).wrapping_sub(last_seen) as u64;
         if age <= settings.touch_interval
-            && let Some(backend) = serving(cached.backend_id, cached.backend_generation)
+            && let Some(backend) = serving(backend_id, generation)
             && age <= touch_interval(settings, backend.timeout(settings, tcp, false))
         {
             return Lookup::Tracked {
                 vip_id: backend.vip_id,
-                backend_id: cached.backend_id,
+                backend_id,
                 backend,
             };
         }
     }
 
-    let Some(flow) = maps::FLOWS.get_ptr_mut(key) else {
+    let Some(flow) = F::flows().get_ptr_mut(key) else {
         return Lookup::Untracked { stale: None };
     };
     // SAFETY: `flow` points into the map value; concurrent writers only store whole fields.
@@ -131,7 +130,7 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
         if now_closing && !closing {
             uncount(flow);
             flow.flags |= FLOW_F_CLOSING;
-            crate::sync::announce(settings, key, backend, FLOW_EVENT_CLOSING);
+            F::announce(settings, key, backend, FLOW_EVENT_CLOSING);
         } else if crate::sync::refresh_due(settings, previous, now, slot) {
             // The peers' copies age without packets: tell them it is still in use.
             let kind = if closing {
@@ -139,10 +138,13 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
             } else {
                 FLOW_EVENT_NEW
             };
-            crate::sync::announce(settings, key, backend, kind);
+            F::announce(settings, key, backend, kind);
         }
     }
-    remember(slot, key, flow, epoch);
+    // Closing flows are not cached: their packets go to the LRU, which times them out sooner.
+    if flow.flags & FLOW_F_CLOSING == 0 {
+        F::cache(slot, key, flow, epoch);
+    }
     Lookup::Tracked {
         vip_id: backend.vip_id,
         backend_id: flow.backend_id,
@@ -153,13 +155,13 @@ pub fn lookup(key: &FlowKey, packet: &Packet, settings: &Settings, now: u64) -> 
 /// The backend a live tracked flow goes to, read-only: for packets about a flow that are
 /// not of it (ICMP errors), which must neither refresh nor cache it.
 #[inline(always)]
-pub fn owner(key: &FlowKey, settings: &Settings, now: u64) -> Option<&'static Backend> {
-    let flow = maps::FLOWS.get_ptr(key)?;
+pub fn owner<F: Family>(key: &F::Key, settings: &Settings, now: u64) -> Option<&'static Backend> {
+    let flow = F::flows().get_ptr(key)?;
     // SAFETY: `flow` points into the map value; concurrent writers only store whole fields.
     let flow = unsafe { &*flow };
     let backend = serving(flow.backend_id, flow.backend_generation)?;
     let closing = flow.flags & FLOW_F_CLOSING != 0;
-    let timeout = backend.timeout(settings, key.proto == PROTO_TCP, closing);
+    let timeout = backend.timeout(settings, key.proto() == PROTO_TCP, closing);
     (now.saturating_sub(flow.last_seen) <= timeout).then_some(backend)
 }
 
@@ -171,15 +173,15 @@ pub fn owner(key: &FlowKey, settings: &Settings, now: u64) -> Option<&'static Ba
 /// a CPU may still cache an earlier flow of this 5-tuple that has left the LRU, and the
 /// handshake's ACK must follow the SYN, not that copy. Returns whether the flow is tracked.
 #[inline(always)]
-pub fn track(
-    key: &FlowKey,
-    packet: &Packet,
+pub fn track<F: Family>(
+    key: &F::Key,
+    flags: TcpFlags,
+    tcp: bool,
     stale: Option<&'static mut Flow>,
     (backend_id, backend): (u32, &Backend),
     vip: &VipInfo,
     now: u64,
 ) -> bool {
-    let flags = packet.tcp_flags;
     let closing = if flags.fin || flags.rst {
         FLOW_F_CLOSING
     } else {
@@ -187,7 +189,7 @@ pub fn track(
     };
     // A least-connection VIP's flow counts on its backend while open.
     // TCP only: a UDP flow has no end to count down at (the config refuses lc on UDP).
-    let counted = select::counts_flows(vip.scheduler) && closing == 0 && packet.proto == PROTO_TCP;
+    let counted = select::counts_flows(vip.scheduler) && closing == 0 && tcp;
     let persistent = if vip.persist_timeout != 0 {
         FLOW_F_PERSISTENT
     } else {
@@ -208,10 +210,10 @@ pub fn track(
             *entry = flow;
             true
         }
-        None if packet.proto == PROTO_TCP && flags.syn && !flags.ack => false,
+        None if tcp && flags.syn && !flags.ack => false,
         // A failed insert only costs a later reschedule to the same Maglev choice.
         None => {
-            let _ = maps::FLOWS.insert(key, flow, BPF_ANY as u64);
+            let _ = F::flows().insert(key, flow, BPF_ANY as u64);
             true
         }
     };
@@ -250,26 +252,4 @@ fn add_active(backend_id: u32, delta: u64) {
         // SAFETY: an aligned u64 inside the array's value; see the epoch bump in `track`.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, delta) };
     }
-}
-
-/// Caches an open flow in this CPU's slot under the epoch read before its LRU lookup.
-/// Closing flows are not cached: their packets go to the LRU, which times them out sooner.
-#[inline(always)]
-fn remember(slot: u32, key: &FlowKey, flow: &Flow, epoch: u32) {
-    if flow.flags & FLOW_F_CLOSING != 0 {
-        return;
-    }
-    let Some(entry) = maps::FLOW_CACHE.get_ptr_mut(slot) else {
-        return;
-    };
-    // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-    unsafe {
-        *entry = FlowCacheEntry {
-            key: *key,
-            backend_id: flow.backend_id,
-            backend_generation: flow.backend_generation,
-            last_seen: flow.last_seen as u32,
-            epoch,
-        }
-    };
 }

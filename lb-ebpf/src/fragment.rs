@@ -1,4 +1,4 @@
-//! IPv4 fragments. A datagram's first fragment carries the ports: it is balanced as any
+//! Fragments (IPv4, and IPv6's fragment header). A datagram's first fragment carries the ports: it is balanced as any
 //! packet of its flow, and its backend is remembered by the datagram's identity (source,
 //! destination, protocol, IP id) in the small LRU `FRAGMENTS`. Later fragments carry no
 //! ports and follow it. A later fragment whose first was not seen (reordered, or the first
@@ -8,33 +8,36 @@
 
 use aya_ebpf::{bindings::BPF_ANY, programs::XdpContext};
 use lb_common::{
-    BACKEND_F_LOCAL, Backend, FlowKey, FragmentKey, FragmentOwner, FragmentVipKey,
-    ORPHAN_FRAGMENTS_PASS, Settings, hash::ring_slot,
+    BACKEND_F_LOCAL, Backend, FlowTuple, FragmentKey, FragmentOwner, FragmentVipKey, IpWords,
+    ORPHAN_FRAGMENTS_PASS, RING_SIZE, Settings,
 };
 
-use crate::{Outcome, conntrack::serving, forward, forwarding, maps, parse::Packet, select, stats};
+use crate::{
+    Outcome, conntrack::serving, family::Family, forward, forwarding, maps, parse::Packet, select,
+    stats,
+};
 
 #[inline(always)]
-fn datagram(packet: &Packet) -> FragmentKey {
+fn datagram<F: Family>(packet: &Packet<F::Addr>) -> FragmentKey {
     FragmentKey {
-        src_addr: packet.src_addr,
-        dst_addr: packet.dst_addr,
+        src_addr: F::words(packet.src_addr),
+        dst_addr: F::words(packet.dst_addr),
         id: packet.ip_id,
         proto: packet.proto,
-        _pad: 0,
+        _pad: [0; 3],
     }
 }
 
 /// Remembers where the first fragment of its datagram went.
 #[inline(always)]
-pub fn remember(packet: &Packet, backend_id: u32, backend: &Backend, now: u64) {
+pub fn remember<F: Family>(packet: &Packet<F::Addr>, backend_id: u32, backend: &Backend, now: u64) {
     let owner = FragmentOwner {
         backend_id,
         backend_generation: backend.generation,
         first_seen: now,
     };
     // A failed insert only sends the later fragments by the orphan rule.
-    let _ = maps::FRAGMENTS.insert(&datagram(packet), &owner, BPF_ANY as u64);
+    let _ = maps::FRAGMENTS.insert(&datagram::<F>(packet), &owner, BPF_ANY as u64);
 }
 
 /// Remembers that the first fragment of datagram `id` to a VIP address was not forwarded
@@ -42,7 +45,7 @@ pub fn remember(packet: &Packet, backend_id: u32, backend: &Backend, now: u64) {
 /// addresses are not remembered: their later fragments are passed anyway, and their entries
 /// would push VIP datagrams out of the LRU.
 #[inline(always)]
-pub fn remember_passed(src_addr: u32, dst_addr: u32, id: u16, proto: u8) {
+pub fn remember_passed(src_addr: IpWords, dst_addr: IpWords, id: u32, proto: u8) {
     let vip_address = FragmentVipKey {
         addr: dst_addr,
         proto,
@@ -57,7 +60,7 @@ pub fn remember_passed(src_addr: u32, dst_addr: u32, id: u16, proto: u8) {
         dst_addr,
         id,
         proto,
-        _pad: 0,
+        _pad: [0; 3],
     };
     // SAFETY: a helper without preconditions; the verifier inlines it to a load.
     let now = unsafe { aya_ebpf::helpers::bpf_jiffies64() };
@@ -71,21 +74,21 @@ pub fn remember_passed(src_addr: u32, dst_addr: u32, id: u16, proto: u8) {
 
 /// Sends a later fragment where its first fragment went, else by the orphan rule.
 #[inline(always)]
-pub fn forward_later(
+pub fn forward_later<F: Family>(
     ctx: &XdpContext,
-    packet: &Packet,
+    packet: &Packet<F::Addr>,
     settings: &Settings,
     now: u64,
 ) -> Result<Outcome, Outcome> {
     let vip_key = FragmentVipKey {
-        addr: packet.dst_addr,
+        addr: F::words(packet.dst_addr),
         proto: packet.proto,
         _pad: [0; 3],
     };
     // SAFETY: map values are only read; the daemon replaces them whole.
     let vip = unsafe { maps::FRAGMENT_VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
     // SAFETY: as above; the datapath writes whole entries.
-    let owner = unsafe { maps::FRAGMENTS.get(datagram(packet)) }
+    let owner = unsafe { maps::FRAGMENTS.get(datagram::<F>(packet)) }
         .filter(|owner| now.saturating_sub(owner.first_seen) <= settings.fragment_timeout);
     // Its first fragment was not forwarded: neither are the others.
     if owner.is_some_and(|owner| owner.backend_id == 0) {
@@ -101,16 +104,9 @@ pub fn forward_later(
                 return Err(Outcome::Fragment);
             }
             forwarding(vip.group)?;
-            let three_tuple = FlowKey {
-                src_addr: packet.src_addr,
-                dst_addr: packet.dst_addr,
-                src_port: 0,
-                dst_port: 0,
-                proto: packet.proto,
-                _pad0: 0,
-                _pad1: 0,
-            };
-            let (backend_id, backend) = select::pick(ctx, vip.vip_id, ring_slot(&three_tuple))?;
+            let three_tuple = F::flow_key(packet.src_addr, packet.dst_addr, 0, 0, packet.proto);
+            let slot = (three_tuple.flow_hash() % RING_SIZE as u64) as u32;
+            let (backend_id, backend) = select::pick(ctx, vip.vip_id, slot)?;
             (backend_id, backend, Outcome::TxFragmentHashed)
         }
     };
@@ -119,6 +115,6 @@ pub fn forward_later(
     if backend.flags & BACKEND_F_LOCAL != 0 {
         return Ok(Outcome::Local);
     }
-    forward::rewrite_macs(packet, backend);
+    forward::rewrite_macs(packet.eth, backend);
     Ok(outcome)
 }

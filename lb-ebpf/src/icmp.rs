@@ -6,11 +6,13 @@
 //! Other ICMP (echo requests to a VIP, ...) is the local stack's.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{BACKEND_F_LOCAL, Backend, FlowKey, PROTO_TCP, PROTO_UDP, Settings};
+use lb_common::{BACKEND_F_LOCAL, Backend, FlowTuple, PROTO_TCP, PROTO_UDP, Settings};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    Outcome, conntrack, forward, forwarding, maps,
+    Outcome, conntrack,
+    family::Family,
+    forward, forwarding, maps,
     parse::{Fragment, Packet, TcpFlags, prefilter, ptr_at},
     select,
 };
@@ -36,7 +38,7 @@ pub fn parse_error(
     ihl: usize,
     tot_len: u16,
     dst_addr: u32,
-) -> Result<Packet, Outcome> {
+) -> Result<Packet<u32>, Outcome> {
     let l4 = l3 + ihl;
     let icmp: *const [u8; 2] = ptr_at(ctx, l4)?;
     // SAFETY: within bounds.
@@ -104,19 +106,19 @@ pub fn parse_error(
 /// `select::owner`). Never tracks or refreshes anything: an error is no sign that a flow is
 /// alive.
 #[inline(always)]
-pub fn forward_error(
+pub fn forward_error<F: Family>(
     ctx: &XdpContext,
-    packet: &Packet,
-    key: &FlowKey,
+    packet: &Packet<F::Addr>,
+    key: &F::Key,
     settings: &Settings,
     now: u64,
 ) -> Result<Outcome, Outcome> {
-    let backend: &Backend = match conntrack::owner(key, settings, now) {
+    let backend: &Backend = match conntrack::owner::<F>(key, settings, now) {
         Some(backend) => backend,
         None => {
             // SAFETY: map values are only read; the daemon replaces them whole.
             let vip = unsafe { maps::VIPS.get(key.vip_key()) }.ok_or(Outcome::NotVip)?;
-            select::owner(ctx, vip, key, settings, now)?.1
+            select::owner::<F>(ctx, vip, key, settings, now)?.1
         }
     };
     forwarding(backend.group)?;
@@ -124,6 +126,6 @@ pub fn forward_error(
         // The flow is this director's own: its stack sent the packet the error quotes.
         return Ok(Outcome::Local);
     }
-    forward::rewrite_macs(packet, backend);
+    forward::rewrite_macs(packet.eth, backend);
     Ok(Outcome::TxIcmpError)
 }

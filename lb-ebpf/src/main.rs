@@ -1,13 +1,15 @@
 //! XDP direct-routing load balancer.
 //!
-//! A frame addressed to this director's MAC, carrying IPv4 TCP/UDP to a configured VIP:port,
+//! A frame addressed to this director's MAC, carrying TCP/UDP over IPv4 or IPv6 to a
+//! configured VIP:port,
 //! is sent back out (`XDP_TX`) with only its Ethernet addresses rewritten: destination = the
 //! chosen real server, source = this director. Everything else is passed to the kernel
 //! untouched, or dropped when its headers are truncated. The daemon precomputes every table
 //! read here (Maglev rings, backend MACs, timeouts); this program only looks things up.
 //!
-//! Per packet, in order: `parse` (bounds-checked headers; the VIP prefilter as soon as the
-//! destination is known), `conntrack` (per-CPU flow cache, else the LRU flow table), and for
+//! Per packet, in order: `parse` (bounds-checked headers, IPv6 in `parse6`; the VIP
+//! prefilter as soon as the destination is known); the rest is generic over the address
+//! `family`: `conntrack` (per-CPU flow cache, else the LRU flow table), and for
 //! a new flow the VIP lookup and `select` (persistence, then the VIP's scheduler over its
 //! precomputed ring; a bare SYN is sent on but not tracked, see `conntrack::track`), then
 //! the VRRP check (`GROUP_STANDBY`: only the master of the VIP's group forwards), then
@@ -23,20 +25,29 @@
 mod runtime;
 
 mod conntrack;
+mod family;
 mod forward;
 mod fragment;
 mod icmp;
+mod icmp6;
 mod maps;
 mod parse;
+mod parse6;
 mod select;
 mod stats;
 mod sync;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use lb_common::{BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FLOW_EVENT_NEW, FlowKey, MacKey};
+use lb_common::{
+    BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FLOW_EVENT_NEW, FlowTuple, MacKey, PROTO_TCP,
+};
+use network_types::eth::EthHdr;
 
-use crate::conntrack::Lookup;
+use crate::{
+    conntrack::Lookup,
+    family::{Family, V4, V6},
+};
 
 /// What happened to a frame; each maps to one verdict and one counter.
 #[derive(Clone, Copy)]
@@ -86,43 +97,64 @@ pub fn lb(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
-    let packet = parse::parse(ctx)?;
-    let result = process_parsed(ctx, &packet);
+    let link = parse::link(ctx)?;
+    if link.ipv6 {
+        let packet = parse6::parse_ipv6(ctx, &link)?;
+        process::<V6>(ctx, &packet)
+    } else {
+        let packet = parse::parse_ipv4(ctx, &link)?;
+        process::<V4>(ctx, &packet)
+    }
+}
+
+#[inline(always)]
+fn process<F: Family>(
+    ctx: &XdpContext,
+    packet: &parse::Packet<F::Addr>,
+) -> Result<Outcome, Outcome> {
+    let result = process_parsed::<F>(ctx, packet);
     // A first fragment that was not forwarded: its later fragments stay on this host too.
     if packet.fragment == parse::Fragment::First
         && !matches!(result, Ok(Outcome::Tx | Outcome::Local))
     {
-        fragment::remember_passed(packet.src_addr, packet.dst_addr, packet.ip_id, packet.proto);
+        fragment::remember_passed(
+            F::words(packet.src_addr),
+            F::words(packet.dst_addr),
+            packet.ip_id,
+            packet.proto,
+        );
     }
     result
 }
 
 #[inline(always)]
-fn process_parsed(ctx: &XdpContext, packet: &parse::Packet) -> Result<Outcome, Outcome> {
+fn process_parsed<F: Family>(
+    ctx: &XdpContext,
+    packet: &parse::Packet<F::Addr>,
+) -> Result<Outcome, Outcome> {
     let settings = maps::SETTINGS.get(0).ok_or(Outcome::NotForwarding)?;
     if settings.forwarding == 0 {
         return Err(Outcome::NotForwarding);
     }
-    let flow_key = FlowKey {
-        src_addr: packet.src_addr,
-        dst_addr: packet.dst_addr,
-        src_port: packet.src_port,
-        dst_port: packet.dst_port,
-        proto: packet.proto,
-        _pad0: 0,
-        _pad1: 0,
-    };
+    let flow_key = F::flow_key(
+        packet.src_addr,
+        packet.dst_addr,
+        packet.src_port,
+        packet.dst_port,
+        packet.proto,
+    );
     // SAFETY: a helper without preconditions; the verifier inlines it to a load.
     let now = unsafe { bpf_jiffies64() };
     if packet.icmp_error {
-        return icmp::forward_error(ctx, packet, &flow_key, settings, now);
+        return icmp::forward_error::<F>(ctx, packet, &flow_key, settings, now);
     }
     if packet.fragment == parse::Fragment::Later {
-        return fragment::forward_later(ctx, packet, settings, now);
+        return fragment::forward_later::<F>(ctx, packet, settings, now);
     }
 
+    let (flags, tcp) = (packet.tcp_flags, packet.proto == PROTO_TCP);
     let (vip_id, backend_id, backend, new_flow) =
-        match conntrack::lookup(&flow_key, packet, settings, now) {
+        match conntrack::lookup::<F>(&flow_key, flags, tcp, settings, now) {
             Lookup::Tracked {
                 vip_id,
                 backend_id,
@@ -132,7 +164,7 @@ fn process_parsed(ctx: &XdpContext, packet: &parse::Packet) -> Result<Outcome, O
                 // From the very backend the flow goes to: another director balanced it
                 // here (two masters, each tracking the flow to the other). Served locally,
                 // never sent back.
-                if from_itself(packet, backend) {
+                if from_itself(packet.eth, backend) {
                     return Err(Outcome::FromBackend);
                 }
                 (vip_id, backend_id, backend, false)
@@ -142,13 +174,13 @@ fn process_parsed(ctx: &XdpContext, packet: &parse::Packet) -> Result<Outcome, O
                 let vip = unsafe { maps::VIPS.get(flow_key.vip_key()) }.ok_or(Outcome::NotVip)?;
                 // Checked before scheduling: a backup director tracks nothing.
                 forwarding(vip.group)?;
-                from_backend(packet, vip.vip_id)?;
+                from_backend(packet.eth, vip.vip_id)?;
                 let (backend_id, backend) =
-                    select::schedule(ctx, vip, &flow_key, packet, settings, now)?;
-                let tracked =
-                    conntrack::track(&flow_key, packet, stale, (backend_id, backend), vip, now);
+                    select::schedule::<F>(ctx, vip, &flow_key, flags, settings, now)?;
+                let chosen = (backend_id, backend);
+                let tracked = conntrack::track::<F>(&flow_key, flags, tcp, stale, chosen, vip, now);
                 if tracked {
-                    sync::announce(settings, &flow_key, backend, FLOW_EVENT_NEW);
+                    F::announce(settings, &flow_key, backend, FLOW_EVENT_NEW);
                 }
                 // Compiled out by the verifier unless lbd runs with --datapath-log debug.
                 debug!(
@@ -162,14 +194,14 @@ fn process_parsed(ctx: &XdpContext, packet: &parse::Packet) -> Result<Outcome, O
             }
         };
     if packet.fragment == parse::Fragment::First {
-        fragment::remember(packet, backend_id, backend, now);
+        fragment::remember::<F>(packet, backend_id, backend, now);
     }
     stats::count_forwarded(vip_id, backend_id, packet.frame_len, new_flow);
     if backend.flags & BACKEND_F_LOCAL != 0 {
         // This director serves the flow itself: its stack holds the VIP.
         return Ok(Outcome::Local);
     }
-    forward::rewrite_macs(packet, backend);
+    forward::rewrite_macs(packet.eth, backend);
     Ok(Outcome::Tx)
 }
 
@@ -198,9 +230,9 @@ pub fn forwarding(group: u32) -> Result<(), Outcome> {
 /// Whether the frame comes from `backend`, another host (a frame whose source is its own
 /// destination, this director, is not from another director).
 #[inline(always)]
-fn from_itself(packet: &parse::Packet, backend: &Backend) -> bool {
+fn from_itself(eth: *mut EthHdr, backend: &Backend) -> bool {
     // SAFETY: `parse` bounds-checked the Ethernet header.
-    let (src, dst) = unsafe { ((*packet.eth).src_addr, (*packet.eth).dst_addr) };
+    let (src, dst) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
     src == backend.mac && src != dst
 }
 
@@ -208,9 +240,9 @@ fn from_itself(packet: &parse::Packet, backend: &Backend) -> bool {
 /// backend holds the VIP and sends it nothing over the wire): the local stack serves it.
 /// One hash lookup, on new flows only.
 #[inline(always)]
-fn from_backend(packet: &parse::Packet, vip_id: u32) -> Result<(), Outcome> {
+fn from_backend(eth: *mut EthHdr, vip_id: u32) -> Result<(), Outcome> {
     // SAFETY: `parse` bounds-checked the Ethernet header.
-    let (src, dst) = unsafe { ((*packet.eth).src_addr, (*packet.eth).dst_addr) };
+    let (src, dst) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
     if src == dst {
         return Ok(());
     }

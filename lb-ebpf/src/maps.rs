@@ -7,10 +7,10 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Choice, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
-    FlowEvent, FlowKey, FragmentKey, FragmentOwner, FragmentVipKey, Interface, MAX_BACKENDS,
-    MAX_FRAGMENTED_DATAGRAMS, MAX_GROUPS, MAX_HALF_OPEN, MAX_INTERFACES, MAX_PERSISTENT_CLIENTS,
-    MAX_VIPS, MacKey, PersistKey, RING_SIZE, Settings, TrafficCounters, VIP_FILTER_SIZE,
-    VerdictCounters, VipInfo, VipKey,
+    FlowCacheEntry6, FlowEvent, FlowKey, FlowKey6, FragmentKey, FragmentOwner, FragmentVipKey,
+    Interface, MAX_BACKENDS, MAX_FRAGMENTED_DATAGRAMS, MAX_GROUPS, MAX_HALF_OPEN, MAX_INTERFACES,
+    MAX_PERSISTENT_CLIENTS, MAX_VIPS, MacKey, PersistKey, RING_SIZE, Settings, TrafficCounters,
+    VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
 };
 
 #[btf_map]
@@ -29,9 +29,17 @@ pub static BACKEND_MACS: HashMap<MacKey, u64, { MAX_BACKENDS as usize }> = HashM
 #[btf_map]
 pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_MAX_FLOWS as usize }> = LruHashMap::new();
 
+/// Sized by the daemon at load time, as FLOWS.
+#[btf_map]
+pub static FLOWS6: LruHashMap<FlowKey6, Flow, { DEFAULT_MAX_FLOWS as usize }> = LruHashMap::new();
+
 /// Per-CPU: a flow's packets normally stay on one CPU (RSS), and no locking is needed.
 #[btf_map]
 pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry, { FLOW_CACHE_SIZE as usize }> =
+    PerCpuArray::new();
+
+#[btf_map]
+pub static FLOW_CACHE6: PerCpuArray<FlowCacheEntry6, { FLOW_CACHE_SIZE as usize }> =
     PerCpuArray::new();
 
 /// Shared by all CPUs; see `conntrack`.
@@ -54,6 +62,9 @@ pub static PERSIST: LruHashMap<PersistKey, Choice, { MAX_PERSISTENT_CLIENTS as u
 
 #[btf_map]
 pub static HALF_OPEN: LruHashMap<FlowKey, Choice, { MAX_HALF_OPEN as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static HALF_OPEN6: LruHashMap<FlowKey6, Choice, { MAX_HALF_OPEN as usize }> = LruHashMap::new();
 
 /// Per-CPU: each CPU walks a round-robin VIP's sequence on its own.
 #[btf_map]

@@ -1,11 +1,14 @@
-//! Bounds-checked header parsing: Ethernet (with at most one 802.1Q tag), IPv4, TCP/UDP,
-//! ICMP errors (their quoted header, in `icmp`) and fragments (a first fragment carries the
-//! ports; a later one has none, and only its datagram's identity is read).
+//! Bounds-checked header parsing: Ethernet (with at most one 802.1Q tag), IPv4 (IPv6 in
+//! `parse6`), TCP/UDP, ICMP errors (their quoted header, in `icmp`) and fragments (a first
+//! fragment carries the ports; a later one has none, and only its datagram's identity is
+//! read).
 
 use core::mem;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{MAX_INTERFACES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, hash::vip_filter_slot};
+use lb_common::{
+    MAX_INTERFACES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, hash::vip_filter_slot, ipv4_mapped,
+};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -15,15 +18,16 @@ use network_types::{
 
 use crate::{Outcome, icmp, maps};
 
-/// The fields the balancer needs, read once.
-pub struct Packet {
+/// The fields the balancer needs, read once. `A` is the family's address (`u32` or
+/// `IpWords`).
+pub struct Packet<A> {
     /// The Ethernet header, to rewrite in place.
     pub eth: *mut EthHdr,
     /// Whole frame length (for byte counters).
     pub frame_len: u64,
     /// Addresses and ports in wire byte order.
-    pub src_addr: u32,
-    pub dst_addr: u32,
+    pub src_addr: A,
+    pub dst_addr: A,
     pub src_port: u16,
     pub dst_port: u16,
     pub proto: u8,
@@ -34,8 +38,16 @@ pub struct Packet {
     pub icmp_error: bool,
     /// Part of a datagram in fragments, or not.
     pub fragment: Fragment,
-    /// The IP identification, as on the wire (names the datagram of a fragment).
-    pub ip_id: u16,
+    /// The IP identification, as on the wire (names the datagram of a fragment): IPv4's 16
+    /// bits or the IPv6 fragment header's 32.
+    pub ip_id: u32,
+}
+
+/// Where the IP header starts, and which IP.
+pub struct Link {
+    pub eth: *mut EthHdr,
+    pub l3: usize,
+    pub ipv6: bool,
 }
 
 /// Where a packet stands in a fragmented datagram. A plain tag, with the IP id beside it in
@@ -74,10 +86,10 @@ const VLAN_TAG_LEN: usize = 4;
 const IPV4_MF: u16 = 0x2000;
 const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
-/// Parses a frame down to its ports, or says why it is not for the balancer (including
-/// "not a VIP", from the prefilter).
+/// Reads the Ethernet header (and one 802.1Q tag): the frame must be addressed to this
+/// interface and carry IPv4 or IPv6.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
+pub fn link(ctx: &XdpContext) -> Result<Link, Outcome> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     let ifindex = ctx.ingress_ifindex() as u32;
     let iface = maps::INTERFACES
@@ -93,19 +105,45 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     }
     // Untagged IPv4 first (the common case pays one compare). One 802.1Q tag is read past
     // and stays on the frame, which only has its MACs rewritten; two tags (QinQ) are passed.
-    let l3 = if ether_type == EtherType::Ipv4 as u16 {
-        EthHdr::LEN
-    } else if ether_type == EtherType::Ieee8021q as u16 {
+    if ether_type == EtherType::Ipv4 as u16 {
+        return Ok(Link {
+            eth,
+            l3: EthHdr::LEN,
+            ipv6: false,
+        });
+    }
+    let (inner, l3) = if ether_type == EtherType::Ieee8021q as u16 {
         let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2)?;
         // SAFETY: `inner` is within bounds.
-        if u16::from_ne_bytes(unsafe { *inner }) != EtherType::Ipv4 as u16 {
-            return Err(Outcome::NotBalanced);
-        }
-        EthHdr::LEN + VLAN_TAG_LEN
+        (
+            u16::from_ne_bytes(unsafe { *inner }),
+            EthHdr::LEN + VLAN_TAG_LEN,
+        )
     } else {
-        return Err(Outcome::NotBalanced);
+        (ether_type, EthHdr::LEN)
     };
+    if inner == EtherType::Ipv4 as u16 {
+        Ok(Link {
+            eth,
+            l3,
+            ipv6: false,
+        })
+    } else if inner == EtherType::Ipv6 as u16 {
+        Ok(Link {
+            eth,
+            l3,
+            ipv6: true,
+        })
+    } else {
+        Err(Outcome::NotBalanced)
+    }
+}
 
+/// Parses an IPv4 packet down to its ports, or says why it is not for the balancer
+/// (including "not a VIP", from the prefilter).
+#[inline(always)]
+pub fn parse_ipv4(ctx: &XdpContext, link: &Link) -> Result<Packet<u32>, Outcome> {
+    let (eth, l3) = (link.eth, link.l3);
     let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
     // SAFETY: `ip` is within bounds. `proto` is read as a raw byte: network-types' IpProto
     // enum does not cover every value, so reading it as the enum would be undefined.
@@ -113,7 +151,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
         (
             (*ip).vihl,
             u16::from_be_bytes((*ip).tot_len),
-            u16::from_ne_bytes((*ip).id),
+            u16::from_ne_bytes((*ip).id) as u32,
             u16::from_be_bytes((*ip).frags),
             *(ip as *const u8).add(9),
             u32::from_ne_bytes((*ip).src_addr),
@@ -162,19 +200,18 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     }
     // TCP and UDP both start with the two ports.
     let l4 = l3 + ihl;
-    let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
-    // SAFETY: `ports` is within bounds.
-    let ports = unsafe { *ports };
-    let (src_port, dst_port) = (
-        u16::from_ne_bytes([ports[0], ports[1]]),
-        u16::from_ne_bytes([ports[2], ports[3]]),
-    );
+    let (src_port, dst_port) = ports(ctx, l4)?;
     // As soon as the destination is known: traffic for no VIP pays for nothing more, and
     // the kernel judges its headers.
     if let Err(not_vip) = prefilter(dst_addr, dst_port, proto) {
         if fragment == Fragment::First {
             // Its later fragments (no port) must stay with it, on this host.
-            crate::fragment::remember_passed(src_addr, dst_addr, id, proto);
+            crate::fragment::remember_passed(
+                ipv4_mapped(src_addr),
+                ipv4_mapped(dst_addr),
+                id,
+                proto,
+            );
         }
         return Err(not_vip);
     }
@@ -182,29 +219,11 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     // The IP packet claims more than the frame holds, or too little for its own header and
     // the transport header (a padded frame must not lend the padding to the TCP header).
-    let l4_header = if proto == PROTO_TCP {
-        TcpHdr::LEN
-    } else {
-        UdpHdr::LEN
-    };
+    let l4_header = transport_len(proto);
     if (tot_len as usize) < ihl + l4_header || tot_len as u64 > frame_len - l3 as u64 {
         return Err(Outcome::Malformed);
     }
-    let tcp_flags = if proto == PROTO_TCP {
-        let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
-        // SAFETY: `tcp` is within bounds.
-        unsafe {
-            TcpFlags {
-                syn: (*tcp).syn() != 0,
-                ack: (*tcp).ack() != 0,
-                fin: (*tcp).fin() != 0,
-                rst: (*tcp).rst() != 0,
-            }
-        }
-    } else {
-        let _: *const UdpHdr = ptr_at(ctx, l4)?;
-        TcpFlags::default()
-    };
+    let tcp_flags = transport_flags(ctx, l4, proto)?;
     Ok(Packet {
         eth,
         frame_len,
@@ -220,8 +239,50 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Outcome> {
     })
 }
 
+/// The two ports TCP and UDP (and a quoted header) start with, in wire order.
+#[inline(always)]
+pub fn ports(ctx: &XdpContext, l4: usize) -> Result<(u16, u16), Outcome> {
+    let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
+    // SAFETY: `ports` is within bounds.
+    let ports = unsafe { *ports };
+    Ok((
+        u16::from_ne_bytes([ports[0], ports[1]]),
+        u16::from_ne_bytes([ports[2], ports[3]]),
+    ))
+}
+
+/// The transport header at `l4` is all there; for TCP, its flags.
+#[inline(always)]
+pub fn transport_flags(ctx: &XdpContext, l4: usize, proto: u8) -> Result<TcpFlags, Outcome> {
+    if proto == PROTO_TCP {
+        let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
+        // SAFETY: `tcp` is within bounds.
+        Ok(unsafe {
+            TcpFlags {
+                syn: (*tcp).syn() != 0,
+                ack: (*tcp).ack() != 0,
+                fin: (*tcp).fin() != 0,
+                rst: (*tcp).rst() != 0,
+            }
+        })
+    } else {
+        let _: *const UdpHdr = ptr_at(ctx, l4)?;
+        Ok(TcpFlags::default())
+    }
+}
+
+/// The transport header's least length: what an IP packet must hold beyond its headers.
+#[inline(always)]
+pub fn transport_len(proto: u8) -> usize {
+    if proto == PROTO_TCP {
+        TcpHdr::LEN
+    } else {
+        UdpHdr::LEN
+    }
+}
+
 /// The VIP prefilter: one inlined array read says whether (address, port, protocol) may be
-/// a VIP.
+/// a VIP (`addr`: an IPv4 address, or an IPv6 one folded by `hash::filter_word`).
 #[inline(always)]
 pub fn prefilter(addr: u32, port: u16, proto: u8) -> Result<(), Outcome> {
     match maps::VIP_FILTER.get(vip_filter_slot(addr, port, proto)) {

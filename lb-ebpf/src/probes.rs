@@ -55,7 +55,7 @@ pub fn probe_lru_lookup(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn probe_hash_lookup(ctx: XdpContext) -> u32 {
     let key = VipKey {
-        addr: flow_key(&ctx).src_addr,
+        addr: lb_common::ipv4_mapped(flow_key(&ctx).src_addr),
         port: 3,
         proto: 6,
         _pad: 0,

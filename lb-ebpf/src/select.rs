@@ -19,12 +19,11 @@
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_get_smp_processor_id, programs::XdpContext};
 use aya_log_ebpf::warn;
 use lb_common::{
-    Backend, Choice, FlowKey, PersistKey, RING_SIZE, SCHED_DH, SCHED_LC, SCHED_RR, SCHED_SH,
-    SCHED_WLC, SCHED_WRR, Settings, VipInfo,
-    hash::{flow_hash, mix64, ring_slot},
+    Backend, Choice, FlowTuple, PersistKey, RING_SIZE, SCHED_DH, SCHED_LC, SCHED_RR, SCHED_SH,
+    SCHED_WLC, SCHED_WRR, Settings, VipInfo, hash::mix64, masked,
 };
 
-use crate::{Outcome, conntrack::serving, maps, parse::Packet, usable};
+use crate::{Outcome, conntrack::serving, family::Family, maps, parse::TcpFlags, usable};
 
 /// Where each CPU starts in a round-robin sequence (a prime far from the ring's size).
 const CPU_OFFSET: u64 = 7_919;
@@ -45,23 +44,22 @@ pub fn counts_flows(scheduler: u32) -> bool {
 /// The backend for a flow without a usable entry: its client's template, its handshake's
 /// remembered choice, else the scheduler's (which a template or `HALF_OPEN` then keeps).
 #[inline(always)]
-pub fn schedule(
+pub fn schedule<F: Family>(
     ctx: &XdpContext,
     vip: &VipInfo,
-    key: &FlowKey,
-    packet: &Packet,
+    key: &F::Key,
+    flags: TcpFlags,
     settings: &Settings,
     now: u64,
 ) -> Result<(u32, &'static Backend), Outcome> {
-    if let Some(found) = recall(vip, key, settings, now, Some(settings.touch_interval)) {
+    if let Some(found) = recall::<F>(vip, key, settings, now, Some(settings.touch_interval)) {
         return Ok(found);
     }
     let chosen = by_scheduler(ctx, vip, key, true)?;
-    let flags = packet.tcp_flags;
     if vip.persist_timeout != 0 {
         remember(&maps::PERSIST, &client_of(vip, key), chosen, now);
     } else if stateful(vip.scheduler) && flags.syn && !flags.ack {
-        remember(&maps::HALF_OPEN, key, chosen, now);
+        remember(F::half_open(), key, chosen, now);
     }
     Ok(chosen)
 }
@@ -70,9 +68,9 @@ pub fn schedule(
 /// handshake's on a stateful scheduler (an entry that lives as long as a closing flow
 /// would); refreshed when older than `touch` (never with `None`).
 #[inline(always)]
-fn recall(
+fn recall<F: Family>(
     vip: &VipInfo,
-    key: &FlowKey,
+    key: &F::Key,
     settings: &Settings,
     now: u64,
     touch: Option<u64>,
@@ -87,7 +85,7 @@ fn recall(
         )
     } else if stateful(vip.scheduler) {
         remembered(
-            maps::HALF_OPEN.get_ptr_mut(key),
+            F::half_open().get_ptr_mut(key),
             settings.tcp_fin_timeout,
             touch,
             now,
@@ -101,7 +99,7 @@ fn recall(
 /// interval): so is its client's template, as IPVS keeps a template while connections it
 /// placed are in use. Two hash lookups, once a second per flow of a persistent VIP.
 #[inline(always)]
-pub fn keep_persistence(key: &FlowKey, now: u64) {
+pub fn keep_persistence<K: FlowTuple>(key: &K, now: u64) {
     // SAFETY: map values are only read; the daemon replaces them whole.
     let Some(vip) = (unsafe { maps::VIPS.get(key.vip_key()) }) else {
         return;
@@ -117,14 +115,14 @@ pub fn keep_persistence(key: &FlowKey, now: u64) {
 /// about it): its client's template, its handshake's choice, else the scheduler's, except
 /// that a round-robin VIP's position is not advanced (the flow hash picks instead).
 #[inline(always)]
-pub fn owner(
+pub fn owner<F: Family>(
     ctx: &XdpContext,
     vip: &VipInfo,
-    key: &FlowKey,
+    key: &F::Key,
     settings: &Settings,
     now: u64,
 ) -> Result<(u32, &'static Backend), Outcome> {
-    match recall(vip, key, settings, now, None) {
+    match recall::<F>(vip, key, settings, now, None) {
         Some(found) => Ok(found),
         None => by_scheduler(ctx, vip, key, false),
     }
@@ -132,10 +130,10 @@ pub fn owner(
 
 /// The persistence template key of the flow's client: its VIP and masked address.
 #[inline(always)]
-fn client_of(vip: &VipInfo, key: &FlowKey) -> PersistKey {
+fn client_of<K: FlowTuple>(vip: &VipInfo, key: &K) -> PersistKey {
     PersistKey {
         vip_id: vip.vip_id,
-        client: key.src_addr & vip.persist_mask,
+        client: masked(&key.client(), &vip.persist_mask),
     }
 }
 
@@ -180,15 +178,15 @@ fn remember<K>(
 /// The scheduler's choice; `advance`: a round-robin VIP moves on (else the flow hash picks
 /// in its sequence, changing nothing).
 #[inline(always)]
-fn by_scheduler(
+fn by_scheduler<K: FlowTuple>(
     ctx: &XdpContext,
     vip: &VipInfo,
-    key: &FlowKey,
+    key: &K,
     advance: bool,
 ) -> Result<(u32, &'static Backend), Outcome> {
     let hash = match vip.scheduler {
-        SCHED_SH => mix64(key.src_addr as u64),
-        SCHED_DH => mix64(key.dst_addr as u64),
+        SCHED_SH => key.source_hash(),
+        SCHED_DH => key.destination_hash(),
         SCHED_RR | SCHED_WRR if advance => {
             let position = maps::SCHED_POSITION
                 .get_ptr_mut(vip.vip_id)
@@ -203,12 +201,12 @@ fn by_scheduler(
             position + unsafe { bpf_get_smp_processor_id() } as u64 * CPU_OFFSET
         }
         SCHED_LC | SCHED_WLC => {
-            let hash = flow_hash(key);
+            let hash = key.flow_hash();
             let first = pick(ctx, vip.vip_id, (hash % RING_SIZE as u64) as u32)?;
             let second = pick(ctx, vip.vip_id, (mix64(hash) % RING_SIZE as u64) as u32)?;
             return Ok(less_loaded(vip.scheduler, first, second));
         }
-        _ => return pick(ctx, vip.vip_id, ring_slot(key)),
+        _ => key.flow_hash(),
     };
     pick(ctx, vip.vip_id, (hash % RING_SIZE as u64) as u32)
 }

@@ -28,7 +28,8 @@ pub fn announce(settings: &Settings, key: &FlowKey, backend: &Backend, kind: u32
     }
     let event = FlowEvent {
         key: *key,
-        backend_addr: backend.addr,
+        // An IPv4 flow's backend: the IPv4 address of its mapped form.
+        backend_addr: backend.addr[3],
         kind,
     };
     // A full ring loses the event: the flow then follows the peer's ring on a takeover.

@@ -171,17 +171,14 @@ pub fn maglev_choice(reconciler: &Reconciler, vip_port: u16, key: &FlowKey) -> [
 
 /// The MAC of the backend at `slot` of the ring of VIP :`vip_port`, as the daemon applied it.
 pub fn ring_choice(reconciler: &Reconciler, vip_port: u16, proto: u8, slot: u32) -> [u8; 6] {
-    let vip = VipKey {
-        addr: u32::from_ne_bytes(VIP.octets()),
-        port: vip_port.to_be(),
-        proto,
-        _pad: 0,
-    };
+    let vip = VipKey::new(VIP.into(), vip_port, proto);
     let ring = reconciler.ring(&vip).expect("vip applied");
     assert_eq!(ring.len(), RING_SIZE as usize);
     let id = ring[slot as usize];
     (1..=255u8)
-        .find(|&last| reconciler.backend_id(&vip, Ipv4Addr::new(198, 18, 1, last)) == Some(id))
+        .find(|&last| {
+            reconciler.backend_id(&vip, Ipv4Addr::new(198, 18, 1, last).into()) == Some(id)
+        })
         .map(backend_mac)
         .unwrap_or_else(|| {
             panic!("ring slot points at backend id {id}, which no configured backend has")

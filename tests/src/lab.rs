@@ -11,7 +11,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -547,7 +547,7 @@ pub fn planned(configs: &[&str]) -> Reconciler {
     let mut reconciler = Reconciler::default();
     for text in configs {
         let config = Config::parse(Path::new("lab.toml"), text).expect("lab config");
-        let macs: BTreeMap<Ipv4Addr, [u8; 6]> = config
+        let macs: BTreeMap<IpAddr, [u8; 6]> = config
             .vips
             .iter()
             .flat_map(|v| &v.backends)
@@ -563,15 +563,10 @@ pub fn planned(configs: &[&str]) -> Reconciler {
 
 /// Which server the ring sends a client port to.
 pub fn predicted_server(reconciler: &Reconciler, lab: &Lab, source_port: u16) -> String {
-    let vip = VipKey {
-        addr: u32::from_ne_bytes(VIP.octets()),
-        port: REDIS_PORT.to_be(),
-        proto: 6,
-        _pad: 0,
-    };
+    let vip = VipKey::new(VIP.into(), REDIS_PORT, 6);
     let key = FlowKey {
         src_addr: u32::from_ne_bytes(CLIENT.octets()),
-        dst_addr: vip.addr,
+        dst_addr: u32::from_ne_bytes(VIP.octets()),
         src_port: source_port.to_be(),
         dst_port: vip.port,
         proto: 6,
@@ -582,7 +577,7 @@ pub fn predicted_server(reconciler: &Reconciler, lab: &Lab, source_port: u16) ->
     let server = lab
         .servers
         .iter()
-        .find(|s| reconciler.backend_id(&vip, s.addr) == Some(id))
+        .find(|s| reconciler.backend_id(&vip, s.addr.into()) == Some(id))
         .expect("backend");
     server.name.clone()
 }

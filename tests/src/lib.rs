@@ -5,7 +5,7 @@
 //! - [`process`]: child-process guards (killed by PID on drop).
 //! - [`lab`]: client, director and real servers running `redis-server`, on one bridge.
 //! - [`lbd`]: starting and stopping `lbd` in a lab.
-//! - [`frame`]: Ethernet/IPv4/TCP/UDP frame builder.
+//! - [`frame`]: Ethernet/IPv4/TCP/UDP frame builder; [`frame6`]: the same for IPv6.
 //! - [`fixture`]: the datapath fixtures' harness (load, provision, run one frame).
 //! - [`resp`]: Redis connections on sockets the tests make (the `redis` crate's codec).
 //! - [`vrrp`]: VRRP labs: configs, instance state, the VIP, keepalived as a peer.
@@ -15,6 +15,7 @@
 
 pub mod fixture;
 pub mod frame;
+pub mod frame6;
 pub mod lab;
 pub mod lbd;
 pub mod netns;

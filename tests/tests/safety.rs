@@ -46,12 +46,7 @@ fn tcp_to(src_port: u16, vip_port: u16, flags: u8) -> Vec<u8> {
 }
 
 fn vip_key(port: u16) -> lb_common::VipKey {
-    lb_common::VipKey {
-        addr: u32::from_ne_bytes(VIP.octets()),
-        port: port.to_be(),
-        proto: PROTO_TCP,
-        _pad: 0,
-    }
+    lb_common::VipKey::new(VIP.into(), port, PROTO_TCP)
 }
 
 /// A live flow to VIP A; A is removed and other VIPs come and go until one of them holds
@@ -70,7 +65,7 @@ fn a_flow_never_follows_its_reused_vip_and_backend_ids_to_another_backend() {
     let old_vip_id = dp.reconciler().vip_id(&vip_key(7000)).unwrap();
     let old_backend_id = dp
         .reconciler()
-        .backend_id(&vip_key(7000), a_backend)
+        .backend_id(&vip_key(7000), a_backend.into())
         .unwrap();
 
     // Each round replaces the previous VIP by a new one with 64 backends.
@@ -86,7 +81,7 @@ fn a_flow_never_follows_its_reused_vip_and_backend_ids_to_another_backend() {
         }
         if let Some(&addr) = pool
             .iter()
-            .find(|&&addr| state.backend_id(&vip_key(port), addr) == Some(old_backend_id))
+            .find(|&&addr| state.backend_id(&vip_key(port), addr.into()) == Some(old_backend_id))
         {
             holder = Some((port, addr));
             break;
@@ -263,12 +258,12 @@ fn an_apply_that_fails_midway_is_repaired_by_the_next_one() {
     let vip_id = dp.reconciler().vip_id(&vip_key(6379)).unwrap();
     let in_map: Vec<u32> = maps.rings[&vip_id]
         .iter()
-        .map(|&id| maps.backends[id as usize].addr)
+        .map(|&id| maps.backends[id as usize].addr[3])
         .collect();
     let addr_of = |id: u32| {
         [a, b]
             .into_iter()
-            .find(|&addr| planned.backend_id(&vip_key(6379), addr) == Some(id))
+            .find(|&addr| planned.backend_id(&vip_key(6379), addr.into()) == Some(id))
             .map_or(0, |addr| u32::from_ne_bytes(addr.octets()))
     };
     let wanted: Vec<u32> = planned
@@ -336,7 +331,7 @@ fn canon(dp: &Datapath) -> Canon {
                 {
                     0 // dropped by the datapath
                 } else {
-                    b.addr
+                    b.addr[3]
                 }
             })
             .collect();
@@ -348,10 +343,10 @@ fn canon(dp: &Datapath) -> Canon {
             .filter(|(_, b)| b.flags & lb_common::BACKEND_F_ACTIVE != 0 && b.vip_id == info.vip_id)
             .map(|(id, b)| {
                 owned.insert(id);
-                (b.addr, b.mac)
+                (b.addr[3], b.mac)
             })
             .collect();
-        vips.insert((key.addr, key.port, key.proto), (ring, backends));
+        vips.insert((key.addr[3], key.port, key.proto), (ring, backends));
     }
     let unowned_active = maps
         .backends
@@ -363,7 +358,7 @@ fn canon(dp: &Datapath) -> Canon {
     let key_of: std::collections::BTreeMap<u32, (u32, u16, u8)> = maps
         .vips
         .iter()
-        .map(|(k, i)| (i.vip_id, (k.addr, k.port, k.proto)))
+        .map(|(k, i)| (i.vip_id, (k.addr[3], k.port, k.proto)))
         .collect();
     let backend_macs = maps
         .backend_macs

@@ -366,16 +366,11 @@ fn active_counts(dp: &Datapath, vip_port: u16) -> [u64; 3] {
     let map: aya::maps::Array<_, u64> =
         aya::maps::Array::try_from(dp.dataplane.map(lb_common::MAP_BACKEND_ACTIVE).unwrap())
             .unwrap();
-    let key = lb_common::VipKey {
-        addr: u32::from_ne_bytes(VIP.octets()),
-        port: vip_port.to_be(),
-        proto: 6,
-        _pad: 0,
-    };
+    let key = lb_common::VipKey::new(VIP.into(), vip_port, 6);
     [11u8, 12, 13].map(|last| {
         let id = dp
             .reconciler()
-            .backend_id(&key, Ipv4Addr::new(198, 18, 1, last))
+            .backend_id(&key, Ipv4Addr::new(198, 18, 1, last).into())
             .unwrap();
         map.get(&id, 0).unwrap()
     })

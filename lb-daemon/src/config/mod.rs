@@ -20,7 +20,7 @@ pub use vrrp::{SyncGroup, VrrpConfig, VrrpNotify};
 
 use std::{
     fmt,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -184,14 +184,15 @@ pub struct VipTimeouts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persistence {
     pub timeout: Duration,
-    /// Clients whose addresses agree under this mask share a backend.
-    pub netmask: Ipv4Addr,
+    /// Clients whose addresses agree under this mask (of the VIP's family) share a backend.
+    pub netmask: IpAddr,
 }
 
 /// One virtual service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipConfig {
-    pub address: Ipv4Addr,
+    /// IPv4 or IPv6; its backends are of the same family.
+    pub address: IpAddr,
     /// Also the real servers' port: DR forwarding never rewrites ports.
     pub port: u16,
     pub protocol: Protocol,
@@ -221,19 +222,14 @@ pub struct VipConfig {
 impl VipConfig {
     /// The datapath's key for this VIP.
     pub fn key(&self) -> lb_common::VipKey {
-        lb_common::VipKey {
-            addr: u32::from_ne_bytes(self.address.octets()),
-            port: self.port.to_be(),
-            proto: self.protocol.number(),
-            _pad: 0,
-        }
+        lb_common::VipKey::new(self.address, self.port, self.protocol.number())
     }
 }
 
 /// One real server of a VIP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendConfig {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Share of new flows; 0 drains (no new flows, tracked flows continue).
     pub weight: u32,
     /// Fixed MAC; otherwise resolved through the neighbour table at start and reload.
@@ -333,7 +329,10 @@ impl Config {
 
     /// The forwarding group of VIPs at `address`: 1 + the index of the VRRP instance that
     /// holds it, or 0 (always forwarded) when none does.
-    pub fn group_of(&self, address: Ipv4Addr) -> u32 {
+    pub fn group_of(&self, address: IpAddr) -> u32 {
+        let IpAddr::V4(address) = address else {
+            return 0;
+        };
         self.vrrp
             .iter()
             .position(|v| v.vips.contains(&address))

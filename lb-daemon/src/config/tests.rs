@@ -1,3 +1,5 @@
+use std::net::Ipv4Addr;
+
 use super::*;
 
 const GOOD: &str = r#"
@@ -82,13 +84,13 @@ fn good_config_parses_with_defaults_filled_in() {
         vip.backends,
         [
             BackendConfig {
-                address: Ipv4Addr::new(198, 18, 0, 11),
+                address: IpAddr::from(Ipv4Addr::new(198, 18, 0, 11)),
                 weight: 2,
                 mac: Some([2, 0, 0, 0, 0, 0xb]),
                 notify: Notify::default(),
             },
             BackendConfig {
-                address: Ipv4Addr::new(198, 18, 0, 12),
+                address: IpAddr::from(Ipv4Addr::new(198, 18, 0, 12)),
                 weight: 1,
                 mac: None,
                 notify: Notify::default(),
@@ -244,14 +246,96 @@ fn bad_vip_address() {
     );
 }
 
+/// GOOD with every address IPv6 (2001:2::/48, RFC 5180's benchmarking range).
+fn ipv6_config() -> String {
+    GOOD.replace("198.18.0.100", "2001:2::100")
+        .replace("198.18.0.11", "2001:2::11")
+        .replace("198.18.0.12", "2001:2::12")
+}
+
 #[test]
-fn ipv6_vip_is_not_supported_yet() {
-    let text = with(r#"address = "198.18.0.100""#, r#"address = "2001:db8::1""#);
+fn an_ipv6_vip_with_ipv6_backends_is_accepted() {
+    let config = parse(&ipv6_config()).unwrap();
+    let vip = &config.vips[0];
+    assert_eq!(vip.address, "2001:2::100".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        vip.backends.iter().map(|b| b.address).collect::<Vec<_>>(),
+        [
+            "2001:2::11".parse::<IpAddr>().unwrap(),
+            "2001:2::12".parse().unwrap()
+        ]
+    );
+    assert_eq!(vip.key().address(), vip.address);
+    assert_eq!(config.group_of(vip.address), 0);
+}
+
+#[test]
+fn a_backend_of_the_other_family_is_refused() {
+    // Backend errors point at their [[vip.backend]] table.
+    let text = with(r#"address = "198.18.0.12""#, r#"address = "2001:2::12""#);
     one_error(
         &text,
-        line_of(&text, "2001:db8"),
-        "vip[0].address",
-        "IPv6 is not supported yet",
+        line_of(&text, "2001:2::12") - 1,
+        "vip[0].backend[1].address",
+        "different address families",
+    );
+    let text = ipv6_config().replace("2001:2::12", "198.18.0.12");
+    one_error(
+        &text,
+        line_of(&text, "198.18.0.12") - 1,
+        "vip[0].backend[1].address",
+        "different address families",
+    );
+}
+
+#[test]
+fn link_local_and_ipv4_mapped_addresses_are_refused() {
+    for (address, says) in [
+        ("fe80::1", "link-local"),
+        (
+            "::ffff:198.18.0.100",
+            "write the IPv4 address 198.18.0.100 itself",
+        ),
+        ("::1", "cannot be"),
+        ("ff02::1", "cannot be"),
+    ] {
+        let text = ipv6_config().replace("2001:2::100", address);
+        one_error(&text, line_of(&text, address), "vip[0].address", says);
+    }
+}
+
+#[test]
+fn persistence_granularity_is_a_prefix_length_for_ipv6() {
+    let text = ipv6_config().replace(
+        r#"scheduler = "maglev""#,
+        "scheduler = \"maglev\"\npersistence_timeout = 60\npersistence_granularity = 64",
+    );
+    let persistence = parse(&text).unwrap().vips[0].persistence.unwrap();
+    assert_eq!(
+        persistence.netmask,
+        "ffff:ffff:ffff:ffff::".parse::<IpAddr>().unwrap()
+    );
+    for bad in ["0", "129", "\"255.255.255.0\""] {
+        let text = ipv6_config().replace(
+            r#"scheduler = "maglev""#,
+            &format!("persistence_timeout = 60\npersistence_granularity = {bad}"),
+        );
+        one_error(
+            &text,
+            line_of(&text, "persistence_granularity"),
+            "vip[0].persistence_granularity",
+            "prefix length from 1 to 128",
+        );
+    }
+    // An IPv4 VIP takes a prefix length too.
+    let text = with(
+        r#"scheduler = "maglev""#,
+        "persistence_timeout = 60\npersistence_granularity = 24",
+    );
+    let persistence = parse(&text).unwrap().vips[0].persistence.unwrap();
+    assert_eq!(
+        persistence.netmask,
+        IpAddr::from(Ipv4Addr::new(255, 255, 255, 0))
     );
 }
 
@@ -408,7 +492,7 @@ fn persistence_takes_a_timeout_and_a_netmask() {
         config.vips[0].persistence,
         Some(Persistence {
             timeout: Duration::from_secs(300),
-            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            netmask: IpAddr::from(Ipv4Addr::new(255, 255, 255, 0)),
         })
     );
     let off = with(r#"scheduler = "maglev""#, "persistence_timeout = 0");
@@ -1108,8 +1192,14 @@ fn a_vrrp_instance_parses_and_owns_its_vips_group() {
     assert!(v.preempt);
     assert_eq!(v.garp_master_repeat, 5);
     assert_eq!(v.unicast_peers, [Ipv4Addr::new(198, 18, 0, 3)]);
-    assert_eq!(config.group_of(Ipv4Addr::new(198, 18, 0, 100)), 1);
-    assert_eq!(config.group_of(Ipv4Addr::new(198, 18, 0, 101)), 0);
+    assert_eq!(
+        config.group_of(IpAddr::from(Ipv4Addr::new(198, 18, 0, 100))),
+        1
+    );
+    assert_eq!(
+        config.group_of(IpAddr::from(Ipv4Addr::new(198, 18, 0, 101))),
+        0
+    );
 }
 
 #[test]

@@ -1,7 +1,11 @@
 //! The rules of each section, read through [`walk`](super::walk). Every rule reports its
 //! problem and carries on, so one pass finds them all.
 
-use std::{collections::HashSet, net::Ipv4Addr, time::Duration};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use lb_common::MAX_VIPS;
 use toml_edit::TableLike;
@@ -284,7 +288,7 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
             None
         }
         None => None,
-        Some(a) => ipv4(&a, "VIP", p),
+        Some(a) => ip(&a, "VIP", p),
     };
     let port = match vip.integer("port", p) {
         None if vip.get("port").is_none() => {
@@ -352,7 +356,7 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
              no end the director sees: use \"maglev\", \"rr\" or \"wrr\"",
         );
     }
-    let persistence = persistence(&vip, p);
+    let persistence = persistence(&vip, address, p);
     let timeouts_path = walk::join(&path, "timeouts");
     let timeouts = vip
         .table("timeouts", &timeouts_path, p)
@@ -382,6 +386,8 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
                     format!("{bkey}.address"),
                     format!("{} is listed twice in this VIP", backend.address),
                 );
+            } else if let Some(problem) = family_problem(address, backend.address) {
+                p.add(Some(bat), format!("{bkey}.address"), problem);
             } else {
                 backends.push(backend);
             }
@@ -417,9 +423,24 @@ fn vip(i: usize, table: &dyn TableLike, at: usize, p: &mut Problems) -> Option<V
     })
 }
 
-/// `persistence_timeout` (seconds; 0 or absent: off) and `persistence_granularity` (a
-/// netmask, default 255.255.255.255), as keepalived's keys.
-fn persistence(vip: &Table<'_>, p: &mut Problems) -> Option<Persistence> {
+/// A backend of another address family than its VIP's: a DR real server holds the VIP and
+/// is reached on the same link, so both are of one family (as IPVS requires for DR).
+fn family_problem(vip: Option<IpAddr>, backend: IpAddr) -> Option<String> {
+    let vip = vip?;
+    (vip.is_ipv4() != backend.is_ipv4()).then(|| {
+        format!(
+            "{backend} and the VIP {vip} are of different address families: a direct-routing \
+             real server must be of the VIP's"
+        )
+    })
+}
+
+/// `persistence_timeout` (seconds; 0 or absent: off) and `persistence_granularity` (an IPv4
+/// netmask such as "255.255.255.0", or a prefix length such as 24 or, for an IPv6 VIP, 64;
+/// default: the whole address), as keepalived's and ipvsadm's `-M`. The mask is of the VIP's
+/// family (`address`; IPv4 when it is unknown).
+fn persistence(vip: &Table<'_>, address: Option<IpAddr>, p: &mut Problems) -> Option<Persistence> {
+    let ipv6 = address.is_some_and(|a| a.is_ipv6());
     let timeout = match vip.integer("persistence_timeout", p) {
         None => 0,
         Some(n) => match u32::try_from(n.value) {
@@ -430,31 +451,61 @@ fn persistence(vip: &Table<'_>, p: &mut Problems) -> Option<Persistence> {
             }
         },
     };
-    let netmask = match vip.string("persistence_granularity", p) {
-        None => Ipv4Addr::BROADCAST,
-        Some(mask) => match mask.value.parse::<Ipv4Addr>() {
-            Ok(m) if u32::from(m).leading_ones() + u32::from(m).trailing_zeros() == 32 => {
-                if timeout == 0 {
-                    p.add(
-                        Some(mask.at),
-                        mask.key.clone(),
-                        "needs persistence_timeout (a granularity without persistence does nothing)",
-                    );
+    let whole = if ipv6 {
+        IpAddr::V6(Ipv6Addr::from(u128::MAX))
+    } else {
+        IpAddr::V4(Ipv4Addr::BROADCAST)
+    };
+    let netmask = match vip.get("persistence_granularity") {
+        None => whole,
+        Some(read) => {
+            let mask = if let Some(bits) = read.item.as_integer() {
+                prefix_mask(bits, ipv6)
+            } else if let Some(text) = read.item.as_str() {
+                match text.parse::<Ipv4Addr>() {
+                    Ok(m)
+                        if !ipv6
+                            && u32::from(m).leading_ones() + u32::from(m).trailing_zeros()
+                                == 32 =>
+                    {
+                        Some(IpAddr::V4(m))
+                    }
+                    _ => None,
                 }
-                m
+            } else {
+                None
+            };
+            match mask {
+                Some(mask) => {
+                    if timeout == 0 {
+                        p.add(
+                            Some(read.at),
+                            read.key.clone(),
+                            "needs persistence_timeout (a granularity without persistence does nothing)",
+                        );
+                    }
+                    mask
+                }
+                None => {
+                    let expected = if ipv6 {
+                        "a prefix length from 1 to 128 such as 64 (the VIP is IPv6)"
+                    } else {
+                        "a netmask such as \"255.255.255.0\" or a prefix length from 1 to 32"
+                    };
+                    let given = match (read.item.as_integer(), read.item.as_str()) {
+                        (Some(n), _) => format!("{n}: "),
+                        (_, Some(text)) => format!("{text:?}: "),
+                        _ => String::new(),
+                    };
+                    p.add(
+                        Some(read.at),
+                        read.key,
+                        format!("{given}expected {expected}"),
+                    );
+                    whole
+                }
             }
-            _ => {
-                p.add(
-                    Some(mask.at),
-                    mask.key,
-                    format!(
-                        "{:?}: expected a netmask such as \"255.255.255.0\"",
-                        mask.value
-                    ),
-                );
-                Ipv4Addr::BROADCAST
-            }
-        },
+        }
     };
     (timeout != 0).then(|| Persistence {
         timeout: Duration::from_secs(timeout.into()),
@@ -462,10 +513,21 @@ fn persistence(vip: &Table<'_>, p: &mut Problems) -> Option<Persistence> {
     })
 }
 
-/// `sorry_server = "IPv4"`, or a table with `address` and `mac`, like a backend's.
+/// The mask of a `bits`-long prefix of an IPv4 (or IPv6) address, if `bits` fits.
+fn prefix_mask(bits: i64, ipv6: bool) -> Option<IpAddr> {
+    if ipv6 {
+        let bits = u32::try_from(bits).ok().filter(|b| (1..=128).contains(b))?;
+        Some(IpAddr::V6(Ipv6Addr::from(u128::MAX << (128 - bits))))
+    } else {
+        let bits = u32::try_from(bits).ok().filter(|b| (1..=32).contains(b))?;
+        Some(IpAddr::V4(Ipv4Addr::from(u32::MAX << (32 - bits))))
+    }
+}
+
+/// `sorry_server = "address"`, or a table with `address` and `mac`, like a backend's.
 fn sorry_server(
     vip: &Table<'_>,
-    vip_address: Option<Ipv4Addr>,
+    vip_address: Option<IpAddr>,
     backends: &[BackendConfig],
     p: &mut Problems,
 ) -> Option<BackendConfig> {
@@ -478,7 +540,7 @@ fn sorry_server(
             item: read.item,
         };
         BackendConfig {
-            address: ipv4(&read, "sorry server", p)?,
+            address: ip(&read, "sorry server", p)?,
             weight: 1,
             mac: None,
             notify: Default::default(),
@@ -497,9 +559,13 @@ fn sorry_server(
             ..server
         }
     } else {
-        walk::wrong_type(&read, "an IPv4 address or a table", p);
+        walk::wrong_type(&read, "an IP address or a table", p);
         return None;
     };
+    if let Some(problem) = family_problem(vip_address, server.address) {
+        p.add(Some(read.at), &read.key, problem);
+        return None;
+    }
     if Some(server.address) == vip_address || backends.iter().any(|b| b.address == server.address) {
         p.add(
             Some(read.at),
@@ -528,7 +594,7 @@ fn backend(
             None
         }
         None => None,
-        Some(a) => ipv4(&a, "backend", p),
+        Some(a) => ip(&a, "backend", p),
     };
     let weight = match backend.integer("weight", p) {
         None if backend.get("weight").is_none() => Some(1),
@@ -593,6 +659,33 @@ pub(super) fn ipv4_list(t: &Table<'_>, key: &str, what: &str, p: &mut Problems) 
     out
 }
 
+/// A VIP's, backend's or sorry server's address: IPv4 or IPv6, unicast, not loopback, not
+/// link-local (a DR real server is reached on the director's link by its global address),
+/// and not IPv4-mapped (write the IPv4 address itself).
+pub(super) fn ip(read: &Read<'_, String>, what: &str, p: &mut Problems) -> Option<IpAddr> {
+    let text = &read.value;
+    let Ok(v6) = text.parse::<Ipv6Addr>() else {
+        return ipv4(read, what, p).map(IpAddr::V4);
+    };
+    let problem = if v6.is_unspecified() || v6.is_loopback() || v6.is_multicast() {
+        Some(format!("{v6} cannot be a {what} address"))
+    } else if v6.is_unicast_link_local() {
+        Some(format!(
+            "{v6} is link-local: use the {what}'s global (or unique local) address"
+        ))
+    } else {
+        v6.to_ipv4_mapped()
+            .map(|v4| format!("{v6} is IPv4-mapped: write the IPv4 address {v4} itself"))
+    };
+    match problem {
+        Some(problem) => {
+            p.add(Some(read.at), &read.key, problem);
+            None
+        }
+        None => Some(IpAddr::V6(v6)),
+    }
+}
+
 pub(super) fn ipv4(read: &Read<'_, String>, what: &str, p: &mut Problems) -> Option<Ipv4Addr> {
     let text = &read.value;
     match text.parse::<Ipv4Addr>() {
@@ -609,7 +702,7 @@ pub(super) fn ipv4(read: &Read<'_, String>, what: &str, p: &mut Problems) -> Opt
             p.add(
                 Some(read.at),
                 &read.key,
-                format!("{text}: IPv6 is not supported yet"),
+                format!("{text}: an IPv6 address cannot be a {what} address (IPv4 only here)"),
             );
             None
         }

@@ -14,7 +14,7 @@ pub mod snapshot;
 pub mod writer;
 
 use aya::{Ebpf, EbpfLoader, maps::Map, programs::Xdp};
-use lb_common::{MAP_FLOWS, PROGRAM_CLOCK, PROGRAM_LB};
+use lb_common::{MAP_FLOWS, MAP_FLOWS6, PROGRAM_CLOCK, PROGRAM_LB};
 
 use crate::error::{Error, Result};
 
@@ -59,6 +59,7 @@ impl Dataplane {
         let level = options.log_level as u8;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_FLOWS, options.max_flows)
+            .map_max_entries(MAP_FLOWS6, options.max_flows)
             .override_global(aya_log::LEVEL, &level, false)
             .load(object)?;
         let program: &mut Xdp = ebpf

@@ -1,12 +1,13 @@
 //! Typed reads of the datapath's state, from maps loaded here or pinned by a running daemon.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use lb_common::{
-    BACKEND_F_ACTIVE, Backend, FLOW_F_CLOSING, Flow, FlowKey, MAP_BACKEND_STATS, MAP_BACKENDS,
-    MAP_FLOWS, MAP_SETTINGS, MAP_VERDICTS, MAP_VIP_STATS, MAP_VIPS, PROTO_TCP, Settings,
-    TrafficCounters, VerdictCounters, VipInfo, VipKey,
+    BACKEND_F_ACTIVE, Backend, FLOW_F_CLOSING, Flow, FlowKey, FlowKey6, FlowTuple,
+    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_FLOWS6, MAP_SETTINGS, MAP_VERDICTS,
+    MAP_VIP_STATS, MAP_VIPS, PROTO_TCP, Settings, TrafficCounters, VerdictCounters, VipInfo,
+    VipKey,
 };
 
 use crate::error::{Error, Result};
@@ -39,13 +40,13 @@ pub struct VipStatus {
 }
 
 impl VipStatus {
-    pub fn address(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.key.addr.to_ne_bytes())
+    pub fn address(&self) -> IpAddr {
+        self.key.address()
     }
     pub fn port(&self) -> u16 {
         u16::from_be(self.key.port)
     }
-    pub fn backend(&self, addr: Ipv4Addr) -> Option<&BackendStatus> {
+    pub fn backend(&self, addr: IpAddr) -> Option<&BackendStatus> {
         self.backends.iter().find(|b| b.address() == addr)
     }
 }
@@ -62,8 +63,8 @@ pub struct BackendStatus {
 }
 
 impl BackendStatus {
-    pub fn address(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.entry.addr.to_ne_bytes())
+    pub fn address(&self) -> IpAddr {
+        lb_common::ip_addr(&self.entry.addr)
     }
 }
 
@@ -84,6 +85,40 @@ pub fn sum_per_cpu<V: aya::Pod + Default>(
     Ok(total)
 }
 
+/// Adds the live flows of one flow table (IPv4 or IPv6) to `counts`, per (backend id,
+/// generation): (open, closing).
+fn count_flows<K: aya::Pod + FlowTuple>(
+    flows: &Map,
+    name: &'static str,
+    by_id: &std::collections::HashMap<u32, Backend>,
+    settings: &Settings,
+    now: u64,
+    counts: &mut std::collections::HashMap<(u32, u32), (u64, u64)>,
+) -> Result<()> {
+    let flows: HashMap<&MapData, K, Flow> = HashMap::try_from(flows).map_err(map_err(name))?;
+    for entry in flows.iter() {
+        let Ok((key, flow)) = entry else { continue };
+        let closing = flow.flags & FLOW_F_CLOSING != 0;
+        // A flow of an earlier backend under the same id is not this backend's (the
+        // datapath would reschedule it).
+        let Some(backend) = by_id
+            .get(&flow.backend_id)
+            .filter(|b| b.generation == flow.backend_generation)
+        else {
+            continue;
+        };
+        let timeout = backend.timeout(settings, key.proto() == PROTO_TCP, closing);
+        if now.saturating_sub(flow.last_seen) > timeout {
+            continue;
+        }
+        let count = counts
+            .entry((flow.backend_id, flow.backend_generation))
+            .or_default();
+        if closing { count.1 += 1 } else { count.0 += 1 }
+    }
+    Ok(())
+}
+
 /// Reads the whole state.
 pub fn read(source: &impl MapSource) -> Result<Snapshot> {
     let vips: HashMap<&MapData, VipKey, VipInfo> =
@@ -99,8 +134,6 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
         PerCpuArray::try_from(source.map(MAP_VERDICTS)?).map_err(map_err(MAP_VERDICTS))?;
     let settings: Array<&MapData, Settings> =
         Array::try_from(source.map(MAP_SETTINGS)?).map_err(map_err(MAP_SETTINGS))?;
-    let flows: HashMap<&MapData, FlowKey, Flow> =
-        HashMap::try_from(source.map(MAP_FLOWS)?).map_err(map_err(MAP_FLOWS))?;
 
     let settings = settings.get(&0, 0).map_err(map_err(MAP_SETTINGS))?;
     let verdicts = sum_per_cpu(&verdict_map, 0, VerdictCounters::add)?;
@@ -116,31 +149,11 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
 
     // Flow counts per backend, as ipvsadm's ActiveConn / InActConn.
     let now = source.now_jiffies()?;
-    // Keyed by (backend id, generation): a flow of an earlier backend under the same id is
-    // not this backend's (the datapath would reschedule it).
     let mut flow_counts: std::collections::HashMap<(u32, u32), (u64, u64)> = Default::default();
-    for entry in flows.iter() {
-        let Ok((key, flow)) = entry else { continue };
-        let closing = flow.flags & FLOW_F_CLOSING != 0;
-        let Some(backend) = by_id
-            .get(&flow.backend_id)
-            .filter(|b| b.generation == flow.backend_generation)
-        else {
-            continue;
-        };
-        let timeout = backend.timeout(&settings, key.proto == PROTO_TCP, closing);
-        if now.saturating_sub(flow.last_seen) > timeout {
-            continue;
-        }
-        let counts = flow_counts
-            .entry((flow.backend_id, flow.backend_generation))
-            .or_default();
-        if closing {
-            counts.1 += 1
-        } else {
-            counts.0 += 1
-        }
-    }
+    let flows4 = source.map(MAP_FLOWS)?;
+    count_flows::<FlowKey>(flows4, MAP_FLOWS, &by_id, &settings, now, &mut flow_counts)?;
+    let flows6 = source.map(MAP_FLOWS6)?;
+    count_flows::<FlowKey6>(flows6, MAP_FLOWS6, &by_id, &settings, now, &mut flow_counts)?;
 
     let mut out = Vec::new();
     for entry in vips.iter() {
@@ -159,7 +172,7 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
                 closing_flows,
             });
         }
-        members.sort_by_key(|b| u32::from_be(b.entry.addr));
+        members.sort_by_key(|b| b.address());
         out.push(VipStatus {
             key,
             info,
@@ -167,13 +180,7 @@ pub fn read(source: &impl MapSource) -> Result<Snapshot> {
             backends: members,
         });
     }
-    out.sort_by_key(|v| {
-        (
-            u32::from_be(v.key.addr),
-            u16::from_be(v.key.port),
-            v.key.proto,
-        )
-    });
+    out.sort_by_key(|v| (v.key.address(), u16::from_be(v.key.port), v.key.proto));
     Ok(Snapshot {
         vips: out,
         verdicts,

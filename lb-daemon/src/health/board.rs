@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::SystemTime,
 };
 
@@ -41,7 +41,7 @@ impl SentinelSpec {
 }
 
 /// One checked backend: a VIP's key and the backend's address.
-pub type BackendKey = (VipKey, Ipv4Addr);
+pub type BackendKey = (VipKey, IpAddr);
 
 /// What a checker needs to know besides the backend's address; a reload that changes it
 /// restarts the checker (and the backend's state).
@@ -49,7 +49,7 @@ pub type BackendKey = (VipKey, Ipv4Addr);
 pub struct CheckSpec {
     pub check: CheckConfig,
     pub role: Role,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
 }
 
@@ -200,7 +200,7 @@ pub struct Recorded {
 pub enum Event {
     MasterChosen {
         vip: String,
-        master: Ipv4Addr,
+        master: IpAddr,
     },
     NoMaster {
         vip: String,
@@ -208,20 +208,20 @@ pub enum Event {
     /// More than one backend reports `role:master`.
     SeveralMasters {
         vip: String,
-        masters: Vec<Ipv4Addr>,
-        kept: Option<Ipv4Addr>,
+        masters: Vec<IpAddr>,
+        kept: Option<IpAddr>,
     },
     /// Sentinel names a master that cannot take the VIP's flows.
     SentinelMasterUnusable {
         vip: String,
-        master: SocketAddrV4,
+        master: SocketAddr,
         why: String,
     },
 }
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |addrs: &[Ipv4Addr]| {
+        let list = |addrs: &[IpAddr]| {
             addrs
                 .iter()
                 .map(|a| a.to_string())
@@ -275,13 +275,13 @@ impl Event {
 pub struct Board {
     backends: BTreeMap<BackendKey, BackendHealth>,
     /// The master each write VIP sends to.
-    masters: BTreeMap<VipKey, Ipv4Addr>,
+    masters: BTreeMap<VipKey, IpAddr>,
     /// The masters each write VIP last saw when more than one reported it.
-    several: BTreeMap<VipKey, Vec<Ipv4Addr>>,
+    several: BTreeMap<VipKey, Vec<IpAddr>>,
     /// Sentinel watchers (spec, id), and what each last said (`None`: no Sentinel answered).
-    sentinels: BTreeMap<VipKey, (SentinelSpec, u64, Option<SocketAddrV4>)>,
+    sentinels: BTreeMap<VipKey, (SentinelSpec, u64, Option<SocketAddr>)>,
     /// The Sentinel master each write VIP last found unusable (logged once).
-    unusable: BTreeMap<VipKey, SocketAddrV4>,
+    unusable: BTreeMap<VipKey, SocketAddr>,
     /// Id of the next checker started.
     next_checker: u64,
     /// VIPs whose sorry server the last [`Board::effective`] put in service.
@@ -365,7 +365,7 @@ impl Board {
         &mut self,
         vip: VipKey,
         watcher: u64,
-        master: Option<SocketAddrV4>,
+        master: Option<SocketAddr>,
     ) -> bool {
         match self.sentinels.get_mut(&vip) {
             Some((_, id, said)) if *id == watcher && *said != master => {
@@ -387,7 +387,7 @@ impl Board {
     }
 
     /// What Sentinel last said of a write VIP's master.
-    pub fn sentinel_master(&self, vip: &VipKey) -> Option<SocketAddrV4> {
+    pub fn sentinel_master(&self, vip: &VipKey) -> Option<SocketAddr> {
         self.sentinels.get(vip).and_then(|(_, _, said)| *said)
     }
 
@@ -438,7 +438,8 @@ impl Board {
     /// changed.
     fn update_load_factors(&mut self, vip: VipKey, metric: crate::config::LoadMetric) -> bool {
         use crate::config::LoadMetric;
-        let range = (vip, Ipv4Addr::UNSPECIFIED)..=(vip, Ipv4Addr::BROADCAST);
+        let range =
+            (vip, IpAddr::V4(Ipv4Addr::UNSPECIFIED))..=(vip, IpAddr::V6(Ipv6Addr::from(u128::MAX)));
         let mut loads = Vec::new();
         let mut applied = BTreeMap::new();
         for ((_, addr), h) in self.backends.range(range.clone()) {
@@ -476,7 +477,7 @@ impl Board {
     }
 
     /// The master a write VIP sends to, if any.
-    pub fn master(&self, vip: &VipKey) -> Option<Ipv4Addr> {
+    pub fn master(&self, vip: &VipKey) -> Option<IpAddr> {
         self.masters.get(vip).copied()
     }
 
@@ -498,8 +499,12 @@ impl Board {
                 continue;
             }
             let key = desired.key;
-            let name = format!("{}:{}/{}", vip.address, vip.port, vip.protocol);
-            let mut fit: Vec<Ipv4Addr> = desired
+            let name = format!(
+                "{}/{}",
+                std::net::SocketAddr::new(vip.address, vip.port),
+                vip.protocol
+            );
+            let mut fit: Vec<IpAddr> = desired
                 .backends
                 .iter()
                 .filter(|b| {
@@ -513,7 +518,7 @@ impl Board {
             if let (Role::Master, Some(said)) = (vip.role, sentinel.as_ref()) {
                 // Sentinel's answer wins over role polling: its master, if it is one of this
                 // VIP's backends and answers its check; else none.
-                let master = *said.ip();
+                let master = said.ip();
                 let why = if said.port() != vip.port
                     || !desired.backends.iter().any(|b| b.addr == master)
                 {

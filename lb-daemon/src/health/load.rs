@@ -6,7 +6,7 @@
 //! one, in steps of 10%, never below 10%, and change a backend's factor only when the new
 //! one differs by 30 points or more, so tables are not rebuilt on noise.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 /// What `INFO clients stats memory` says of a backend's load.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,10 +46,7 @@ const HYSTERESIS: u32 = 30;
 /// Each backend's factor (percent of its weight) from its load, given the factors applied
 /// now. The least loaded backend gets 100; one with n times its load gets about 100/n (both
 /// loads cushioned by a quarter of the mean, at least 10, so small numbers do not swing).
-pub fn factors(
-    loads: &[(Ipv4Addr, u64)],
-    applied: &BTreeMap<Ipv4Addr, u32>,
-) -> BTreeMap<Ipv4Addr, u32> {
+pub fn factors(loads: &[(IpAddr, u64)], applied: &BTreeMap<IpAddr, u32>) -> BTreeMap<IpAddr, u32> {
     let Some(min) = loads.iter().map(|&(_, l)| l).min() else {
         return BTreeMap::new();
     };
@@ -90,9 +87,9 @@ pub fn memory_full(load: &Load, permille: u32, was_full: bool) -> bool {
 mod tests {
     use super::*;
 
-    const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
-    const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
-    const C: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 13);
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 11));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 12));
+    const C: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 13));
 
     #[test]
     fn reads_info_sections() {

@@ -4,7 +4,7 @@
 //! Checks are spread over the interval (each backend starts at its own offset) and at most
 //! [`CONCURRENT_CHECKS`] run at once, so many backends at a short interval do not burst.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
 use lb_common::hash::mix64;
 use tokio::{
@@ -132,8 +132,12 @@ fn grid(interval: Duration) -> Duration {
 /// Where in the interval a backend's checks fall: fixed per backend (from its address) and
 /// on the grid, so checks of many backends spread out and each keeps its cadence.
 fn offset(key: &BackendKey, interval: Duration) -> Duration {
-    let seed =
-        (u64::from(u32::from(key.1)) << 32) ^ (u64::from(key.0.addr) << 16) ^ u64::from(key.0.port);
+    let backend = match key.1 {
+        IpAddr::V4(v4) => u32::from(v4),
+        IpAddr::V6(_) => lb_common::hash::filter_word(&lb_common::ip_words(key.1)),
+    };
+    let vip = lb_common::hash::filter_word(&key.0.addr);
+    let seed = (u64::from(backend) << 32) ^ (u64::from(vip) << 16) ^ u64::from(key.0.port);
     let step = grid(interval);
     let slots = (interval.as_nanos() / step.as_nanos()).max(1) as u64;
     step * (mix64(seed) % slots) as u32
@@ -154,7 +158,7 @@ async fn checker(
     permits: Arc<Semaphore>,
 ) {
     let check = &spec.check;
-    let addr: Ipv4Addr = key.1;
+    let addr: IpAddr = key.1;
     let step = grid(check.interval);
     // Every checker counts its grid from the same point (when the first one started).
     let epoch = *EPOCH.get_or_init(Instant::now);
@@ -265,7 +269,10 @@ mod checker_tests {
         );
         let config = Config::parse(Path::new("t.toml"), &text).expect("valid config");
         let spec = CheckSpec::of(&config.vips[0]).unwrap();
-        let key = (config.vips[0].key(), Ipv4Addr::LOCALHOST);
+        let key = (
+            config.vips[0].key(),
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        );
         let (mut monitor, mut reports) = Monitor::new();
         monitor.apply(Changes {
             start: vec![(key, spec, 7)],
@@ -294,7 +301,7 @@ mod checker_tests {
 
 #[cfg(test)]
 mod grid_tests {
-    use std::net::Ipv4Addr;
+    use std::net::IpAddr;
 
     use lb_common::VipKey;
 
@@ -304,13 +311,18 @@ mod grid_tests {
     fn checks_fall_on_the_grid_and_spread_over_the_interval() {
         let interval = Duration::from_secs(1);
         let vip = VipKey {
-            addr: u32::from_ne_bytes([198, 18, 0, 100]),
+            addr: lb_common::ipv4_mapped(u32::from_ne_bytes([198, 18, 0, 100])),
             port: 6379u16.to_be(),
             proto: 6,
             _pad: 0,
         };
         let offsets: std::collections::BTreeSet<Duration> = (0..1000u32)
-            .map(|i| offset(&(vip, Ipv4Addr::from(0xc612_0400 + i)), interval))
+            .map(|i| {
+                offset(
+                    &(vip, IpAddr::from(std::net::Ipv4Addr::from(0xc612_0400 + i))),
+                    interval,
+                )
+            })
             .collect();
         assert!(
             offsets
@@ -367,7 +379,10 @@ mod cadence_tests {
         );
         let config = Config::parse(Path::new("t.toml"), &text).expect("valid config");
         let spec = CheckSpec::of(&config.vips[0]).unwrap();
-        let key = (config.vips[0].key(), Ipv4Addr::LOCALHOST);
+        let key = (
+            config.vips[0].key(),
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        );
         let (mut monitor, mut reports) = Monitor::new();
         monitor.apply(Changes {
             start: vec![(key, spec, 1)],

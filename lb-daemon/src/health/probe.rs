@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     os::unix::process::ExitStatusExt,
     path::PathBuf,
     process::Stdio,
@@ -23,14 +23,14 @@ pub struct Session {
 }
 
 /// Checks the backend at `addr` as `spec` says.
-pub async fn check(spec: &CheckSpec, addr: Ipv4Addr, session: &mut Session) -> Outcome {
+pub async fn check(spec: &CheckSpec, addr: IpAddr, session: &mut Session) -> Outcome {
     let timeout = spec.check.timeout;
     let work = async {
         match &spec.check.kind {
             CheckKind::Redis { auth, port } => {
                 redis_check(
                     &mut session.redis,
-                    SocketAddrV4::new(addr, port.unwrap_or(spec.port)),
+                    SocketAddr::new(addr, port.unwrap_or(spec.port)),
                     auth.as_ref(),
                     spec.role != Role::Any,
                     spec.check.load_weights.is_some() || spec.check.max_memory_permille.is_some(),
@@ -39,7 +39,7 @@ pub async fn check(spec: &CheckSpec, addr: Ipv4Addr, session: &mut Session) -> O
                 .await
             }
             CheckKind::Tcp { port } => {
-                tcp_check(SocketAddrV4::new(addr, port.unwrap_or(spec.port))).await
+                tcp_check(SocketAddr::new(addr, port.unwrap_or(spec.port))).await
             }
             CheckKind::Script {
                 argv,
@@ -128,7 +128,7 @@ pub fn redis_error(what: &str, err: &redis::RedisError) -> String {
 /// A client for `addr` with no handshake of its own (no `CLIENT SETINFO`): a check says
 /// exactly what it sends. `auth`, when given, is sent by the connection setup.
 pub fn client(
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     auth: Option<(&Option<String>, String)>,
 ) -> Result<redis::Client, String> {
     let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
@@ -147,7 +147,7 @@ pub fn client(
 
 /// A connection to `addr`, each step bounded by `timeout`; `AUTH` sent when `auth` is set.
 pub async fn connect(
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     auth: Option<&RedisAuth>,
     timeout: Duration,
 ) -> Result<redis::aio::MultiplexedConnection, String> {
@@ -181,7 +181,7 @@ pub async fn connect(
 /// connection that failed at the connection level, or whose check timed out, is dropped.
 async fn redis_check(
     session: &mut Option<super::resp::Conn>,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     auth: Option<&RedisAuth>,
     wants_role: bool,
     wants_load: bool,
@@ -316,8 +316,8 @@ async fn redis_check(
     }
 }
 
-async fn tcp_check(addr: SocketAddrV4) -> Outcome {
-    match tokio::net::TcpStream::connect(SocketAddr::V4(addr)).await {
+async fn tcp_check(addr: SocketAddr) -> Outcome {
+    match tokio::net::TcpStream::connect(addr).await {
         Ok(_) => Outcome::up(format!("connected to {addr}")),
         Err(err) => Outcome::down(format!("connect {addr}: {err}")),
     }
@@ -328,7 +328,7 @@ async fn script_check(
     argv: &[String],
     dynamic_weight: bool,
     spec: &CheckSpec,
-    addr: Ipv4Addr,
+    addr: IpAddr,
 ) -> Outcome {
     let mut command = command(
         argv,
@@ -384,7 +384,7 @@ impl Drop for ProcessGroup {
 
 #[cfg(test)]
 mod connect_port_tests {
-    use std::{net::Ipv4Addr, path::Path};
+    use std::{net::IpAddr, path::Path};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -421,7 +421,12 @@ mod connect_port_tests {
         );
         let config = Config::parse(Path::new("t.toml"), &text).expect("connect_port accepted");
         let spec = CheckSpec::of(&config.vips[0]).unwrap();
-        let outcome = check(&spec, Ipv4Addr::LOCALHOST, &mut Session::default()).await;
+        let outcome = check(
+            &spec,
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            &mut Session::default(),
+        )
+        .await;
         assert!(
             outcome.ok,
             "redis check with connect_port = {redis_port} dialled the VIP port {vip_port}: {outcome:?}"

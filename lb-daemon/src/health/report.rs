@@ -4,7 +4,7 @@
 
 use std::{
     io,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -17,10 +17,10 @@ use crate::config::{Config, Role};
 /// One backend's line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthLine {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: String,
-    pub backend: Ipv4Addr,
+    pub backend: IpAddr,
     /// `up` (taking new flows), `standby` (healthy, wrong role or not the chosen master),
     /// `down`, `pending` (not checked yet), or `sorry` (the VIP's sorry server).
     pub state: String,
@@ -165,9 +165,8 @@ pub fn write(path: &Path, lines: &[HealthLine]) -> io::Result<()> {
     let mut text = String::new();
     for l in lines {
         text.push_str(&format!(
-            "{}:{}/{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            l.vip,
-            l.port,
+            "{}/{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            std::net::SocketAddr::new(l.vip, l.port),
             l.protocol,
             l.backend,
             l.state,
@@ -192,10 +191,10 @@ fn parse(line: &str) -> Option<HealthLine> {
     let mut f = line.splitn(7, '\t');
     let service = f.next()?;
     let (addr_port, protocol) = service.split_once('/')?;
-    let (vip, port) = addr_port.split_once(':')?;
+    let service: std::net::SocketAddr = addr_port.parse().ok()?;
     Some(HealthLine {
-        vip: vip.parse().ok()?,
-        port: port.parse().ok()?,
+        vip: service.ip(),
+        port: service.port(),
         protocol: protocol.to_owned(),
         backend: f.next()?.parse().ok()?,
         state: f.next()?.to_owned(),
@@ -213,10 +212,10 @@ mod tests {
     #[test]
     fn lines_survive_the_file() {
         let line = HealthLine {
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 100)),
             port: 6379,
             protocol: "TCP".into(),
-            backend: Ipv4Addr::new(198, 18, 0, 11),
+            backend: IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 11)),
             state: "down".into(),
             role: "-".into(),
             checked: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),

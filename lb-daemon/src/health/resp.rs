@@ -5,7 +5,7 @@
 //! The only thing done here by hand is finding where a reply ends in the bytes read so far
 //! ([`reply_len`]), so a reply split across reads is handed to the parser whole.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -97,7 +97,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub async fn open(addr: SocketAddrV4) -> std::io::Result<Conn> {
+    pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {

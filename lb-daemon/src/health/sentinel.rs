@@ -3,7 +3,7 @@
 //! only reports; the board decides (Sentinel's answer wins over role polling).
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -21,16 +21,16 @@ pub struct SentinelReport {
     /// The watcher that sent it (see [`Changes::start_sentinels`](super::board::Changes)).
     pub watcher: u64,
     /// `None`: no Sentinel answered (or none knows the name); role polling decides.
-    pub master: Option<SocketAddrV4>,
+    pub master: Option<SocketAddr>,
     /// Which Sentinel said so, or why none did.
     pub via: String,
 }
 
 /// `+switch-master` payload: `<name> <old-ip> <old-port> <new-ip> <new-port>`.
-pub fn parse_switch(payload: &str, master_name: &str) -> Option<SocketAddrV4> {
+pub fn parse_switch(payload: &str, master_name: &str) -> Option<SocketAddr> {
     let fields: Vec<&str> = payload.split_whitespace().collect();
     match fields.as_slice() {
-        [name, _, _, new_ip, new_port] if *name == master_name => Some(SocketAddrV4::new(
+        [name, _, _, new_ip, new_port] if *name == master_name => Some(SocketAddr::new(
             new_ip.parse().ok()?,
             new_port.parse().ok()?,
         )),
@@ -57,7 +57,16 @@ pub async fn watch(
         for i in 0..spec.addresses.len() {
             let addr = spec.addresses[(first + i) % spec.addresses.len()];
             // Returns when that Sentinel stops answering.
-            let reason = session(vip, watcher, &spec, addr, timeout, interval, &reports).await;
+            let reason = session(
+                vip,
+                watcher,
+                &spec,
+                addr.into(),
+                timeout,
+                interval,
+                &reports,
+            )
+            .await;
             reasons.push(format!("{addr}: {reason}"));
             if reports.is_closed() {
                 return;
@@ -82,7 +91,7 @@ async fn session(
     vip: VipKey,
     watcher: u64,
     spec: &SentinelConfig,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     timeout: Duration,
     interval: Duration,
     reports: &mpsc::Sender<SentinelReport>,
@@ -105,8 +114,8 @@ async fn session(
             .map_err(|err| redis_error("SENTINEL get-master-addr-by-name", &err))?;
             let master = match answer {
                 None => return Err(format!("does not know master {:?}", spec.master_name)),
-                Some((ip, port)) => SocketAddrV4::new(
-                    ip.parse::<Ipv4Addr>()
+                Some((ip, port)) => SocketAddr::new(
+                    ip.parse::<IpAddr>()
                         .map_err(|_| format!("master address {ip:?} is not IPv4"))?,
                     port,
                 ),
@@ -197,7 +206,10 @@ mod tests {
         let payload = "mymaster 198.18.0.11 6379 198.18.0.12 6379";
         assert_eq!(
             parse_switch(payload, "mymaster"),
-            Some(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 12), 6379))
+            Some(SocketAddr::new(
+                IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 12)),
+                6379
+            ))
         );
         assert_eq!(parse_switch(payload, "other"), None);
         assert_eq!(parse_switch("mymaster 198.18.0.11 6379", "mymaster"), None);

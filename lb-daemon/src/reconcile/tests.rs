@@ -1,18 +1,15 @@
+use std::net::Ipv4Addr;
+
 use super::*;
 use lb_common::hash::vip_filter_slot;
 
 fn vip(last: u8, port: u16) -> VipKey {
-    VipKey {
-        addr: u32::from_ne_bytes([198, 18, 0, last]),
-        port: port.to_be(),
-        proto: 6,
-        _pad: 0,
-    }
+    VipKey::new(Ipv4Addr::new(198, 18, 0, last).into(), port, 6)
 }
 
 fn backend(last: u8, weight: u32) -> DesiredBackend {
     DesiredBackend {
-        addr: Ipv4Addr::new(198, 18, 0, last),
+        addr: IpAddr::from(Ipv4Addr::new(198, 18, 0, last)),
         weight,
         mac: [2, 0, 0, 0, 0, last],
         local: false,
@@ -31,7 +28,7 @@ fn desired(backends: Vec<DesiredBackend>) -> Vec<DesiredVip> {
 
 fn fragment_key(last: u8, proto: u8) -> FragmentVipKey {
     FragmentVipKey {
-        addr: u32::from_ne_bytes([198, 18, 0, last]),
+        addr: lb_common::ipv4_mapped(u32::from_ne_bytes([198, 18, 0, last])),
         proto,
         _pad: [0; 3],
     }
@@ -69,9 +66,9 @@ fn first_apply_creates_backends_then_ring_then_vip() {
     assert_eq!(ring_slots_written(&ops), RING_SIZE as usize);
     let ring = next.ring(&vip(100, 6379)).unwrap();
     let ids = [
-        next.backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 11))
+        next.backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 11)))
             .unwrap(),
-        next.backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 12))
+        next.backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 12)))
             .unwrap(),
     ];
     assert!(ids.iter().all(|&id| id != 0), "id 0 is reserved");
@@ -96,7 +93,7 @@ fn removing_a_backend_rewrites_its_slots_before_retiring_it() {
         ]))
         .unwrap();
     let removed_id = applied
-        .backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 13))
+        .backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 13)))
         .unwrap();
     let (ops, next) = applied
         .plan(&desired(vec![backend(11, 1), backend(12, 1)]))
@@ -143,7 +140,7 @@ fn zero_weight_drains_without_retiring() {
         .plan(&desired(vec![backend(11, 1), backend(12, 1)]))
         .unwrap();
     let drained = applied
-        .backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 12))
+        .backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 12)))
         .unwrap();
     let (ops, next) = applied
         .plan(&desired(vec![backend(11, 1), backend(12, 0)]))
@@ -175,7 +172,7 @@ fn mac_change_updates_the_entry_in_place() {
         .plan(&desired(vec![backend(11, 1)]))
         .unwrap();
     let id = applied
-        .backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 11))
+        .backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 11)))
         .unwrap();
     let mut moved = backend(11, 1);
     moved.mac = [2, 9, 9, 9, 9, 9];
@@ -206,11 +203,11 @@ fn removed_vip_is_unpublished_then_its_backends_retired() {
         .plan(&desired(vec![backend(11, 1)]))
         .unwrap();
     let id = applied
-        .backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 11))
+        .backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 11)))
         .unwrap();
     let (ops, next) = applied.plan(&[]).unwrap();
     let key = vip(100, 6379);
-    let slot = vip_filter_slot(key.addr, key.port, key.proto);
+    let slot = vip_filter_slot(lb_common::hash::filter_word(&key.addr), key.port, key.proto);
     assert_eq!(
         ops,
         [
@@ -239,11 +236,11 @@ fn retired_backend_ids_are_reused_last() {
         .plan(&desired(vec![backend(11, 1)]))
         .unwrap();
     let first = applied
-        .backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 11))
+        .backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 11)))
         .unwrap();
     let (_, applied) = applied.plan(&desired(vec![backend(12, 1)])).unwrap();
     let second = applied
-        .backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 12))
+        .backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 12)))
         .unwrap();
     assert_ne!(
         first, second,
@@ -271,10 +268,10 @@ fn backends_of_different_vips_get_their_own_ids() {
     ];
     let (_, applied) = Reconciler::default().plan(&want).unwrap();
     let a = applied
-        .backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 11))
+        .backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 11)))
         .unwrap();
     let b = applied
-        .backend_id(&vip(100, 6380), Ipv4Addr::new(198, 18, 0, 11))
+        .backend_id(&vip(100, 6380), IpAddr::from(Ipv4Addr::new(198, 18, 0, 11)))
         .unwrap();
     assert_ne!(a, b);
     assert_ne!(
@@ -304,7 +301,7 @@ fn backend_order_in_config_does_not_change_the_ring() {
             .iter()
             .map(|&l| {
                 (
-                    r.backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, l))
+                    r.backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, l)))
                         .unwrap(),
                     Ipv4Addr::new(198, 18, 0, l),
                 )
@@ -344,7 +341,13 @@ fn prefilter_counts_vips_sharing_a_slot() {
         .collect();
     let slots: Vec<u32> = [6379u16, 6380]
         .iter()
-        .map(|&p| vip_filter_slot(vip(100, p).addr, vip(100, p).port, 6))
+        .map(|&p| {
+            vip_filter_slot(
+                lb_common::hash::filter_word(&vip(100, p).addr),
+                vip(100, p).port,
+                6,
+            )
+        })
         .collect();
     if slots[0] == slots[1] {
         assert_eq!(
@@ -485,7 +488,12 @@ fn a_reused_backend_id_never_gets_a_generation_it_had_before() {
     let set = |base: u8| -> Vec<DesiredBackend> {
         (0..1000u32)
             .map(|i| DesiredBackend {
-                addr: Ipv4Addr::new(198, 18 + (base % 2), (i / 250) as u8, (i % 250) as u8),
+                addr: IpAddr::from(Ipv4Addr::new(
+                    198,
+                    18 + (base % 2),
+                    (i / 250) as u8,
+                    (i % 250) as u8,
+                )),
                 weight: 1,
                 mac: [2, 0, 0, 0, 0, 1],
                 local: false,
@@ -554,8 +562,8 @@ fn recovered_state_plans_nothing_when_the_maps_hold_the_plan() {
     let (ops, _) = recovered.plan(&again).unwrap();
     assert_eq!(ops, [], "the recovered state is the applied one");
     assert_eq!(
-        recovered.backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 12)),
-        applied.backend_id(&vip(100, 6379), Ipv4Addr::new(198, 18, 0, 12))
+        recovered.backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 12))),
+        applied.backend_id(&vip(100, 6379), IpAddr::from(Ipv4Addr::new(198, 18, 0, 12)))
     );
 }
 

@@ -3,11 +3,11 @@
 //! and a persistent VIP's client template. A failover then keeps lc/wlc balanced and
 //! persistent clients on their backends, as keepalived's sync daemon keeps IPVS templates.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::{
     Choice, FLOW_EVENT_CLOSING, FLOW_F_CLOSING, FLOW_F_COUNTED, FLOW_F_PERSISTENT, Flow, FlowEvent,
-    PROTO_TCP, PersistKey, SCHED_LC, SCHED_WLC,
+    FlowTuple, PROTO_TCP, PersistKey, SCHED_LC, SCHED_WLC, masked,
 };
 
 use crate::{dataplane::writer::MapWriter, error::Result, reconcile::Reconciler};
@@ -30,7 +30,7 @@ pub fn install(
     let mut done = Installed::default();
     for event in events {
         let vip = event.key.vip_key();
-        let addr = Ipv4Addr::from(event.backend_addr.to_ne_bytes());
+        let addr = IpAddr::V4(Ipv4Addr::from(event.backend_addr.to_ne_bytes()));
         let (Some((vip_id, backend_id, generation)), Some(selection)) = (
             reconciler.flow_target(&vip, addr),
             reconciler.selection(&vip),
@@ -65,7 +65,7 @@ pub fn install(
         if persistent && !closing {
             let client = PersistKey {
                 vip_id,
-                client: event.key.src_addr & selection.persist_mask,
+                client: masked(&event.key.client(), &selection.persist_mask),
             };
             let choice = Choice {
                 backend_id,

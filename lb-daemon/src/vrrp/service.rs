@@ -195,7 +195,7 @@ async fn serve(
                 .collect();
             routers.push(Router {
                 config: v.clone(),
-                group: config.group_of(v.vips[0]),
+                group: config.group_of(v.vips[0].into()),
                 placement: placement.clone(),
                 socket,
                 addresses: addresses.clone(),

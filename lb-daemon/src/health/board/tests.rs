@@ -1,6 +1,6 @@
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
     time::SystemTime,
 };
@@ -12,10 +12,10 @@ use crate::{
     daemon::{Resolved, resolve_with},
 };
 
-const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
-const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
-const C: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 13);
-const SORRY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
+const A: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 11));
+const B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 12));
+const C: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 13));
+const SORRY: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 99));
 
 fn config(vip_extra: &str, check_extra: &str) -> Config {
     let text = format!(
@@ -29,9 +29,14 @@ fn config(vip_extra: &str, check_extra: &str) -> Config {
 }
 
 fn resolved(config: &Config) -> Resolved {
-    let macs: BTreeMap<Ipv4Addr, [u8; 6]> = [A, B, C, SORRY]
+    let macs: BTreeMap<IpAddr, [u8; 6]> = [A, B, C, SORRY]
         .into_iter()
-        .map(|a| (a, [2, 0, 0, 0, 0, a.octets()[3]]))
+        .map(|a| {
+            (
+                a,
+                [2, 0, 0, 0, 0, lb_common::ip_words(a)[3].to_ne_bytes()[3]],
+            )
+        })
         .collect();
     resolve_with(config, &macs).unwrap()
 }
@@ -53,11 +58,11 @@ impl World {
         }
     }
 
-    fn key(&self, addr: Ipv4Addr) -> BackendKey {
+    fn key(&self, addr: IpAddr) -> BackendKey {
         (self.config.vips[0].key(), addr)
     }
 
-    fn report(&mut self, addr: Ipv4Addr, outcome: Outcome) -> Recorded {
+    fn report(&mut self, addr: IpAddr, outcome: Outcome) -> Recorded {
         let key = self.key(addr);
         let lag = self.config.vips[0].max_lag;
         let checker = self.board.get(&key).expect("checked backend").checker;
@@ -66,14 +71,14 @@ impl World {
     }
 
     /// Reports each of `addrs` refusing connections (checked, down).
-    fn refused(&mut self, addrs: &[Ipv4Addr]) {
+    fn refused(&mut self, addrs: &[IpAddr]) {
         for &addr in addrs {
             self.report(addr, Outcome::down("connect: refused"));
         }
     }
 
     /// (address, weight) of every backend in the effective state.
-    fn serving(&mut self) -> (Vec<(Ipv4Addr, u32)>, Vec<Event>) {
+    fn serving(&mut self) -> (Vec<(IpAddr, u32)>, Vec<Event>) {
         let (vips, events) = self.board.effective(&self.config, &self.resolved);
         (
             vips[0]
@@ -304,11 +309,11 @@ fn sentinels_answer_wins_over_role_polling() {
     // Sentinel says B (its failover promoted B; A has not noticed yet).
     assert!(
         w.board
-            .record_sentinel(vip, watcher, Some(SocketAddrV4::new(B, 6379)))
+            .record_sentinel(vip, watcher, Some(SocketAddr::new(B, 6379)))
     );
     assert!(
         !w.board
-            .record_sentinel(vip, watcher, Some(SocketAddrV4::new(B, 6379))),
+            .record_sentinel(vip, watcher, Some(SocketAddr::new(B, 6379))),
         "the same answer changes nothing"
     );
     let (serving, events) = w.serving();
@@ -334,7 +339,10 @@ fn sentinels_answer_wins_over_role_polling() {
     w.board.record_sentinel(
         vip,
         watcher,
-        Some(SocketAddrV4::new(Ipv4Addr::new(198, 18, 9, 9), 6379)),
+        Some(SocketAddr::new(
+            IpAddr::from(Ipv4Addr::new(198, 18, 9, 9)),
+            6379,
+        )),
     );
     let (serving, events) = w.serving();
     assert_eq!(serving, []);
@@ -594,7 +602,7 @@ fn status_shows_the_sentinel_master_in_service_as_up() {
     w.report(B, role(replica()));
     w.serving();
     w.board
-        .record_sentinel(vip, watcher, Some(SocketAddrV4::new(B, 6379)));
+        .record_sentinel(vip, watcher, Some(SocketAddr::new(B, 6379)));
     let serving = w.serving().0;
     assert_eq!(serving, [(B, 1)], "the maps send the write VIP to B");
     let lines = crate::health::report::lines(&w.config, &w.board);
@@ -622,7 +630,7 @@ fn sentinel_reports_of_a_replaced_watcher_and_other_ports_do_not_count() {
     assert_ne!(old, new);
     assert!(
         !w.board
-            .record_sentinel(vip, old, Some(SocketAddrV4::new(B, 6379)))
+            .record_sentinel(vip, old, Some(SocketAddr::new(B, 6379)))
     );
     assert_eq!(
         w.serving().0,
@@ -632,7 +640,7 @@ fn sentinel_reports_of_a_replaced_watcher_and_other_ports_do_not_count() {
     // Sentinel's master on another port of a backend's host is no backend of this VIP.
     assert!(
         w.board
-            .record_sentinel(vip, new, Some(SocketAddrV4::new(B, 6380)))
+            .record_sentinel(vip, new, Some(SocketAddr::new(B, 6380)))
     );
     let (serving, events) = w.serving();
     assert_eq!(serving, []);
@@ -670,7 +678,7 @@ fn a_drained_sentinel_master_is_not_shown_up() {
     };
     w.report(B, full);
     w.board
-        .record_sentinel(vip, watcher, Some(SocketAddrV4::new(B, 6379)));
+        .record_sentinel(vip, watcher, Some(SocketAddr::new(B, 6379)));
     let serving = w.serving().0;
     assert_eq!(
         serving,

@@ -39,7 +39,7 @@ fn backends(maps: &PinnedMaps) -> Vec<(u32, Backend)> {
 }
 
 fn addr_of(entry: &Backend) -> Ipv4Addr {
-    Ipv4Addr::from(entry.addr.to_ne_bytes())
+    Ipv4Addr::from(entry.addr[3].to_ne_bytes())
 }
 
 /// Polls (every millisecond) until `done` holds for the live backend entries; returns when.

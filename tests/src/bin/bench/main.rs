@@ -214,7 +214,7 @@ fn datapath(report: &mut String) {
             aya::maps::HashMap::try_from(probes.map_mut("PROBE_VIPS").unwrap()).unwrap();
         vips.insert(
             VipKey {
-                addr: 0,
+                addr: lb_common::ipv4_mapped(0),
                 port: 3,
                 proto: 6,
                 _pad: 0,
