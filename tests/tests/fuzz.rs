@@ -6,7 +6,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lb_tests::{fixture::*, frame::*};
+use std::net::Ipv6Addr;
+
+use lb_tests::{fixture::*, frame::*, frame6::*};
+
+/// The IPv6 VIP (TCP :6379 over ::11 .. ::13, UDP :5353 over ::31) and a client.
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
+
+fn mac6(last: u8) -> [u8; 6] {
+    backend_mac(0x60 + last)
+}
 
 /// Frames and seed of the bounded run in `cargo xtask test`; `cargo xtask fuzz` sets
 /// `LBD_FUZZ_FRAMES` and `LBD_FUZZ_SEED` for longer runs.
@@ -44,24 +54,43 @@ impl Rng {
     }
 }
 
-/// Backends (by MAC) of each VIP (protocol, port) in the fixture config.
-fn backends_by_vip() -> BTreeMap<(u8, u16), BTreeSet<[u8; 6]>> {
-    let mut out: BTreeMap<(u8, u16), BTreeSet<[u8; 6]>> = BTreeMap::new();
-    out.entry((6, 6379))
+/// Backends (by MAC) of each VIP (IPv6 or not, protocol, port) in the fixture config.
+fn backends_by_vip() -> BTreeMap<(bool, u8, u16), BTreeSet<[u8; 6]>> {
+    let mut out: BTreeMap<(bool, u8, u16), BTreeSet<[u8; 6]>> = BTreeMap::new();
+    out.entry((false, 6, 6379))
         .or_default()
         .extend([11, 12, 13].map(backend_mac));
-    out.entry((17, 5353))
+    out.entry((false, 17, 5353))
         .or_default()
         .insert([0x02, 0xbb, 0, 0, 0, 0x1f]);
-    out.entry((6, 6380))
+    out.entry((false, 6, 6380))
         .or_default()
         .insert([0x02, 0xbb, 0, 0, 0, 0x29]);
     for (port, _) in OTHER_SCHEDULERS {
-        out.entry((6, port))
+        out.entry((false, 6, port))
             .or_default()
             .extend([21, 22, 23].map(backend_mac));
     }
+    out.entry((true, 6, 6379))
+        .or_default()
+        .extend([0x11, 0x12, 0x13].map(mac6));
+    out.entry((true, 17, 5353)).or_default().insert(mac6(0x31));
     out
+}
+
+/// The IPv6 VIPs of [`backends_by_vip`].
+fn ipv6_vips() -> String {
+    let backend = |last: u8| {
+        let mac = mac6(last).map(|b| format!("{b:02x}")).join(":");
+        format!("[[vip.backend]]\naddress = \"2001:2::{last:x}\"\nmac = \"{mac}\"\n")
+    };
+    format!(
+        "[[vip]]\naddress = \"{VIP6}\"\nport = 6379\n{}{}{}[[vip]]\naddress = \"{VIP6}\"\nport = 5353\nprotocol = \"udp\"\n{}",
+        backend(0x11),
+        backend(0x12),
+        backend(0x13),
+        backend(0x31)
+    )
 }
 
 /// More TCP VIPs, each with backends .21, .22, .23, one per scheduler that keeps state.
@@ -89,8 +118,87 @@ fn other_scheduler_vips() -> String {
     text
 }
 
+/// An IPv6 frame worth mutating: to the VIP or not, TCP or UDP, with extension headers, in
+/// fragments, an ICMPv6 error, sometimes tagged.
+fn seed_frame6(rng: &mut Rng) -> Vec<u8> {
+    let dst_mac = if rng.chance(8) {
+        OTHER_MAC
+    } else {
+        DIRECTOR_MAC
+    };
+    let dst = if rng.chance(6) {
+        Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, rng.next() as u16)
+    } else {
+        VIP6
+    };
+    let port = [6379, 5353, 80, rng.next() as u16][rng.below(4) as usize];
+    let src = (CLIENT6, 1024 + rng.below(60_000) as u16);
+    let mut frame = if rng.chance(3) {
+        Ipv6Frame::udp(CLIENT_MAC, dst_mac, src, (dst, port))
+    } else {
+        let flags =
+            [TCP_SYN, TCP_ACK, TCP_FIN | TCP_ACK, TCP_RST, rng.byte()][rng.below(5) as usize];
+        Ipv6Frame::tcp(CLIENT_MAC, dst_mac, src, (dst, port), flags)
+    };
+    frame = frame.with_payload(&vec![0x5a; rng.below(64) as usize]);
+    for _ in 0..rng.below(3) {
+        let extension = match rng.below(5) {
+            0 => Extension::HopByHop,
+            1 => Extension::DestinationOptions,
+            2 => Extension::Routing {
+                segments_left: rng.below(2) as u8,
+            },
+            3 => Extension::Other {
+                next_header: rng.byte(),
+            },
+            _ => Extension::Fragment {
+                offset: 0,
+                more: rng.chance(2),
+                id: rng.below(4) as u32,
+            },
+        };
+        frame = frame.with(extension);
+    }
+    // A later fragment: no transport header, only data.
+    if rng.chance(8) {
+        frame.l4 = L4::Other {
+            proto: [6, 17][rng.below(2) as usize],
+        };
+        frame = frame.with(Extension::Fragment {
+            offset: 1 + rng.below(200) as u16,
+            more: rng.chance(2),
+            id: rng.below(4) as u32,
+        });
+    }
+    let mut bytes = frame.build();
+    // An ICMPv6 error quoting a packet from the VIP (or not) back to the client.
+    if rng.chance(5) {
+        let quoted_from = if rng.chance(4) { CLIENT6 } else { dst };
+        let offending = if rng.chance(3) {
+            Ipv6Frame::udp(OTHER_MAC, OTHER_MAC, (quoted_from, port), src)
+        } else {
+            Ipv6Frame::tcp(OTHER_MAC, OTHER_MAC, (quoted_from, port), src, TCP_ACK)
+        }
+        .build();
+        let kind = [
+            (2, 0, [0, 0, 5, 0]),
+            (1, 4, [0; 4]),
+            (128, 0, [0; 4]),
+            (rng.byte(), 0, [0; 4]),
+        ][rng.below(4) as usize];
+        bytes = icmpv6((CLIENT_MAC, dst_mac), CLIENT6, dst, kind, &offending[14..]);
+    }
+    if rng.chance(8) {
+        bytes = tagged(&bytes, rng.byte().into());
+    }
+    bytes
+}
+
 /// A frame worth mutating: to the VIP or not, TCP or UDP, sometimes tagged or fragmented.
 fn seed_frame(rng: &mut Rng) -> Vec<u8> {
+    if rng.chance(3) {
+        return seed_frame6(rng);
+    }
     let dst_mac = if rng.chance(8) {
         OTHER_MAC
     } else {
@@ -215,8 +323,10 @@ fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
 /// VIP with that protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Addressed {
-    Vip(u8, u16),
-    LaterFragment(u8),
+    /// (IPv6, protocol, port).
+    Vip(bool, u8, u16),
+    /// (IPv6, protocol).
+    LaterFragment(bool, u8),
 }
 
 /// What a correct parser says the frame addresses, if the datapath may forward it: an IPv4
@@ -227,10 +337,12 @@ fn addressed_vip(frame: &[u8]) -> Option<Addressed> {
     if frame.len() < 14 || frame[0..6] != DIRECTOR_MAC {
         return None;
     }
-    // Untagged, or one 802.1Q tag over IPv4.
+    // Untagged, or one 802.1Q tag over IPv4 (or IPv6).
     let l3 = match (&frame[12..14], frame.get(16..18)) {
         ([0x08, 0x00], _) => 14,
         ([0x81, 0x00], Some([0x08, 0x00])) => 18,
+        ([0x86, 0xdd], _) => return addressed_vip6(frame.get(14..)?),
+        ([0x81, 0x00], Some([0x86, 0xdd])) => return addressed_vip6(frame.get(18..)?),
         _ => return None,
     };
     let ip = frame.get(l3..)?;
@@ -240,11 +352,15 @@ fn addressed_vip(frame: &[u8]) -> Option<Addressed> {
     }
     if offset != 0 {
         return (matches!(proto, 6 | 17) && !l4.is_empty())
-            .then_some(Addressed::LaterFragment(proto));
+            .then_some(Addressed::LaterFragment(false, proto));
     }
     match proto {
-        6 if l4.len() >= 20 => Some(Addressed::Vip(6, u16::from_be_bytes([l4[2], l4[3]]))),
-        17 if l4.len() >= 8 => Some(Addressed::Vip(17, u16::from_be_bytes([l4[2], l4[3]]))),
+        6 if l4.len() >= 20 => Some(Addressed::Vip(false, 6, u16::from_be_bytes([l4[2], l4[3]]))),
+        17 if l4.len() >= 8 => Some(Addressed::Vip(
+            false,
+            17,
+            u16::from_be_bytes([l4[2], l4[3]]),
+        )),
         1 if !more && l4.len() >= 8 && matches!(l4[0], 3 | 11 | 12) => {
             let quoted = &l4[8..];
             if quoted.len() < 20 || quoted[0] >> 4 != 4 {
@@ -254,8 +370,52 @@ fn addressed_vip(frame: &[u8]) -> Option<Addressed> {
             let ports = quoted.get(ihl..ihl + 8)?;
             let inner_proto = quoted[9];
             let about_vip = quoted[12..16] == VIP.octets();
-            (ihl >= 20 && about_vip && (inner_proto == 6 || inner_proto == 17))
-                .then(|| Addressed::Vip(inner_proto, u16::from_be_bytes([ports[0], ports[1]])))
+            (ihl >= 20 && about_vip && (inner_proto == 6 || inner_proto == 17)).then(|| {
+                Addressed::Vip(false, inner_proto, u16::from_be_bytes([ports[0], ports[1]]))
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What an IPv6 packet (`ip`, from its fixed header) addresses, if it may be forwarded: TCP
+/// or UDP (or a later fragment of it) to the IPv6 VIP after any hop-by-hop, destination
+/// options, AH, fragment, or finished routing headers, whose headers fit in the payload
+/// length; or an ICMPv6 error to the VIP quoting a TCP or UDP packet the VIP sent.
+fn addressed_vip6(ip: &[u8]) -> Option<Addressed> {
+    if ip.len() < 40 || ip[0] >> 4 != 6 || ip[24..40] != VIP6.octets() {
+        return None;
+    }
+    let end = 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    let packet = ip.get(..end)?;
+    let (mut next, mut at) = (ip[6], 40);
+    loop {
+        let header = packet.get(at..at + 8)?;
+        match next {
+            0 | 60 => at += (usize::from(header[1]) + 1) * 8,
+            43 if header[3] == 0 => at += (usize::from(header[1]) + 1) * 8,
+            51 => at += (usize::from(header[1]) + 2) * 4,
+            44 => {
+                let offset = u16::from_be_bytes([header[2], header[3]]) >> 3;
+                if offset != 0 {
+                    return (matches!(header[0], 6 | 17) && packet.len() > at + 8)
+                        .then_some(Addressed::LaterFragment(true, header[0]));
+                }
+                at += 8;
+            }
+            _ => break,
+        }
+        next = header[0];
+    }
+    let l4 = packet.get(at..)?;
+    match next {
+        6 if l4.len() >= 20 => Some(Addressed::Vip(true, 6, u16::from_be_bytes([l4[2], l4[3]]))),
+        17 if l4.len() >= 8 => Some(Addressed::Vip(true, 17, u16::from_be_bytes([l4[2], l4[3]]))),
+        58 if l4.len() >= 8 && matches!(l4[0], 1..=4) => {
+            let quoted = &l4[8..];
+            let ports = quoted.get(40..48)?;
+            (quoted[0] >> 4 == 6 && quoted[8..24] == VIP6.octets() && matches!(quoted[6], 6 | 17))
+                .then(|| Addressed::Vip(true, quoted[6], u16::from_be_bytes([ports[0], ports[1]])))
         }
         _ => None,
     }
@@ -287,12 +447,13 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
     }
     let mut dp = Datapath::with_config(&config_with(
         &[(11, 1), (12, 2), (13, 1)],
-        &other_scheduler_vips(),
+        &(other_scheduler_vips() + &ipv6_vips()),
     ));
     let vips = backends_by_vip();
     let mut rng = Rng(seed);
     let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut violations = Vec::new();
+    let mut tx_ipv6 = 0;
     for i in 0..frames {
         let base = seed_frame(&mut rng);
         let frame = if rng.chance(4) {
@@ -315,11 +476,17 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
             XDP_TX => match addressed_vip(&frame) {
                 None => Some("TX of a frame that addresses no VIP".to_owned()),
                 Some(addressed) => {
+                    if matches!(
+                        addressed,
+                        Addressed::Vip(true, ..) | Addressed::LaterFragment(true, _)
+                    ) {
+                        tx_ipv6 += 1;
+                    }
                     let allowed: BTreeSet<[u8; 6]> = vips
                         .iter()
-                        .filter(|((proto, port), _)| match addressed {
-                            Addressed::Vip(p, q) => (p, q) == (*proto, *port),
-                            Addressed::LaterFragment(p) => p == *proto,
+                        .filter(|((v6, proto, port), _)| match addressed {
+                            Addressed::Vip(f, p, q) => (f, p, q) == (*v6, *proto, *port),
+                            Addressed::LaterFragment(f, p) => (f, p) == (*v6, *proto),
                         })
                         .flat_map(|(_, macs)| macs.iter().copied())
                         .collect();
@@ -347,7 +514,7 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
     }
     let v = dp.snapshot().verdicts;
     eprintln!(
-        "{frames} frames (seed {seed:#x}): {verdicts:?}; of the TX: ICMP errors {}, later fragments after their first {}, by the 3-tuple {}",
+        "{frames} frames (seed {seed:#x}): {verdicts:?}; of the TX: IPv6 {tx_ipv6}, ICMP errors {}, later fragments after their first {}, by the 3-tuple {}",
         v.tx_icmp_error, v.tx_fragment, v.tx_fragment_hashed
     );
     assert!(
@@ -361,6 +528,7 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
         ("ICMP errors", v.tx_icmp_error),
         ("later fragments after their first", v.tx_fragment),
         ("later fragments by the 3-tuple", v.tx_fragment_hashed),
+        ("IPv6 frames", tx_ipv6),
     ] {
         assert!(
             count as usize > frames / 1000,
