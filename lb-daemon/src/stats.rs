@@ -9,21 +9,35 @@ use lb_common::{PROTO_TCP, TrafficCounters, VerdictCounters};
 
 use crate::dataplane::snapshot::{Snapshot, VipStatus};
 
+/// Width of the label column for IPv4 addresses; a wider (IPv6) label widens it.
 const LEFT: usize = 33;
 
-fn header(out: &mut String, columns: [&str; 5]) {
+/// The label column's width for `snapshot`: its widest label, at least [`LEFT`].
+fn label_width(snapshot: &Snapshot) -> usize {
+    snapshot
+        .vips
+        .iter()
+        .flat_map(|vip| {
+            std::iter::once(vip_label(vip))
+                .chain(vip.backends.iter().map(|b| backend_label(vip, b.address())))
+        })
+        .map(|label| label.len())
+        .fold(LEFT, usize::max)
+}
+
+fn header(out: &mut String, width: usize, columns: [&str; 5]) {
     let _ = writeln!(
         out,
-        "{:<LEFT$} {:>10} {:>12} {:>8} {:>14} {:>8}",
+        "{:<width$} {:>10} {:>12} {:>8} {:>14} {:>8}",
         "Prot LocalAddress:Port", columns[0], columns[1], columns[2], columns[3], columns[4]
     );
     let _ = writeln!(out, "  -> RemoteAddress:Port");
 }
 
-fn line(out: &mut String, left: &str, [conns, packets, bytes]: [String; 3]) {
+fn line(out: &mut String, width: usize, left: &str, [conns, packets, bytes]: [String; 3]) {
     let _ = writeln!(
         out,
-        "{left:<LEFT$} {conns:>10} {packets:>12} {:>8} {bytes:>14} {:>8}",
+        "{left:<width$} {conns:>10} {packets:>12} {:>8} {bytes:>14} {:>8}",
         0, 0
     );
 }
@@ -59,16 +73,19 @@ fn verdicts(
 /// bytes in; then every datapath verdict since the program was loaded.
 pub fn render_stats(snapshot: &Snapshot) -> String {
     let mut out = String::new();
+    let width = label_width(snapshot);
     header(
         &mut out,
+        width,
         ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"],
     );
     let totals = |c: &TrafficCounters| [c.new_flows, c.packets, c.bytes].map(|n| n.to_string());
     for vip in &snapshot.vips {
-        line(&mut out, &vip_label(vip), totals(&vip.counters));
+        line(&mut out, width, &vip_label(vip), totals(&vip.counters));
         for b in &vip.backends {
             line(
                 &mut out,
+                width,
                 &backend_label(vip, b.address()),
                 totals(&b.counters),
             );
@@ -102,7 +119,12 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, elapsed: Duration) -> St
     };
     let zero = TrafficCounters::default();
     let mut out = String::new();
-    header(&mut out, ["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"]);
+    let width = label_width(after);
+    header(
+        &mut out,
+        width,
+        ["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"],
+    );
     for vip in &after.vips {
         let old = before
             .vips
@@ -110,6 +132,7 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, elapsed: Duration) -> St
             .find(|v| v.key == vip.key && v.info.vip_id == vip.info.vip_id);
         line(
             &mut out,
+            width,
             &vip_label(vip),
             rates(&vip.counters, old.map_or(&zero, |v| &v.counters)),
         );
@@ -123,6 +146,7 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, elapsed: Duration) -> St
                 .map_or(&zero, |o| &o.counters);
             line(
                 &mut out,
+                width,
                 &backend_label(vip, b.address()),
                 rates(&b.counters, then),
             );

@@ -14,21 +14,24 @@ use crate::{
 
 /// Width of the descriptive columns; counters follow, right-aligned.
 const LEFT: usize = 78;
-/// `255.255.255.255:65535`: the widest IPv4 address and port.
+/// `255.255.255.255:65535`: the widest IPv4 address and port. Wider (IPv6) addresses widen
+/// the column for the whole table.
 const ADDR: usize = 21;
 
 /// One table row: the left part padded, then packets, bytes, new flows. Every column is
 /// followed by at least one space, so a value as wide as its column never runs into the next.
 fn row(
     out: &mut String,
+    addr: usize,
     left: &str,
     packets: impl ToString,
     bytes: impl ToString,
     new_flows: impl ToString,
     health: &str,
 ) {
+    let width = LEFT + addr - ADDR;
     let line = format!(
-        "{left:<LEFT$} {:>12} {:>14} {:>10} {health}",
+        "{left:<width$} {:>12} {:>14} {:>10} {health}",
         packets.to_string(),
         bytes.to_string(),
         new_flows.to_string()
@@ -49,8 +52,30 @@ fn health_columns(line: &HealthLine, now: SystemTime) -> String {
 }
 
 /// The backend part of a row: address, MAC, weight and flow counts.
-fn backend_columns(remote: &str, mac: &str, weight: &str, active: &str, inactive: &str) -> String {
-    format!("  -> {remote:<ADDR$} {mac:<17} {weight:>6} {active:>10} {inactive:>10}")
+fn backend_columns(
+    addr: usize,
+    remote: &str,
+    mac: &str,
+    weight: &str,
+    active: &str,
+    inactive: &str,
+) -> String {
+    format!("  -> {remote:<addr$} {mac:<17} {weight:>6} {active:>10} {inactive:>10}")
+}
+
+/// The address column's width: the widest `address:port` in the table, at least [`ADDR`].
+fn address_width(snapshot: &Snapshot, health: &[HealthLine]) -> usize {
+    let vips = snapshot.vips.iter().flat_map(|vip| {
+        std::iter::once(vip.address())
+            .chain(vip.backends.iter().map(|b| b.address()))
+            .map(|addr| std::net::SocketAddr::new(addr, vip.port()))
+    });
+    let checked = health
+        .iter()
+        .map(|h| std::net::SocketAddr::new(h.backend, h.port));
+    vips.chain(checked)
+        .map(|socket| socket.to_string().len())
+        .fold(ADDR, usize::max)
 }
 
 /// Renders a snapshot as a table; `health` adds the columns of checked backends (and rows
@@ -64,6 +89,7 @@ pub fn render(
     now: SystemTime,
 ) -> String {
     let mut out = String::new();
+    let addr = address_width(snapshot, health);
     let _ = writeln!(
         out,
         "lbd instance {instance}: {} VIP(s), forwarding {}",
@@ -80,8 +106,9 @@ pub fn render(
     }
     row(
         &mut out,
+        addr,
         &format!(
-            "{:<4} {:<ADDR$} {:<9}",
+            "{:<4} {:<addr$} {:<9}",
             "Prot", "LocalAddress:Port", "Scheduler"
         ),
         "Packets",
@@ -97,6 +124,7 @@ pub fn render(
         out,
         "{}",
         backend_columns(
+            addr,
             "RemoteAddress:Port",
             "MAC",
             "Weight",
@@ -105,7 +133,7 @@ pub fn render(
         )
     );
     for vip in &snapshot.vips {
-        render_vip(&mut out, vip, health, now, snapshot.settings.jiffy_ns);
+        render_vip(&mut out, addr, vip, health, now, snapshot.settings.jiffy_ns);
     }
     let v: &VerdictCounters = &snapshot.verdicts;
     let _ = writeln!(
@@ -189,6 +217,7 @@ fn scheduler_text(vip: &VipStatus, jiffy_ns: u64) -> String {
 
 fn render_vip(
     out: &mut String,
+    addr: usize,
     vip: &VipStatus,
     health: &[HealthLine],
     now: SystemTime,
@@ -203,8 +232,9 @@ fn render_vip(
     let c = &vip.counters;
     row(
         out,
+        addr,
         &format!(
-            "{proto:<4} {local:<ADDR$} {:<9}",
+            "{proto:<4} {local:<addr$} {:<9}",
             scheduler_text(vip, jiffy_ns)
         ),
         c.packets,
@@ -230,6 +260,7 @@ fn render_vip(
             format_mac(&b.entry.mac)
         };
         let left = backend_columns(
+            addr,
             &remote,
             &mac,
             &b.entry.weight.to_string(),
@@ -238,6 +269,7 @@ fn render_vip(
         );
         row(
             out,
+            addr,
             &left,
             b.counters.packets,
             b.counters.bytes,
@@ -251,8 +283,8 @@ fn render_vip(
     // Checked backends the maps do not hold: taken out by their check.
     for h in checked.iter().filter(|h| vip.backend(h.backend).is_none()) {
         let remote = std::net::SocketAddr::new(h.backend, vip.port()).to_string();
-        let left = backend_columns(&remote, "-", "-", "-", "-");
-        row(out, &left, "-", "-", "-", &health_columns(h, now));
+        let left = backend_columns(addr, &remote, "-", "-", "-", "-");
+        row(out, addr, &left, "-", "-", "-", &health_columns(h, now));
     }
 }
 
@@ -308,6 +340,75 @@ mod tests {
         assert!(
             table.contains(&format!(" {max} {max} {max}\n")),
             "counters apart:\n{table}"
+        );
+    }
+
+    /// The widest IPv6 address widens the address column; every column still has its space.
+    #[test]
+    fn an_ipv6_address_widens_the_address_column_for_every_row() {
+        let wide: std::net::IpAddr = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        let addr = lb_common::ip_words(wide);
+        let huge = TrafficCounters {
+            packets: u64::MAX,
+            bytes: u64::MAX,
+            new_flows: u64::MAX,
+        };
+        let snapshot = Snapshot {
+            vips: vec![VipStatus {
+                key: VipKey {
+                    addr,
+                    port: 65535u16.to_be(),
+                    proto: PROTO_TCP,
+                    _pad: 0,
+                },
+                info: VipInfo::default(),
+                counters: huge,
+                backends: vec![BackendStatus {
+                    id: 1,
+                    entry: Backend {
+                        mac: [0xaa; 6],
+                        addr,
+                        flags: BACKEND_F_ACTIVE,
+                        weight: 65535,
+                        ..Backend::default()
+                    },
+                    counters: huge,
+                    active_flows: 4_294_967_295,
+                    closing_flows: 4_294_967_295,
+                }],
+            }],
+            ..Snapshot::default()
+        };
+        let mut snapshot = snapshot;
+        let narrow = VipStatus {
+            key: VipKey::new("198.18.0.1".parse().unwrap(), 80, PROTO_TCP),
+            backends: vec![],
+            ..snapshot.vips[0].clone()
+        };
+        snapshot.vips.push(narrow);
+        let table = render("x", &snapshot, &[], &[], None, SystemTime::now());
+        let wide_socket = format!("[{wide}]:65535");
+        for needle in [
+            format!("TCP  {wide_socket} maglev"),
+            format!("  -> {wide_socket} aa:aa:aa:aa:aa:aa  65535 4294967295 4294967295"),
+            format!(
+                "TCP  {:<width$} maglev",
+                "198.18.0.1:80",
+                width = wide_socket.len()
+            ),
+        ] {
+            assert!(table.contains(&needle), "{needle:?} not in\n{table}");
+        }
+        let max = u64::MAX.to_string();
+        let columns: Vec<usize> = table
+            .lines()
+            .filter(|l| l.ends_with(&format!(" {max} {max} {max}")))
+            .map(|l| l.len())
+            .collect();
+        assert_eq!(columns.len(), 3, "{table}");
+        assert!(
+            columns.iter().all(|&w| w == columns[0]),
+            "counters line up:\n{table}"
         );
     }
 }

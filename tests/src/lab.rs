@@ -11,7 +11,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -35,6 +35,17 @@ pub const WHOAMI_KEY: &str = "lab:backend";
 
 pub fn server_addr(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 11 + index as u8)
+}
+
+/// The lab's IPv6 side (2001:2::/64, RFC 5180): every host has an address there too, and the
+/// director and the real servers hold an IPv6 VIP as they hold the IPv4 ones.
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+pub const DIRECTOR6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+
+/// Real server `index`'s IPv6 address: 2001:2::11, ::12, ...
+pub fn server_addr6(index: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x11 + index as u16)
 }
 
 pub fn vip_socket() -> SocketAddr {
@@ -92,19 +103,30 @@ impl Lab {
         switch.ip(&["link", "add", "br0", "type", "bridge"]);
         switch.ip(&["link", "set", "br0", "up"]);
 
-        let host = |role: &str, addr: Ipv4Addr| -> Netns {
+        let host = |role: &str, addr: Ipv4Addr, addr6: Option<Ipv6Addr>| -> Netns {
             let ns = Netns::new(&format!("{prefix}-{role}"));
             plug_into_switch(&switch, &ns, role, addr);
+            if let Some(addr6) = addr6 {
+                // No duplicate address detection: the address is usable at once.
+                ns.ip(&[
+                    "addr",
+                    "add",
+                    &format!("{addr6}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ]);
+            }
             ns
         };
-        let client = host("cl", CLIENT);
+        let client = host("cl", CLIENT, Some(CLIENT6));
         // After XDP_TX a frame has lost the "checksum still to fill in" mark that veth's tx
         // offload relies on; real servers would drop such SYNs. Real NICs fill it in.
         client.exec("ethtool", &["-K", "eth0", "tx", "off"]);
-        let director = host("dr", DIRECTOR);
+        let director = host("dr", DIRECTOR, Some(DIRECTOR6));
         let mut bridge_port_xdp = vec![attach_pass(&switch, "dr")];
         let director2 = if pair {
-            let director2 = host("dr2", DIRECTOR2);
+            let director2 = host("dr2", DIRECTOR2, None);
             bridge_port_xdp.push(attach_pass(&switch, "dr2"));
             Some(director2)
         } else {
@@ -112,6 +134,14 @@ impl Lab {
             for vip in [VIP, VIP2] {
                 director.ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"]);
             }
+            director.ip(&[
+                "addr",
+                "add",
+                &format!("{VIP6}/128"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
             None
         };
 
@@ -119,7 +149,7 @@ impl Lab {
         for i in 0..servers {
             let name = format!("rs{}", i + 1);
             let addr = server_addr(i);
-            let ns = host(&name, addr);
+            let ns = host(&name, addr, Some(server_addr6(i)));
             let redis = serve_redis(&ns, &dir, &name, addr);
             let server = RealServer {
                 name,
@@ -412,6 +442,9 @@ fn serve_redis(ns: &Netns, dir: &std::path::Path, name: &str, addr: Ipv4Addr) ->
     for vip in [VIP, VIP2] {
         ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
     }
+    // IPv6 needs no ARP settings: a neighbour solicitation is answered only for addresses
+    // of the interface it arrives on, never for the VIP on `lo`.
+    ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo", "nodad"]);
     for conf in ["all", "lo"] {
         ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_ignore"), "1");
         ns.sysctl(&format!("net.ipv4.conf.{conf}.arp_announce"), "2");
@@ -444,6 +477,7 @@ fn start_redis(ns: &Netns, dir: &std::path::Path, name: &str) -> std::process::C
             &REDIS_PORT.to_string(),
             "--bind",
             "0.0.0.0",
+            "::",
             "--protected-mode",
             "no",
         ])

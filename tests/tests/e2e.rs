@@ -4,7 +4,7 @@
 use std::{collections::HashMap, process::Command, time::Duration};
 
 use lb_tests::{
-    lab::{self, Lab, VIP, planned, predicted_server, server_addr},
+    lab::{self, Lab, VIP, VIP6, planned, predicted_server, server_addr, server_addr6},
     lbd::Lbd,
     resp::Reply,
 };
@@ -616,4 +616,72 @@ fn status_stats_and_rate_show_counters_and_their_growth_per_second() {
         "0",
     ]);
     assert!(!bad.status.success(), "an interval of 0 is refused");
+}
+
+/// An IPv6 VIP beside the IPv4 one: `redis-cli -h <VIP6>` from the client reaches the real
+/// servers (each answers with its own name, from the VIP on its `lo`), spread over all of
+/// them, and `lbd status` shows the IPv6 VIP and its backends with their counters.
+#[test]
+fn an_ipv6_vip_is_reached_with_redis_cli_over_ipv6() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    let lab = Lab::new("v6", 3);
+    let mut config = lab.config(&[(0, 1), (1, 1), (2, 1)]);
+    config.push_str(&format!("\n[[vip]]\naddress = \"{VIP6}\"\nport = 6379\n"));
+    for i in 0..3 {
+        config.push_str(&format!(
+            "[[vip.backend]]\naddress = \"{}\"\n",
+            server_addr6(i)
+        ));
+    }
+    let lbd = lb_tests::lbd::Lbd::start(&lab, &config);
+
+    const CONNECTIONS: usize = 30;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..CONNECTIONS {
+        let out = lab.client.exec(
+            "redis-cli",
+            &[
+                "-h",
+                &VIP6.to_string(),
+                "-p",
+                "6379",
+                "GET",
+                lab::WHOAMI_KEY,
+            ],
+        );
+        let who = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            out.status.success() && who.starts_with("rs"),
+            "redis-cli over IPv6, connection {i}: {who:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        *counts.entry(who).or_default() += 1;
+    }
+    assert_eq!(
+        counts.len(),
+        3,
+        "30 connections reach every server: {counts:?}"
+    );
+
+    let status = lbd.status();
+    assert!(status.contains(&format!("TCP  [{VIP6}]:6379")), "{status}");
+    let mut new_flows = 0;
+    for i in 0..3 {
+        let line = status
+            .lines()
+            .find(|l| l.contains(&format!("-> [{}]:6379", server_addr6(i))))
+            .unwrap_or_else(|| panic!("no line for {}:\n{status}", server_addr6(i)));
+        new_flows += line
+            .split_whitespace()
+            .nth(8)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    assert_eq!(
+        new_flows, CONNECTIONS as u64,
+        "new flows over the IPv6 backends:\n{status}"
+    );
 }
