@@ -565,3 +565,61 @@ fn every_forwardable_ipv6_frame_cut_at_any_length_is_never_forwarded() {
         }
     }
 }
+
+/// RFC 8200 4.1: a destination options header for the final destination follows the
+/// fragment header, so every fragment's fragment header names it (60) as next header, and
+/// the first fragment's TCP header comes after it. The later fragments must follow the first
+/// to its backend; the datapath keys the first by the transport protocol (6) it found after
+/// walking on, and passes the later ones because their next header (60) is not TCP or UDP:
+/// the backend gets a first fragment it can never reassemble.
+#[test]
+fn review_later_fragments_follow_a_first_fragment_with_destination_options_after_its_fragment_header()
+ {
+    let Some(mut dp) = datapath6() else {
+        return;
+    };
+    let port = 40700;
+    let id = 0x0bad_f00d;
+    let owner = choice6(&dp, 6379, &key6(CLIENT6, port, 6379, 6));
+    let first = Ipv6Frame {
+        payload: vec![0x61; 1200],
+        ..Ipv6Frame::tcp(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (CLIENT6, port),
+            (VIP6, 6379),
+            TCP_ACK,
+        )
+    }
+    .with(Extension::Fragment {
+        offset: 0,
+        more: true,
+        id,
+    })
+    .with(Extension::DestinationOptions)
+    .build();
+    assert_eq!(
+        dp.run(&first),
+        (XDP_TX, forwarded(&first, owner)),
+        "the first fragment is balanced"
+    );
+    let later = Ipv6Frame {
+        l4: L4::Other {
+            proto: NEXT_DEST_OPTIONS,
+        },
+        payload: vec![0x62; 600],
+        ..syn6(0)
+    }
+    .with(Extension::Fragment {
+        offset: 154,
+        more: false,
+        id,
+    })
+    .build();
+    let (verdict, out) = dp.run(&later);
+    assert_eq!(
+        verdict, XDP_TX,
+        "the later fragment of the same datagram goes where its first went (XDP_PASS = 2)"
+    );
+    assert_eq!(out, forwarded(&later, owner));
+}
