@@ -411,4 +411,53 @@ mod tests {
             "counters line up:\n{table}"
         );
     }
+
+    /// An IPv6 VIP and backend at the widest address: every row's counters stay under their
+    /// headings, as they do for the widest IPv4 address (`ADDR` is sized for IPv4 only).
+    #[test]
+    fn review_ipv6_rows_keep_the_counters_under_their_headings() {
+        let addr = lb_common::ip_words("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap());
+        let counters = TrafficCounters {
+            packets: 7,
+            bytes: 8,
+            new_flows: 9,
+        };
+        let snapshot = Snapshot {
+            vips: vec![VipStatus {
+                key: VipKey {
+                    addr,
+                    port: 65535u16.to_be(),
+                    proto: PROTO_TCP,
+                    _pad: 0,
+                },
+                info: VipInfo::default(),
+                counters,
+                backends: vec![BackendStatus {
+                    id: 1,
+                    entry: Backend {
+                        mac: [0xaa; 6],
+                        addr,
+                        flags: BACKEND_F_ACTIVE,
+                        weight: 1,
+                        ..Backend::default()
+                    },
+                    counters,
+                    active_flows: 1,
+                    closing_flows: 0,
+                }],
+            }],
+            ..Snapshot::default()
+        };
+        let table = render("x", &snapshot, &[], &[], None, SystemTime::now());
+        let end_of = |line: &str, word: &str| line.find(word).map(|at| at + word.len());
+        let heading = table.lines().find(|l| l.contains("Packets")).unwrap();
+        let packets_end = end_of(heading, "Packets").unwrap();
+        for row in table.lines().filter(|l| l.contains("]:65535")) {
+            assert_eq!(
+                end_of(row, " 7 ").map(|e| e - 1),
+                Some(packets_end),
+                "the packet count is not under \"Packets\":\n{table}"
+            );
+        }
+    }
 }
