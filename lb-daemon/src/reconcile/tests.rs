@@ -745,3 +745,35 @@ fn orphan_fragments_follow_the_lowest_port_vip_of_their_address_and_protocol() {
     let retired = position(&ops, |op| matches!(op, MapOp::RetireBackend { .. }));
     assert!(unpublished < retired, "{ops:?}");
 }
+
+/// Maglev's promise (maglev.rs): "removing a backend only frees its own slots". Each
+/// backend's permutation comes from `maglev_key`, which folds an IPv6 address to 64 bits
+/// by `hi ^ rotl(lo, 32)`: `2001:db8::a:b:0:0` and `2001:db8:a:b::` fold to one key, walk
+/// one permutation, and when one of them goes, the other's flows move too.
+#[test]
+fn review_removing_an_ipv6_backend_moves_only_its_own_slots() {
+    let addr = |text: &str| ip_words(text.parse::<IpAddr>().unwrap());
+    let (a, b) = (addr("2001:db8::a:b:0:0"), addr("2001:db8:a:b::"));
+    let (c, d) = (addr("2001:db8::c"), addr("2001:db8::d"));
+    let before = ring_for(
+        lb_common::SCHED_MAGLEV,
+        [(1, a, 1), (2, b, 1), (3, c, 1), (4, d, 1)].into_iter(),
+    );
+    let after = ring_for(
+        lb_common::SCHED_MAGLEV,
+        [(2, b, 1), (3, c, 1), (4, d, 1)].into_iter(),
+    );
+    let survivors_moved = before
+        .iter()
+        .zip(&after)
+        .filter(|&(&was, &now)| was != 1 && was != now)
+        .count();
+    assert!(
+        survivors_moved <= before.len() / 50,
+        "removing 2001:db8::a:b:0:0 moved {survivors_moved} of {} slots of the backends that stay \
+         (maglev keys {:#x} and {:#x})",
+        before.len(),
+        maglev_key(ip_addr(&a)),
+        maglev_key(ip_addr(&b)),
+    );
+}
