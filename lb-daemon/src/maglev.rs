@@ -12,14 +12,21 @@ use lb_common::hash::mix64;
 /// One backend as the table builder sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaglevBackend {
-    /// Stable identity the permutation is derived from (the backend's IPv4 address).
-    pub key: u64,
+    /// Stable identity the permutation is derived from (the backend's address as a number).
+    pub key: u128,
     /// Relative share of slots; 0 takes none (drain).
     pub weight: u32,
 }
 
 const OFFSET_SEED: u64 = 0x2545_f491_4f6c_dd1d;
 const SKIP_SEED: u64 = 0x5851_f42d_4c95_7f2d;
+
+/// A key's permutation parameter under `seed`: every bit of the key counts (an IPv6
+/// address's halves are not folded together, which would let distinct addresses share a
+/// permutation); a key below 2^64 (an IPv4 address) gets what it always had.
+fn spread(key: u128, seed: u64) -> u64 {
+    mix64(key as u64 ^ seed ^ mix64((key >> 64) as u64))
+}
 
 /// Builds a table of `size` slots (`size` must be prime). Each slot holds an index into
 /// `backends`. Returns `None` when no backend has a positive weight.
@@ -32,11 +39,11 @@ pub fn build_table(backends: &[MaglevBackend], size: u32) -> Option<Vec<u32>> {
     const EMPTY: u32 = u32::MAX;
     let offsets: Vec<u64> = backends
         .iter()
-        .map(|b| mix64(b.key ^ OFFSET_SEED) % size)
+        .map(|b| spread(b.key, OFFSET_SEED) % size)
         .collect();
     let skips: Vec<u64> = backends
         .iter()
-        .map(|b| mix64(b.key ^ SKIP_SEED) % (size - 1) + 1)
+        .map(|b| spread(b.key, SKIP_SEED) % (size - 1) + 1)
         .collect();
     let mut next = vec![0u64; backends.len()];
     let mut credit_used = vec![0u64; backends.len()];
@@ -80,7 +87,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &weight)| MaglevBackend {
-                key: u32::from_be_bytes([198, 18, 1, i as u8 + 1]) as u64,
+                key: u32::from_be_bytes([198, 18, 1, i as u8 + 1]) as u128,
                 weight,
             })
             .collect()

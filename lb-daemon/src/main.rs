@@ -140,7 +140,7 @@ fn main() -> ExitCode {
             Ok(c) => {
                 let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
                 print_out(&format!(
-                    "{}: ok ({} VIPs, {backends} backends; conntrack table of {} flows: about {} MiB of kernel memory)\n",
+                    "{}: ok ({} VIPs, {backends} backends; conntrack tables of {} flows each (IPv4, IPv6): about {} MiB of kernel memory)\n",
                     config.display(),
                     c.vips.len(),
                     c.max_flows,

@@ -589,14 +589,11 @@ fn filter_counts<'a>(vips: impl Iterator<Item = &'a VipKey>) -> BTreeMap<u32, u3
     counts
 }
 
-/// A backend's Maglev key: an IPv4 address as a number (as always), an IPv6 one folded.
-fn maglev_key(addr: IpAddr) -> u64 {
+/// A backend's Maglev key: its address as a number (an IPv4 address's as always).
+fn maglev_key(addr: IpAddr) -> u128 {
     match addr {
-        IpAddr::V4(v4) => u32::from(v4) as u64,
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            (bits >> 64) as u64 ^ (bits as u64).rotate_left(32)
-        }
+        IpAddr::V4(v4) => u32::from(v4).into(),
+        IpAddr::V6(v6) => v6.into(),
     }
 }
 

@@ -413,9 +413,9 @@ mod tests {
     }
 
     /// An IPv6 VIP and backend at the widest address: every row's counters stay under their
-    /// headings, as they do for the widest IPv4 address (`ADDR` is sized for IPv4 only).
+    /// headings, as they do for the widest IPv4 address.
     #[test]
-    fn review_ipv6_rows_keep_the_counters_under_their_headings() {
+    fn ipv6_rows_keep_the_counters_under_their_headings() {
         let addr = lb_common::ip_words("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap());
         let counters = TrafficCounters {
             packets: 7,

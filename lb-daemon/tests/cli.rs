@@ -125,7 +125,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
 }
 
 #[test]
-fn check_says_what_the_conntrack_table_costs() {
+fn check_says_what_the_conntrack_tables_cost() {
     let path = write_config(
         "mem",
         &GOOD.replace(
@@ -141,7 +141,7 @@ fn check_says_what_the_conntrack_table_costs() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("67108864 flows: about 6656 MiB of kernel memory"),
+        stdout.contains("67108864 flows each (IPv4, IPv6): about 14848 MiB of kernel memory"),
         "{stdout}"
     );
 }

@@ -1,6 +1,7 @@
-//! Fragments (IPv4, and IPv6's fragment header). A datagram's first fragment carries the ports: it is balanced as any
-//! packet of its flow, and its backend is remembered by the datagram's identity (source,
-//! destination, protocol, IP id) in the small LRU `FRAGMENTS`. Later fragments carry no
+//! Fragments (IPv4, and IPv6's fragment header). A datagram's first fragment carries the
+//! ports: it is balanced as any packet of its flow, and its backend is remembered by the
+//! datagram's identity (source, destination, protocol, IP id; for IPv6 the protocol is the
+//! fragment header's next header) in the small LRU `FRAGMENTS`. Later fragments carry no
 //! ports and follow it. A later fragment whose first was not seen (reordered, or the first
 //! went through another director) is placed by the VIP address's ring on (source,
 //! destination, protocol), so the fragments of a datagram still meet on one backend, or
@@ -23,7 +24,7 @@ fn datagram<F: Family>(packet: &Packet<F::Addr>) -> FragmentKey {
         src_addr: F::words(packet.src_addr),
         dst_addr: F::words(packet.dst_addr),
         id: packet.ip_id,
-        proto: packet.proto,
+        proto: packet.fragment_proto,
         _pad: [0; 3],
     }
 }
@@ -80,14 +81,7 @@ pub fn forward_later<F: Family>(
     settings: &Settings,
     now: u64,
 ) -> Result<Outcome, Outcome> {
-    let vip_key = FragmentVipKey {
-        addr: F::words(packet.dst_addr),
-        proto: packet.proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: map values are only read; the daemon replaces them whole.
-    let vip = unsafe { maps::FRAGMENT_VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
-    // SAFETY: as above; the datapath writes whole entries.
+    // SAFETY: map values are only read; the datapath writes whole entries.
     let owner = unsafe { maps::FRAGMENTS.get(datagram::<F>(packet)) }
         .filter(|owner| now.saturating_sub(owner.first_seen) <= settings.fragment_timeout);
     // Its first fragment was not forwarded: neither are the others.
@@ -100,6 +94,15 @@ pub fn forward_later<F: Family>(
     let (backend_id, backend, outcome) = match first {
         Some((backend_id, backend)) => (backend_id, backend, Outcome::TxFragment),
         None => {
+            // An orphan: placed by the ring of the VIP address's protocol (an IPv6 one whose
+            // fragment header is followed by another extension header has none: passed).
+            let vip_key = FragmentVipKey {
+                addr: F::words(packet.dst_addr),
+                proto: packet.proto,
+                _pad: [0; 3],
+            };
+            // SAFETY: map values are only read; the daemon replaces them whole.
+            let vip = unsafe { maps::FRAGMENT_VIPS.get(vip_key) }.ok_or(Outcome::NotVip)?;
             if settings.orphan_fragments == ORPHAN_FRAGMENTS_PASS {
                 return Err(Outcome::Fragment);
             }

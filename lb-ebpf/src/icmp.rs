@@ -98,6 +98,7 @@ pub fn parse_error(
         icmp_error: true,
         fragment: Fragment::Whole,
         ip_id: 0,
+        fragment_proto: proto,
     })
 }
 

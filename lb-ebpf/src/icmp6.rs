@@ -74,5 +74,6 @@ pub fn parse_error(
         icmp_error: true,
         fragment: Fragment::Whole,
         ip_id: 0,
+        fragment_proto: proto,
     })
 }

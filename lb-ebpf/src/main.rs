@@ -121,7 +121,7 @@ fn process<F: Family>(
             F::words(packet.src_addr),
             F::words(packet.dst_addr),
             packet.ip_id,
-            packet.proto,
+            packet.fragment_proto,
         );
     }
     result

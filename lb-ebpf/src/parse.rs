@@ -41,6 +41,10 @@ pub struct Packet<A> {
     /// The IP identification, as on the wire (names the datagram of a fragment): IPv4's 16
     /// bits or the IPv6 fragment header's 32.
     pub ip_id: u32,
+    /// The protocol that names a fragment's datagram, alike in all its fragments: IPv4's
+    /// protocol, or the IPv6 fragment header's next header (which may be an extension
+    /// header: the first fragment's transport protocol lies beyond it, a later one's nowhere).
+    pub fragment_proto: u8,
 }
 
 /// Where the IP header starts, and which IP.
@@ -196,6 +200,7 @@ pub fn parse_ipv4(ctx: &XdpContext, link: &Link) -> Result<Packet<u32>, Outcome>
             icmp_error: false,
             fragment,
             ip_id: id,
+            fragment_proto: proto,
         });
     }
     // TCP and UDP both start with the two ports.
@@ -236,6 +241,7 @@ pub fn parse_ipv4(ctx: &XdpContext, link: &Link) -> Result<Packet<u32>, Outcome>
         icmp_error: false,
         fragment,
         ip_id: id,
+        fragment_proto: proto,
     })
 }
 

@@ -74,6 +74,7 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
     let mut fragment = Fragment::Whole;
     let mut id = 0u32;
     let mut fragment_header = false;
+    let mut fragment_proto = 0;
     for _ in 0..MAX_EXTENSION_HEADERS {
         match next {
             NEXT_HOP_BY_HOP | NEXT_DEST_OPTIONS | NEXT_ROUTING | NEXT_AUTH => {
@@ -103,6 +104,7 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
                 let field = u16::from_be_bytes([header[2], header[3]]);
                 id = u32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
                 next = header[0];
+                fragment_proto = next;
                 offset += 8;
                 if field & FRAGMENT_OFFSET_MASK != 0 {
                     // What follows is data, not headers.
@@ -118,19 +120,12 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
         }
     }
     let proto = next;
-    if proto == PROTO_ICMPV6 {
-        if fragment != Fragment::Whole {
-            return Err(Outcome::NotBalanced);
-        }
-        return icmp6::parse_error(ctx, eth, offset, end, frame_len, dst_addr);
-    }
-    if proto != PROTO_TCP && proto != PROTO_UDP {
-        return Err(Outcome::NotBalanced);
-    }
     if fragment == Fragment::Later {
         if offset >= end {
             return Err(Outcome::Malformed);
         }
+        // Whatever follows the fragment header: the datagram is found by its identity
+        // (`fragment_proto`), and only TCP or UDP datagrams were remembered.
         return Ok(Packet {
             eth,
             frame_len,
@@ -143,12 +138,25 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
             icmp_error: false,
             fragment,
             ip_id: id,
+            fragment_proto,
         });
+    }
+    if !fragment_header {
+        fragment_proto = proto;
+    }
+    if proto == PROTO_ICMPV6 {
+        if fragment != Fragment::Whole {
+            return Err(Outcome::NotBalanced);
+        }
+        return icmp6::parse_error(ctx, eth, offset, end, frame_len, dst_addr);
+    }
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Err(Outcome::NotBalanced);
     }
     let (src_port, dst_port) = ports(ctx, offset)?;
     if let Err(not_vip) = prefilter(folded(&dst_addr), dst_port, proto) {
         if fragment == Fragment::First {
-            crate::fragment::remember_passed(src_addr, dst_addr, id, proto);
+            crate::fragment::remember_passed(src_addr, dst_addr, id, fragment_proto);
         }
         return Err(not_vip);
     }
@@ -168,6 +176,7 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
         icmp_error: false,
         fragment,
         ip_id: id,
+        fragment_proto,
     })
 }
 

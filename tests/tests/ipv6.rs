@@ -568,13 +568,11 @@ fn every_forwardable_ipv6_frame_cut_at_any_length_is_never_forwarded() {
 
 /// RFC 8200 4.1: a destination options header for the final destination follows the
 /// fragment header, so every fragment's fragment header names it (60) as next header, and
-/// the first fragment's TCP header comes after it. The later fragments must follow the first
-/// to its backend; the datapath keys the first by the transport protocol (6) it found after
-/// walking on, and passes the later ones because their next header (60) is not TCP or UDP:
-/// the backend gets a first fragment it can never reassemble.
+/// the first fragment's TCP header comes after it. The later fragments follow the first to
+/// its backend (the datagram is keyed by the fragment header's next header in both), or
+/// the backend would get a first fragment it can never reassemble.
 #[test]
-fn review_later_fragments_follow_a_first_fragment_with_destination_options_after_its_fragment_header()
- {
+fn later_fragments_follow_a_first_fragment_with_destination_options_after_its_fragment_header() {
     let Some(mut dp) = datapath6() else {
         return;
     };
@@ -647,12 +645,11 @@ fn memlock_of_maps(map_type: u32, max_entries: u32) -> (usize, u64) {
     (count, bytes)
 }
 
-/// `lbd check` prints "conntrack table of N flows: about M MiB of kernel memory" from
-/// `Config::conntrack_memory_bytes` (104 bytes a flow, for FLOWS), and the docs say the same
-/// of `max_flows`. FLOWS6 is now sized to `max_flows` too, and the kernel preallocates it
-/// whole, IPv6 VIPs or not: the figure misses more than half of what the kernel takes.
+/// `lbd check` prints "conntrack tables of N flows each (IPv4, IPv6): about M MiB" from
+/// `Config::conntrack_memory_bytes`: it must cover what the kernel preallocates for both
+/// flow tables (FLOWS and FLOWS6, `max_flows` each, IPv6 VIPs or not).
 #[test]
-fn review_the_conntrack_memory_lbd_check_prints_covers_the_ipv6_flow_table() {
+fn the_conntrack_memory_lbd_check_prints_covers_the_ipv6_flow_table() {
     if !lb_tests::require_root("IPv6 datapath fixtures") {
         return;
     }

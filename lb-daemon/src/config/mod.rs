@@ -339,9 +339,10 @@ impl Config {
             .map_or(0, |i| i as u32 + 1)
     }
 
-    /// Kernel memory the connection-tracking table takes when full: about 104 bytes per
-    /// entry (key and value, 40 bytes, plus the LRU hash element's header and list links),
-    /// allocated when the program is loaded. 64 Mi flows take about 6.5 GiB.
+    /// Kernel memory the connection-tracking tables take: `max_flows` entries each in the
+    /// IPv4 table (about 104 bytes an entry: key and value, 40 bytes, plus the LRU hash
+    /// element's header and list links) and the IPv6 one (about 128: its key is 24 bytes
+    /// longer), allocated whole when the program is loaded. 64 Mi flows take about 14.5 GiB.
     pub fn conntrack_memory_bytes(&self) -> u64 {
         u64::from(self.max_flows) * CONNTRACK_BYTES_PER_FLOW
     }
@@ -373,8 +374,8 @@ pub fn element_error(
     }
 }
 
-/// See [`Config::conntrack_memory_bytes`].
-pub const CONNTRACK_BYTES_PER_FLOW: u64 = 104;
+/// See [`Config::conntrack_memory_bytes`]: an entry of each family's table.
+pub const CONNTRACK_BYTES_PER_FLOW: u64 = 104 + 128;
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {

@@ -305,6 +305,24 @@ fn link_local_and_ipv4_mapped_addresses_are_refused() {
 }
 
 #[test]
+fn an_ipv6_vip_beside_vrrp_is_refused() {
+    let text = format!(
+        "{GOOD}\n[[vip]]\naddress = \"2001:2::100\"\nport = 6379\n[[vip.backend]]\naddress = \"2001:2::11\"\n{VRRP}"
+    );
+    one_error(
+        &text,
+        line_of(&text, "2001:2::100"),
+        "vip[1].address",
+        "cannot be failed over by [[vrrp]]",
+    );
+    // Without VRRP the same VIP is fine.
+    let text = format!(
+        "{GOOD}\n[[vip]]\naddress = \"2001:2::100\"\nport = 6379\n[[vip.backend]]\naddress = \"2001:2::11\"\n"
+    );
+    assert!(parse(&text).is_ok());
+}
+
+#[test]
 fn persistence_granularity_is_a_prefix_length_for_ipv6() {
     let text = ipv6_config().replace(
         r#"scheduler = "maglev""#,
@@ -900,7 +918,7 @@ fn conntrack_memory_is_estimated_per_flow() {
         "interfaces = [\"eth0\"]\nmax_flows = 67108864",
     );
     let config = parse(&text).unwrap();
-    assert_eq!(config.conntrack_memory_bytes(), 67_108_864 * 104);
+    assert_eq!(config.conntrack_memory_bytes(), 67_108_864 * 232);
 }
 
 const CHECKED: &str = r#"

@@ -51,6 +51,7 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
     let mut vips: Vec<VipConfig> = Vec::new();
     let mut seen = HashSet::new();
     let mut backend_count = 0usize;
+    let mut ipv6_vips = Vec::new();
     for (i, (table, at)) in raw_vips.into_iter().enumerate() {
         if let Some(vip) = vip(i, table, at, &mut p) {
             if !seen.insert((vip.address, vip.port, vip.protocol)) {
@@ -58,10 +59,20 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
                     Some(at),
                     format!("vip[{i}]"),
                     format!(
-                        "{}:{} {} is defined twice",
-                        vip.address, vip.port, vip.protocol
+                        "{} {} is defined twice",
+                        std::net::SocketAddr::new(vip.address, vip.port),
+                        vip.protocol
                     ),
                 );
+            }
+            if vip.address.is_ipv6() {
+                ipv6_vips.push((
+                    i,
+                    table
+                        .get("address")
+                        .and_then(|a| a.span())
+                        .map_or(at, |s| s.start),
+                ));
             }
             backend_count += vip.backends.len() + usize::from(vip.sorry_server.is_some());
             vips.push(vip);
@@ -77,6 +88,18 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
         );
     }
     let vrrp = vrrp::instances(&root, &interfaces, &mut p);
+    // VRRP moves IPv4 addresses only: an IPv6 VIP would be forwarded by every director.
+    if !vrrp.is_empty() {
+        for (i, at) in ipv6_vips {
+            p.add(
+                Some(at),
+                format!("vip[{i}].address"),
+                "an IPv6 VIP cannot be failed over by [[vrrp]] yet (VRRP here holds IPv4 \
+                 addresses only, so every director would forward it): serve IPv6 VIPs from a \
+                 director without [[vrrp]]",
+            );
+        }
+    }
     let vrrp_sync_groups = vrrp::sync_groups(&root, &vrrp, &mut p);
     let sync = sync::sync(&root, &mut p);
     let config = Config {
@@ -204,7 +227,8 @@ fn director(root: &Table<'_>, p: &mut Problems) -> (Vec<String>, XdpModeSetting,
                 p.add(
                     Some(n.at),
                     n.key,
-                    "must be between 1024 and 67108864 (each flow costs about 104 bytes of kernel memory)",
+                    "must be between 1024 and 67108864 (the IPv4 and IPv6 tables hold that many flows each, \
+                     about 232 bytes of kernel memory a flow)",
                 );
                 lb_common::DEFAULT_MAX_FLOWS
             }

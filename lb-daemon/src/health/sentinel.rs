@@ -116,7 +116,7 @@ async fn session(
                 None => return Err(format!("does not know master {:?}", spec.master_name)),
                 Some((ip, port)) => SocketAddr::new(
                     ip.parse::<IpAddr>()
-                        .map_err(|_| format!("master address {ip:?} is not IPv4"))?,
+                        .map_err(|_| format!("master address {ip:?} is not an IP address"))?,
                     port,
                 ),
             };

@@ -747,11 +747,11 @@ fn orphan_fragments_follow_the_lowest_port_vip_of_their_address_and_protocol() {
 }
 
 /// Maglev's promise (maglev.rs): "removing a backend only frees its own slots". Each
-/// backend's permutation comes from `maglev_key`, which folds an IPv6 address to 64 bits
-/// by `hi ^ rotl(lo, 32)`: `2001:db8::a:b:0:0` and `2001:db8:a:b::` fold to one key, walk
-/// one permutation, and when one of them goes, the other's flows move too.
+/// backend's permutation comes from `maglev_key`: IPv6 addresses whose halves a fold would
+/// confuse (`2001:db8::a:b:0:0` and `2001:db8:a:b::`) must still walk their own
+/// permutations, so when one goes, the other's flows stay.
 #[test]
-fn review_removing_an_ipv6_backend_moves_only_its_own_slots() {
+fn removing_an_ipv6_backend_moves_only_its_own_slots() {
     let addr = |text: &str| ip_words(text.parse::<IpAddr>().unwrap());
     let (a, b) = (addr("2001:db8::a:b:0:0"), addr("2001:db8:a:b::"));
     let (c, d) = (addr("2001:db8::c"), addr("2001:db8::d"));
