@@ -379,9 +379,10 @@ fn addressed_vip(frame: &[u8]) -> Option<Addressed> {
 }
 
 /// What an IPv6 packet (`ip`, from its fixed header) addresses, if it may be forwarded: TCP
-/// or UDP (or a later fragment of it) to the IPv6 VIP after any hop-by-hop, destination
-/// options, AH, fragment, or finished routing headers, whose headers fit in the payload
-/// length; or an ICMPv6 error to the VIP quoting a TCP or UDP packet the VIP sent.
+/// or UDP to the IPv6 VIP after any hop-by-hop, destination options, AH, fragment, or
+/// finished routing headers, whose headers fit in the payload length; a later fragment to
+/// the VIP (whatever its fragment header's next header); or an ICMPv6 error to the VIP
+/// quoting a TCP or UDP packet the VIP sent.
 fn addressed_vip6(ip: &[u8]) -> Option<Addressed> {
     if ip.len() < 40 || ip[0] >> 4 != 6 || ip[24..40] != VIP6.octets() {
         return None;
@@ -398,7 +399,8 @@ fn addressed_vip6(ip: &[u8]) -> Option<Addressed> {
             44 => {
                 let offset = u16::from_be_bytes([header[2], header[3]]) >> 3;
                 if offset != 0 {
-                    return (matches!(header[0], 6 | 17) && packet.len() > at + 8)
+                    // Whatever its next header: it follows its datagram's first fragment.
+                    return (packet.len() > at + 8)
                         .then_some(Addressed::LaterFragment(true, header[0]));
                 }
                 at += 8;
@@ -486,7 +488,11 @@ fn random_and_mutated_frames_are_passed_unchanged_dropped_or_sent_to_a_backend_o
                         .iter()
                         .filter(|((v6, proto, port), _)| match addressed {
                             Addressed::Vip(f, p, q) => (f, p, q) == (*v6, *proto, *port),
-                            Addressed::LaterFragment(f, p) => (f, p) == (*v6, *proto),
+                            // An IPv6 fragment header naming an extension header: a datagram
+                            // of either protocol.
+                            Addressed::LaterFragment(f, p) => {
+                                f == *v6 && (p == *proto || (f && !matches!(p, 6 | 17)))
+                            }
                         })
                         .flat_map(|(_, macs)| macs.iter().copied())
                         .collect();
