@@ -36,6 +36,7 @@ mod parse6;
 mod select;
 mod stats;
 mod sync;
+mod wire;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
@@ -231,9 +232,16 @@ pub fn forwarding(group: u32) -> Result<(), Outcome> {
 /// destination, this director, is not from another director).
 #[inline(always)]
 fn from_itself(eth: *mut EthHdr, backend: &Backend) -> bool {
-    // SAFETY: `parse` bounds-checked the Ethernet header.
-    let (src, dst) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
-    src == backend.mac && src != dst
+    let frame = eth as *const u8;
+    // SAFETY: `parse` bounds-checked the Ethernet header; the backend entry holds its MAC.
+    let (src, dst, mac) = unsafe {
+        (
+            wire::mac(frame.add(6)),
+            wire::mac(frame),
+            wire::mac(backend.mac.as_ptr()),
+        )
+    };
+    src == mac && src != dst
 }
 
 /// A new flow from a backend of its own VIP was balanced here by another director (a

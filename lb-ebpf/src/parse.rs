@@ -16,7 +16,7 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::{Outcome, icmp, maps};
+use crate::{Outcome, icmp, maps, wire};
 
 /// The fields the balancer needs, read once. `A` is the family's address (`u32` or
 /// `IpWords`).
@@ -84,6 +84,12 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Outcome> {
     Ok((start + offset) as *mut T)
 }
 
+/// TCP flag bits (the header's byte 13).
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
 /// An 802.1Q tag: TCI, then the inner EtherType.
 const VLAN_TAG_LEN: usize = 4;
 /// "More fragments" and the fragment offset, in the flags + offset field.
@@ -102,9 +108,16 @@ pub fn link(ctx: &XdpContext) -> Result<Link, Outcome> {
     if iface.ifindex != ifindex {
         return Err(Outcome::NotForUs);
     }
-    // SAFETY: `eth` is within bounds; EthHdr is packed, so fields are read by value.
-    let (dst_mac, ether_type) = unsafe { ((*eth).dst_addr, (*eth).ether_type) };
-    if dst_mac != iface.mac {
+    let frame = eth as *const u8;
+    // SAFETY: the Ethernet header is within bounds; the map value holds the 6 MAC bytes.
+    let (dst_mac, ether_type, own_mac) = unsafe {
+        (
+            wire::mac(frame),
+            wire::load::<u16>(frame.add(12)),
+            wire::mac(iface.mac.as_ptr()),
+        )
+    };
+    if dst_mac != own_mac {
         return Err(Outcome::NotForUs);
     }
     // Untagged IPv4 first (the common case pays one compare). One 802.1Q tag is read past
@@ -120,7 +133,7 @@ pub fn link(ctx: &XdpContext) -> Result<Link, Outcome> {
         let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2)?;
         // SAFETY: `inner` is within bounds.
         (
-            u16::from_ne_bytes(unsafe { *inner }),
+            unsafe { wire::load::<u16>(inner as *const u8) },
             EthHdr::LEN + VLAN_TAG_LEN,
         )
     } else {
@@ -149,19 +162,13 @@ pub fn link(ctx: &XdpContext) -> Result<Link, Outcome> {
 pub fn parse_ipv4(ctx: &XdpContext, link: &Link) -> Result<Packet<u32>, Outcome> {
     let (eth, l3) = (link.eth, link.l3);
     let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
-    // SAFETY: `ip` is within bounds. `proto` is read as a raw byte: network-types' IpProto
-    // enum does not cover every value, so reading it as the enum would be undefined.
-    let (vihl, tot_len, id, frags, proto, src_addr, dst_addr) = unsafe {
-        (
-            (*ip).vihl,
-            u16::from_be_bytes((*ip).tot_len),
-            u16::from_ne_bytes((*ip).id) as u32,
-            u16::from_be_bytes((*ip).frags),
-            *(ip as *const u8).add(9),
-            u32::from_ne_bytes((*ip).src_addr),
-            u32::from_ne_bytes((*ip).dst_addr),
-        )
-    };
+    // SAFETY: the 20-byte header is within bounds. Five words: version/IHL, TOS, total
+    // length; id, flags/offset; TTL, protocol, checksum; source; destination.
+    let [w0, w1, w2, src_addr, dst_addr] = unsafe { wire::load::<[u32; 5]>(ip as *const u8) };
+    let (vihl, tot_len) = (w0 as u8, u16::from_be((w0 >> 16) as u16));
+    // The id as on the wire (its two bytes in order), the rest as numbers.
+    let (id, frags) = (w1 & 0xffff, u16::from_be((w1 >> 16) as u16));
+    let proto = (w2 >> 8) as u8;
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return Err(Outcome::Malformed);
@@ -250,11 +257,8 @@ pub fn parse_ipv4(ctx: &XdpContext, link: &Link) -> Result<Packet<u32>, Outcome>
 pub fn ports(ctx: &XdpContext, l4: usize) -> Result<(u16, u16), Outcome> {
     let ports: *const [u8; 4] = ptr_at(ctx, l4)?;
     // SAFETY: `ports` is within bounds.
-    let ports = unsafe { *ports };
-    Ok((
-        u16::from_ne_bytes([ports[0], ports[1]]),
-        u16::from_ne_bytes([ports[2], ports[3]]),
-    ))
+    let ports = unsafe { wire::load::<u32>(ports as *const u8) };
+    Ok((ports as u16, (ports >> 16) as u16))
 }
 
 /// The transport header at `l4` is all there; for TCP, its flags.
@@ -262,14 +266,13 @@ pub fn ports(ctx: &XdpContext, l4: usize) -> Result<(u16, u16), Outcome> {
 pub fn transport_flags(ctx: &XdpContext, l4: usize, proto: u8) -> Result<TcpFlags, Outcome> {
     if proto == PROTO_TCP {
         let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
-        // SAFETY: `tcp` is within bounds.
-        Ok(unsafe {
-            TcpFlags {
-                syn: (*tcp).syn() != 0,
-                ack: (*tcp).ack() != 0,
-                fin: (*tcp).fin() != 0,
-                rst: (*tcp).rst() != 0,
-            }
+        // SAFETY: `tcp` is within bounds; byte 13 holds the flags.
+        let flags = unsafe { *(tcp as *const u8).add(13) };
+        Ok(TcpFlags {
+            syn: flags & TCP_SYN != 0,
+            ack: flags & TCP_ACK != 0,
+            fin: flags & TCP_FIN != 0,
+            rst: flags & TCP_RST != 0,
         })
     } else {
         let _: *const UdpHdr = ptr_at(ctx, l4)?;

@@ -11,6 +11,7 @@ use crate::{
     parse::{
         Fragment, Link, Packet, TcpFlags, ports, prefilter, ptr_at, transport_flags, transport_len,
     },
+    wire,
 };
 
 /// The fixed header.
@@ -34,8 +35,8 @@ const FRAGMENT_MORE: u16 = 1;
 #[inline(always)]
 pub fn addresses(ctx: &XdpContext, l3: usize) -> Result<(IpWords, IpWords), Outcome> {
     let addrs: *const [IpWords; 2] = ptr_at(ctx, l3 + IPV6_ADDRS_OFFSET)?;
-    // SAFETY: within bounds; read unaligned (a frame's IPv6 header sits at any offset).
-    let [src, dst] = unsafe { core::ptr::read_unaligned(addrs) };
+    // SAFETY: within bounds.
+    let [src, dst] = unsafe { wire::load::<[IpWords; 2]>(addrs as *const u8) };
     Ok((src, dst))
 }
 
@@ -43,13 +44,10 @@ pub fn addresses(ctx: &XdpContext, l3: usize) -> Result<(IpWords, IpWords), Outc
 #[inline(always)]
 pub fn fixed(ctx: &XdpContext, l3: usize) -> Result<(u8, u16, u8), Outcome> {
     let head: *const [u8; 8] = ptr_at(ctx, l3)?;
-    // SAFETY: within bounds.
-    let head = unsafe { *head };
-    Ok((
-        head[0] >> 4,
-        u16::from_be_bytes([head[4], head[5]]),
-        head[6],
-    ))
+    // SAFETY: within bounds. Version, traffic class and flow label; payload length, next
+    // header, hop limit.
+    let [w0, w1] = unsafe { wire::load::<[u32; 2]>(head as *const u8) };
+    Ok(((w0 as u8) >> 4, u16::from_be(w1 as u16), (w1 >> 16) as u8))
 }
 
 #[inline(always)]
