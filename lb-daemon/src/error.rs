@@ -16,7 +16,7 @@ pub enum Error {
     #[error("interface {name}: {cause}")]
     Interface { name: String, cause: std::io::Error },
     #[error(
-        "backend {addr} ({key}): no MAC in the neighbour table of {interfaces} after an ARP probe; \
+        "backend {addr} ({key}): no MAC in the neighbour table of {interfaces} after an ARP or neighbour-discovery probe; \
          is it on the director's L2 segment? (or set `mac = \"..\"` for it)"
     )]
     Unresolved {

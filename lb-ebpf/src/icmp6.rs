@@ -59,7 +59,7 @@ pub fn parse_error(
     }
     let (vip_port, client_port) = ports(ctx, inner + QUOTED_HEADER_LEN)?;
     prefilter(folded(&vip), vip_port, proto)?;
-    if end < inner + QUOTED_HEADER_LEN + QUOTED_L4_LEN {
+    if end < inner + QUOTED_HEADER_LEN + QUOTED_L4_LEN || end as u64 > frame_len {
         return Err(Outcome::Malformed);
     }
     Ok(Packet {

@@ -63,10 +63,9 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
         return Err(Outcome::NotBalanced);
     }
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    // Where the payload length says the packet ends: checked against the frame only for
+    // packets to a VIP (the kernel judges everyone else's).
     let end = l3 + IPV6_HEADER_LEN + payload_len as usize;
-    if end as u64 > frame_len {
-        return Err(Outcome::Malformed);
-    }
 
     let mut offset = l3 + IPV6_HEADER_LEN;
     let mut fragment = Fragment::Whole;
@@ -119,7 +118,7 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
     }
     let proto = next;
     if fragment == Fragment::Later {
-        if offset >= end {
+        if offset >= end || end as u64 > frame_len {
             return Err(Outcome::Malformed);
         }
         // Whatever follows the fragment header: the datagram is found by its identity
@@ -158,7 +157,7 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
         }
         return Err(not_vip);
     }
-    if offset + transport_len(proto) > end {
+    if offset + transport_len(proto) > end || end as u64 > frame_len {
         return Err(Outcome::Malformed);
     }
     let tcp_flags = transport_flags(ctx, offset, proto)?;

@@ -408,7 +408,7 @@ fn an_icmpv6_packet_too_big_about_a_tracked_flow_goes_to_its_backend() {
 }
 
 #[test]
-fn neighbour_discovery_echo_and_stray_icmpv6_are_passed_unchanged() {
+fn neighbour_discovery_echo_and_frames_for_no_vip_are_passed_unchanged() {
     let Some(mut dp) = datapath6() else {
         return;
     };
@@ -472,6 +472,22 @@ fn neighbour_discovery_echo_and_stray_icmpv6_are_passed_unchanged() {
                 TCP_SYN,
             )
             .build(),
+        ),
+        (
+            "a SYN to another IPv6 address claiming more payload than the frame holds \
+             (the kernel judges it)",
+            {
+                let mut f = Ipv6Frame::tcp(
+                    CLIENT_MAC,
+                    DIRECTOR_MAC,
+                    (CLIENT6, 40000),
+                    (backend6(0x99), 6379),
+                    TCP_SYN,
+                )
+                .build();
+                f[18..20].copy_from_slice(&1000u16.to_be_bytes());
+                f
+            },
         ),
     ];
     for (what, frame) in cases {

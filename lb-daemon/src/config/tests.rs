@@ -242,7 +242,7 @@ fn bad_vip_address() {
         &text,
         line_of(&text, "198.18.0.300"),
         "vip[0].address",
-        "not an IPv4 address",
+        "not an IP address",
     );
 }
 
@@ -598,7 +598,7 @@ fn bad_backend_address() {
         &text,
         line_of(&text, "redis-2"),
         "vip[0].backend[1].address",
-        "not an IPv4 address",
+        "not an IP address",
     );
 }
 

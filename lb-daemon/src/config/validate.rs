@@ -689,6 +689,14 @@ pub(super) fn ipv4_list(t: &Table<'_>, key: &str, what: &str, p: &mut Problems) 
 pub(super) fn ip(read: &Read<'_, String>, what: &str, p: &mut Problems) -> Option<IpAddr> {
     let text = &read.value;
     let Ok(v6) = text.parse::<Ipv6Addr>() else {
+        if text.parse::<Ipv4Addr>().is_err() {
+            p.add(
+                Some(read.at),
+                &read.key,
+                format!("{text:?} is not an IP address"),
+            );
+            return None;
+        }
         return ipv4(read, what, p).map(IpAddr::V4);
     };
     let problem = if v6.is_unspecified() || v6.is_loopback() || v6.is_multicast() {
