@@ -30,15 +30,13 @@ fn fold(addr: &IpWords) -> u64 {
     (((addr[0] ^ addr[2]) as u64) << 32) | (addr[1] ^ addr[3]) as u64
 }
 
-/// Hash of an IPv6 flow's 5-tuple: each address's two halves through the finaliser in turn.
+/// Hash of an IPv6 flow's 5-tuple: each address folded to 64 bits, the destination's rotated
+/// so that swapping the two does not cancel out, then the same two finaliser rounds as IPv4.
 #[inline(always)]
 pub fn flow_hash6(key: &FlowKey6) -> u64 {
     let ports = ((key.src_port as u64) << 32) | ((key.dst_port as u64) << 8) | key.proto as u64;
-    let src = ((key.src_addr[0] as u64) << 32 | key.src_addr[1] as u64)
-        ^ mix64(((key.src_addr[2] as u64) << 32) | key.src_addr[3] as u64);
-    let dst = ((key.dst_addr[0] as u64) << 32 | key.dst_addr[1] as u64)
-        ^ mix64(((key.dst_addr[2] as u64) << 32) | key.dst_addr[3] as u64);
-    mix64(src ^ mix64(dst ^ mix64(ports ^ SEED)))
+    let addrs = fold(&key.src_addr) ^ fold(&key.dst_addr).rotate_left(17);
+    mix64(addrs ^ mix64(ports ^ SEED))
 }
 
 /// Hash of one IPv6 address (source or destination hashing).
@@ -61,6 +59,19 @@ pub const fn filter_word(addr: &IpWords) -> u32 {
 #[inline(always)]
 pub fn ring_slot(key: &FlowKey) -> u32 {
     (flow_hash(key) % crate::RING_SIZE as u64) as u32
+}
+
+/// A MAC as a number: its six bytes in order, little-endian (as the datapath loads it).
+#[inline(always)]
+pub const fn mac_number(mac: &[u8; 6]) -> u64 {
+    u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+}
+
+/// Backend-MAC prefilter slot of a MAC (as [`mac_number`] gives it): the top bits of one
+/// multiply, every new flow pays for it.
+#[inline(always)]
+pub const fn mac_filter_slot(mac: u64) -> u32 {
+    (mac.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as u32 & (crate::MAC_FILTER_SIZE - 1)
 }
 
 /// VIP prefilter slot of (address, port, protocol), as stored in a [`crate::VipKey`] (the

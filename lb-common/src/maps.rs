@@ -17,6 +17,9 @@ pub const MAX_INTERFACES: u32 = 1_024;
 pub const FLOW_CACHE_SIZE: u32 = 4_096;
 /// Slots of the VIP prefilter, indexed by [`crate::hash::vip_filter_slot`] (a power of two).
 pub const VIP_FILTER_SIZE: u32 = 65_536;
+/// Slots of the backend-MAC prefilter, indexed by [`crate::hash::mac_filter_slot`] (a power
+/// of two).
+pub const MAC_FILTER_SIZE: u32 = 4_096;
 
 /// Forwarding groups: slot 0 holds the VIPs of no VRRP instance; each instance has its own.
 pub const MAX_GROUPS: u32 = 64;
@@ -71,6 +74,10 @@ pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
 /// itself): it goes to the local stack, never balanced again, so two directors that are
 /// also real servers never bounce a frame between them.
 pub const MAP_BACKEND_MACS: &str = "BACKEND_MACS";
+/// `u32 slot -> u32` array: the number of backend MACs (of `BACKEND_MACS`) hashing to the
+/// slot. A new flow from a MAC whose slot is 0 (a client's router, almost always) skips the
+/// `BACKEND_MACS` lookup: one inlined array read instead of a hash lookup.
+pub const MAP_MAC_FILTER: &str = "MAC_FILTER";
 /// `FragmentKey -> FragmentOwner` LRU hash: the backend each fragmented datagram's first
 /// fragment went to, for its later fragments (which carry no ports).
 pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
@@ -104,13 +111,14 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 24] = [
     MAP_VIPS,
     MAP_VIP_FILTER,
     MAP_FRAGMENT_VIPS,
     MAP_RING,
     MAP_BACKENDS,
     MAP_BACKEND_MACS,
+    MAP_MAC_FILTER,
     MAP_FLOWS,
     MAP_FLOWS6,
     MAP_FLOW_CACHE,

@@ -19,7 +19,7 @@ use std::{
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FragmentVipKey, IpWords, MAX_BACKENDS, MAX_VIPS,
     RING_SIZE, SCHED_LC, SCHED_RR, SCHED_WRR, VipInfo, VipKey,
-    hash::{filter_word, vip_filter_slot},
+    hash::{filter_word, mac_filter_slot, mac_number, vip_filter_slot},
     ip_addr, ip_words,
 };
 
@@ -115,6 +115,8 @@ pub enum MapOp {
     SetVipFilter { slot: u32, vips: u32 },
     /// Set the VIPs (a bit per `vip_id`) a backend MAC serves (0 = remove the entry).
     SetBackendMac { mac: [u8; 6], vips: u64 },
+    /// Set a backend-MAC prefilter slot: the number of backend MACs hashing to it.
+    SetMacFilter { slot: u32, macs: u32 },
     /// Set the VIP whose ring places orphan fragments to this address and protocol (None =
     /// remove the entry).
     SetFragmentVip {
@@ -159,6 +161,8 @@ pub struct Reconciler {
     next_generation: u32,
     /// Prefilter slot -> VIP count, as the map holds it.
     filter: BTreeMap<u32, u32>,
+    /// Backend-MAC prefilter slot -> MAC count, as the map holds it.
+    mac_filter: BTreeMap<u32, u32>,
     /// Remote backend MAC -> VIPs it serves (a bit per id), as the map holds it.
     backend_macs: BTreeMap<[u8; 6], u64>,
     /// VIP address and protocol -> the VIP placing orphan fragments, as the map holds it.
@@ -180,6 +184,7 @@ impl Default for Reconciler {
             free_backend_ids: (1..MAX_BACKENDS).collect(),
             next_generation: 1,
             filter: BTreeMap::new(),
+            mac_filter: BTreeMap::new(),
             backend_macs: BTreeMap::new(),
             fragment_vips: BTreeMap::new(),
             orphans: Vec::new(),
@@ -200,6 +205,8 @@ pub struct MapContents {
     pub rings: BTreeMap<u32, Vec<u32>>,
     /// Non-zero prefilter slots.
     pub filter: BTreeMap<u32, u32>,
+    /// Non-zero backend-MAC prefilter slots.
+    pub mac_filter: BTreeMap<u32, u32>,
     /// Every entry of the backend MAC map.
     pub backend_macs: BTreeMap<[u8; 6], u64>,
     /// Every entry of the fragment VIP map.
@@ -408,7 +415,22 @@ impl Reconciler {
                 ops.push(MapOp::SetBackendMac { mac: *mac, vips });
             }
         }
+        // The MAC prefilter after the entries it gates: a slot that is 0 while its MAC's entry
+        // exists only skips the guard, as before the MAC served any VIP.
+        let new_mac_filter = mac_filter_counts(new_macs.keys());
+        for slot in self
+            .mac_filter
+            .keys()
+            .chain(new_mac_filter.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let macs = new_mac_filter.get(slot).copied().unwrap_or(0);
+            if self.mac_filter.get(slot).copied().unwrap_or(0) != macs {
+                ops.push(MapOp::SetMacFilter { slot: *slot, macs });
+            }
+        }
         next.backend_macs = new_macs;
+        next.mac_filter = new_mac_filter;
 
         // Orphan fragments follow the published VIP set, before any backend is retired.
         let new_fragment_vips = fragment_vips(&next.vips);
@@ -497,6 +519,7 @@ impl Reconciler {
             free_backend_ids,
             next_generation: next_gen(max_generation),
             filter: contents.filter.clone(),
+            mac_filter: contents.mac_filter.clone(),
             backend_macs: contents.backend_macs.clone(),
             fragment_vips: contents.fragment_vips.clone(),
             orphans,
@@ -576,6 +599,15 @@ fn fragment_vips(vips: &BTreeMap<VipKey, AppliedVip>) -> BTreeMap<FragmentVipKey
         }
     }
     out.into_iter().map(|(k, (_, info))| (k, info)).collect()
+}
+
+/// Backend MACs per MAC prefilter slot.
+fn mac_filter_counts<'a>(macs: impl Iterator<Item = &'a [u8; 6]>) -> BTreeMap<u32, u32> {
+    let mut counts = BTreeMap::new();
+    for mac in macs {
+        *counts.entry(mac_filter_slot(mac_number(mac))).or_default() += 1;
+    }
+    counts
 }
 
 /// VIPs per prefilter slot.

@@ -42,6 +42,7 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_jiffies64, macros::xdp, progra
 use aya_log_ebpf::debug;
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_LOCAL, Backend, FLOW_EVENT_NEW, FlowTuple, MacKey, PROTO_TCP,
+    hash::mac_filter_slot,
 };
 use network_types::eth::EthHdr;
 
@@ -246,16 +247,25 @@ fn from_itself(eth: *mut EthHdr, backend: &Backend) -> bool {
 
 /// A new flow from a backend of its own VIP was balanced here by another director (a
 /// backend holds the VIP and sends it nothing over the wire): the local stack serves it.
-/// One hash lookup, on new flows only.
+/// One inlined array read (`MAC_FILTER`) on new flows, and a hash lookup for the few whose
+/// MAC shares a slot with a backend's.
 #[inline(always)]
 fn from_backend(eth: *mut EthHdr, vip_id: u32) -> Result<(), Outcome> {
+    let frame = eth as *const u8;
     // SAFETY: `parse` bounds-checked the Ethernet header.
-    let (src, dst) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
+    let (src, dst) = unsafe { (wire::mac(frame.add(6)), wire::mac(frame)) };
     if src == dst {
         return Ok(());
     }
+    // No backend's MAC hashes here: not from a backend.
+    match maps::MAC_FILTER.get(mac_filter_slot(src)) {
+        Some(&n) if n != 0 => {}
+        _ => return Ok(()),
+    }
+    // The MAC's six bytes in order, then two zero bytes: a `MacKey`.
+    let [m0, m1, m2, m3, m4, m5, _, _] = src.to_le_bytes();
     let key = MacKey {
-        mac: src,
+        mac: [m0, m1, m2, m3, m4, m5],
         _pad: [0; 2],
     };
     // SAFETY: map values are only read.

@@ -8,9 +8,9 @@ use aya_ebpf::{
 use lb_common::{
     Backend, Choice, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
     FlowCacheEntry6, FlowEvent, FlowKey, FlowKey6, FragmentKey, FragmentOwner, FragmentVipKey,
-    Interface, MAX_BACKENDS, MAX_FRAGMENTED_DATAGRAMS, MAX_GROUPS, MAX_HALF_OPEN, MAX_INTERFACES,
-    MAX_PERSISTENT_CLIENTS, MAX_VIPS, MacKey, PersistKey, RING_SIZE, Settings, TrafficCounters,
-    VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
+    Interface, MAC_FILTER_SIZE, MAX_BACKENDS, MAX_FRAGMENTED_DATAGRAMS, MAX_GROUPS, MAX_HALF_OPEN,
+    MAX_INTERFACES, MAX_PERSISTENT_CLIENTS, MAX_VIPS, MacKey, PersistKey, RING_SIZE, Settings,
+    TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
 };
 
 #[btf_map]
@@ -24,6 +24,9 @@ pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
 
 #[btf_map]
 pub static BACKEND_MACS: HashMap<MacKey, u64, { MAX_BACKENDS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static MAC_FILTER: Array<u32, { MAC_FILTER_SIZE as usize }> = Array::new();
 
 /// Sized by the daemon at load time (`max_flows`); this is the default.
 #[btf_map]

@@ -1514,3 +1514,31 @@ fn a_flow_busier_than_its_vips_own_timeout_is_never_rescheduled() {
         );
     }
 }
+
+/// A new flow to a VIP from one of that VIP's own backends was balanced by another director
+/// (a backend holds the VIP and sends it nothing over the wire): it is served by this host,
+/// never balanced again. From a MAC that serves no VIP, or another VIP only, it is balanced;
+/// and a MAC stops being guarded once its backend leaves (the MAC prefilter follows).
+#[test]
+fn a_new_flow_from_a_backend_of_its_vip_is_left_to_the_local_stack() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let syn_from = |mac: [u8; 6], port: u16| {
+        Ipv4Frame::tcp(mac, DIRECTOR_MAC, (CLIENT, port), (VIP, 6379), TCP_SYN).build()
+    };
+    let from_own_backend = syn_from(backend_mac(13), 41000);
+    assert_eq!(
+        dp.run(&from_own_backend),
+        (XDP_PASS, from_own_backend.clone())
+    );
+    // The UDP VIP's backend (.31) is no backend of the TCP VIP.
+    for mac in [CLIENT_MAC, [0x02, 0xbb, 0, 0, 0, 0x1f]] {
+        assert_eq!(dp.run(&syn_from(mac, 41001)).0, XDP_TX, "from {mac:02x?}");
+    }
+    assert_eq!(dp.snapshot().verdicts.pass_from_backend, 1);
+    // .13 leaves the pool: its MAC is a client's like any other.
+    dp.reconfigure(&AFTER);
+    assert_eq!(dp.run(&syn_from(backend_mac(13), 41002)).0, XDP_TX);
+    assert_eq!(dp.snapshot().verdicts.pass_from_backend, 1);
+}

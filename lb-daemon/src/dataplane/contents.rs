@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
-    Backend, FragmentVipKey, MAP_BACKEND_MACS, MAP_BACKENDS, MAP_FRAGMENT_VIPS, MAP_RING,
-    MAP_VIP_FILTER, MAP_VIPS, MacKey, RING_SIZE, VipInfo, VipKey,
+    Backend, FragmentVipKey, MAP_BACKEND_MACS, MAP_BACKENDS, MAP_FRAGMENT_VIPS, MAP_MAC_FILTER,
+    MAP_RING, MAP_VIP_FILTER, MAP_VIPS, MacKey, RING_SIZE, VipInfo, VipKey,
 };
 
 use super::snapshot::MapSource;
@@ -59,6 +59,17 @@ pub fn read(source: &impl MapSource) -> Result<MapContents> {
             filter.insert(slot, vips);
         }
     }
+    let mac_filter_map: Array<&MapData, u32> =
+        Array::try_from(source.map(MAP_MAC_FILTER)?).map_err(map_err(MAP_MAC_FILTER))?;
+    let mut mac_filter = BTreeMap::new();
+    for slot in 0..mac_filter_map.len() {
+        let macs = mac_filter_map
+            .get(&slot, 0)
+            .map_err(map_err(MAP_MAC_FILTER))?;
+        if macs != 0 {
+            mac_filter.insert(slot, macs);
+        }
+    }
     let mac_map: HashMap<&MapData, MacKey, u64> =
         HashMap::try_from(source.map(MAP_BACKEND_MACS)?).map_err(map_err(MAP_BACKEND_MACS))?;
     let backend_macs = mac_map
@@ -77,6 +88,7 @@ pub fn read(source: &impl MapSource) -> Result<MapContents> {
         backends,
         rings,
         filter,
+        mac_filter,
         backend_macs,
         fragment_vips,
     })

@@ -8,9 +8,9 @@ use aya::{
 use lb_common::{
     Backend, Choice, Flow, FlowKey, FragmentVipKey, Interface, MAP_BACKEND_ACTIVE,
     MAP_BACKEND_MACS, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOW_EPOCHS, MAP_FLOWS,
-    MAP_FRAGMENT_VIPS, MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_PERSIST, MAP_RING, MAP_SETTINGS,
-    MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, MacKey, PersistKey, RING_SIZE,
-    Settings, TrafficCounters, VipInfo, VipKey,
+    MAP_FRAGMENT_VIPS, MAP_GROUP_STANDBY, MAP_INTERFACES, MAP_MAC_FILTER, MAP_PERSIST, MAP_RING,
+    MAP_SETTINGS, MAP_VIP_FILTER, MAP_VIP_STATS, MAP_VIPS, MAX_INTERFACES, MacKey, PersistKey,
+    RING_SIZE, Settings, TrafficCounters, VipInfo, VipKey,
 };
 
 use crate::{
@@ -236,6 +236,10 @@ impl<'a> MapWriter<'a> {
                     .hash::<VipKey, VipInfo>(MAP_VIPS)?
                     .insert(key, info, 0)
                     .map_err(map_err(MAP_VIPS))?,
+                MapOp::SetMacFilter { slot, macs } => self
+                    .array::<u32>(MAP_MAC_FILTER)?
+                    .set(*slot, macs, 0)
+                    .map_err(map_err(MAP_MAC_FILTER))?,
                 MapOp::SetVipFilter { slot, vips } => self
                     .array::<u32>(MAP_VIP_FILTER)?
                     .set(*slot, vips, 0)

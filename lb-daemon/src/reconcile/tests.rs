@@ -1,7 +1,7 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use lb_common::hash::vip_filter_slot;
+use lb_common::hash::{mac_filter_slot, mac_number, vip_filter_slot};
 
 fn vip(last: u8, port: u16) -> VipKey {
     VipKey::new(Ipv4Addr::new(198, 18, 0, last).into(), port, 6)
@@ -177,11 +177,17 @@ fn mac_change_updates_the_entry_in_place() {
     let mut moved = backend(11, 1);
     moved.mac = [2, 9, 9, 9, 9, 9];
     let (ops, _) = applied.plan(&desired(vec![moved])).unwrap();
-    assert_eq!(ops.len(), 3, "{ops:?}");
+    assert_eq!(ops.len(), 5, "{ops:?}");
     assert!(
         matches!(&ops[0], MapOp::SetBackend { backend_id, backend } if *backend_id == id && backend.mac == [2, 9, 9, 9, 9, 9])
     );
-    // The MAC map follows: the old MAC serves nothing, the new one VIP id 0.
+    // The MAC map follows: the old MAC serves nothing, the new one VIP id 0; then the MAC
+    // prefilter (the two MACs' slots, apart here).
+    let (old_slot, new_slot) = (
+        mac_filter_slot(mac_number(&[2, 0, 0, 0, 0, 11])),
+        mac_filter_slot(mac_number(&[2, 9, 9, 9, 9, 9])),
+    );
+    assert_ne!(old_slot, new_slot);
     assert_eq!(
         ops[1..],
         [
@@ -192,7 +198,15 @@ fn mac_change_updates_the_entry_in_place() {
             MapOp::SetBackendMac {
                 mac: [2, 9, 9, 9, 9, 9],
                 vips: 1
-            }
+            },
+            MapOp::SetMacFilter {
+                slot: new_slot.min(old_slot),
+                macs: u32::from(new_slot < old_slot)
+            },
+            MapOp::SetMacFilter {
+                slot: new_slot.max(old_slot),
+                macs: u32::from(new_slot > old_slot)
+            },
         ]
     );
 }
@@ -220,6 +234,10 @@ fn removed_vip_is_unpublished_then_its_backends_retired() {
             MapOp::SetBackendMac {
                 mac: [2, 0, 0, 0, 0, 11],
                 vips: 0
+            },
+            MapOp::SetMacFilter {
+                slot: mac_filter_slot(mac_number(&[2, 0, 0, 0, 0, 11])),
+                macs: 0
             },
             MapOp::RetireBackend {
                 backend_id: id,
@@ -420,6 +438,13 @@ fn contents_of(ops_history: &[MapOp]) -> MapContents {
                     contents.backend_macs.remove(mac);
                 } else {
                     contents.backend_macs.insert(*mac, *vips);
+                }
+            }
+            MapOp::SetMacFilter { slot, macs } => {
+                if *macs == 0 {
+                    contents.mac_filter.remove(slot);
+                } else {
+                    contents.mac_filter.insert(*slot, *macs);
                 }
             }
             MapOp::SetFragmentVip { key, info } => match info {
@@ -775,5 +800,48 @@ fn removing_an_ipv6_backend_moves_only_its_own_slots() {
         before.len(),
         maglev_key(ip_addr(&a)),
         maglev_key(ip_addr(&b)),
+    );
+}
+
+/// The MAC prefilter counts the backend MACs of every slot, follows removals, and comes
+/// after the BACKEND_MACS entries it gates.
+#[test]
+fn the_mac_prefilter_counts_backend_macs_and_follows_them() {
+    let two = desired(vec![backend(11, 1), backend(12, 1)]);
+    let (ops, planner) = Reconciler::default().plan(&two).unwrap();
+    let filter: BTreeMap<u32, u32> = ops
+        .iter()
+        .filter_map(|op| match op {
+            MapOp::SetMacFilter { slot, macs } => Some((*slot, *macs)),
+            _ => None,
+        })
+        .collect();
+    let mut want: BTreeMap<u32, u32> = BTreeMap::new();
+    for backend in &two[0].backends {
+        *want
+            .entry(mac_filter_slot(mac_number(&backend.mac)))
+            .or_default() += 1;
+    }
+    assert_eq!(filter, want);
+    let last_mac = ops
+        .iter()
+        .rposition(|op| matches!(op, MapOp::SetBackendMac { .. }))
+        .unwrap();
+    let first_filter = ops
+        .iter()
+        .position(|op| matches!(op, MapOp::SetMacFilter { .. }))
+        .unwrap();
+    assert!(last_mac < first_filter, "{ops:?}");
+
+    let (ops, _) = planner.plan(&desired(vec![backend(11, 1)])).unwrap();
+    let gone = mac_filter_slot(mac_number(&two[0].backends[1].mac));
+    let kept = mac_filter_slot(mac_number(&two[0].backends[0].mac));
+    let expected = u32::from(gone == kept);
+    assert!(
+        ops.contains(&MapOp::SetMacFilter {
+            slot: gone,
+            macs: expected
+        }),
+        "{ops:?}"
     );
 }

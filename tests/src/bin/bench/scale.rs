@@ -1,5 +1,5 @@
-//! Established-packet cost as the datapath's state grows (a tagged frame, a VIP with 1,000
-//! backends, 100k and 1M tracked flows), each as a ratio to the MAC-swap floor measured in
+//! Established-packet cost as the datapath's state grows (IPv6, a tagged frame, a VIP with
+//! 1,000 backends, 100k and 1M tracked flows), each as a ratio to the MAC-swap floor measured in
 //! the same rounds; then a spoofed-SYN flood of 1M distinct sources against held flows.
 
 use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
@@ -14,7 +14,8 @@ use lb_daemon::{
 };
 use lb_tests::{
     frame::{Ipv4Frame, TCP_ACK, TCP_SYN},
-    lab::VIP,
+    frame6::Ipv6Frame,
+    lab::{VIP, VIP6},
 };
 
 use crate::{CLIENT_MAC, DIRECTOR_MAC, REPEAT, ROUNDS, median, ns_per_packet};
@@ -37,6 +38,12 @@ fn config() -> Config {
     text.push_str(&format!("[[vip]]\naddress = \"{VIP}\"\nport = 6380\n"));
     for i in 0..WIDE_BACKENDS {
         text.push_str(&backend(offset(Ipv4Addr::new(198, 18, 8, 0), i)));
+    }
+    text.push_str(&format!("[[vip]]\naddress = \"{VIP6}\"\nport = 6379\n"));
+    for i in 0x11..0x14 {
+        text.push_str(&format!(
+            "[[vip.backend]]\naddress = \"2001:2::{i:x}\"\nmac = \"{mac}\"\n"
+        ));
     }
     Config::parse(Path::new("bench.toml"), &text).expect("bench config")
 }
@@ -129,7 +136,15 @@ pub fn datapath_scale(report: &mut String) {
     let plain = packet(client, 6379, TCP_ACK);
     let vlan = tagged(&plain);
     let wide = packet(client, 6380, TCP_ACK);
-    for frame in [&plain, &vlan, &wide] {
+    let ipv6 = Ipv6Frame::tcp(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        ("2001:2:0:1::1".parse().unwrap(), 40000),
+        (VIP6, 6379),
+        TCP_ACK,
+    )
+    .build();
+    for frame in [&plain, &vlan, &wide, &ipv6] {
         let (verdict, _) = {
             let r = lb_tests::xdp::test_run(lb.program(), frame, 1, 1);
             (r.verdict, r.frame)
@@ -164,6 +179,7 @@ pub fn datapath_scale(report: &mut String) {
         &mut lb,
         &[
             ("IPv4 established (reference)", &plain),
+            ("IPv6 established", &ipv6),
             ("802.1Q-tagged established", &vlan),
             ("established, VIP with 1,000 backends", &wide),
         ],
@@ -213,10 +229,6 @@ their ratios to the floor, so rounds measured at different times compare fairly.
             change * 100.0
         );
     }
-    let _ = writeln!(
-        report,
-        "| IPv6 established | - | - | - | within 10% | not implemented yet |"
-    );
     let _ = writeln!(
         report,
         "\nThe flows are installed as flow sync installs them (`MapWriter::install_flow`); the measured flow is one more."
