@@ -35,13 +35,14 @@ pub struct VerdictCounters {
     /// XDP_TX: a later fragment whose first fragment was not seen, placed by the VIP
     /// address's ring on (source, destination, protocol).
     pub tx_fragment_hashed: u64,
-    /// XDP_PASS: not addressed to this director's MAC (flooded by a bridge, broadcast such
-    /// as ARP requests, multicast, ...).
+    /// XDP_PASS: for a VIP, but not addressed to this director's MAC (flooded by a bridge,
+    /// or arriving on an interface lbd does not serve). Frames for no VIP are counted by
+    /// what they carry, whatever their MAC.
     pub pass_not_for_us: u64,
-    /// XDP_PASS: addressed to this director but not IPv4 TCP/UDP or an ICMP error about a
-    /// VIP (ARP replies, IPv6, VRRP, pings, QinQ, ...).
+    /// XDP_PASS: not TCP/UDP over IPv4 or IPv6, nor an ICMP error about a VIP flow (ARP,
+    /// VRRP, pings, neighbour discovery, QinQ, unknown IPv6 extension headers, ...).
     pub pass_not_balanced: u64,
-    /// XDP_PASS: IPv4 TCP/UDP, but not a configured VIP:port.
+    /// XDP_PASS: TCP/UDP, but not to a configured VIP:port.
     pub pass_not_vip: u64,
     /// XDP_PASS: a later fragment to a VIP address whose first fragment was not seen, with
     /// `orphan_fragments = "pass"`.

@@ -51,8 +51,10 @@ use crate::{
     family::{Family, V4, V6},
 };
 
-/// What happened to a frame; each maps to one verdict and one counter.
+/// What happened to a frame; each maps to one verdict and one counter. In the order of
+/// `VerdictCounters`' fields (`stats` counts by index), forwarded first, dropped last.
 #[derive(Clone, Copy)]
+#[repr(u32)]
 pub enum Outcome {
     Tx,
     TxIcmpError,
@@ -70,20 +72,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Two compares: the forwarded outcomes come first, the dropped ones last.
     fn action(self) -> u32 {
-        match self {
-            Outcome::Tx
-            | Outcome::TxIcmpError
-            | Outcome::TxFragment
-            | Outcome::TxFragmentHashed => xdp_action::XDP_TX,
-            Outcome::Malformed | Outcome::NoBackend => xdp_action::XDP_DROP,
-            Outcome::NotForUs
-            | Outcome::NotBalanced
-            | Outcome::NotVip
-            | Outcome::Fragment
-            | Outcome::NotForwarding
-            | Outcome::Local
-            | Outcome::FromBackend => xdp_action::XDP_PASS,
+        let index = self as u32;
+        if index <= Outcome::TxFragmentHashed as u32 {
+            xdp_action::XDP_TX
+        } else if index >= Outcome::Malformed as u32 {
+            xdp_action::XDP_DROP
+        } else {
+            xdp_action::XDP_PASS
         }
     }
 }
@@ -102,9 +99,11 @@ fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let link = parse::link(ctx)?;
     if link.ipv6 {
         let packet = parse6::parse_ipv6(ctx, &link)?;
+        parse::addressed_to_us(ctx, link.eth)?;
         process::<V6>(ctx, &packet)
     } else {
         let packet = parse::parse_ipv4(ctx, &link)?;
+        parse::addressed_to_us(ctx, link.eth)?;
         process::<V4>(ctx, &packet)
     }
 }

@@ -96,30 +96,14 @@ const VLAN_TAG_LEN: usize = 4;
 const IPV4_MF: u16 = 0x2000;
 const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
-/// Reads the Ethernet header (and one 802.1Q tag): the frame must be addressed to this
-/// interface and carry IPv4 or IPv6.
+/// Reads the Ethernet header (and one 802.1Q tag): the frame must carry IPv4 or IPv6.
+/// Whether it is addressed to this director is asked later ([`addressed_to_us`]), once it
+/// is known to be for a VIP: everything else pays for nothing more.
 #[inline(always)]
 pub fn link(ctx: &XdpContext) -> Result<Link, Outcome> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let iface = maps::INTERFACES
-        .get(ifindex % MAX_INTERFACES)
-        .ok_or(Outcome::NotForUs)?;
-    if iface.ifindex != ifindex {
-        return Err(Outcome::NotForUs);
-    }
-    let frame = eth as *const u8;
-    // SAFETY: the Ethernet header is within bounds; the map value holds the 6 MAC bytes.
-    let (dst_mac, ether_type, own_mac) = unsafe {
-        (
-            wire::mac(frame),
-            wire::load::<u16>(frame.add(12)),
-            wire::mac(iface.mac.as_ptr()),
-        )
-    };
-    if dst_mac != own_mac {
-        return Err(Outcome::NotForUs);
-    }
+    // SAFETY: the Ethernet header is within bounds.
+    let ether_type = unsafe { wire::load::<u16>((eth as *const u8).add(12)) };
     // Untagged IPv4 first (the common case pays one compare). One 802.1Q tag is read past
     // and stays on the frame, which only has its MACs rewritten; two tags (QinQ) are passed.
     if ether_type == EtherType::Ipv4 as u16 {
@@ -154,6 +138,24 @@ pub fn link(ctx: &XdpContext) -> Result<Link, Outcome> {
     } else {
         Err(Outcome::NotBalanced)
     }
+}
+
+/// Whether the frame is addressed to the MAC of the interface it arrived on, one the
+/// daemon configured (a bridge floods unknown unicast, and another director must not
+/// forward the same frame twice).
+#[inline(always)]
+pub fn addressed_to_us(ctx: &XdpContext, eth: *mut EthHdr) -> Result<(), Outcome> {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let iface = maps::INTERFACES
+        .get(ifindex % MAX_INTERFACES)
+        .ok_or(Outcome::NotForUs)?;
+    let frame = eth as *const u8;
+    // SAFETY: `link` bounds-checked the Ethernet header; the map value holds 6 MAC bytes.
+    let (dst_mac, own_mac) = unsafe { (wire::mac(frame), wire::mac(iface.mac.as_ptr())) };
+    if iface.ifindex != ifindex || dst_mac != own_mac {
+        return Err(Outcome::NotForUs);
+    }
+    Ok(())
 }
 
 /// Parses an IPv4 packet down to its ports, or says why it is not for the balancer

@@ -1,5 +1,7 @@
 //! Per-CPU counters: no atomics needed, the daemon sums the CPUs.
 
+use lb_common::VerdictCounters;
+
 use crate::{Outcome, maps};
 
 #[inline(always)]
@@ -7,24 +9,32 @@ pub fn count_outcome(outcome: Outcome) {
     let Some(counters) = maps::VERDICTS.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-    let c = unsafe { &mut *counters };
-    match outcome {
-        Outcome::Tx => c.tx += 1,
-        Outcome::TxIcmpError => c.tx_icmp_error += 1,
-        Outcome::TxFragment => c.tx_fragment += 1,
-        Outcome::TxFragmentHashed => c.tx_fragment_hashed += 1,
-        Outcome::NotForUs => c.pass_not_for_us += 1,
-        Outcome::NotBalanced => c.pass_not_balanced += 1,
-        Outcome::NotVip => c.pass_not_vip += 1,
-        Outcome::Fragment => c.pass_fragment += 1,
-        Outcome::NotForwarding => c.pass_not_forwarding += 1,
-        Outcome::Local => c.pass_local += 1,
-        Outcome::FromBackend => c.pass_from_backend += 1,
-        Outcome::Malformed => c.drop_malformed += 1,
-        Outcome::NoBackend => c.drop_no_backend += 1,
-    }
+    // SAFETY: per-CPU slot, only this CPU writes it while this program runs; the outcome's
+    // index is its field's (checked below), within the record.
+    unsafe { *(counters as *mut u64).add(outcome as usize) += 1 };
 }
+
+/// `Outcome`'s order is `VerdictCounters`' field order: counting is one indexed add.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    const fn at(outcome: Outcome) -> usize {
+        outcome as usize * size_of::<u64>()
+    }
+    assert!(size_of::<VerdictCounters>() == (Outcome::NoBackend as usize + 1) * size_of::<u64>());
+    assert!(offset_of!(VerdictCounters, tx) == at(Outcome::Tx));
+    assert!(offset_of!(VerdictCounters, tx_icmp_error) == at(Outcome::TxIcmpError));
+    assert!(offset_of!(VerdictCounters, tx_fragment) == at(Outcome::TxFragment));
+    assert!(offset_of!(VerdictCounters, tx_fragment_hashed) == at(Outcome::TxFragmentHashed));
+    assert!(offset_of!(VerdictCounters, pass_not_for_us) == at(Outcome::NotForUs));
+    assert!(offset_of!(VerdictCounters, pass_not_balanced) == at(Outcome::NotBalanced));
+    assert!(offset_of!(VerdictCounters, pass_not_vip) == at(Outcome::NotVip));
+    assert!(offset_of!(VerdictCounters, pass_fragment) == at(Outcome::Fragment));
+    assert!(offset_of!(VerdictCounters, pass_not_forwarding) == at(Outcome::NotForwarding));
+    assert!(offset_of!(VerdictCounters, pass_local) == at(Outcome::Local));
+    assert!(offset_of!(VerdictCounters, pass_from_backend) == at(Outcome::FromBackend));
+    assert!(offset_of!(VerdictCounters, drop_malformed) == at(Outcome::Malformed));
+    assert!(offset_of!(VerdictCounters, drop_no_backend) == at(Outcome::NoBackend));
+};
 
 #[inline(always)]
 pub fn count_forwarded(vip_id: u32, backend_id: u32, bytes: u64, new_flow: bool) {
