@@ -364,16 +364,18 @@ fn datapath(report: &mut String) {
     }
     let _ = writeln!(
         report,
-        "\nReading it: an established packet is parse + prefilter + one per-CPU flow-cache slot (the \
-LRU lookup is skipped) + MAC rewrite + counters. A non-VIP packet stops after the prefilter, one \
-inlined array read. A bare SYN pays an LRU lookup (a miss), a VIP hash lookup, the \
-backend-MAC guard's hash lookup and a Maglev ring read, and is not tracked (so a flood of spoofed \
-SYNs cannot evict established flows); the connection's first ACK pays the same again plus the \
-LRU insert (htab_lru_map_update_elem). With repeat = 1 every call starts with cold caches and \
-TLB, which subtracting the PASS-once overhead does not remove; the primitives below put numbers \
-on those parts. On this shared machine, whole runs drift: the same commit measured a SYN at 663 ns \
-one hour and 1,008 ns the next (established 3.1x and 3.05x the MAC-swap floor). Compare figures \
-within one run; across runs, compare the ratios, and only as far as they repeat."
+        "\nReading it: an established packet is parse + prefilter + the interface's MAC + one \
+per-CPU flow-cache slot (the LRU lookup is skipped) + MAC rewrite + counters, every field read \
+at its full width (`wire.rs`). A non-VIP packet stops after the prefilter, one inlined array \
+read, before its MAC is looked at. A bare SYN pays an LRU lookup (a miss), a VIP hash lookup, \
+the backend-MAC guard's prefilter (an array read; its hash lookup only for a MAC sharing a slot \
+with a backend's) and a Maglev ring read, and is not tracked (so a flood of spoofed SYNs cannot \
+evict established flows); the connection's first ACK pays the same again plus the LRU insert \
+(htab_lru_map_update_elem). With repeat = 1 every call starts with cold caches and TLB, which \
+subtracting the PASS-once overhead does not remove; the primitives below put numbers on those \
+parts. On this shared machine, whole runs drift by 10-30% within minutes (the same commit \
+measured a SYN at 663 ns one hour and 1,008 ns the next). Compare figures within one run; \
+across runs, compare the ratios, and only as far as they repeat."
     );
     let _ = writeln!(
         report,
