@@ -407,7 +407,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(paths::health_file(&instance));
     let _ = std::fs::remove_file(paths::reload_status_file(&instance));
-    drop(instance_lock);
+    instance::release(&paths::lock_file(&instance), instance_lock);
     Ok(())
 }
 

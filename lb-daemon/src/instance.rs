@@ -54,24 +54,52 @@ pub enum LockError {
     Io(io::Error),
 }
 
-/// `flock(LOCK_EX | LOCK_NB)` on `path` (created if missing).
+/// `flock(LOCK_EX | LOCK_NB)` on `path` (created if missing). A stopping daemon removes
+/// the file while it still holds the lock ([`release`]): a starter that opened the file just
+/// before gets a lock on a name that is gone, sees that, and tries again on a new file.
 pub fn lock_file(path: &Path) -> Result<File, LockError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(LockError::Io)?;
-    // SAFETY: flock on an open descriptor.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = io::Error::last_os_error();
-        return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            LockError::Held
-        } else {
-            LockError::Io(err)
-        });
+    for _ in 0..10 {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(LockError::Io)?;
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                LockError::Held
+            } else {
+                LockError::Io(err)
+            });
+        }
+        if still_named(&file, path) {
+            return Ok(file);
+        }
     }
-    Ok(file)
+    Err(LockError::Io(io::Error::other(format!(
+        "{}: removed and made anew under us ten times",
+        path.display()
+    ))))
+}
+
+/// Whether `path` still names the file open as `file`.
+fn still_named(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the lock file, then lets the lock go: a full stop leaves nothing in the run
+/// directory. Removing it while still holding it is what makes this safe (see
+/// [`lock_file`]).
+pub fn release(path: &Path, lock: File) {
+    if still_named(&lock, path) {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(lock);
 }
 
 /// The pid holding a `flock` on `path`, from `/proc/locks`: `Ok(None)` when nobody holds
@@ -159,6 +187,33 @@ mod tests {
             "POSIX locks are not ours"
         );
         assert_eq!(holder_in(locks, dev, 1), None);
+    }
+
+    /// A full stop removes its lock file; a starter that opened the old file before it was
+    /// removed gets a lock on a name that is gone, and must not count it as the lock.
+    #[test]
+    fn a_released_lock_leaves_no_file_and_a_lock_on_the_removed_file_does_not_count() {
+        let dir = temp_dir("release");
+        let path = dir.join("r.lock");
+        let held = lock_file(&path).unwrap();
+        assert!(matches!(lock_file(&path), Err(LockError::Held)));
+        // A starter opens the file now, before the holder removes it.
+        let early = std::fs::File::open(&path).unwrap();
+        release(&path, held);
+        assert!(!path.exists(), "the lock file is left behind");
+        // SAFETY: flock on an open descriptor.
+        assert_eq!(
+            unsafe { libc::flock(early.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0,
+            "the old file's lock is free"
+        );
+        assert!(!still_named(&early, &path), "a lock on a removed file");
+        // The next starter makes a new file and holds it, though `early` holds the old one.
+        let next = lock_file(&path).unwrap();
+        assert!(still_named(&next, &path));
+        assert!(matches!(lock_file(&path), Err(LockError::Held)));
+        release(&path, next);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

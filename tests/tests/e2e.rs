@@ -273,7 +273,7 @@ fn status_and_bpftool_show_the_vip_and_its_backends() {
 }
 
 #[test]
-fn stop_detaches_and_removes_every_pin() {
+fn stop_detaches_and_removes_every_pin_and_run_file() {
     if !lb_tests::require_root("e2e") {
         return;
     }
@@ -310,10 +310,13 @@ fn stop_detaches_and_removes_every_pin() {
         lbd.log()
     );
     assert!(!lbd.pin_layout().dir.exists(), "pins left behind");
-    assert!(
-        !lb_daemon::paths::pid_file(&lbd.instance).exists(),
-        "pid file left behind"
-    );
+    let left: Vec<_> = std::fs::read_dir(lb_daemon::paths::RUN_DIR)
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!("{}.", lbd.instance)))
+        .collect();
+    assert!(left.is_empty(), "left behind in /run/lbd: {left:?}");
     let link =
         String::from_utf8_lossy(&lab.director.ip(&["link", "show", "eth0"]).stdout).into_owned();
     assert!(
