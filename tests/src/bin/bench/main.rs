@@ -143,28 +143,61 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Packet `flags` of the `i`th distinct client: distinct clients from 198.18.128.0/17 and
 /// distinct ports, so every SYN starts a new connection.
 fn client_packet(i: u32, flags: u8) -> Vec<u8> {
+    client_packet_to(6379, i, flags)
+}
+
+/// [`client_packet`] to the VIP's `port`.
+fn client_packet_to(port: u16, i: u32, flags: u8) -> Vec<u8> {
     let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + (i / 50_000));
     Ipv4Frame::tcp(
         CLIENT_MAC,
         DIRECTOR_MAC,
         (src, 10_000 + (i % 50_000) as u16),
-        (VIP, 6379),
+        (VIP, port),
         flags,
     )
     .build()
 }
+
+/// VIPs beside :6379 (Maglev) whose schedulers keep state, and what each new flow pays
+/// for it: (port, config keys, what the row says).
+const SCHEDULER_VIPS: [(u16, &str, &str); 3] = [
+    (
+        6381,
+        "scheduler = \"rr\"",
+        "rr: the per-CPU position, and the SYN's choice remembered in HALF_OPEN for its ACK",
+    ),
+    (
+        6382,
+        "scheduler = \"wlc\"",
+        "wlc: two ring slots and two active counts; HALF_OPEN; the ACK counts the flow",
+    ),
+    (
+        6383,
+        "persistence_timeout = 60",
+        "Maglev with persistence: the client's template in PERSIST",
+    ),
+];
+/// New connections per round for each of [`SCHEDULER_VIPS`] (fewer than for :6379: the
+/// flow table holds them all).
+const SCHEDULER_FLOWS_PER_ROUND: u32 = 4_000;
 
 fn datapath(report: &mut String) {
     // The backends get the director's own MAC: with `repeat`, the kernel reruns the program
     // on the frame as the last run left it, so the rewritten frame must still be addressed to
     // the director for every run to take the full forwarding path (checked below).
     let mac = DIRECTOR_MAC.map(|b| format!("{b:02x}")).join(":");
-    let text = format!(
-        "[director]\ninterfaces = [\"lo\"]\n[[vip]]\naddress = \"{VIP}\"\nport = 6379\n{}",
-        (11..14)
-            .map(|i| format!("[[vip.backend]]\naddress = \"198.18.0.{i}\"\nmac = \"{mac}\"\n"))
-            .collect::<String>()
+    let backends = (11..14)
+        .map(|i| format!("[[vip.backend]]\naddress = \"198.18.0.{i}\"\nmac = \"{mac}\"\n"))
+        .collect::<String>();
+    let mut text = format!(
+        "[director]\ninterfaces = [\"lo\"]\n[[vip]]\naddress = \"{VIP}\"\nport = 6379\n{backends}"
     );
+    for (port, keys, _) in SCHEDULER_VIPS {
+        text.push_str(&format!(
+            "[[vip]]\naddress = \"{VIP}\"\nport = {port}\n{keys}\n{backends}"
+        ));
+    }
     let config = Config::parse(Path::new("bench.toml"), &text).expect("bench config");
     let mut lb = Dataplane::load(
         object::lb().expect("object"),
@@ -308,6 +341,26 @@ fn datapath(report: &mut String) {
             .entry("pass_once")
             .or_default()
             .push(median(pass_once));
+        for (i, (port, _, _)) in SCHEDULER_VIPS.iter().enumerate() {
+            let (mut syn_once, mut ack_once) = (Vec::new(), Vec::new());
+            let base = 1_000_000 * (i as u32 + 1) + round as u32 * SCHEDULER_FLOWS_PER_ROUND;
+            for n in base..base + SCHEDULER_FLOWS_PER_ROUND {
+                let (syn, ack) = (
+                    client_packet_to(*port, n, TCP_SYN),
+                    client_packet_to(*port, n, TCP_ACK),
+                );
+                syn_once.push(ns_per_packet(lb.program(), &syn, 1));
+                ack_once.push(ns_per_packet(lb.program(), &ack, 1));
+            }
+            samples
+                .entry(["rr_syn", "wlc_syn", "persist_syn"][i])
+                .or_default()
+                .push(median(syn_once));
+            samples
+                .entry(["rr_ack", "wlc_ack", "persist_ack"][i])
+                .or_default()
+                .push(median(ack_once));
+        }
         eprintln!("datapath round {}/{ROUNDS} done", round + 1);
     }
     let m = |k: &str| median(samples[k].clone());
@@ -377,6 +430,34 @@ parts. On this shared machine, whole runs drift by 10-30% within minutes (the sa
 measured a SYN at 663 ns one hour and 1,008 ns the next). Compare figures within one run; \
 across runs, compare the ratios, and only as far as they repeat."
     );
+    let _ = writeln!(
+        report,
+        "\nNew connections to VIPs whose schedulers keep state, measured the same way in the same rounds \
+({SCHEDULER_FLOWS_PER_ROUND} per round each), beside Maglev above:\n"
+    );
+    let _ = writeln!(
+        report,
+        "| scheduler | SYN ns | x PASS floor | first ACK ns | x PASS floor | what a new flow pays beyond Maglev |\n|---|---:|---:|---:|---:|---|"
+    );
+    let _ = writeln!(
+        report,
+        "| maglev | {syn_ns:.1} | {:.2} | {ack_ns:.1} | {:.2} | |",
+        syn_ns / pass_ns,
+        ack_ns / pass_ns
+    );
+    for (i, (_, _, what)) in SCHEDULER_VIPS.iter().enumerate() {
+        let (syn, ack) = (
+            once(["rr_syn", "wlc_syn", "persist_syn"][i]),
+            once(["rr_ack", "wlc_ack", "persist_ack"][i]),
+        );
+        let name = ["rr", "wlc", "maglev + persistence"][i];
+        let _ = writeln!(
+            report,
+            "| {name} | {syn:.1} | {:.2} | {ack:.1} | {:.2} | {what} |",
+            syn / pass_ns,
+            ack / pass_ns
+        );
+    }
     let _ = writeln!(
         report,
         "\nWhat the kernel primitives cost here, each alone in a program, measured in the same rounds:\n"
