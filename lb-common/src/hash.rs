@@ -24,10 +24,14 @@ pub fn flow_hash(key: &FlowKey) -> u64 {
     mix64(addrs ^ mix64(ports ^ SEED))
 }
 
-/// An IPv6 address folded to 64 bits (wire-order words, as keys hold them).
+/// An IPv6 address folded to 64 bits (wire-order words, as keys hold them): the interface
+/// half multiplied before it meets the prefix half, so that structured addresses (a prefix
+/// and an interface id that repeat each other's words) do not cancel out.
 #[inline(always)]
 fn fold(addr: &IpWords) -> u64 {
-    (((addr[0] ^ addr[2]) as u64) << 32) | (addr[1] ^ addr[3]) as u64
+    let prefix = ((addr[0] as u64) << 32) | addr[1] as u64;
+    let interface = ((addr[2] as u64) << 32) | addr[3] as u64;
+    prefix ^ interface.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Hash of an IPv6 flow's 5-tuple: each address folded to 64 bits, the destination's rotated
@@ -82,4 +86,40 @@ pub fn vip_filter_slot(addr: u32, port: u16, proto: u8) -> u32 {
     let x = addr.wrapping_mul(0x9e37_79b1)
         ^ (((port as u32) << 8) | proto as u32).wrapping_mul(0x85eb_ca6b);
     (x ^ (x >> 16)) & (crate::VIP_FILTER_SIZE - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    fn key6(src: &str, dst: &str) -> FlowKey6 {
+        let words = |text: &str| crate::ip_words(text.parse().unwrap());
+        FlowKey6 {
+            src_addr: words(src),
+            dst_addr: words(dst),
+            src_port: 40000u16.to_be(),
+            dst_port: 6379u16.to_be(),
+            proto: 6,
+            _pad0: 0,
+            _pad1: 0,
+        }
+    }
+
+    /// Clients whose interface ids repeat their prefixes' words still hash apart.
+    #[test]
+    fn structured_ipv6_clients_hash_apart() {
+        let vip = "2001:2::100";
+        let hashes: std::collections::BTreeSet<u64> = [
+            "2001:db8:0:1::1",
+            "2001:db8:0:2::2",
+            "2001:db8:0:3::3",
+            "2001:db8::a:b:0:0",
+            "2001:db8:a:b::",
+        ]
+        .iter()
+        .map(|src| flow_hash6(&key6(src, vip)))
+        .collect();
+        assert_eq!(hashes.len(), 5);
+    }
 }

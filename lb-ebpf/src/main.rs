@@ -98,13 +98,27 @@ pub fn lb(ctx: XdpContext) -> u32 {
 fn process_packet(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let link = parse::link(ctx)?;
     if link.ipv6 {
-        let packet = parse6::parse_ipv6(ctx, &link)?;
+        let packet = parse6::parse_ipv6(ctx, &link).map_err(|e| for_us(ctx, &link, e))?;
         parse::addressed_to_us(ctx, link.eth)?;
         process::<V6>(ctx, &packet)
     } else {
-        let packet = parse::parse_ipv4(ctx, &link)?;
+        let packet = parse::parse_ipv4(ctx, &link).map_err(|e| for_us(ctx, &link, e))?;
         parse::addressed_to_us(ctx, link.eth)?;
         process::<V4>(ctx, &packet)
+    }
+}
+
+/// A parse failure as the frame's outcome: a malformed frame is dropped only when it is
+/// addressed to this director; another host's frame is passed as it came, whatever its
+/// headers (the host may bridge it).
+#[inline(always)]
+fn for_us(ctx: &XdpContext, link: &parse::Link, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Malformed => match parse::addressed_to_us(ctx, link.eth) {
+            Ok(()) => Outcome::Malformed,
+            Err(not_for_us) => not_for_us,
+        },
+        other => other,
     }
 }
 

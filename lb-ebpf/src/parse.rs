@@ -218,8 +218,9 @@ pub fn parse_ipv4(ctx: &XdpContext, link: &Link) -> Result<Packet<u32>, Outcome>
     // As soon as the destination is known: traffic for no VIP pays for nothing more, and
     // the kernel judges its headers.
     if let Err(not_vip) = prefilter(dst_addr, dst_port, proto) {
-        if fragment == Fragment::First {
-            // Its later fragments (no port) must stay with it, on this host.
+        // Its later fragments (no port) must stay with it, on this host; only a frame for
+        // this director says so (a flooded one for another host must not touch our state).
+        if fragment == Fragment::First && addressed_to_us(ctx, eth).is_ok() {
             crate::fragment::remember_passed(
                 ipv4_mapped(src_addr),
                 ipv4_mapped(dst_addr),

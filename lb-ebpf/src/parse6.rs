@@ -152,7 +152,8 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
     }
     let (src_port, dst_port) = ports(ctx, offset)?;
     if let Err(not_vip) = prefilter(folded(&dst_addr), dst_port, proto) {
-        if fragment == Fragment::First {
+        // As for IPv4: only a frame for this director keeps its datagram here.
+        if fragment == Fragment::First && crate::parse::addressed_to_us(ctx, eth).is_ok() {
             crate::fragment::remember_passed(src_addr, dst_addr, id, fragment_proto);
         }
         return Err(not_vip);

@@ -1565,14 +1565,8 @@ fn a_first_fragment_for_another_host_does_not_divert_a_balanced_datagrams_later_
     let first = first_fragment(port);
     assert_eq!(dp.run(&first), (XDP_TX, forwarded(&first, owner)));
     // Addressed to another host's MAC, to the VIP address on a port that is no VIP.
-    let mut flooded = Ipv4Frame::tcp(
-        CLIENT_MAC,
-        OTHER_MAC,
-        (CLIENT, 45000),
-        (VIP, 7000),
-        TCP_ACK,
-    )
-    .with_payload(&[0x61; 1460]);
+    let mut flooded = Ipv4Frame::tcp(CLIENT_MAC, OTHER_MAC, (CLIENT, 45000), (VIP, 7000), TCP_ACK)
+        .with_payload(&[0x61; 1460]);
     flooded.frag = 0x2000;
     let flooded = flooded.build();
     assert_eq!(
@@ -1589,4 +1583,36 @@ fn a_first_fragment_for_another_host_does_not_divert_a_balanced_datagrams_later_
         "the balanced datagram's later fragment (addressed to this director) left its first \
          fragment's backend after a frame addressed to {OTHER_MAC:02x?}: {v:?}"
     );
+}
+
+/// A frame for another host is passed as it came, however broken its headers: the host may
+/// bridge it, and only frames for this director are this director's to drop.
+#[test]
+fn a_malformed_frame_for_another_host_is_passed_as_it_came() {
+    let Some(mut dp) = Datapath::new(&BEFORE) else {
+        return;
+    };
+    let broken = |dst_mac: [u8; 6]| {
+        let mut f =
+            Ipv4Frame::tcp(CLIENT_MAC, dst_mac, (CLIENT, 40000), (VIP, 6379), TCP_SYN).build();
+        f[14] = 0x41; // IHL 1: below the header's own length
+        f
+    };
+    let for_other = broken(OTHER_MAC);
+    assert_eq!(dp.run(&for_other), (XDP_PASS, for_other.clone()));
+    let mut cut = tcp(40001, TCP_SYN);
+    cut[0..6].copy_from_slice(&OTHER_MAC);
+    cut.truncate(40);
+    assert_eq!(
+        dp.run(&cut),
+        (XDP_PASS, cut.clone()),
+        "cut inside the TCP header"
+    );
+    assert_eq!(
+        dp.run(&broken(DIRECTOR_MAC)).0,
+        XDP_DROP,
+        "for this director"
+    );
+    let v = dp.snapshot().verdicts;
+    assert_eq!((v.pass_not_for_us, v.drop_malformed), (2, 1), "{v:?}");
 }

@@ -209,7 +209,11 @@ impl<'a> MapWriter<'a> {
                     };
                     let mut map = self.hash::<MacKey, u64>(MAP_BACKEND_MACS)?;
                     if *vips == 0 {
+                        // Idempotent: an entry already gone is what this op wants (the
+                        // kernel says ENOENT, as for `RemoveVip`).
                         match map.remove(&key) {
+                            Err(aya::maps::MapError::SyscallError(err))
+                                if err.io_error.raw_os_error() == Some(libc::ENOENT) => {}
                             Err(aya::maps::MapError::KeyNotFound) | Ok(()) => {}
                             Err(err) => return Err(Error::map(MAP_BACKEND_MACS, err)),
                         }
