@@ -295,40 +295,52 @@ mod tests {
     use super::*;
     use crate::dataplane::snapshot::BackendStatus;
 
-    #[test]
-    fn the_widest_address_and_counters_never_run_into_the_next_column() {
-        let addr = lb_common::ipv4_mapped(u32::from_ne_bytes([100, 100, 100, 100]));
-        let huge = TrafficCounters {
-            packets: u64::MAX,
-            bytes: u64::MAX,
-            new_flows: u64::MAX,
-        };
-        let snapshot = Snapshot {
+    /// A snapshot of one TCP VIP at `addr`:65535 with one backend at the same address, both
+    /// with `counters`; the backend of weight `weight` holding `flows` open and closing.
+    fn one_vip(
+        addr: std::net::IpAddr,
+        counters: TrafficCounters,
+        weight: u32,
+        flows: u64,
+    ) -> Snapshot {
+        let words = lb_common::ip_words(addr);
+        Snapshot {
             vips: vec![VipStatus {
-                key: VipKey {
-                    addr,
-                    port: 65535u16.to_be(),
-                    proto: PROTO_TCP,
-                    _pad: 0,
-                },
+                key: VipKey::new(addr, 65535, PROTO_TCP),
                 info: VipInfo::default(),
-                counters: huge,
+                counters,
                 backends: vec![BackendStatus {
                     id: 1,
                     entry: Backend {
                         mac: [0xaa; 6],
-                        addr,
+                        addr: words,
                         flags: BACKEND_F_ACTIVE,
-                        weight: 65535,
+                        weight,
                         ..Backend::default()
                     },
-                    counters: huge,
-                    active_flows: 4_294_967_295,
-                    closing_flows: 4_294_967_295,
+                    counters,
+                    active_flows: flows,
+                    closing_flows: flows,
                 }],
             }],
             ..Snapshot::default()
-        };
+        }
+    }
+
+    const HUGE: TrafficCounters = TrafficCounters {
+        packets: u64::MAX,
+        bytes: u64::MAX,
+        new_flows: u64::MAX,
+    };
+
+    #[test]
+    fn the_widest_address_and_counters_never_run_into_the_next_column() {
+        let snapshot = one_vip(
+            "100.100.100.100".parse().unwrap(),
+            HUGE,
+            65535,
+            4_294_967_295,
+        );
         let table = render("x", &snapshot, &[], &[], None, SystemTime::now());
         for needle in [
             "100.100.100.100:65535 maglev",
@@ -347,39 +359,7 @@ mod tests {
     #[test]
     fn an_ipv6_address_widens_the_address_column_for_every_row() {
         let wide: std::net::IpAddr = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
-        let addr = lb_common::ip_words(wide);
-        let huge = TrafficCounters {
-            packets: u64::MAX,
-            bytes: u64::MAX,
-            new_flows: u64::MAX,
-        };
-        let snapshot = Snapshot {
-            vips: vec![VipStatus {
-                key: VipKey {
-                    addr,
-                    port: 65535u16.to_be(),
-                    proto: PROTO_TCP,
-                    _pad: 0,
-                },
-                info: VipInfo::default(),
-                counters: huge,
-                backends: vec![BackendStatus {
-                    id: 1,
-                    entry: Backend {
-                        mac: [0xaa; 6],
-                        addr,
-                        flags: BACKEND_F_ACTIVE,
-                        weight: 65535,
-                        ..Backend::default()
-                    },
-                    counters: huge,
-                    active_flows: 4_294_967_295,
-                    closing_flows: 4_294_967_295,
-                }],
-            }],
-            ..Snapshot::default()
-        };
-        let mut snapshot = snapshot;
+        let mut snapshot = one_vip(wide, HUGE, 65535, 4_294_967_295);
         let narrow = VipStatus {
             key: VipKey::new("198.18.0.1".parse().unwrap(), 80, PROTO_TCP),
             backends: vec![],
@@ -416,38 +396,13 @@ mod tests {
     /// headings, as they do for the widest IPv4 address.
     #[test]
     fn ipv6_rows_keep_the_counters_under_their_headings() {
-        let addr = lb_common::ip_words("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap());
         let counters = TrafficCounters {
             packets: 7,
             bytes: 8,
             new_flows: 9,
         };
-        let snapshot = Snapshot {
-            vips: vec![VipStatus {
-                key: VipKey {
-                    addr,
-                    port: 65535u16.to_be(),
-                    proto: PROTO_TCP,
-                    _pad: 0,
-                },
-                info: VipInfo::default(),
-                counters,
-                backends: vec![BackendStatus {
-                    id: 1,
-                    entry: Backend {
-                        mac: [0xaa; 6],
-                        addr,
-                        flags: BACKEND_F_ACTIVE,
-                        weight: 1,
-                        ..Backend::default()
-                    },
-                    counters,
-                    active_flows: 1,
-                    closing_flows: 0,
-                }],
-            }],
-            ..Snapshot::default()
-        };
+        let addr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".parse().unwrap();
+        let snapshot = one_vip(addr, counters, 1, 1);
         let table = render("x", &snapshot, &[], &[], None, SystemTime::now());
         let end_of = |line: &str, word: &str| line.find(word).map(|at| at + word.len());
         let heading = table.lines().find(|l| l.contains("Packets")).unwrap();

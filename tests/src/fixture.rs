@@ -219,3 +219,20 @@ pub fn forwarded(frame: &[u8], backend: [u8; 6]) -> Vec<u8> {
 pub fn backend_of(out: &[u8]) -> [u8; 6] {
     out[0..6].try_into().unwrap()
 }
+
+/// Each frame of `kinds` (named) is forwarded whole, and cut at every length from the
+/// Ethernet header on is never forwarded: dropped, or passed unchanged.
+pub fn assert_cuts_are_never_forwarded(dp: &mut Datapath, kinds: &[(&str, Vec<u8>)]) {
+    for (kind, whole) in kinds {
+        assert_eq!(dp.run(whole).0, XDP_TX, "{kind} whole is forwarded");
+        for len in 14..whole.len() {
+            let cut = &whole[..len];
+            let (verdict, out) = dp.run(cut);
+            assert!(
+                verdict == XDP_DROP || (verdict == XDP_PASS && out == cut),
+                "{kind} cut to {len} of {} bytes: verdict {verdict}",
+                whole.len()
+            );
+        }
+    }
+}

@@ -294,7 +294,9 @@ fn a_vlan_tagged_ipv6_syn_is_balanced_with_its_tag_kept() {
     );
 }
 
-fn first_fragment6(port: u16, id: u32) -> Vec<u8> {
+/// A first fragment of datagram `id` from the client's `port` (its fragment header last:
+/// add extension headers after it with `with`).
+fn first_fragment6_frame(port: u16, id: u32) -> Ipv6Frame {
     Ipv6Frame {
         payload: vec![0x61; 1200],
         ..Ipv6Frame::tcp(
@@ -310,7 +312,10 @@ fn first_fragment6(port: u16, id: u32) -> Vec<u8> {
         more: true,
         id,
     })
-    .build()
+}
+
+fn first_fragment6(port: u16, id: u32) -> Vec<u8> {
+    first_fragment6_frame(port, id).build()
 }
 
 fn later_fragment6(offset: u16, more: bool, id: u32) -> Vec<u8> {
@@ -568,18 +573,7 @@ fn every_forwardable_ipv6_frame_cut_at_any_length_is_never_forwarded() {
             icmp6_error(PACKET_TOO_BIG, &reply6(41004)),
         ),
     ];
-    for (kind, whole) in &kinds {
-        assert_eq!(dp.run(whole).0, XDP_TX, "{kind} whole is forwarded");
-        for len in 14..whole.len() {
-            let cut = &whole[..len];
-            let (verdict, out) = dp.run(cut);
-            assert!(
-                verdict == XDP_DROP || (verdict == XDP_PASS && out == cut),
-                "{kind} cut to {len} of {} bytes: verdict {verdict}",
-                whole.len()
-            );
-        }
-    }
+    assert_cuts_are_never_forwarded(&mut dp, &kinds);
 }
 
 /// RFC 8200 4.1: a destination options header for the final destination follows the
@@ -595,23 +589,9 @@ fn later_fragments_follow_a_first_fragment_with_destination_options_after_its_fr
     let port = 40700;
     let id = 0x0bad_f00d;
     let owner = choice6(&dp, 6379, &key6(CLIENT6, port, 6379, 6));
-    let first = Ipv6Frame {
-        payload: vec![0x61; 1200],
-        ..Ipv6Frame::tcp(
-            CLIENT_MAC,
-            DIRECTOR_MAC,
-            (CLIENT6, port),
-            (VIP6, 6379),
-            TCP_ACK,
-        )
-    }
-    .with(Extension::Fragment {
-        offset: 0,
-        more: true,
-        id,
-    })
-    .with(Extension::DestinationOptions)
-    .build();
+    let first = first_fragment6_frame(port, id)
+        .with(Extension::DestinationOptions)
+        .build();
     assert_eq!(
         dp.run(&first),
         (XDP_TX, forwarded(&first, owner)),
