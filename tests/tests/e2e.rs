@@ -688,3 +688,71 @@ fn an_ipv6_vip_is_reached_with_redis_cli_over_ipv6() {
         "new flows over the IPv6 backends:\n{status}"
     );
 }
+
+/// review: `lbd run` says it holds the instance lock "until the very end: released only once
+/// pins, pid and status files are gone". When it fails after attaching (here: its pid file
+/// cannot be written), `run` returns through `?` and its locals drop in reverse order: the
+/// lock (bound after the daemon in `let (daemon, instance_lock, ..)`) goes first, while the
+/// XDP link and the pins are still there. A starter waiting for the lock gets it then, takes
+/// the live pins for stale and removes them, and the old daemon then unpins the new one's.
+#[test]
+fn review_a_daemon_failing_after_attach_releases_its_lock_only_after_its_pins() {
+    if !lb_tests::require_root("e2e") {
+        return;
+    }
+    use lb_daemon::{instance, paths};
+    use std::os::fd::AsRawFd;
+    let lab = Lab::new("rl", 1);
+    let instance_name = lab.prefix.clone();
+    let config_path = lab.dir.join("lbd.toml");
+    std::fs::write(&config_path, lab.config(&[(0, 1)])).unwrap();
+    // The pid file cannot be written: a directory stands at its path (`start` only tries
+    // remove_file on it).
+    let pid_path = paths::pid_file(&instance_name);
+    std::fs::create_dir_all(&pid_path).unwrap();
+    let lock_path = paths::lock_file(&instance_name);
+    let layout = lb_daemon::paths::PinLayout::for_instance(&instance_name);
+    let log_path = lab.dir.join("lbd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(lb_tests::lbd::bin())
+        .args(["--netns", &lab.director.name, "run", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut child = lb_tests::process::ChildGuard::new("lbd", child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while instance::lock_holder(&lock_path).ok().flatten() != Some(child.pid()) {
+        assert!(
+            child.try_status().is_none(),
+            "lbd exited before we saw it hold the lock:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        assert!(std::time::Instant::now() < deadline, "lbd never locked");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A starter waiting on the same file: it wakes the moment the daemon lets go.
+    let waiter = std::fs::File::open(&lock_path).unwrap();
+    // SAFETY: flock on an open descriptor (blocking).
+    assert_eq!(unsafe { libc::flock(waiter.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let pins_when_released = layout.dir.exists();
+    let named = std::fs::metadata(&lock_path).is_ok();
+    drop(waiter);
+    let status = child.stop(Duration::from_secs(10));
+    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_dir(&pid_path);
+    let _ = std::fs::remove_file(&lock_path);
+    let _ = lb_daemon::dataplane::pins::remove_stale(&layout);
+    assert!(
+        !status.is_some_and(|s| s.success()),
+        "lbd was expected to fail writing its pid file:\n{log_text}"
+    );
+    assert!(
+        !pins_when_released,
+        "the instance lock was free (file still named: {named}) while {} still held the \
+         failing daemon's pins: a new `lbd run` would take them for stale\n{log_text}",
+        layout.dir.display()
+    );
+}
