@@ -315,7 +315,10 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     // second `lbd run` fails at once instead of taking a live instance's pins for stale.
     // Installed before start-up, so a reload asked for early is queued, not fatal.
     let mut hangups = signal(SignalKind::hangup())?;
-    let (mut daemon, instance_lock, mut reports, inputs) = start(options).await?;
+    let (daemon, instance_lock, mut reports, inputs) = start(options).await?;
+    // Locals drop in reverse order: declared after the lock, the daemon (its XDP link and
+    // pins) goes before the lock on every way out, an early `?` included.
+    let mut daemon = daemon;
     let Inputs {
         vrrp: mut vrrp_requests,
         synced: mut synced_flows,

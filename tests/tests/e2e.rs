@@ -689,14 +689,12 @@ fn an_ipv6_vip_is_reached_with_redis_cli_over_ipv6() {
     );
 }
 
-/// review: `lbd run` says it holds the instance lock "until the very end: released only once
-/// pins, pid and status files are gone". When it fails after attaching (here: its pid file
-/// cannot be written), `run` returns through `?` and its locals drop in reverse order: the
-/// lock (bound after the daemon in `let (daemon, instance_lock, ..)`) goes first, while the
-/// XDP link and the pins are still there. A starter waiting for the lock gets it then, takes
-/// the live pins for stale and removes them, and the old daemon then unpins the new one's.
+/// `lbd run` holds the instance lock until the very end, released only once its pins are
+/// gone, also when it fails after attaching (here: its pid file cannot be written) and
+/// returns early: otherwise a starter waiting for the lock would take the live pins for
+/// stale and remove them, and the old daemon would then unpin the new one's.
 #[test]
-fn review_a_daemon_failing_after_attach_releases_its_lock_only_after_its_pins() {
+fn a_daemon_failing_after_attach_releases_its_lock_only_after_its_pins() {
     if !lb_tests::require_root("e2e") {
         return;
     }
