@@ -50,13 +50,20 @@ pub fn address_hash(addr: &IpWords) -> u64 {
 }
 
 /// The word of an address the VIP prefilter hashes: an IPv4 address itself, an IPv6 address
-/// folded.
+/// folded ([`ipv6_filter_word`]).
 #[inline(always)]
 pub const fn filter_word(addr: &IpWords) -> u32 {
     match ipv4_of(addr) {
         Some(v4) => v4,
-        None => addr[0] ^ addr[1] ^ addr[2] ^ addr[3],
+        None => ipv6_filter_word(addr),
     }
+}
+
+/// [`filter_word`] of an IPv6 address (never IPv4-mapped), for the datapath, which knows
+/// the family already: the xor of its four words.
+#[inline(always)]
+pub const fn ipv6_filter_word(addr: &IpWords) -> u32 {
+    addr[0] ^ addr[1] ^ addr[2] ^ addr[3]
 }
 
 /// Ring slot of a flow within its VIP's table.

@@ -390,60 +390,32 @@ impl Reconciler {
 
         // The prefilter follows the published VIP set.
         let (old_filter, new_filter) = (&self.filter, filter_counts(next.vips.keys()));
-        for slot in old_filter
-            .keys()
-            .chain(new_filter.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            let vips = new_filter.get(slot).copied().unwrap_or(0);
-            if old_filter.get(slot).copied().unwrap_or(0) != vips {
-                ops.push(MapOp::SetVipFilter { slot: *slot, vips });
-            }
+        for (slot, vips) in changed(old_filter, &new_filter) {
+            let vips = vips.unwrap_or(0);
+            ops.push(MapOp::SetVipFilter { slot, vips });
         }
         next.filter = new_filter;
 
         // Backend MACs follow the backends of published VIPs.
         let new_macs = mac_masks(next.vips.values());
-        for mac in self
-            .backend_macs
-            .keys()
-            .chain(new_macs.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            let vips = new_macs.get(mac).copied().unwrap_or(0);
-            if self.backend_macs.get(mac).copied().unwrap_or(0) != vips {
-                ops.push(MapOp::SetBackendMac { mac: *mac, vips });
-            }
+        for (mac, vips) in changed(&self.backend_macs, &new_macs) {
+            let vips = vips.unwrap_or(0);
+            ops.push(MapOp::SetBackendMac { mac, vips });
         }
         // The MAC prefilter after the entries it gates: a slot that is 0 while its MAC's entry
         // exists only skips the guard, as before the MAC served any VIP.
         let new_mac_filter = mac_filter_counts(new_macs.keys());
-        for slot in self
-            .mac_filter
-            .keys()
-            .chain(new_mac_filter.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            let macs = new_mac_filter.get(slot).copied().unwrap_or(0);
-            if self.mac_filter.get(slot).copied().unwrap_or(0) != macs {
-                ops.push(MapOp::SetMacFilter { slot: *slot, macs });
-            }
+        for (slot, macs) in changed(&self.mac_filter, &new_mac_filter) {
+            let macs = macs.unwrap_or(0);
+            ops.push(MapOp::SetMacFilter { slot, macs });
         }
         next.backend_macs = new_macs;
         next.mac_filter = new_mac_filter;
 
         // Orphan fragments follow the published VIP set, before any backend is retired.
         let new_fragment_vips = fragment_vips(&next.vips);
-        for key in next
-            .fragment_vips
-            .keys()
-            .chain(new_fragment_vips.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            let info = new_fragment_vips.get(key).copied();
-            if next.fragment_vips.get(key).copied() != info {
-                ops.push(MapOp::SetFragmentVip { key: *key, info });
-            }
+        for (key, info) in changed(&next.fragment_vips, &new_fragment_vips) {
+            ops.push(MapOp::SetFragmentVip { key, info });
         }
         next.fragment_vips = new_fragment_vips;
 
@@ -599,6 +571,19 @@ fn fragment_vips(vips: &BTreeMap<VipKey, AppliedVip>) -> BTreeMap<FragmentVipKey
         }
     }
     out.into_iter().map(|(k, (_, info))| (k, info)).collect()
+}
+
+/// The keys whose entry differs between `old` and `new`, in key order, with the new entry
+/// (`None`: removed). The maps never hold a 0 count or mask, so "absent" and "0" agree.
+fn changed<K: Ord + Copy, V: PartialEq + Copy>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> Vec<(K, Option<V>)> {
+    let keys: std::collections::BTreeSet<&K> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter(|key| old.get(key) != new.get(key))
+        .map(|key| (*key, new.get(key).copied()))
+        .collect()
 }
 
 /// Backend MACs per MAC prefilter slot.

@@ -3,13 +3,13 @@
 //! IPv4. Neighbour discovery and echo are the local stack's.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{IpWords, PROTO_TCP, PROTO_UDP};
+use lb_common::{IpWords, PROTO_TCP, PROTO_UDP, hash::ipv6_filter_word};
 use network_types::eth::EthHdr;
 
 use crate::{
     Outcome,
     parse::{Fragment, Packet, TcpFlags, ports, prefilter},
-    parse6::{addresses, fixed, folded},
+    parse6::{addresses, fixed},
 };
 
 const ICMPV6_DEST_UNREACHABLE: u8 = 1;
@@ -58,7 +58,7 @@ pub fn parse_error(
         return Err(Outcome::NotBalanced);
     }
     let (vip_port, client_port) = ports(ctx, inner + QUOTED_HEADER_LEN)?;
-    prefilter(folded(&vip), vip_port, proto)?;
+    prefilter(ipv6_filter_word(&vip), vip_port, proto)?;
     if end < inner + QUOTED_HEADER_LEN + QUOTED_L4_LEN || end as u64 > frame_len {
         return Err(Outcome::Malformed);
     }

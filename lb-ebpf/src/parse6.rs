@@ -4,7 +4,7 @@
 //! ICMPv6 error (`icmp6`).
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{IpWords, PROTO_TCP, PROTO_UDP, ipv4_of};
+use lb_common::{IpWords, PROTO_TCP, PROTO_UDP, hash::ipv6_filter_word, ipv4_of};
 
 use crate::{
     Outcome, icmp6,
@@ -151,7 +151,7 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
         return Err(Outcome::NotBalanced);
     }
     let (src_port, dst_port) = ports(ctx, offset)?;
-    if let Err(not_vip) = prefilter(folded(&dst_addr), dst_port, proto) {
+    if let Err(not_vip) = prefilter(ipv6_filter_word(&dst_addr), dst_port, proto) {
         // As for IPv4: only a frame for this director keeps its datagram here.
         if fragment == Fragment::First && crate::parse::addressed_to_us(ctx, eth).is_ok() {
             crate::fragment::remember_passed(src_addr, dst_addr, id, fragment_proto);
@@ -176,11 +176,4 @@ pub fn parse_ipv6(ctx: &XdpContext, link: &Link) -> Result<Packet<IpWords>, Outc
         ip_id: id,
         fragment_proto,
     })
-}
-
-/// An IPv6 address (never IPv4-mapped here) as the prefilter hashes it
-/// (`hash::filter_word`).
-#[inline(always)]
-pub fn folded(addr: &IpWords) -> u32 {
-    addr[0] ^ addr[1] ^ addr[2] ^ addr[3]
 }
