@@ -110,8 +110,18 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 /// Per-CPU `u32 (0) -> VerdictCounters`.
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
+/// `u32 (0) -> PinInfo` array: the layout version of the pinned maps and the XDP mode of
+/// the links, read by a later `lbd run` before it adopts them. The program never reads it.
+pub const MAP_PIN_INFO: &str = "PIN_INFO";
+
+/// Version of the maps' layout (their keys, values, sizes and meaning). A later `lbd run`
+/// adopts pinned maps (and with them the tracked connections) only when their version is
+/// this one. Bump it with any change to a pinned map's key or value type, capacity
+/// constant or meaning of a field.
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// Every map the daemon pins, in the order `lbd status` and docs list them.
-pub const ALL_MAPS: [&str; 24] = [
+pub const ALL_MAPS: [&str; 25] = [
     MAP_VIPS,
     MAP_VIP_FILTER,
     MAP_FRAGMENT_VIPS,
@@ -136,4 +146,5 @@ pub const ALL_MAPS: [&str; 24] = [
     MAP_VIP_STATS,
     MAP_BACKEND_STATS,
     MAP_VERDICTS,
+    MAP_PIN_INFO,
 ];

@@ -510,8 +510,27 @@ pub struct FlowEvent {
     pub kind: u32,
 }
 
+/// Value of [`crate::MAP_PIN_INFO`] slot 0: what a later `lbd run` must know before it
+/// adopts an instance's pins. Its own layout never changes (a new field would make old pins
+/// unreadable to the very check that guards them); everything else is versioned by
+/// [`crate::LAYOUT_VERSION`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PinInfo {
+    /// [`crate::LAYOUT_VERSION`] of the lbd that created the maps.
+    pub layout: u32,
+    /// How the links are attached: [`XDP_MODE_NATIVE`] or [`XDP_MODE_SKB`].
+    pub xdp_mode: u32,
+}
+
+/// [`PinInfo::xdp_mode`]: driver (native) XDP.
+pub const XDP_MODE_NATIVE: u32 = 1;
+/// [`PinInfo::xdp_mode`]: generic (skb) XDP.
+pub const XDP_MODE_SKB: u32 = 2;
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::PinInfo {}
     // SAFETY: all types are repr(C), made of integers and byte arrays, with explicit padding.
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::VipInfo {}

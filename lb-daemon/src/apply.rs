@@ -27,6 +27,15 @@ impl Applier {
         Applier::default()
     }
 
+    /// An applier for maps an earlier run filled (adopted pins): its state is read from them,
+    /// so the first apply writes only the difference to the new desired state.
+    pub fn adopted(contents: &crate::reconcile::MapContents) -> Applier {
+        Applier {
+            reconciler: Reconciler::from_maps(contents),
+            in_doubt: false,
+        }
+    }
+
     /// Brings the maps to `desired`; returns the number of map operations planned.
     pub fn apply(&mut self, dataplane: &mut Dataplane, desired: &[DesiredVip]) -> Result<usize> {
         if self.in_doubt {

@@ -177,3 +177,79 @@ pub fn reload(instance: &str, config: &Path, wait: Duration) -> Result<String> {
         "no answer from lbd (pid {pid}) within {wait:?}"
     )))
 }
+
+/// What `lbd stop` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The daemon stopped; with `keep_datapath`, its datapath goes on forwarding.
+    Daemon { pid: i32, keep_datapath: bool },
+    /// No daemon ran; the datapath a crashed one left was detached and its pins removed.
+    LeftoverRemoved,
+    /// No daemon ran; the datapath it left is still forwarding (asked to keep it).
+    LeftoverKept,
+    /// Nothing of the instance was there.
+    Nothing,
+}
+
+/// Stops an instance: SIGTERM (full stop: detach, unpin, remove every file) or, with
+/// `keep_datapath`, SIGUSR2 (leave the datapath forwarding for the next `lbd run`), and
+/// waits until its lock is released. Without a daemon, a full stop removes what a crashed
+/// one left (holding the instance lock, so no `lbd run` starts meanwhile).
+pub fn stop(instance: &str, keep_datapath: bool, wait: Duration) -> Result<Stopped> {
+    let layout = PinLayout::for_instance(instance);
+    let pid = match instance::liveness(instance) {
+        Liveness::Running { pid, .. } => pid,
+        Liveness::Starting { pid } => {
+            return Err(Error::Starting {
+                instance: instance.to_owned(),
+                pid,
+            });
+        }
+        Liveness::Stopped => {
+            host::require_pin_access("lbd stop")?;
+            if !layout.dir.exists() {
+                return Ok(Stopped::Nothing);
+            }
+            if keep_datapath {
+                return Ok(Stopped::LeftoverKept);
+            }
+            host::require_bpf_privileges("lbd stop")?;
+            let lock = instance::lock(instance)?;
+            let removed = crate::dataplane::pins::remove_stale(&layout);
+            instance::release(&paths::lock_file(instance), lock);
+            removed.map_err(|cause| Error::Pin {
+                what: "removing",
+                path: layout.dir.clone(),
+                cause,
+            })?;
+            return Ok(Stopped::LeftoverRemoved);
+        }
+    };
+    let signal = if keep_datapath {
+        libc::SIGUSR2
+    } else {
+        libc::SIGTERM
+    };
+    // SAFETY: `pid` holds the instance's lock and wrote its pid file: it is that lbd.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(if err.raw_os_error() == Some(libc::EPERM) {
+            Error::NeedsPrivilege {
+                what: "lbd stop",
+                detail: format!("not allowed to signal lbd (pid {pid})"),
+            }
+        } else {
+            Error::Io(err)
+        });
+    }
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if instance::liveness(instance) == Liveness::Stopped {
+            return Ok(Stopped::Daemon { pid, keep_datapath });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(Error::Io(std::io::Error::other(format!(
+        "lbd (pid {pid}) was signalled but still runs after {wait:?}"
+    ))))
+}

@@ -16,11 +16,12 @@ use crate::{
     apply::Applier,
     config::{Config, VipConfig, XdpModeSetting, format_mac},
     dataplane::{
-        DatapathLogLevel, Dataplane, LoadOptions, clock, object,
+        DatapathLogLevel, Dataplane, LoadOptions, adopt, clock, contents, object,
         pins::{self, Pinned},
     },
     error::{Error, Result},
     health::{self, Board, Monitor, Report, SentinelReport, monitor::Reports},
+    hold::Hold,
     instance,
     netdev::{self, InterfaceInfo},
     paths::{self, PinLayout},
@@ -304,13 +305,25 @@ struct Daemon {
     vrrp: Option<Vrrp>,
     /// Flow sync's counters, with `[sync]`.
     sync_stats: Option<std::sync::Arc<crate::sync::SyncStats>>,
+    /// After adopting an earlier run's datapath, until the first checks answered.
+    hold: Option<Hold>,
     /// Declared after the dataplane so it is dropped (detach + unpin) after it.
-    _pinned: Pinned,
+    pinned: Pinned,
 }
 
-/// Runs until `shutdown` completes (or SIGINT/SIGTERM arrive, see `main`), then detaches
-/// and removes every pin.
-pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
+/// How a daemon stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Detach, unpin, remove every file: nothing is left (SIGTERM, SIGINT).
+    Full,
+    /// Leave the datapath attached and forwarding, with its pinned maps, for the next
+    /// `lbd run` to adopt (SIGUSR2: restarts and upgrades). VRRP masters still hand over.
+    KeepDatapath,
+}
+
+/// Runs until `shutdown` completes (SIGINT/SIGTERM/SIGUSR2, see `main`), then stops as it
+/// says.
+pub async fn run(options: RunOptions, shutdown: impl Future<Output = Stop>) -> Result<()> {
     // Held until the very end: released only once pins, pid and status files are gone, so a
     // second `lbd run` fails at once instead of taking a live instance's pins for stale.
     // Installed before start-up, so a reload asked for early is queued, not fatal.
@@ -342,9 +355,9 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     let mut batch = Vec::with_capacity(64);
     let mut preparing: Option<tokio::task::JoinHandle<Result<(Config, Resolved)>>> = None;
     let mut again = false;
-    loop {
+    let stop = loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            stop = &mut shutdown => break stop,
             n = reports.checks.recv_many(&mut batch, 64), if !reports.checks.is_closed() || !reports.checks.is_empty() => {
                 if n == 0 {
                     continue;
@@ -391,7 +404,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
                 }
             }
         }
-    }
+    };
     if let Some(vrrp) = daemon.vrrp.take() {
         // Masters hand over and remove their VIPs; the datapath forwards until detached.
         let stopping = vrrp.stop();
@@ -403,7 +416,13 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = ()>) -> Res
             }
         }
     }
-    info!(instance = %instance, "stopping: detaching and removing pins");
+    match stop {
+        Stop::Full => info!(instance = %instance, "stopping: detaching and removing pins"),
+        Stop::KeepDatapath => {
+            daemon.pinned.keep();
+            info!(instance = %instance, pins = %PinLayout::for_instance(&instance).dir.display(), "stopping, the datapath left forwarding for the next `lbd run` to take over");
+        }
+    }
     drop(daemon);
     let _ = std::fs::remove_file(paths::vrrp_file(&instance));
     let _ = std::fs::remove_file(paths::sync_file(&instance));
@@ -467,14 +486,23 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
     if !pins::is_bpffs(Path::new(paths::BPFFS)) {
         return Err(crate::host::no_bpffs());
     }
-    if layout.dir.exists() {
-        warn!(dir = %layout.dir.display(), "removing pins left by an lbd that did not stop cleanly");
-        pins::remove_stale(&layout).map_err(|cause| Error::Pin {
-            what: "removing",
-            path: layout.dir.clone(),
-            cause,
-        })?;
-    }
+    // What an earlier run left: adopted when it still forwards and has this layout; refused
+    // (and left forwarding) when it has another; removed when nothing is attached.
+    let object = object::lb()?;
+    let adoptable = match adopt::inspect(&layout, object, config.max_flows)? {
+        adopt::Found::Adoptable(found) => Some(found),
+        adopt::Found::Nothing => {
+            if layout.dir.exists() {
+                warn!(dir = %layout.dir.display(), "removing pins left by an lbd that did not stop cleanly (nothing attached)");
+                pins::remove_stale(&layout).map_err(|cause| Error::Pin {
+                    what: "removing",
+                    path: layout.dir.clone(),
+                    cause,
+                })?;
+            }
+            None
+        }
+    };
     let interfaces = config
         .interfaces
         .iter()
@@ -496,41 +524,80 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
     // first successful check.
     let mut board = Board::default();
     let checks = board.sync(&config, std::time::SystemTime::now());
-    let (desired, events) = board.effective(&config, &resolved);
-    log_events(&events);
 
-    let mut dataplane = Dataplane::load(
-        object::lb()?,
-        &LoadOptions {
-            max_flows: config.max_flows,
-            log_level: options.datapath_log_level,
-        },
-    )?;
+    let options_load = LoadOptions {
+        max_flows: config.max_flows,
+        log_level: options.datapath_log_level,
+    };
+    let mut dataplane = match &adoptable {
+        Some(found) => {
+            info!(dir = %layout.dir.display(), interfaces = ?found.links, "taking over the datapath an earlier lbd left attached: tracked connections and counters are kept");
+            for (map, capacity) in &found.resized {
+                warn!(
+                    map,
+                    capacity,
+                    max_flows = config.max_flows,
+                    "the adopted connection table keeps its capacity: max_flows takes effect after `lbd stop` and a start"
+                );
+            }
+            Dataplane::load_adopting(object, &options_load, &layout)?
+        }
+        None => Dataplane::load(object, &options_load)?,
+    };
     dataplane.spawn_log_forwarder();
-    let mut applier = Applier::new();
+    let mut applier = match &adoptable {
+        Some(_) => Applier::adopted(&contents::read(&dataplane)?),
+        None => Applier::new(),
+    };
+    // Until their first checks, checked backends keep what the adopted maps give them.
+    let hold = adoptable.as_ref().map(|_| {
+        Hold::new(
+            &config,
+            applier.reconciler().applied_backends(),
+            &mut board,
+            std::time::Instant::now(),
+        )
+    });
+    let (mut desired, events) = board.effective(&config, &resolved);
+    log_events(&events);
+    if let Some(hold) = &hold {
+        hold.keep(&config, &resolved, &mut desired);
+    }
     {
         let mut writer = dataplane.writer();
         writer.set_settings(settings(&config))?;
-        for iface in &interfaces {
-            writer.set_interface(iface.ifindex, iface.mac)?;
-        }
+        let ifaces: Vec<(u32, [u8; 6])> = interfaces.iter().map(|i| (i.ifindex, i.mac)).collect();
+        writer.set_interfaces(&ifaces)?;
         // Every VRRP instance starts as a backup: its VIPs pass until it is elected.
         for group in 1..=config.vrrp.len() as u32 {
             writer.set_group_standby(group, true)?;
         }
     }
-    applier.apply(&mut dataplane, &desired)?;
+    let ops = applier.apply(&mut dataplane, &desired)?;
+    if adoptable.is_some() {
+        info!(
+            map_writes = ops,
+            "applied the configuration to the adopted maps"
+        );
+    }
     let mode = options.xdp_mode.unwrap_or(config.xdp_mode);
     if mode == XdpModeSetting::Skb {
         warn!(
             "generic (skb) XDP: slower than native, for drivers without XDP support and for tests"
         );
     }
-    let mut pinned = Pinned::pin(&mut dataplane, layout.clone())?;
-    for iface in &interfaces {
-        pinned.attach(&mut dataplane, iface, mode)?;
-        info!(interface = %iface.name, mac = %format_mac(&iface.mac), ifindex = iface.ifindex, "attached");
-    }
+    let pinned = match &adoptable {
+        Some(found) => Pinned::adopt(&mut dataplane, layout.clone(), found, &interfaces, mode)?,
+        None => {
+            let mut pinned = Pinned::pin(&mut dataplane, layout.clone())?;
+            pins::write_pin_info(&mut dataplane, mode)?;
+            for iface in &interfaces {
+                pinned.attach(&mut dataplane, iface, mode)?;
+                info!(interface = %iface.name, mac = %format_mac(&iface.mac), ifindex = iface.ifindex, "attached");
+            }
+            pinned
+        }
+    };
     for vip in &config.vips {
         info!(
             vip = %vip.address, port = vip.port, protocol = %vip.protocol, scheduler = %vip.scheduler,
@@ -575,7 +642,8 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
         apply_due: None,
         vrrp,
         sync_stats,
-        _pinned: pinned,
+        hold,
+        pinned,
     };
     daemon.report_pools(&desired);
     daemon.on_tick();
@@ -627,7 +695,10 @@ impl Daemon {
         // Planned on a copy: a failed apply leaves the running state as it was.
         let mut board = self.board.clone();
         let checks = board.sync(&new, std::time::SystemTime::now());
-        let (desired, events) = board.effective(&new, &resolved);
+        let (mut desired, events) = board.effective(&new, &resolved);
+        if let Some(hold) = &self.hold {
+            hold.keep(&new, &resolved, &mut desired);
+        }
         // Written whole every time: after an earlier failure the map may hold other values
         // than `old` says.
         self.dataplane.writer().set_settings(settings(&new))?;
@@ -768,6 +839,7 @@ impl Daemon {
         if recorded.replan {
             self.request_apply();
         }
+        self.check_hold();
     }
 
     /// Applies health changes now, or, within [`APPLY_GAP`] of the last apply, once that
@@ -811,7 +883,7 @@ impl Daemon {
     fn apply_health(&mut self) {
         self.apply_due = None;
         self.last_apply = Some(tokio::time::Instant::now());
-        let (desired, events) = self.board.effective(&self.config, &self.resolved);
+        let (desired, events) = self.effective();
         log_events(&events);
         // What `lbd status` shows must not lag the maps: written before they change.
         self.write_health();
@@ -832,6 +904,7 @@ impl Daemon {
 
     /// Once a second: retries a failed apply and refreshes the health state file.
     fn on_tick(&mut self) {
+        self.check_hold();
         if self.replan_pending {
             self.apply_health();
         }
@@ -843,6 +916,27 @@ impl Daemon {
             if let Err(err) = std::fs::write(&path, format!("{}\n", stats.line())) {
                 warn!(path = %path.display(), cause = %err, "cannot write the sync state file");
             }
+        }
+    }
+
+    /// The state to apply for the running config: health's, and while holding after an
+    /// adoption, the adopted backends of checked VIPs (see [`Hold`]).
+    fn effective(&mut self) -> (Vec<DesiredVip>, Vec<health::board::Event>) {
+        let (mut desired, events) = self.board.effective(&self.config, &self.resolved);
+        if let Some(hold) = &self.hold {
+            hold.keep(&self.config, &self.resolved, &mut desired);
+        }
+        (desired, events)
+    }
+
+    /// Ends the hold once every held backend was checked (or its deadline passed), and
+    /// applies health as it now is.
+    fn check_hold(&mut self) {
+        let Some(hold) = &self.hold else { return };
+        if hold.done(&self.config, &self.board, std::time::Instant::now()) {
+            self.hold = None;
+            info!("first health checks answered: health decides from now on");
+            self.request_apply();
         }
     }
 
@@ -863,7 +957,7 @@ impl Daemon {
             .writer()
             .set_settings(settings(&self.config))
             .and_then(|()| {
-                let (desired, _) = self.board.effective(&self.config, &self.resolved);
+                let (desired, _) = self.effective();
                 self.applier.apply(&mut self.dataplane, &desired)
             });
         match restored {

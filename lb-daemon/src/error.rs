@@ -45,10 +45,17 @@ pub enum Error {
     #[error(
         "instance {instance:?}: the daemon is not running (it stopped without cleaning up, e.g. \
          killed), but its datapath is still attached and forwarding with the last applied \
-         configuration (pins at {pin_dir}). `lbd run --config FILE` takes over (it replaces \
-         those pins); removing {pin_dir} detaches it", pin_dir = pin_dir.display()
+         configuration (pins at {pin_dir}). `lbd run --config FILE` takes it over, tracked \
+         connections and counters kept; `lbd stop --instance {instance}` detaches it and \
+         removes the pins", pin_dir = pin_dir.display()
     )]
     DaemonGone { instance: String, pin_dir: PathBuf },
+    #[error(
+        "cannot take over the datapath pinned at {pin_dir}: {why}. It is left forwarding, \
+         untouched, with its tracked connections. To replace it (its connections are then \
+         rescheduled), stop it with `lbd stop` for this instance and start again", pin_dir = pin_dir.display()
+    )]
+    LayoutChanged { pin_dir: PathBuf, why: String },
     #[error("instance {instance:?} is starting ({}); try again once it serves", pid.map_or("pid unknown".to_owned(), |p| format!("pid {p}")))]
     Starting { instance: String, pid: Option<i32> },
     #[error("attaching XDP to {interface} in {mode} mode: {}{hint}", chain(cause.as_ref()))]

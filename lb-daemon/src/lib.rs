@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod error;
 pub mod health;
+pub mod hold;
 pub mod host;
 pub mod instance;
 pub mod maglev;

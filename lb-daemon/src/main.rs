@@ -35,7 +35,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load, attach and serve until SIGINT/SIGTERM; SIGHUP reloads the config.
+    /// Load (or take over what an earlier run left attached), attach and serve; SIGHUP
+    /// reloads the config, SIGTERM/SIGINT stop and detach, SIGUSR2 stops and leaves the
+    /// datapath forwarding for the next `lbd run`.
     Run {
         /// The TOML configuration file.
         #[arg(long, short)]
@@ -58,6 +60,21 @@ enum Command {
         /// The configuration file the instance runs with (validated here first).
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Stop a running instance: detach its datapath and remove its pins and files, or with
+    /// --keep-datapath leave the datapath forwarding for the next `lbd run` (an upgrade).
+    /// Without a daemon, removes the datapath a crashed one left.
+    Stop {
+        /// The instance name (default: from --config, else "lbd").
+        #[arg(long, short)]
+        instance: Option<String>,
+        /// Take the instance name from this configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Leave the XDP program attached and its maps pinned, still forwarding (tracked
+        /// connections go on), for the next `lbd run` to take over. VRRP masters hand over.
+        #[arg(long)]
+        keep_datapath: bool,
     },
     /// Show VIPs, backends and counters of a running instance.
     Status {
@@ -214,6 +231,53 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Stop {
+            instance,
+            config,
+            keep_datapath,
+        } => {
+            let instance = match instance_name(instance, config) {
+                Ok(name) => name,
+                Err(code) => return code,
+            };
+            match control::stop(&instance, keep_datapath, Duration::from_secs(30)) {
+                Ok(stopped) => {
+                    let pins = PinLayout::for_instance(&instance).dir;
+                    let text = match stopped {
+                        control::Stopped::Daemon {
+                            pid,
+                            keep_datapath: false,
+                        } => format!(
+                            "stopped instance {instance} (pid {pid}): datapath detached, pins and files removed\n"
+                        ),
+                        control::Stopped::Daemon {
+                            pid,
+                            keep_datapath: true,
+                        } => format!(
+                            "stopped instance {instance} (pid {pid}); its datapath goes on forwarding from {} until the next `lbd run` takes it over\n",
+                            pins.display()
+                        ),
+                        control::Stopped::LeftoverRemoved => format!(
+                            "instance {instance} had no daemon; detached the datapath it left and removed {}\n",
+                            pins.display()
+                        ),
+                        control::Stopped::LeftoverKept => format!(
+                            "instance {instance} has no daemon; its datapath goes on forwarding from {}\n",
+                            pins.display()
+                        ),
+                        control::Stopped::Nothing => {
+                            format!("instance {instance} is not running\n")
+                        }
+                    };
+                    print_out(&text);
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    print_err!("lbd: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Status {
             instance,
             config,
@@ -221,16 +285,9 @@ fn main() -> ExitCode {
             rate,
             interval,
         } => {
-            let instance = match (instance, config) {
-                (Some(i), _) => i,
-                (None, Some(path)) => match Config::load(&path) {
-                    Ok(c) => c.instance,
-                    Err(errors) => {
-                        print_err!("{errors}");
-                        return ExitCode::from(2);
-                    }
-                },
-                (None, None) => "lbd".to_owned(),
+            let instance = match instance_name(instance, config) {
+                Ok(name) => name,
+                Err(code) => return code,
             };
             let view = if stats {
                 control::View::Stats
@@ -268,6 +325,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// The instance named on the command line: `--instance`, else `--config`'s, else "lbd".
+fn instance_name(instance: Option<String>, config: Option<PathBuf>) -> Result<String, ExitCode> {
+    match (instance, config) {
+        (Some(i), _) => Ok(i),
+        (None, Some(path)) => match Config::load(&path) {
+            Ok(c) => Ok(c.instance),
+            Err(errors) => {
+                print_err!("{errors}");
+                Err(ExitCode::from(2))
+            }
+        },
+        (None, None) => Ok("lbd".to_owned()),
+    }
+}
+
 /// Writes `text` to stdout. A reader that went away (`lbd status | head -1`) ends the
 /// command quietly instead of panicking on a broken pipe.
 fn print_out(text: &str) {
@@ -280,15 +352,18 @@ fn print_out(text: &str) {
     }
 }
 
-/// SIGTERM or SIGINT, with both handlers installed now (not when first polled).
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+/// SIGTERM or SIGINT (a full stop) or SIGUSR2 (a stop that keeps the datapath), with every
+/// handler installed now (not when first polled).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = daemon::Stop>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     Ok(async move {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = term.recv() => daemon::Stop::Full,
+            _ = int.recv() => daemon::Stop::Full,
+            _ = usr2.recv() => daemon::Stop::KeepDatapath,
         }
     })
 }

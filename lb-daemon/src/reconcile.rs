@@ -530,6 +530,21 @@ impl Reconciler {
         self.vips.get(vip).map(|v| v.ring.as_slice())
     }
 
+    /// Every applied VIP's backends: `(address, weight)` as the entries hold them.
+    pub fn applied_backends(&self) -> BTreeMap<VipKey, Vec<(IpAddr, u32)>> {
+        self.vips
+            .iter()
+            .map(|(key, vip)| {
+                let backends = vip
+                    .backends
+                    .iter()
+                    .map(|(addr, b)| (*addr, b.entry.weight))
+                    .collect();
+                (*key, backends)
+            })
+            .collect()
+    }
+
     /// VIP id of `vip`, as applied.
     pub fn vip_id(&self, vip: &VipKey) -> Option<u32> {
         self.vips.get(vip).map(|v| v.vip_id)

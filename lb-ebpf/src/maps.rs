@@ -9,8 +9,8 @@ use lb_common::{
     Backend, Choice, DEFAULT_MAX_FLOWS, FLOW_CACHE_SIZE, FLOW_EVENTS_BYTES, Flow, FlowCacheEntry,
     FlowCacheEntry6, FlowEvent, FlowKey, FlowKey6, FragmentKey, FragmentOwner, FragmentVipKey,
     Interface, MAC_FILTER_SIZE, MAX_BACKENDS, MAX_FRAGMENTED_DATAGRAMS, MAX_GROUPS, MAX_HALF_OPEN,
-    MAX_INTERFACES, MAX_PERSISTENT_CLIENTS, MAX_VIPS, MacKey, PersistKey, RING_SIZE, Settings,
-    TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
+    MAX_INTERFACES, MAX_PERSISTENT_CLIENTS, MAX_VIPS, MacKey, PersistKey, PinInfo, RING_SIZE,
+    Settings, TrafficCounters, VIP_FILTER_SIZE, VerdictCounters, VipInfo, VipKey,
 };
 
 #[btf_map]
@@ -101,3 +101,7 @@ pub static BACKEND_STATS: PerCpuArray<TrafficCounters, { MAX_BACKENDS as usize }
 
 #[btf_map]
 pub static VERDICTS: PerCpuArray<VerdictCounters, 1> = PerCpuArray::new();
+
+/// Never read here: it tells a later `lbd run` what layout these maps have.
+#[btf_map]
+pub static PIN_INFO: Array<PinInfo, 1> = Array::new();

@@ -24,6 +24,8 @@ pub struct Lbd {
     pub log_path: PathBuf,
     pub director_ns: String,
     child: ChildGuard,
+    /// The next `lbd run` takes this one's pins over: dropping the guard leaves them.
+    leave_pins: bool,
 }
 
 impl Lbd {
@@ -65,6 +67,7 @@ impl Lbd {
             log_path,
             director_ns: ns.name.clone(),
             child: ChildGuard::new("lbd", child),
+            leave_pins: false,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -156,6 +159,11 @@ impl Lbd {
             .is_some_and(|s| s.success())
     }
 
+    /// Dropping this guard will leave the pins (another `lbd run` took them over).
+    pub fn leave_pins(&mut self) {
+        self.leave_pins = true;
+    }
+
     pub fn pin_layout(&self) -> PinLayout {
         PinLayout::for_instance(&self.instance)
     }
@@ -165,6 +173,8 @@ impl Drop for Lbd {
     fn drop(&mut self) {
         self.child.stop(Duration::from_secs(10));
         // Only if lbd died without cleaning up.
-        let _ = pins::remove_stale(&self.pin_layout());
+        if !self.leave_pins {
+            let _ = pins::remove_stale(&self.pin_layout());
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`contents`]: reads back what the planner wrote, to rebuild it after a failure.
 //! - [`pins`]: bpffs checks, pinning, attachment and cleanup.
 
+pub mod adopt;
 pub mod clock;
 pub mod contents;
 pub mod object;
@@ -56,12 +57,43 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads `object` (see [`object::lb`]) and verifies the program.
     pub fn load(object: &[u8], options: &LoadOptions) -> Result<Dataplane> {
+        Self::load_with(object, options, None)
+    }
+
+    /// [`Dataplane::load`], taking the maps pinned under `pins` instead of creating them
+    /// (see [`adopt`]): the new program shares them with the one still attached. A map the
+    /// pins lack is created and pinned there.
+    pub fn load_adopting(
+        object: &[u8],
+        options: &LoadOptions,
+        pins: &crate::paths::PinLayout,
+    ) -> Result<Dataplane> {
+        Self::load_with(object, options, Some(pins))
+    }
+
+    fn load_with(
+        object: &[u8],
+        options: &LoadOptions,
+        pins: Option<&crate::paths::PinLayout>,
+    ) -> Result<Dataplane> {
         let level = options.log_level as u8;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(MAP_FLOWS, options.max_flows)
             .map_max_entries(MAP_FLOWS6, options.max_flows)
-            .override_global(aya_log::LEVEL, &level, false)
-            .load(object)?;
+            .override_global(aya_log::LEVEL, &level, false);
+        let paths: Vec<(&str, std::path::PathBuf)> = pins
+            .map(|pins| {
+                lb_common::ALL_MAPS
+                    .iter()
+                    .map(|&name| (name, pins.map(name)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(object)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_LB)
             .ok_or(Error::NoEbpfObject)?

@@ -33,10 +33,12 @@ pub fn is_bpffs(path: &Path) -> bool {
     unsafe { libc::statfs(cpath.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
-/// An instance's pins and attachments. Dropping it detaches and unpins everything.
+/// An instance's pins and attachments. Dropping it detaches and unpins everything, unless
+/// [`Pinned::keep`] was called (a stop that leaves the datapath to the next `lbd run`).
 pub struct Pinned {
     layout: PinLayout,
     links: Vec<(String, PinnedLink)>,
+    keep: bool,
 }
 
 fn pin_err(what: &'static str, path: &Path) -> impl Fn(aya::pin::PinError) -> Error + use<> {
@@ -63,6 +65,7 @@ impl Pinned {
         let pinned = Pinned {
             layout,
             links: Vec::new(),
+            keep: false,
         };
         for name in ALL_MAPS {
             let path = pinned.layout.map(name);
@@ -86,6 +89,110 @@ impl Pinned {
             .pin(&path)
             .map_err(pin_err("pinning program", &path))?;
         Ok(pinned)
+    }
+
+    /// Takes over the pins an earlier run left (see [`super::adopt`]); `dataplane` was
+    /// loaded on their maps. The new programs replace the pinned ones; each configured
+    /// interface's link is switched to the new program in one step (`bpf_link_update`), so
+    /// it never stops forwarding. A link whose interface was recreated, or whose XDP mode
+    /// changed, is replaced by a new attachment; links of interfaces no longer configured
+    /// are removed (detached). A failure leaves the pins as they are, forwarding.
+    pub fn adopt(
+        dataplane: &mut Dataplane,
+        layout: PinLayout,
+        found: &super::adopt::Adoptable,
+        interfaces: &[InterfaceInfo],
+        mode: XdpModeSetting,
+    ) -> Result<Pinned> {
+        for (path, name) in [
+            (layout.program(), lb_common::PROGRAM_LB),
+            (layout.clock_program(), lb_common::PROGRAM_CLOCK),
+        ] {
+            match fs::remove_file(&path) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::Pin {
+                        what: "replacing program",
+                        path,
+                        cause: err,
+                    });
+                }
+                _ => {}
+            }
+            let program: &mut Xdp = dataplane
+                .ebpf
+                .program_mut(name)
+                .expect("loaded")
+                .try_into()?;
+            program
+                .pin(&path)
+                .map_err(pin_err("pinning program", &path))?;
+        }
+        let mode_value = super::adopt::mode_value(mode);
+        let mut links = Vec::new();
+        for iface in interfaces {
+            let path = layout.link(&iface.name);
+            let held = found.links.contains(&iface.name);
+            let attached_to = if held {
+                super::adopt::link_ifindex(&path).map_err(|e| e.to_string())
+            } else {
+                Ok(0)
+            };
+            let same_device = held && attached_to == Ok(iface.ifindex);
+            if held && same_device && found.info.xdp_mode == mode_value {
+                let link = FdLink::from(
+                    PinnedLink::from_pin(&path).map_err(|e| link_err(&path, e.to_string()))?,
+                );
+                let link = aya::programs::xdp::XdpLink::try_from(link)
+                    .map_err(|e| link_err(&path, e.to_string()))?;
+                let program = dataplane.program();
+                let id = program
+                    .attach_to_link(link)
+                    .map_err(|e| link_err(&path, format!("bpf_link_update: {e}")))?;
+                // The pin holds the link; this descriptor is not needed.
+                drop(program.take_link(id)?);
+                tracing::info!(interface = %iface.name, "switched the attached link to the new program");
+            } else {
+                if held {
+                    tracing::warn!(
+                        interface = %iface.name,
+                        ifindex = iface.ifindex,
+                        link_ifindex = ?attached_to,
+                        old_mode = found.info.xdp_mode,
+                        mode = mode_value,
+                        "re-attaching: the interface was recreated or the XDP mode changed; frames in between go to the kernel"
+                    );
+                    let _ = fs::remove_file(&path);
+                }
+                let mut fresh = Pinned {
+                    layout: layout.clone(),
+                    links: Vec::new(),
+                    keep: true,
+                };
+                fresh.attach(dataplane, iface, mode)?;
+            }
+            links.push((
+                iface.name.clone(),
+                PinnedLink::from_pin(&path).map_err(|e| link_err(&path, e.to_string()))?,
+            ));
+        }
+        for name in &found.links {
+            if !interfaces.iter().any(|i| &i.name == name) {
+                tracing::info!(interface = %name, "detaching from an interface no longer configured");
+                let _ = fs::remove_file(layout.link(name));
+            }
+        }
+        write_pin_info(dataplane, mode)?;
+        Ok(Pinned {
+            layout,
+            links,
+            keep: false,
+        })
+    }
+
+    /// Leaves the maps pinned and the links attached when dropped: the datapath goes on
+    /// forwarding with the last applied state until the next `lbd run` adopts it.
+    pub fn keep(&mut self) {
+        self.keep = true;
     }
 
     /// Attaches the program to `iface` and pins the link, so the attachment outlives this
@@ -117,8 +224,40 @@ impl Pinned {
     }
 }
 
+/// Records the layout version and XDP mode in `PIN_INFO`, for the next `lbd run`.
+pub fn write_pin_info(dataplane: &mut Dataplane, mode: XdpModeSetting) -> Result<()> {
+    let name = lb_common::MAP_PIN_INFO;
+    let map = dataplane
+        .ebpf
+        .map_mut(name)
+        .ok_or_else(|| Error::map(name, aya::maps::MapError::InvalidName { name: name.into() }))?;
+    let mut array: aya::maps::Array<&mut MapData, lb_common::PinInfo> =
+        aya::maps::Array::try_from(map).map_err(|e| Error::map(name, e))?;
+    array
+        .set(
+            0,
+            lb_common::PinInfo {
+                layout: lb_common::LAYOUT_VERSION,
+                xdp_mode: super::adopt::mode_value(mode),
+            },
+            0,
+        )
+        .map_err(|e| Error::map(name, e))
+}
+
+fn link_err(path: &Path, message: String) -> Error {
+    Error::Pin {
+        what: "taking over link",
+        path: path.to_owned(),
+        cause: io::Error::other(message),
+    }
+}
+
 impl Drop for Pinned {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         for (iface, link) in self.links.drain(..) {
             // Unpinned and dropped, the link's last reference goes and the program detaches.
             if let Err(err) = link.unpin() {

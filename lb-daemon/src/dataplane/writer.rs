@@ -109,6 +109,41 @@ impl<'a> MapWriter<'a> {
         .map_err(map_err(MAP_INTERFACES))
     }
 
+    /// Makes `interfaces` (ifindex, MAC) the director's interfaces: each is written, then
+    /// any other slot still set (an adopted datapath's interface that is gone or no longer
+    /// configured) is cleared. Two of them sharing a slot are refused before any write.
+    pub fn set_interfaces(&mut self, interfaces: &[(u32, [u8; 6])]) -> Result<()> {
+        let mut slots = std::collections::BTreeMap::new();
+        for &(ifindex, mac) in interfaces {
+            let slot = ifindex % MAX_INTERFACES;
+            if let Some((other, _)) = slots.insert(slot, (ifindex, mac)) {
+                return Err(Error::Io(std::io::Error::other(format!(
+                    "interfaces with ifindex {other} and {ifindex} share slot {slot} of {MAP_INTERFACES}"
+                ))));
+            }
+        }
+        let mut map = self.array::<Interface>(MAP_INTERFACES)?;
+        for (&slot, &(ifindex, mac)) in &slots {
+            let entry = Interface {
+                mac,
+                _pad: [0; 2],
+                ifindex,
+            };
+            map.set(slot, entry, 0).map_err(map_err(MAP_INTERFACES))?;
+        }
+        for slot in 0..MAX_INTERFACES {
+            if slots.contains_key(&slot) {
+                continue;
+            }
+            let current = map.get(&slot, 0).map_err(map_err(MAP_INTERFACES))?;
+            if current.ifindex != 0 {
+                map.set(slot, Interface::default(), 0)
+                    .map_err(map_err(MAP_INTERFACES))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops a tracked flow, as LRU eviction would; its next packet is scheduled afresh.
     pub fn remove_flow(&mut self, key: &FlowKey) -> Result<()> {
         self.hash::<FlowKey, Flow>(MAP_FLOWS)?

@@ -477,6 +477,12 @@ impl Board {
     }
 
     /// The master a write VIP sends to, if any.
+    /// Takes `addr` as the write VIP's master in service, as an adopted datapath has it: it
+    /// stays the one while it reports master, as if this board had chosen it.
+    pub fn presume_master(&mut self, vip: VipKey, addr: IpAddr) {
+        self.masters.insert(vip, addr);
+    }
+
     pub fn master(&self, vip: &VipKey) -> Option<IpAddr> {
         self.masters.get(vip).copied()
     }

@@ -1,0 +1,364 @@
+//! Restarts and upgrades keep every connection: a new `lbd run` takes over the datapath an
+//! earlier one left attached (after `kill -9`, or `lbd stop --keep-datapath`), with its
+//! connection table, and swaps its program in without detaching. Needs root.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use lb_tests::{
+    lab::{self, Lab, planned, predicted_server},
+    lbd::Lbd,
+    resp,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+const HELD: u16 = 200;
+
+/// The lab's config with a Redis health check on the VIP (so a new daemon starts with every
+/// backend "not checked yet", the case that must not take them out).
+fn checked(lab: &Lab, backends: &[(usize, u32)]) -> String {
+    lab.config(backends).replacen(
+        "scheduler = \"maglev\"\n",
+        "scheduler = \"maglev\"\n\n[vip.check]\ntype = \"redis\"\ninterval = 0.2\ntimeout = 1\n",
+        1,
+    )
+}
+
+/// `HELD` connections through the VIP from fixed source ports, each with its server.
+fn hold(lab: &Lab) -> Vec<(u16, String, resp::Connection)> {
+    lab.client.run(|| {
+        (0..HELD)
+            .map(|i| {
+                let port = 32000 + i;
+                let mut conn = lab::connect_vip(port, TIMEOUT).expect("connect through the VIP");
+                let who = lab::whoami(&mut conn).expect("whoami");
+                (port, who, conn)
+            })
+            .collect()
+    })
+}
+
+/// Every held connection still answers, from its first server: returns the broken ones.
+fn broken(held: &mut [(u16, String, resp::Connection)]) -> Vec<String> {
+    held.iter_mut()
+        .filter_map(|(port, who, conn)| match lab::whoami(conn) {
+            Ok(now) if now == *who => None,
+            Ok(now) => Some(format!("port {port}: {who} -> {now}")),
+            Err(err) => Some(format!("port {port} ({who}): {err}")),
+        })
+        .collect()
+}
+
+/// Requests on a few held connections, over and over, until stopped: counts failures, so a
+/// gap in forwarding while the daemon is away or starting shows.
+struct Stream {
+    first_error: Arc<std::sync::Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicU32>,
+    failures: Arc<AtomicU32>,
+    thread: Option<std::thread::JoinHandle<Vec<resp::Connection>>>,
+}
+
+impl Stream {
+    fn start(mut conns: Vec<resp::Connection>) -> Stream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU32::new(0));
+        let failures = Arc::new(AtomicU32::new(0));
+        let (s, r, f) = (stop.clone(), requests.clone(), failures.clone());
+        let first_error = Arc::new(std::sync::Mutex::new(None));
+        let e = first_error.clone();
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 200,000 requests or 120 s, whichever first.
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !s.load(Ordering::Relaxed)
+                && r.load(Ordering::Relaxed) < 200_000
+                && std::time::Instant::now() < deadline
+            {
+                for conn in &mut conns {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    let reply = conn.command(&["PING"]);
+                    if !matches!(reply, Ok(resp::Reply::Simple(ref s)) if s == "PONG") {
+                        f.fetch_add(1, Ordering::Relaxed);
+                        e.lock().unwrap().get_or_insert(format!("{reply:?}"));
+                    }
+                }
+            }
+            conns
+        });
+        Stream {
+            first_error,
+            stop,
+            requests,
+            failures,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; returns (requests, failures, the first failure).
+    fn finish(mut self) -> (u32, u32, Option<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.take().unwrap().join();
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+            self.first_error.lock().unwrap().take(),
+        )
+    }
+}
+
+/// The case: `kill -9`, then a restart after changing one backend's weight. The
+/// new process adopts the connection table, so none of the held connections moves, though
+/// the new ring alone would move some.
+#[test]
+fn held_connections_survive_kill_9_and_a_restart_with_a_changed_weight() {
+    if !lb_tests::require_root("restart") {
+        return;
+    }
+    let lab = Lab::new("rk", 3);
+    let before = checked(&lab, &[(0, 1), (1, 1), (2, 1)]);
+    let after = checked(&lab, &[(0, 1), (1, 1), (2, 4)]);
+    let mut first = Lbd::start(&lab, &before);
+    let mut held = hold(&lab);
+    let ring_after = planned(&[&after]);
+    let would_move = held
+        .iter()
+        .filter(|(port, who, _)| predicted_server(&ring_after, &lab, *port) != *who)
+        .count();
+    assert!(
+        would_move > 0,
+        "no held connection would move by the new ring alone: the test proves nothing"
+    );
+
+    first.kill();
+    first.leave_pins();
+    // No daemon: the datapath goes on forwarding what it tracks.
+    assert_eq!(
+        broken(&mut held),
+        Vec::<String>::new(),
+        "while no daemon ran"
+    );
+    let stream = Stream::start(lab.client.run(|| {
+        (0..8)
+            .map(|i| lab::connect_vip(33000 + i, TIMEOUT).unwrap())
+            .collect()
+    }));
+    let second = Lbd::start(&lab, &after);
+    let (requests, failures, first_error) = stream.finish();
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {requests} requests failed across the restart, first {first_error:?}; held broken: {:?}\n{}",
+        broken(&mut held),
+        second.log()
+    );
+    let log = second.log();
+    assert!(
+        log.contains("taking over the datapath"),
+        "the new daemon did not adopt:\n{log}"
+    );
+    assert_eq!(
+        broken(&mut held),
+        Vec::<String>::new(),
+        "after the restart ({would_move} would have moved by the ring)"
+    );
+    // Once the checks answered, the held connections are still where they were, and the
+    // new weight applies to new connections.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !second.log().contains("health decides from now on") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hold never ended:\n{}",
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        broken(&mut held),
+        Vec::<String>::new(),
+        "after the first checks"
+    );
+    let fresh: Vec<String> = lab.client.run(|| {
+        (0..60u16)
+            .map(|i| {
+                let mut conn = lab::connect_vip(34000 + i, TIMEOUT).expect("connect");
+                lab::whoami(&mut conn).expect("whoami")
+            })
+            .collect()
+    });
+    let expected: Vec<String> = (0..60u16)
+        .map(|i| predicted_server(&ring_after, &lab, 34000 + i))
+        .collect();
+    assert_eq!(
+        fresh, expected,
+        "new connections do not follow the new ring"
+    );
+}
+
+/// An upgrade: `lbd stop --keep-datapath` leaves the program forwarding; the next `lbd run`
+/// (here loading a different program: datapath debug logging compiles other code in)
+/// switches the same link to its program. No request fails in between.
+#[test]
+fn an_upgrade_swaps_the_program_on_the_same_link_and_breaks_no_connection() {
+    if !lb_tests::require_root("restart") {
+        return;
+    }
+    let lab = Lab::new("ru", 3);
+    let config = checked(&lab, &[(0, 1), (1, 1), (2, 1)]);
+    let mut first = Lbd::start(&lab, &config);
+    let mut held = hold(&lab);
+    let link_path = first.pin_layout().link("eth0");
+    let link_before = link_ids(&link_path);
+
+    let stream = Stream::start(lab.client.run(|| {
+        (0..8)
+            .map(|i| lab::connect_vip(35000 + i, TIMEOUT).unwrap())
+            .collect()
+    }));
+    let out = first.cli(&["stop", "--instance", &first.instance, "--keep-datapath"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("goes on forwarding"),
+        "lbd stop --keep-datapath: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !first.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.leave_pins();
+    assert_eq!(
+        link_ids(&link_path),
+        link_before,
+        "the stop touched the link"
+    );
+    assert_eq!(
+        broken(&mut held),
+        Vec::<String>::new(),
+        "while no daemon ran"
+    );
+    // Nothing of the stopped daemon but its pins.
+    let left: Vec<String> = std::fs::read_dir(lb_daemon::paths::RUN_DIR)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!("{}.", first.instance)))
+        .collect();
+    assert!(left.is_empty(), "left in /run/lbd: {left:?}");
+
+    let mut second = Lbd::start_with(&lab, &config, &["--datapath-log", "debug"]);
+    let (requests, failures, first_error) = stream.finish();
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {requests} requests failed across the upgrade, first {first_error:?}; held broken: {:?}\n{}",
+        broken(&mut held),
+        second.log()
+    );
+    let (link, program) = link_ids(&link_path);
+    assert_eq!(link, link_before.0, "the link was replaced, not updated");
+    assert_ne!(
+        program, link_before.1,
+        "the link still runs the old program"
+    );
+    assert_eq!(broken(&mut held), Vec::<String>::new(), "after the upgrade");
+
+    // A full stop from the command line leaves nothing.
+    let out = second.cli(&["stop", "--instance", &second.instance]);
+    assert!(
+        out.status.success(),
+        "lbd stop: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !second.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !second.pin_layout().dir.exists(),
+        "pins left after a full stop"
+    );
+    let xdp =
+        String::from_utf8_lossy(&lab.director.ip(&["link", "show", "eth0"]).stdout).into_owned();
+    assert!(!xdp.contains(" xdp"), "XDP still attached: {xdp}");
+}
+
+/// Pins of another layout version are not taken over: the new daemon refuses, saying why,
+/// and the old program goes on forwarding until `lbd stop` removes it.
+#[test]
+fn a_datapath_of_another_layout_is_left_forwarding_and_not_adopted() {
+    if !lb_tests::require_root("restart") {
+        return;
+    }
+    let lab = Lab::new("rl", 2);
+    let config = lab.config(&[(0, 1), (1, 1)]);
+    let mut first = Lbd::start(&lab, &config);
+    let mut held = hold(&lab);
+    first.kill();
+    first.leave_pins();
+    let layout = first.pin_layout();
+    set_layout(&layout, lb_common::LAYOUT_VERSION + 1);
+
+    let out = std::process::Command::new(lb_tests::lbd::bin())
+        .args(["--netns", &lab.director.name, "run", "--config"])
+        .arg(&first.config_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a foreign layout was adopted: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("layout {}", lb_common::LAYOUT_VERSION + 1))
+            && stderr.contains("left forwarding"),
+        "{stderr}"
+    );
+    assert_eq!(
+        broken(&mut held),
+        Vec::<String>::new(),
+        "the refused start disturbed forwarding"
+    );
+
+    let out = first.cli(&["stop", "--instance", &first.instance]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("detached"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!layout.dir.exists(), "pins left after lbd stop");
+}
+
+/// (link id, program id) of a pinned XDP link.
+fn link_ids(path: &std::path::Path) -> (u32, u32) {
+    let link = aya::programs::links::PinnedLink::from_pin(path).expect("pinned link");
+    let info = aya::programs::links::FdLink::from(link)
+        .info()
+        .expect("link info");
+    (info.id(), info.program_id())
+}
+
+/// Writes `layout` into an instance's pinned `PIN_INFO`, as an lbd of another version would
+/// have created it.
+fn set_layout(pins: &lb_daemon::paths::PinLayout, layout: u32) {
+    let data = aya::maps::MapData::from_pin(pins.map(lb_common::MAP_PIN_INFO)).expect("PIN_INFO");
+    let mut map = aya::maps::Map::Array(data);
+    let mut array: aya::maps::Array<&mut aya::maps::MapData, lb_common::PinInfo> =
+        aya::maps::Array::try_from(&mut map).unwrap();
+    let mut info = array.get(&0, 0).unwrap();
+    info.layout = layout;
+    array.set(0, info, 0).unwrap();
+}
