@@ -34,6 +34,8 @@ pub enum View {
     Stats,
     /// Counter growth per second over the interval (`--rate`).
     Rate(std::time::Duration),
+    /// Everything, as JSON (`--json`).
+    Json,
 }
 
 pub fn status(instance: &str, view: View) -> Result<Status> {
@@ -63,6 +65,9 @@ pub fn status(instance: &str, view: View) -> Result<Status> {
             std::time::SystemTime::now(),
         ),
         View::Stats => crate::stats::render_stats(&snapshot::read(&maps)?),
+        View::Json => {
+            crate::status_json::render(instance, &daemon, &snapshot::read(&maps)?, &health, &vrrp)
+        }
         View::Rate(interval) => {
             let before = snapshot::read(&maps)?;
             let start = std::time::Instant::now();

@@ -307,6 +307,8 @@ struct Daemon {
     sync_stats: Option<std::sync::Arc<crate::sync::SyncStats>>,
     /// After adopting an earlier run's datapath, until the first checks answered.
     hold: Option<Hold>,
+    /// What only the daemon counts, shared with `/metrics`.
+    counters: crate::metrics::Shared,
     /// Declared after the dataplane so it is dropped (detach + unpin) after it.
     pinned: Pinned,
 }
@@ -397,6 +399,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = Stop>) -> R
                     // One event, one line: a config error lists every problem.
                     error!(cause = %one_line(&err.to_string()), "reload not applied");
                 }
+                daemon.count_reload(&result);
                 write_reload_status(&instance, generation, &reload_verdict(&result, &config_path));
                 if std::mem::take(&mut again) {
                     generation += 1;
@@ -643,8 +646,23 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
         vrrp,
         sync_stats,
         hold,
+        counters: Default::default(),
         pinned,
     };
+    if let Some(listen) = daemon.config.metrics {
+        match crate::metrics::serve(
+            listen,
+            daemon.config.instance.clone(),
+            daemon.counters.clone(),
+        )
+        .await
+        {
+            Ok(()) => info!(%listen, "serving Prometheus metrics at /metrics"),
+            Err(err) => {
+                error!(%listen, cause = %err, "cannot serve /metrics (set [metrics] listen, or enabled = false); balancing goes on without it")
+            }
+        }
+    }
     daemon.report_pools(&desired);
     daemon.on_tick();
     let inputs = Inputs {
@@ -673,6 +691,7 @@ impl Daemon {
                     new.vrrp_sync_groups != old.vrrp_sync_groups,
                 ),
                 ("sync", new.sync != old.sync),
+                ("metrics", new.metrics != old.metrics),
             ] {
                 if changed {
                     return Err(Error::ReloadRefused(format!(
@@ -713,6 +732,15 @@ impl Daemon {
                 );
                 log_events(&events);
                 self.monitor.apply(checks);
+                if let Ok(mut counters) = self.counters.lock() {
+                    // Backends no longer configured leave the metrics.
+                    counters.check_seconds.retain(|(_, backend), _| {
+                        new.vips
+                            .iter()
+                            .flat_map(|v| &v.backends)
+                            .any(|b| b.address.to_string() == *backend)
+                    });
+                }
                 self.config = new;
                 self.resolved = resolved;
                 self.board = board;
@@ -721,6 +749,20 @@ impl Daemon {
                 Ok(())
             }
             Err(err) => Err(self.roll_back(err)),
+        }
+    }
+
+    /// Counts a reload's result for `/metrics`.
+    fn count_reload(&self, result: &Result<()>) {
+        let kind = match result {
+            Ok(()) => "ok",
+            Err(Error::ApplyFailed {
+                restored: false, ..
+            }) => "failed",
+            Err(_) => "rejected",
+        };
+        if let Ok(mut counters) = self.counters.lock() {
+            *counters.reloads.entry(kind).or_default() += 1;
         }
     }
 
@@ -747,6 +789,15 @@ impl Daemon {
     fn on_vrrp(&mut self, request: vrrp::Request) {
         let vrrp::Request::Forward { group, on, done } = request;
         let result = self.dataplane.writer().set_group_standby(group, !on);
+        if let (Some(instance), Ok(mut counters)) = (
+            self.config.vrrp.get(group as usize - 1),
+            self.counters.lock(),
+        ) {
+            *counters
+                .vrrp_transitions
+                .entry(instance.name.clone())
+                .or_default() += 1;
+        }
         if let Err(err) = &result {
             error!(group, on, cause = %err, "switching VRRP forwarding failed");
         }
@@ -800,6 +851,19 @@ impl Daemon {
             vip.max_lag,
         );
         let reason = report.outcome.reason.clone();
+        if let Ok(mut counters) = self.counters.lock() {
+            counters.check_seconds.insert(
+                (
+                    crate::metrics::render::service(
+                        vip.address,
+                        vip.port,
+                        &vip.protocol.to_string(),
+                    ),
+                    addr.to_string(),
+                ),
+                report.took.as_secs_f64(),
+            );
+        }
         let recorded = self.board.record(
             report.key,
             report.checker,
@@ -808,6 +872,11 @@ impl Daemon {
             std::time::SystemTime::now(),
         );
         self.health_dirty = true;
+        if recorded.went.is_some()
+            && let Ok(mut counters) = self.counters.lock()
+        {
+            counters.health_transitions += 1;
+        }
         match recorded.went {
             Some(true) => info!(vip = %service, backend = %addr, %reason, "backend up"),
             Some(false) => warn!(vip = %service, backend = %addr, %reason, "backend down"),

@@ -29,6 +29,9 @@ struct Cli {
     /// `ip netns exec`, this keeps the host's /sys/fs/bpf, so pins stay visible.
     #[arg(long, global = true)]
     netns: Option<String>,
+    /// Log lines as text for people, or as one JSON object per event for log pipelines.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,9 +95,15 @@ enum Command {
         /// `--interval`.
         #[arg(long)]
         rate: bool,
-        /// Seconds `--rate` measures over.
-        #[arg(long, default_value_t = 1.0, requires = "rate", value_parser = interval_secs)]
+        /// Seconds `--rate` measures over, or between `--watch` refreshes.
+        #[arg(long, default_value_t = 1.0, value_parser = interval_secs)]
         interval: f64,
+        /// Everything as one JSON document, for scripts.
+        #[arg(long, conflicts_with_all = ["stats", "rate", "watch"])]
+        json: bool,
+        /// Redraw the table every --interval seconds until Ctrl-C, for people.
+        #[arg(long, conflicts_with = "rate")]
+        watch: bool,
     },
 }
 
@@ -104,6 +113,12 @@ fn interval_secs(text: &str) -> Result<f64, String> {
         Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
         _ => Err(format!("{text:?}: expected seconds between 0.1 and 3600")),
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,13 +153,23 @@ fn main() -> ExitCode {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
     // Colour only for a person at a terminal: a log file or journal gets plain text.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "{filter},datapath={datapath_level}"
-        )))
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
+    let env_filter =
+        tracing_subscriber::EnvFilter::new(format!("{filter},datapath={datapath_level}"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(env_filter)
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+            .init(),
+        // One object per line, the event's fields at the top level beside `message`.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(env_filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     if let Some(netns) = &cli.netns {
         // Before any thread exists, so every runtime thread inherits the namespace.
         if let Err(err) = enter_netns(netns) {
@@ -284,18 +309,25 @@ fn main() -> ExitCode {
             stats,
             rate,
             interval,
+            json,
+            watch,
         } => {
             let instance = match instance_name(instance, config) {
                 Ok(name) => name,
                 Err(code) => return code,
             };
-            let view = if stats {
+            let view = if json {
+                control::View::Json
+            } else if stats {
                 control::View::Stats
             } else if rate {
                 control::View::Rate(std::time::Duration::from_secs_f64(interval))
             } else {
                 control::View::Table
             };
+            if watch {
+                return watch_status(&instance, view, Duration::from_secs_f64(interval));
+            }
             match control::status(&instance, view) {
                 Ok(status) => {
                     print_out(&status.table);
@@ -322,6 +354,36 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `lbd status --watch`: the view redrawn in place every `interval` until interrupted (or
+/// until the instance can no longer be read).
+fn watch_status(instance: &str, view: control::View, interval: Duration) -> ExitCode {
+    loop {
+        match control::status(instance, view) {
+            Ok(status) => {
+                let daemon = match status.daemon {
+                    Liveness::Running { pid, .. } => format!("daemon pid {pid}"),
+                    Liveness::Starting { .. } => "daemon starting".to_owned(),
+                    Liveness::Stopped => "daemon NOT running: datapath left attached".to_owned(),
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                // Home and clear, then the frame: one write, so it never flickers half-drawn.
+                print_out(&format!(
+                    "\x1b[H\x1b[2Jlbd status --watch: instance {instance}, {daemon}, every {:.1}s (unix time {now}; Ctrl-C ends)\n\n{}",
+                    interval.as_secs_f64(),
+                    status.table
+                ));
+            }
+            Err(err) => {
+                print_err!("lbd: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+        std::thread::sleep(interval);
     }
 }
 

@@ -10,11 +10,13 @@
 
 mod health;
 mod keypath;
+mod metrics;
 mod sync;
 mod validate;
 mod vrrp;
 mod walk;
 
+pub use metrics::METRICS_LISTEN;
 pub use sync::{SYNC_PORT, SyncConfig};
 pub use vrrp::{SyncGroup, VrrpConfig, VrrpNotify};
 
@@ -55,6 +57,8 @@ pub struct Config {
     pub vrrp_sync_groups: Vec<SyncGroup>,
     /// Flow-state sync with the other directors, if configured.
     pub sync: Option<SyncConfig>,
+    /// Where Prometheus `/metrics` is served (`None`: `[metrics] enabled = false`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How the program is attached.

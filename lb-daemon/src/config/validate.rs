@@ -33,6 +33,7 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
             "vrrp",
             "vrrp_sync_group",
             "sync",
+            "metrics",
         ],
         &mut p,
     );
@@ -102,7 +103,9 @@ pub fn config(root: &toml_edit::Table) -> (Config, Vec<(Option<usize>, String, S
     }
     let vrrp_sync_groups = vrrp::sync_groups(&root, &vrrp, &mut p);
     let sync = sync::sync(&root, &mut p);
+    let metrics = super::metrics::metrics(&root, &mut p);
     let config = Config {
+        metrics,
         instance,
         vrrp,
         vrrp_sync_groups,

@@ -34,6 +34,8 @@ pub struct Report {
     /// The checker that sent it (see [`Changes::start`]).
     pub checker: u64,
     pub outcome: Outcome,
+    /// How long the check took (for `lbd_backend_check_duration_seconds`).
+    pub took: std::time::Duration,
 }
 
 /// The running checkers and Sentinel watchers.
@@ -170,11 +172,13 @@ async fn checker(
     loop {
         tokio::time::sleep_until(next).await;
         let started = Instant::now();
-        let outcome = {
+        let (outcome, took) = {
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
-            probe::check(&spec, addr, &mut session).await
+            let started = Instant::now();
+            let outcome = probe::check(&spec, addr, &mut session).await;
+            (outcome, started.elapsed())
         };
         if outcome.ok {
             failures = 0;
@@ -186,6 +190,7 @@ async fn checker(
             key,
             checker: id,
             outcome,
+            took,
         };
         if reports.send(report).await.is_err() {
             return;

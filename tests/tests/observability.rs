@@ -1,0 +1,285 @@
+//! What an operator watches: Prometheus `/metrics`, JSON logs, `lbd status --json` and
+//! `--watch`, against a real lab. Needs root.
+
+use std::{
+    io::{Read, Write},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    lab::{self, Lab},
+    lbd::Lbd,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn checked(lab: &Lab, backends: &[(usize, u32)]) -> String {
+    lab.config(backends).replacen(
+        "scheduler = \"maglev\"\n",
+        "scheduler = \"maglev\"\n\n[vip.check]\ntype = \"redis\"\ninterval = 0.2\n",
+        1,
+    )
+}
+
+/// `config` with a change the daemon refuses on reload (it needs a restart).
+fn needs_restart(config: &str) -> String {
+    config.replacen("[director]\n", "[director]\nmax_flows = 4096\n", 1)
+}
+
+/// `GET /metrics` from the director's namespace (the endpoint listens on its loopback).
+fn scrape(lab: &Lab) -> String {
+    lab.director.run(|| {
+        let mut stream =
+            std::net::TcpStream::connect(lb_daemon::config::METRICS_LISTEN).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: lbd\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    })
+}
+
+/// The value of the sample `name{labels}` (labels as the text shows them).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until every backend of the VIP answers its check (the board says up).
+fn wait_up(lbd: &Lbd, servers: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lbd.status().matches(" up ").count() < servers {
+        assert!(
+            Instant::now() < deadline,
+            "backends not up:\n{}",
+            lbd.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_show_traffic_health_verdicts_and_reloads_per_vip_and_backend() {
+    if !lb_tests::require_root("observability") {
+        return;
+    }
+    let lab = Lab::new("om", 2);
+    let config = checked(&lab, &[(0, 1), (1, 1)]);
+    let lbd = Lbd::start(&lab, &config);
+    wait_up(&lbd, 2);
+    let answered: Vec<String> = lab.client.run(|| {
+        (0..20)
+            .map(|_| lab::whoami(&mut lab::connect_vip(0, TIMEOUT).unwrap()).unwrap())
+            .collect()
+    });
+    assert!(
+        lbd.reload(&checked(&lab, &[(0, 2), (1, 1)]))
+            .status
+            .success()
+    );
+    // Valid, but the daemon refuses it: max_flows needs a restart.
+    assert!(!lbd.reload(&needs_restart(&config)).status.success());
+
+    let text = scrape(&lab);
+    let vip = "vip=\"198.18.0.100:6379/tcp\"";
+    assert!(
+        text.contains("lbd_build_info{") && text.trim_end().ends_with("# EOF"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("lbd_vip_new_flows_total{{{vip}}}")),
+        Some(20.0),
+        "{text}"
+    );
+    assert!(sample(&text, &format!("lbd_vip_packets_total{{{vip}}}")).unwrap_or(0.0) >= 40.0);
+    for (i, server) in lab.servers.iter().enumerate() {
+        let backend = format!("{vip},backend=\"{}\"", server.addr);
+        let flows = answered.iter().filter(|w| **w == server.name).count() as f64;
+        assert_eq!(
+            sample(&text, &format!("lbd_backend_new_flows_total{{{backend}}}")),
+            Some(flows),
+            "backend {i}: {text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("lbd_backend_health{{{backend},state=\"up\"}}")
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        let took = sample(
+            &text,
+            &format!("lbd_backend_check_duration_seconds{{{backend}}}"),
+        )
+        .expect("check duration");
+        assert!(took > 0.0 && took < 1.0, "{took}");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "lbd_backend_weight{{{vip},backend=\"{}\"}}",
+                lab.servers[0].addr
+            )
+        ),
+        Some(2.0),
+        "the reload's weight: {text}"
+    );
+    assert!(sample(&text, "lbd_datapath_verdicts_total{verdict=\"tx\"}").unwrap_or(0.0) > 0.0);
+    assert_eq!(
+        sample(
+            &text,
+            "lbd_datapath_verdicts_total{verdict=\"drop_malformed\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "lbd_reloads_total{result=\"ok\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "lbd_reloads_total{result=\"rejected\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "lbd_health_transitions_total"),
+        Some(2.0),
+        "{text}"
+    );
+
+    // Anything else is not found.
+    let other = lab.director.run(|| {
+        let mut stream =
+            std::net::TcpStream::connect(lb_daemon::config::METRICS_LISTEN).expect("connect");
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    });
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+}
+
+#[test]
+fn json_logs_put_each_state_change_on_one_line_with_its_fields() {
+    if !lb_tests::require_root("observability") {
+        return;
+    }
+    let lab = Lab::new("oj", 2);
+    let lbd = Lbd::start_with(
+        &lab,
+        &checked(&lab, &[(0, 1), (1, 1)]),
+        &["--log-format", "json"],
+    );
+    wait_up(&lbd, 2);
+    assert!(lbd.reload(&checked(&lab, &[(0, 1)])).status.success());
+    assert!(
+        !lbd.reload(&needs_restart(&checked(&lab, &[(0, 1)])))
+            .status
+            .success()
+    );
+    let log = lbd.log();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object: {l:?}: {e}"))
+        })
+        .collect();
+    let find = |message: &str| {
+        events
+            .iter()
+            .filter(|e| e["message"] == message)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let up = find("backend up");
+    assert_eq!(up.len(), 2, "{log}");
+    for event in &up {
+        assert_eq!(event["vip"], "198.18.0.100:6379");
+        assert!(
+            event["backend"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("198.18.0."))
+        );
+        assert_eq!(event["level"], "INFO");
+        assert!(event["timestamp"].is_string());
+    }
+    let reloaded = find("reloaded");
+    assert_eq!(reloaded.len(), 1, "{log}");
+    assert!(reloaded[0]["map_writes"].as_u64().is_some_and(|n| n > 0));
+    let refused = find("reload not applied");
+    assert_eq!(refused.len(), 1, "{log}");
+    assert_eq!(refused[0]["level"], "ERROR");
+    assert!(
+        refused[0]["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("lbd.toml")),
+        "{log}"
+    );
+}
+
+#[test]
+fn status_json_is_one_document_and_watch_redraws_until_stopped() {
+    if !lb_tests::require_root("observability") {
+        return;
+    }
+    let lab = Lab::new("os", 2);
+    let lbd = Lbd::start(&lab, &checked(&lab, &[(0, 1), (1, 3)]));
+    wait_up(&lbd, 2);
+    let out = lbd.cli(&["status", "--instance", &lbd.instance, "--json"]);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["instance"], lbd.instance.as_str());
+    assert_eq!(doc["daemon"]["state"], "running");
+    assert_eq!(doc["daemon"]["pid"], lbd.pid());
+    let vip = &doc["vips"][0];
+    assert_eq!(vip["service"], "198.18.0.100:6379/tcp");
+    assert_eq!(vip["scheduler"], "maglev");
+    let backends = vip["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2);
+    let weights: Vec<u64> = backends
+        .iter()
+        .map(|b| b["weight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weights, [1, 3]);
+    assert!(
+        backends.iter().all(|b| b["health"]["state"] == "up"),
+        "{doc}"
+    );
+    assert!(doc["verdicts"]["tx"].is_u64());
+
+    let mut watch = Command::new(lb_tests::lbd::bin())
+        .args([
+            "status",
+            "--instance",
+            &lbd.instance,
+            "--watch",
+            "--interval",
+            "0.2",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    // SAFETY: signals the child this test started.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let status = watch.wait().unwrap();
+    let mut text = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let frames = text.matches("lbd status --watch: instance").count();
+    assert!(frames >= 3, "{frames} frames in 0.9 s at 0.2 s: {text}");
+    assert!(text.contains("198.18.0.100:6379"), "{text}");
+    assert!(!status.success(), "--watch runs until interrupted");
+}
