@@ -54,6 +54,7 @@ fn protocol_name(proto: u8) -> &'static str {
 type Labels = Vec<(&'static str, String)>;
 
 /// A family of samples of one metric.
+#[derive(Debug)]
 struct Family {
     name: &'static str,
     help: &'static str,
@@ -77,17 +78,18 @@ impl Family {
 }
 
 #[derive(Debug)]
-struct Families(Vec<(String, String, MetricType, Vec<(Labels, f64)>)>);
+struct Families(Vec<Family>);
 
 impl Collector for Families {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for (name, help, kind, samples) in &self.0 {
-            let mut metric = encoder.encode_descriptor(name, help, None, *kind)?;
-            for (labels, value) in samples {
-                let family = metric.encode_family(labels)?;
-                match kind {
-                    MetricType::Counter => ConstCounter::new(*value).encode(family)?,
-                    _ => ConstGauge::new(*value).encode(family)?,
+        for family in &self.0 {
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
+            for (labels, value) in &family.samples {
+                let sample = metric.encode_family(labels)?;
+                match family.kind {
+                    MetricType::Counter => ConstCounter::new(*value).encode(sample)?,
+                    _ => ConstGauge::new(*value).encode(sample)?,
                 }
             }
         }
@@ -293,12 +295,7 @@ pub fn render(scrape: &Scrape) -> String {
         reloads,
     ];
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Families(
-        families
-            .into_iter()
-            .map(|f| (f.name.to_owned(), f.help.to_owned(), f.kind, f.samples))
-            .collect(),
-    )));
+    registry.register_collector(Box::new(Families(families.into())));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");
