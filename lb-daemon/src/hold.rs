@@ -186,4 +186,63 @@ mac = "02:00:00:00:00:0d"
         }
         assert!(hold.done(&config, &board, start));
     }
+
+    /// Review: `Hold::new` presumes the write VIP's in-service master (.11), "as if this
+    /// board had chosen it". But the daemon's first `board.effective` (at start, before any
+    /// check answered: nothing is fit) removes the presumed master again, so the presumption
+    /// never survives to matter: when, after the restart, .11 (in service) and .12 both
+    /// report role:master, the board keeps neither ("none was in service: sending to none")
+    /// and the write VIP loses the master the adopted datapath was serving. The board that
+    /// chose .11 itself would have kept it.
+    #[test]
+    fn the_presumed_master_survives_the_first_effective_and_is_kept() {
+        let config = config(
+            &CHECKED
+                .replacen("port = 6379\n", "port = 6379\nrole = \"master\"\n", 1)
+                .replacen("type = \"tcp\"", "type = \"redis\"", 1),
+        );
+        let resolved = resolve_with(&config, &BTreeMap::new()).unwrap();
+        let key = config.vips[0].key();
+        let mut board = Board::default();
+        board.sync(&config, std::time::SystemTime::now());
+        // The adopted maps serve .11 only (the write VIP's master).
+        let adopted = BTreeMap::from([(key, vec![(addr(11), 2)])]);
+        let hold = Hold::new(&config, adopted, &mut board, Instant::now());
+        assert_eq!(board.master(&key), Some(addr(11)), "presumed");
+        // What `start` does next, before any check answered.
+        let (mut desired, _) = board.effective(&config, &resolved);
+        hold.keep(&config, &resolved, &mut desired);
+        assert_eq!(
+            board.master(&key),
+            Some(addr(11)),
+            "the first effective() forgot the presumed master"
+        );
+        // First checks: .11 and .12 both claim master, .13 is a replica.
+        let master = crate::health::Outcome {
+            replication: Some(crate::health::Replication::Master),
+            ..crate::health::Outcome::up("PONG")
+        };
+        let replica = crate::health::Outcome {
+            replication: Some(crate::health::Replication::Replica {
+                link_up: true,
+                syncing: false,
+                last_io_secs: Some(1),
+            }),
+            ..crate::health::Outcome::up("PONG")
+        };
+        for (last, outcome) in [(11, &master), (12, &master), (13, &replica)] {
+            let checker = board.get(&(key, addr(last))).unwrap().checker;
+            board.record(
+                (key, addr(last)),
+                checker,
+                outcome.clone(),
+                None,
+                std::time::SystemTime::now(),
+            );
+        }
+        assert!(hold.done(&config, &board, Instant::now()));
+        let (desired, _) = board.effective(&config, &resolved);
+        let serving: Vec<IpAddr> = desired[0].backends.iter().map(|b| b.addr).collect();
+        assert_eq!(serving, [addr(11)], "the master in service was not kept");
+    }
 }
