@@ -362,3 +362,51 @@ fn set_layout(pins: &lb_daemon::paths::PinLayout, layout: u32) {
     info.layout = layout;
     array.set(0, info, 0).unwrap();
 }
+
+/// Review: a start that fails AFTER it took the pins over (here: flow sync cannot bind its
+/// UDP port) drops its `Pinned`, whose Drop detaches every link and removes the whole pin
+/// directory. The datapath the earlier run left forwarding, with its connection table, is
+/// destroyed by a failed `lbd run`: the next start finds nothing to adopt and every tracked
+/// connection is rescheduled. A refused or failed adoption must leave it forwarding.
+#[test]
+fn a_start_that_fails_after_taking_over_leaves_the_datapath_forwarding() {
+    if !lb_tests::require_root("restart") {
+        return;
+    }
+    let lab = Lab::new("rf", 2);
+    const SYNC_PORT: u16 = 18848;
+    let config = format!(
+        "{}\n[sync]\npeers = [\"198.18.0.3\"]\nport = {SYNC_PORT}\n",
+        lab.config(&[(0, 1), (1, 1)])
+    );
+    let mut first = Lbd::start(&lab, &config);
+    let mut held = hold(&lab);
+    first.kill();
+    first.leave_pins();
+    let layout = first.pin_layout();
+    assert_eq!(broken(&mut held), Vec::<String>::new(), "while no daemon ran");
+
+    // Something else holds the sync port now: the next start fails once it has adopted.
+    let squatter = lab.director.run(|| {
+        std::net::UdpSocket::bind(("0.0.0.0", SYNC_PORT)).expect("bind the sync port")
+    });
+    let out = std::process::Command::new(lb_tests::lbd::bin())
+        .args(["--netns", &lab.director.name, "run", "--config"])
+        .arg(&first.config_path)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "started though the sync port is taken: {stderr}");
+    drop(squatter);
+    let pins_left = layout.dir.exists() && layout.link("eth0").exists();
+    let broken_after = broken(&mut held);
+    let _ = first.cli(&["stop", "--instance", &first.instance]);
+    assert!(
+        pins_left && broken_after.is_empty(),
+        "the failed start destroyed the adopted datapath: pins left {pins_left}, held \
+         connections broken {}/{HELD} (first: {:?})\n{stderr}",
+        broken_after.len(),
+        broken_after.first()
+    );
+}
