@@ -410,3 +410,28 @@ fn a_start_that_fails_after_taking_over_leaves_the_datapath_forwarding() {
         broken_after.first()
     );
 }
+
+/// Review: an interface renamed between runs (same device, same ifindex; the config names
+/// it anew). The pinned link `link_eth0` still holds the device; `Pinned::adopt` first
+/// attaches a new link to `lb0` (the same device: busy) and only afterwards would detach
+/// the links of interfaces no longer configured. The start fails, every time.
+#[test]
+fn a_renamed_interface_is_taken_over() {
+    if !lb_tests::require_root("restart") {
+        return;
+    }
+    let lab = Lab::new("rn", 2);
+    let config = lab.config(&[(0, 1), (1, 1)]);
+    let mut first = Lbd::start(&lab, &config);
+    let mut held = hold(&lab);
+    first.kill();
+    first.leave_pins();
+    lab.director.ip(&["link", "set", "eth0", "down"]);
+    lab.director.ip(&["link", "set", "eth0", "name", "lb0"]);
+    lab.director.ip(&["link", "set", "lb0", "up"]);
+    let renamed = config.replace("interfaces = [\"eth0\"]", "interfaces = [\"lb0\"]");
+    assert_ne!(renamed, config);
+    let second = Lbd::start(&lab, &renamed);
+    assert!(second.log().contains("taking over the datapath"), "{}", second.log());
+    assert_eq!(broken(&mut held), Vec::<String>::new(), "after the restart");
+}
