@@ -435,3 +435,44 @@ fn a_renamed_interface_is_taken_over() {
     assert!(second.log().contains("taking over the datapath"), "{}", second.log());
     assert_eq!(broken(&mut held), Vec::<String>::new(), "after the restart");
 }
+
+/// Review: a VRRP master killed (-9) and restarted. The old program goes on forwarding and
+/// the VIP address stays on the interface. The new daemon, before anything else, sets every
+/// VRRP group to standby in the adopted (shared) `GROUP_STANDBY` map, so the still-attached
+/// program passes the VIP's frames to the director's kernel, which holds the VIP address
+/// and no socket: it answers RST, until the VRRP router's first Backup step removes the
+/// address. Connections the adopted table was carrying are reset by the restart.
+#[test]
+fn a_vrrp_master_restart_resets_no_connection() {
+    if !lb_tests::require_root("restart") {
+        return;
+    }
+    let lab = Lab::pair("rv", 2);
+    let name = format!("{}a", lab.prefix);
+    let config = lb_tests::vrrp::config(&lab, &name, 150, "advert_int = 0.1\n");
+    let mut first = Lbd::start_in(&lab, &lab.director, &name, &config, &[]);
+    lb_tests::vrrp::wait_state(&first, "master", Duration::from_secs(5));
+    lb_tests::vrrp::wait_vip(&lab.director, true, TIMEOUT);
+    let mut held = hold(&lab);
+    first.kill();
+    first.leave_pins();
+    assert!(lb_tests::vrrp::holds_vip(&lab.director));
+    let stream = Stream::start(lab.client.run(|| {
+        (0..8)
+            .map(|i| lab::connect_vip(33000 + i, TIMEOUT).unwrap())
+            .collect()
+    }));
+    let second = Lbd::start_in(&lab, &lab.director, &name, &config, &[]);
+    lb_tests::vrrp::wait_state(&second, "master", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let (requests, failures, first_error) = stream.finish();
+    let broken_after = broken(&mut held);
+    assert!(
+        failures == 0 && broken_after.is_empty(),
+        "{failures} of {requests} requests failed across the restart (first {first_error:?}); \
+         held broken {}/{HELD} (first {:?})\n{}",
+        broken_after.len(),
+        broken_after.first(),
+        second.log()
+    );
+}
