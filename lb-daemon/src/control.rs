@@ -221,7 +221,7 @@ pub fn stop(instance: &str, keep_datapath: bool, wait: Duration) -> Result<Stopp
             host::require_bpf_privileges("lbd stop")?;
             let lock = instance::lock(instance)?;
             let removed = crate::dataplane::pins::remove_stale(&layout);
-            instance::release(&paths::lock_file(instance), lock);
+            drop(lock);
             removed.map_err(|cause| Error::Pin {
                 what: "removing",
                 path: layout.dir.clone(),

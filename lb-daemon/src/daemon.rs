@@ -348,6 +348,8 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = Stop>) -> R
         &pid_file,
         format!("{}\n{}\n", std::process::id(), config_path.display()),
     )?;
+    // Serving: from here a full stop detaches what this daemon adopted too.
+    daemon.pinned.own();
     let mut generation = 0u64;
     write_reload_status(&instance, generation, "ok (started)");
     tokio::pin!(shutdown);
@@ -432,7 +434,8 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = Stop>) -> R
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(paths::health_file(&instance));
     let _ = std::fs::remove_file(paths::reload_status_file(&instance));
-    instance::release(&paths::lock_file(&instance), instance_lock);
+    // Removes the lock file, then lets the lock go.
+    drop(instance_lock);
     Ok(())
 }
 
@@ -471,7 +474,7 @@ fn write_reload_status(instance: &str, generation: u64, text: &str) {
     }
 }
 
-async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, Inputs)> {
+async fn start(options: RunOptions) -> Result<(Daemon, instance::InstanceLock, Reports, Inputs)> {
     let config = Config::load(&options.config_path)?;
     crate::host::require_bpf_privileges("lbd run")?;
     let layout = PinLayout::for_instance(&config.instance);
@@ -571,9 +574,14 @@ async fn start(options: RunOptions) -> Result<(Daemon, std::fs::File, Reports, I
         writer.set_settings(settings(&config))?;
         let ifaces: Vec<(u32, [u8; 6])> = interfaces.iter().map(|i| (i.ifindex, i.mac)).collect();
         writer.set_interfaces(&ifaces)?;
-        // Every VRRP instance starts as a backup: its VIPs pass until it is elected.
-        for group in 1..=config.vrrp.len() as u32 {
-            writer.set_group_standby(group, true)?;
+        // Every VRRP instance starts as a backup: its VIPs pass until it is elected. Not in
+        // adopted maps: the old program still forwards from them, and a master's VIP may
+        // still be on the interface, where passed frames would be answered with RST. The
+        // router's first Backup step removes the VIP, then switches forwarding off.
+        if adoptable.is_none() {
+            for group in 1..=config.vrrp.len() as u32 {
+                writer.set_group_standby(group, true)?;
+            }
         }
     }
     let ops = applier.apply(&mut dataplane, &desired)?;

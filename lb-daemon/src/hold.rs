@@ -187,13 +187,9 @@ mac = "02:00:00:00:00:0d"
         assert!(hold.done(&config, &board, start));
     }
 
-    /// Review: `Hold::new` presumes the write VIP's in-service master (.11), "as if this
-    /// board had chosen it". But the daemon's first `board.effective` (at start, before any
-    /// check answered: nothing is fit) removes the presumed master again, so the presumption
-    /// never survives to matter: when, after the restart, .11 (in service) and .12 both
-    /// report role:master, the board keeps neither ("none was in service: sending to none")
-    /// and the write VIP loses the master the adopted datapath was serving. The board that
-    /// chose .11 itself would have kept it.
+    /// The write VIP's master the adopted maps serve (.11) is presumed: it survives the
+    /// first plans while unchecked, and when .11 and .12 both report role:master after the
+    /// restart, .11 is kept, as if this board had chosen it.
     #[test]
     fn the_presumed_master_survives_the_first_effective_and_is_kept() {
         let config = config(

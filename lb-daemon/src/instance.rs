@@ -30,10 +30,26 @@ pub enum Liveness {
     Stopped,
 }
 
-/// Takes `instance`'s exclusive lock for the life of the returned file, or says who has it.
-pub fn lock(instance: &str) -> Result<File> {
+/// An instance's lock, held until dropped; dropping it removes the lock file first (see
+/// [`release`]), so no way out of `lbd run`, a failed start included, leaves it behind.
+pub struct InstanceLock {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            release(&self.path, file);
+        }
+    }
+}
+
+/// Takes `instance`'s exclusive lock for the life of the returned guard, or says who has it.
+pub fn lock(instance: &str) -> Result<InstanceLock> {
     std::fs::create_dir_all(paths::RUN_DIR)?;
-    lock_file(&paths::lock_file(instance)).map_err(|err| match err {
+    let path = paths::lock_file(instance);
+    let file = lock_file(&path).map_err(|err| match err {
         LockError::Held => Error::AlreadyRunning {
             instance: instance.to_owned(),
             pid: match liveness(instance) {
@@ -44,6 +60,10 @@ pub fn lock(instance: &str) -> Result<File> {
             pin_dir: PinLayout::for_instance(instance).dir,
         },
         LockError::Io(err) => Error::Io(err),
+    })?;
+    Ok(InstanceLock {
+        path,
+        file: Some(file),
     })
 }
 

@@ -49,6 +49,21 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The `lbd_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("lbd_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
 /// Waits until every backend of the VIP answers its check (the board says up).
 fn wait_up(lbd: &Lbd, servers: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -153,6 +168,32 @@ fn metrics_show_traffic_health_verdicts_and_reloads_per_vip_and_backend() {
         Some(2.0),
         "{text}"
     );
+
+    // The shipped Grafana dashboard asks only for metrics the endpoint has.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../packaging/grafana/lbd-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                asked += 1;
+                let family = name.strip_suffix("_total").unwrap_or(&name);
+                assert!(
+                    text.contains(&format!("# TYPE {family} ")),
+                    "panel {:?} asks for {name}, which /metrics does not have",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(asked >= 14, "the dashboard asks for {asked} series");
 
     // Anything else is not found.
     let other = lab.director.run(|| {

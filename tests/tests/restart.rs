@@ -363,13 +363,10 @@ fn set_layout(pins: &lb_daemon::paths::PinLayout, layout: u32) {
     array.set(0, info, 0).unwrap();
 }
 
-/// Review: a start that fails AFTER it took the pins over (here: flow sync cannot bind its
-/// UDP port) drops its `Pinned`, whose Drop detaches every link and removes the whole pin
-/// directory. The datapath the earlier run left forwarding, with its connection table, is
-/// destroyed by a failed `lbd run`: the next start finds nothing to adopt and every tracked
-/// connection is rescheduled. A refused or failed adoption must leave it forwarding.
+/// A start that fails after it took the pins over (here flow sync cannot bind its port)
+/// leaves the datapath it took over forwarding, for the next start, and no lock file.
 #[test]
-fn a_start_that_fails_after_taking_over_leaves_the_datapath_forwarding() {
+fn a_start_that_fails_after_taking_over_leaves_the_datapath_forwarding_and_no_lock_file() {
     if !lb_tests::require_root("restart") {
         return;
     }
@@ -384,12 +381,16 @@ fn a_start_that_fails_after_taking_over_leaves_the_datapath_forwarding() {
     first.kill();
     first.leave_pins();
     let layout = first.pin_layout();
-    assert_eq!(broken(&mut held), Vec::<String>::new(), "while no daemon ran");
+    assert_eq!(
+        broken(&mut held),
+        Vec::<String>::new(),
+        "while no daemon ran"
+    );
 
     // Something else holds the sync port now: the next start fails once it has adopted.
-    let squatter = lab.director.run(|| {
-        std::net::UdpSocket::bind(("0.0.0.0", SYNC_PORT)).expect("bind the sync port")
-    });
+    let squatter = lab
+        .director
+        .run(|| std::net::UdpSocket::bind(("0.0.0.0", SYNC_PORT)).expect("bind the sync port"));
     let out = std::process::Command::new(lb_tests::lbd::bin())
         .args(["--netns", &lab.director.name, "run", "--config"])
         .arg(&first.config_path)
@@ -397,8 +398,17 @@ fn a_start_that_fails_after_taking_over_leaves_the_datapath_forwarding() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "started though the sync port is taken: {stderr}");
+    assert!(
+        !out.status.success(),
+        "started though the sync port is taken: {stderr}"
+    );
     drop(squatter);
+    let lock = lb_daemon::paths::lock_file(&first.instance);
+    assert!(
+        !lock.exists(),
+        "the failed start left its lock file {}",
+        lock.display()
+    );
     let pins_left = layout.dir.exists() && layout.link("eth0").exists();
     let broken_after = broken(&mut held);
     let _ = first.cli(&["stop", "--instance", &first.instance]);
@@ -411,10 +421,8 @@ fn a_start_that_fails_after_taking_over_leaves_the_datapath_forwarding() {
     );
 }
 
-/// Review: an interface renamed between runs (same device, same ifindex; the config names
-/// it anew). The pinned link `link_eth0` still holds the device; `Pinned::adopt` first
-/// attaches a new link to `lb0` (the same device: busy) and only afterwards would detach
-/// the links of interfaces no longer configured. The start fails, every time.
+/// An interface renamed between runs (same device, the config names it anew): its link is
+/// switched to the new program and pinned under the new name.
 #[test]
 fn a_renamed_interface_is_taken_over() {
     if !lb_tests::require_root("restart") {
@@ -432,16 +440,18 @@ fn a_renamed_interface_is_taken_over() {
     let renamed = config.replace("interfaces = [\"eth0\"]", "interfaces = [\"lb0\"]");
     assert_ne!(renamed, config);
     let second = Lbd::start(&lab, &renamed);
-    assert!(second.log().contains("taking over the datapath"), "{}", second.log());
+    assert!(
+        second.log().contains("taking over the datapath"),
+        "{}",
+        second.log()
+    );
     assert_eq!(broken(&mut held), Vec::<String>::new(), "after the restart");
 }
 
-/// Review: a VRRP master killed (-9) and restarted. The old program goes on forwarding and
-/// the VIP address stays on the interface. The new daemon, before anything else, sets every
-/// VRRP group to standby in the adopted (shared) `GROUP_STANDBY` map, so the still-attached
-/// program passes the VIP's frames to the director's kernel, which holds the VIP address
-/// and no socket: it answers RST, until the VRRP router's first Backup step removes the
-/// address. Connections the adopted table was carrying are reset by the restart.
+/// A VRRP master killed (-9) and restarted: the new daemon leaves the adopted forwarding
+/// switch alone (the old program still forwards, the VIP is still on the interface, where
+/// passed frames would be answered with RST) until its router's Backup step removes the VIP
+/// first. Requests stall until it is master again; none fails.
 #[test]
 fn a_vrrp_master_restart_resets_no_connection() {
     if !lb_tests::require_root("restart") {

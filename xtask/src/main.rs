@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod build;
+mod package;
 mod tasks;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +54,13 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         soak: Option<u64>,
     },
+    /// A Debian package (lbd with its eBPF objects, the systemd unit, an example config, the
+    /// Grafana dashboard, the docs) built from a release lbd.
+    Package {
+        /// Where the .deb goes.
+        #[arg(long, default_value = "target/package")]
+        out: std::path::PathBuf,
+    },
     /// The datapath fuzz test (random and mutated frames through BPF_PROG_TEST_RUN, checked
     /// against the forwarding invariant) with more frames or another seed than `test` uses.
     Fuzz {
@@ -81,5 +89,6 @@ fn main() -> anyhow::Result<()> {
             soak,
         } => tasks::bench(no_lab, health_only, vrrp_only, sync_only, soak),
         Command::Fuzz { frames, seed } => tasks::fuzz(frames, seed),
+        Command::Package { out } => tasks::package(&out),
     }
 }

@@ -40,16 +40,38 @@ fn test_with(args: &[String], envs: &[(&str, String)]) -> anyhow::Result<()> {
     bootstrap::ensure_all()?;
     let ebpf = build::ebpf()?;
     let lbd = build::lbd(&ebpf, false)?;
+    // The package test inspects a .deb built the way `cargo xtask package` builds one
+    // (from this debug lbd, to spare a release build).
+    let deb = crate::package::deb(
+        &lbd,
+        &bootstrap::workspace_root().join("target/package-test"),
+    )?;
     let status = build::cargo(&ebpf)
         .args(["test", "--workspace"])
         .args(args)
         .env("LBD_BIN", &lbd)
+        .env("LBD_DEB", &deb)
         .env("RUST_BACKTRACE", "1")
         .envs(envs.iter().map(|(k, v)| (k, v)))
         .status()?;
     if !status.success() {
         bail!("tests failed");
     }
+    Ok(())
+}
+
+/// `cargo xtask package`: the .deb, from a release build.
+pub fn package(out: &std::path::Path) -> anyhow::Result<()> {
+    bootstrap::ensure_all()?;
+    let ebpf = build::ebpf()?;
+    let lbd = build::lbd(&ebpf, true)?;
+    let out = if out.is_absolute() {
+        out.to_owned()
+    } else {
+        bootstrap::workspace_root().join(out)
+    };
+    let deb = crate::package::deb(&lbd, &out)?;
+    println!("{}", deb.display());
     Ok(())
 }
 

@@ -128,65 +128,116 @@ impl Pinned {
                 .map_err(pin_err("pinning program", &path))?;
         }
         let mode_value = super::adopt::mode_value(mode);
+        // Where each held link is attached now (0: its interface is gone).
+        let held: Vec<(String, u32)> = found
+            .links
+            .iter()
+            .map(|name| {
+                let ifindex = super::adopt::link_ifindex(&layout.link(name)).unwrap_or(0);
+                (name.clone(), ifindex)
+            })
+            .collect();
+        let mut taken: Vec<&str> = Vec::new();
         let mut links = Vec::new();
         for iface in interfaces {
             let path = layout.link(&iface.name);
-            let held = found.links.contains(&iface.name);
-            let attached_to = if held {
-                super::adopt::link_ifindex(&path).map_err(|e| e.to_string())
-            } else {
-                Ok(0)
-            };
-            let same_device = held && attached_to == Ok(iface.ifindex);
-            if held && same_device && found.info.xdp_mode == mode_value {
-                let link = FdLink::from(
-                    PinnedLink::from_pin(&path).map_err(|e| link_err(&path, e.to_string()))?,
-                );
-                let link = aya::programs::xdp::XdpLink::try_from(link)
-                    .map_err(|e| link_err(&path, e.to_string()))?;
-                let program = dataplane.program();
-                let id = program
-                    .attach_to_link(link)
-                    .map_err(|e| link_err(&path, format!("bpf_link_update: {e}")))?;
-                // The pin holds the link; this descriptor is not needed.
-                drop(program.take_link(id)?);
-                tracing::info!(interface = %iface.name, "switched the attached link to the new program");
-            } else {
-                if held {
-                    tracing::warn!(
-                        interface = %iface.name,
-                        ifindex = iface.ifindex,
-                        link_ifindex = ?attached_to,
-                        old_mode = found.info.xdp_mode,
-                        mode = mode_value,
-                        "re-attaching: the interface was recreated or the XDP mode changed; frames in between go to the kernel"
+            // The link on this device: under this name, or under the name the interface had
+            // before a rename (no longer configured).
+            let source = held
+                .iter()
+                .find(|(name, ifindex)| *name == iface.name && *ifindex == iface.ifindex)
+                .or_else(|| {
+                    held.iter().find(|(name, ifindex)| {
+                        *ifindex == iface.ifindex && !interfaces.iter().any(|i| i.name == *name)
+                    })
+                })
+                .map(|(name, _)| name.as_str());
+            match source {
+                Some(name) if found.info.xdp_mode == mode_value => {
+                    let from = layout.link(name);
+                    let link = FdLink::from(
+                        PinnedLink::from_pin(&from).map_err(|e| link_err(&from, e.to_string()))?,
                     );
-                    let _ = fs::remove_file(&path);
+                    let link = aya::programs::xdp::XdpLink::try_from(link)
+                        .map_err(|e| link_err(&from, e.to_string()))?;
+                    let program = dataplane.program();
+                    let id = program
+                        .attach_to_link(link)
+                        .map_err(|e| link_err(&from, format!("bpf_link_update: {e}")))?;
+                    let link = program.take_link(id)?;
+                    if from != path {
+                        // Renamed: the same link, pinned under the new name, then unpinned
+                        // under the old one (the kernel link never loses its last pin).
+                        let _ = fs::remove_file(&path);
+                        FdLink::try_from(link)
+                            .map_err(|e| link_err(&path, e.to_string()))?
+                            .pin(&path)
+                            .map_err(pin_err("pinning link", &path))?;
+                        fs::remove_file(&from).map_err(|cause| Error::Pin {
+                            what: "unpinning renamed link",
+                            path: from.clone(),
+                            cause,
+                        })?;
+                        tracing::info!(interface = %iface.name, was = %name, "switched the attached link of a renamed interface to the new program");
+                    } else {
+                        // The pin holds the link; this descriptor is not needed.
+                        drop(link);
+                        tracing::info!(interface = %iface.name, "switched the attached link to the new program");
+                    }
+                    taken.push(name);
                 }
-                let mut fresh = Pinned {
-                    layout: layout.clone(),
-                    links: Vec::new(),
-                    keep: true,
-                };
-                fresh.attach(dataplane, iface, mode)?;
+                _ => {
+                    let stale: Vec<&str> = source
+                        .into_iter()
+                        .chain(
+                            held.iter()
+                                .filter(|(n, _)| *n == iface.name)
+                                .map(|(n, _)| n.as_str()),
+                        )
+                        .collect();
+                    for name in &stale {
+                        tracing::warn!(
+                            interface = %iface.name,
+                            old_mode = found.info.xdp_mode,
+                            mode = mode_value,
+                            "re-attaching: the interface was recreated or the XDP mode changed; frames in between go to the kernel"
+                        );
+                        let _ = fs::remove_file(layout.link(name));
+                        taken.push(name);
+                    }
+                    let mut fresh = Pinned {
+                        layout: layout.clone(),
+                        links: Vec::new(),
+                        keep: true,
+                    };
+                    fresh.attach(dataplane, iface, mode)?;
+                }
             }
             links.push((
                 iface.name.clone(),
                 PinnedLink::from_pin(&path).map_err(|e| link_err(&path, e.to_string()))?,
             ));
         }
-        for name in &found.links {
-            if !interfaces.iter().any(|i| &i.name == name) {
+        for (name, _) in &held {
+            if !taken.contains(&name.as_str()) && !interfaces.iter().any(|i| &i.name == name) {
                 tracing::info!(interface = %name, "detaching from an interface no longer configured");
                 let _ = fs::remove_file(layout.link(name));
             }
         }
         write_pin_info(dataplane, mode)?;
+        // Kept until the daemon serves (see [`Pinned::own`]): a start that fails after
+        // this leaves the datapath it took over forwarding, for the next start to adopt.
         Ok(Pinned {
             layout,
             links,
-            keep: false,
+            keep: true,
         })
+    }
+
+    /// Makes dropping this detach and unpin everything again (a full stop), once the
+    /// daemon that adopted the pins serves.
+    pub fn own(&mut self) {
+        self.keep = false;
     }
 
     /// Leaves the maps pinned and the links attached when dropped: the datapath goes on

@@ -606,6 +606,13 @@ impl Board {
                         }
                         self.masters.insert(key, master);
                     }
+                    // A master not checked since it was presumed (an adopted datapath's) or
+                    // its check changed stays the one to keep until its check answers.
+                    None if previous.is_some_and(|m| {
+                        self.backends
+                            .get(&(key, m))
+                            .is_some_and(|h| !h.tracker.checked())
+                    }) => {}
                     None => {
                         if previous.is_some() && fit.len() <= 1 {
                             events.push(Event::NoMaster { vip: name.clone() });

@@ -232,7 +232,7 @@ pub fn render(scrape: &Scrape) -> String {
         Counter,
     );
     for line in &scrape.vrrp {
-        let labels = vec![("instance", line.name.clone())];
+        let labels = vec![("vrrp", line.name.clone())];
         vrrp_master.add(labels.clone(), f64::from(u8::from(line.state == "master")));
         let mut with_state = labels.clone();
         with_state.push(("state", line.state.clone()));
@@ -251,7 +251,7 @@ pub fn render(scrape: &Scrape) -> String {
         Counter,
     );
     for (instance, count) in &scrape.daemon.vrrp_transitions {
-        vrrp_transitions.add(vec![("instance", instance.clone())], *count as f64);
+        vrrp_transitions.add(vec![("vrrp", instance.clone())], *count as f64);
     }
     let mut verdicts = Family::new(
         "lbd_datapath_verdicts",
