@@ -46,6 +46,9 @@ enum Command {
         /// Only the VRRP failover benchmarks (replaces that section of the report).
         #[arg(long, conflicts_with_all = ["no_lab", "health_only"])]
         vrrp_only: bool,
+        /// Only the restart and upgrade benchmarks (replaces that section of the report).
+        #[arg(long, conflicts_with_all = ["no_lab", "health_only", "vrrp_only"])]
+        restart_only: bool,
         /// Only the flow sync cost (replaces that part of the report).
         #[arg(long, conflicts_with_all = ["no_lab", "health_only", "vrrp_only"])]
         sync_only: bool,
@@ -86,8 +89,16 @@ fn main() -> anyhow::Result<()> {
             health_only,
             vrrp_only,
             sync_only,
+            restart_only,
             soak,
-        } => tasks::bench(no_lab, health_only, vrrp_only, sync_only, soak),
+        } => tasks::bench(
+            no_lab,
+            health_only,
+            vrrp_only,
+            sync_only,
+            restart_only,
+            soak,
+        ),
         Command::Fuzz { frames, seed } => tasks::fuzz(frames, seed),
         Command::Package { out } => tasks::package(&out),
     }

@@ -89,6 +89,7 @@ pub fn bench(
     health_only: bool,
     vrrp_only: bool,
     sync_only: bool,
+    restart_only: bool,
     soak: Option<u64>,
 ) -> anyhow::Result<()> {
     bootstrap::ensure_all()?;
@@ -108,6 +109,9 @@ pub fn bench(
     }
     if sync_only {
         cmd.arg("--sync-only");
+    }
+    if restart_only {
+        cmd.arg("--restart-only");
     }
     if let Some(seconds) = soak {
         cmd.arg("--soak").arg(seconds.to_string());

@@ -6,6 +6,7 @@
 //! and the cost of checking 1,000 backends. Writes docs/benchmarks.md.
 
 mod health;
+mod restart;
 mod scale;
 mod vrrp;
 
@@ -64,6 +65,14 @@ fn main() {
         println!("\n(--soak: that part of docs/benchmarks.md replaced)");
         return;
     }
+    if std::env::args().any(|a| a == "--restart-only") {
+        let mut section = String::new();
+        restart::restart_benchmarks(&mut section);
+        print!("{section}");
+        splice_section("docs/benchmarks.md", "## Restart and upgrade", &section);
+        println!("\n(--restart-only: the restart section of docs/benchmarks.md replaced)");
+        return;
+    }
     if std::env::args().any(|a| a == "--sync-only") {
         let mut section = String::new();
         vrrp::sync_cost(&mut section);
@@ -99,6 +108,7 @@ fn main() {
         }
         health::health_benchmarks(&mut report);
         vrrp::vrrp_benchmarks(&mut report);
+        restart::restart_benchmarks(&mut report);
     }
     print!("{report}");
     // Only a complete run replaces the committed report.
