@@ -1352,3 +1352,30 @@ fn a_sync_group_member_may_not_weigh_its_own_pool() {
         errors[0]
     );
 }
+
+#[test]
+fn metrics_listen_on_loopback_unless_told_otherwise() {
+    let default = parse(GOOD).unwrap();
+    assert_eq!(default.metrics, Some("127.0.0.1:9917".parse().unwrap()));
+    let text = format!("{GOOD}\n[metrics]\nlisten = \"[::1]:9100\"\n");
+    assert_eq!(
+        parse(&text).unwrap().metrics,
+        Some("[::1]:9100".parse().unwrap())
+    );
+    let text = format!("{GOOD}\n[metrics]\nenabled = false\n");
+    assert_eq!(parse(&text).unwrap().metrics, None);
+}
+
+#[test]
+fn a_bad_metrics_address_names_its_line_and_key() {
+    let text = format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n");
+    let line = line_of(&text, "listen = \"localhost\"");
+    one_error(&text, line, "metrics.listen", "is not an address and port");
+    let text = format!("{GOOD}\n[metrics]\nlisten = \"127.0.0.1:0\"\nport = 1\n");
+    let errors = parse(&text).unwrap_err().0;
+    assert!(
+        errors.iter().any(|e| e.key == "metrics.listen")
+            && errors.iter().any(|e| e.key == "metrics.port"),
+        "{errors:#?}"
+    );
+}
