@@ -79,6 +79,18 @@ enum Command {
         #[arg(long)]
         keep_datapath: bool,
     },
+    /// Print an lbd config (TOML, on stdout) for the LVS and VRRP parts of a keepalived.conf,
+    /// following its includes; what does not map is a warning (stderr) naming its line.
+    ImportKeepalived {
+        /// The keepalived.conf.
+        file: PathBuf,
+    },
+    /// On a real server (not the director): put the VIPs on `lo` and set the ARP sysctls
+    /// (setup), find classic DR mistakes (check), or undo setup (teardown).
+    Realserver {
+        #[command(subcommand)]
+        action: RealserverAction,
+    },
     /// Show VIPs, backends and counters of a running instance.
     Status {
         /// The instance name (default: from --config, else "lbd").
@@ -104,6 +116,38 @@ enum Command {
         /// Redraw the table every --interval seconds until Ctrl-C, for people.
         #[arg(long, conflicts_with = "rate")]
         watch: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RealserverAction {
+    /// Add each VIP to `lo` (/32, /128) and set arp_ignore=1, arp_announce=2 (now and in
+    /// /etc/sysctl.d/90-lbd-realserver.conf).
+    Setup {
+        /// The VIPs, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        vip: Vec<std::net::IpAddr>,
+        /// Where the ARP sysctls are persisted.
+        #[arg(long, default_value = lb_daemon::realserver::DEFAULT_SYSCTL_FILE)]
+        sysctl_file: PathBuf,
+    },
+    /// Report each DR mistake found with the command that fixes it; exit 1 if any.
+    Check {
+        /// The VIPs, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        vip: Vec<std::net::IpAddr>,
+        /// Also check that something listens on the VIPs' port.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Remove the VIPs from `lo`, and restore the sysctls setup changed (when no VIP is left).
+    Teardown {
+        /// The VIPs, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        vip: Vec<std::net::IpAddr>,
+        /// Where the ARP sysctls are persisted.
+        #[arg(long, default_value = lb_daemon::realserver::DEFAULT_SYSCTL_FILE)]
+        sysctl_file: PathBuf,
     },
 }
 
@@ -256,6 +300,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ImportKeepalived { file } => import_keepalived(&file),
+        Command::Realserver { action } => realserver(action),
         Command::Stop {
             instance,
             config,
@@ -352,6 +398,90 @@ fn main() -> ExitCode {
                     print_err!("lbd: {err}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+    }
+}
+
+/// `lbd import-keepalived FILE`: the TOML on stdout, warnings on stderr; exit 2 when the file
+/// cannot be converted faithfully, 1 if the result would not pass `lbd check` (a bug).
+fn import_keepalived(file: &std::path::Path) -> ExitCode {
+    use lb_daemon::import::keepalived;
+    match keepalived::convert(file) {
+        Ok(conversion) => {
+            for warning in &conversion.warnings {
+                print_err!("warning: {warning}");
+            }
+            if let Err(errors) =
+                Config::parse(std::path::Path::new("(converted)"), &conversion.toml)
+            {
+                print_err!(
+                    "lbd: the converted config does not pass lbd check (an importer bug; please report it):
+{errors}
+{}",
+                    conversion.toml
+                );
+                return ExitCode::FAILURE;
+            }
+            print_out(&conversion.toml);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            print_err!(
+                "{err}\nlbd: not converted: lbd would behave differently from keepalived here"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `lbd realserver setup|check|teardown`.
+fn realserver(action: RealserverAction) -> ExitCode {
+    use lb_daemon::realserver::{self, Host};
+    let mut host = Host::system();
+    let done = |result: Result<realserver::Outcome, String>| match result {
+        Ok(outcome) => {
+            let mut text = String::new();
+            for action in &outcome.actions {
+                text.push_str(&format!("done: {action}\n"));
+            }
+            for note in &outcome.notes {
+                text.push_str(&format!("note: {note}\n"));
+            }
+            print_out(&text);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            print_err!("lbd: {err}");
+            ExitCode::FAILURE
+        }
+    };
+    match action {
+        RealserverAction::Setup { vip, sysctl_file } => {
+            host.sysctl_file = sysctl_file;
+            done(realserver::setup(&host, &vip))
+        }
+        RealserverAction::Teardown { vip, sysctl_file } => {
+            host.sysctl_file = sysctl_file;
+            done(realserver::teardown(&host, &vip))
+        }
+        RealserverAction::Check { vip, port } => {
+            let report = realserver::check(&host, &vip, port);
+            let mut text = String::new();
+            for ok in &report.ok {
+                text.push_str(&format!("ok: {ok}\n"));
+            }
+            for finding in &report.problems {
+                text.push_str(&format!(
+                    "PROBLEM: {}\n  fix: {}\n",
+                    finding.problem, finding.fix
+                ));
+            }
+            print_out(&text);
+            if report.has_problems() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
             }
         }
     }

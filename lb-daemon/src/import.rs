@@ -1,0 +1,3 @@
+//! Converting other load balancers' configurations to lbd's.
+
+pub mod keepalived;
