@@ -212,6 +212,14 @@ pub fn stop(instance: &str, keep_datapath: bool, wait: Duration) -> Result<Stopp
         }
         Liveness::Stopped => {
             host::require_pin_access("lbd stop")?;
+            // A crashed daemon's files speak for nobody: removed under the instance lock, so
+            // no `lbd run` starting meanwhile loses its own.
+            if let Ok(lock) = instance::lock(instance) {
+                for file in paths::run_files(instance) {
+                    let _ = std::fs::remove_file(file);
+                }
+                drop(lock);
+            }
             if !layout.dir.exists() {
                 return Ok(Stopped::Nothing);
             }

@@ -429,11 +429,9 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = Stop>) -> R
         }
     }
     drop(daemon);
-    let _ = std::fs::remove_file(paths::vrrp_file(&instance));
-    let _ = std::fs::remove_file(paths::sync_file(&instance));
-    let _ = std::fs::remove_file(&pid_file);
-    let _ = std::fs::remove_file(paths::health_file(&instance));
-    let _ = std::fs::remove_file(paths::reload_status_file(&instance));
+    for file in paths::run_files(&instance) {
+        let _ = std::fs::remove_file(file);
+    }
     // Removes the lock file, then lets the lock go.
     drop(instance_lock);
     Ok(())
@@ -480,13 +478,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, instance::InstanceLock, R
     let layout = PinLayout::for_instance(&config.instance);
     let instance_lock = instance::lock(&config.instance)?;
     // Ours now: files a crashed daemon left must not speak for this one while it starts.
-    for stale in [
-        paths::pid_file(&config.instance),
-        paths::reload_status_file(&config.instance),
-        paths::health_file(&config.instance),
-        paths::vrrp_file(&config.instance),
-        paths::sync_file(&config.instance),
-    ] {
+    for stale in paths::run_files(&config.instance) {
         let _ = std::fs::remove_file(stale);
     }
     if !pins::is_bpffs(Path::new(paths::BPFFS)) {

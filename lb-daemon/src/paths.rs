@@ -69,6 +69,18 @@ pub fn vrrp_file(instance: &str) -> PathBuf {
     PathBuf::from(RUN_DIR).join(format!("{instance}.vrrp"))
 }
 
+/// Every file a daemon writes in [`RUN_DIR`] besides its lock: removed when it stops, and
+/// by whoever cleans up after it when it did not.
+pub fn run_files(instance: &str) -> [PathBuf; 5] {
+    [
+        pid_file(instance),
+        reload_status_file(instance),
+        health_file(instance),
+        vrrp_file(instance),
+        sync_file(instance),
+    ]
+}
+
 /// Flow sync counters, written by the daemon once a second for `lbd status`.
 pub fn sync_file(instance: &str) -> PathBuf {
     PathBuf::from(RUN_DIR).join(format!("{instance}.sync"))

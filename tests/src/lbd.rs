@@ -176,5 +176,12 @@ impl Drop for Lbd {
         if !self.leave_pins {
             let _ = pins::remove_stale(&self.pin_layout());
         }
+        // A killed daemon's run files, unless a successor holds the instance now.
+        if let Ok(lock) = lb_daemon::instance::lock(&self.instance) {
+            for file in lb_daemon::paths::run_files(&self.instance) {
+                let _ = std::fs::remove_file(file);
+            }
+            drop(lock);
+        }
     }
 }

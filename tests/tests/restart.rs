@@ -340,6 +340,16 @@ fn a_datapath_of_another_layout_is_left_forwarding_and_not_adopted() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!layout.dir.exists(), "pins left after lbd stop");
+    let left: Vec<String> = std::fs::read_dir(lb_daemon::paths::RUN_DIR)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!("{}.", first.instance)))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the crashed daemon's files are left: {left:?}"
+    );
 }
 
 /// (link id, program id) of a pinned XDP link.
