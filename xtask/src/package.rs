@@ -43,8 +43,17 @@ fi
 exit 0
 "#;
 
+/// How hard dpkg-deb compresses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// dpkg-deb's default (xz): for packages that ship.
+    Default,
+    /// None: for the package `cargo xtask test` inspects (xz takes a minute on a debug lbd).
+    None,
+}
+
 /// Builds `<out>/lbd_<version>_<arch>.deb` around the `lbd` binary at `lbd`.
-pub fn deb(lbd: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+pub fn deb(lbd: &Path, out: &Path, compression: Compression) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
     let version = Command::new(lbd).arg("--version").output()?;
     let version = String::from_utf8(version.stdout)?
@@ -130,8 +139,12 @@ pub fn deb(lbd: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     write("DEBIAN/postrm", POSTRM, 0o755)?;
     fs::create_dir_all(out)?;
     let deb = out.join(format!("lbd_{version}_{arch}.deb"));
-    let status = Command::new("dpkg-deb")
-        .args(["--build", "--root-owner-group"])
+    let mut build = Command::new("dpkg-deb");
+    build.args(["--build", "--root-owner-group"]);
+    if compression == Compression::None {
+        build.arg("-Znone");
+    }
+    let status = build
         .arg(&stage)
         .arg(&deb)
         .stdout(std::process::Stdio::null())

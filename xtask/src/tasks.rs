@@ -45,6 +45,7 @@ fn test_with(args: &[String], envs: &[(&str, String)]) -> anyhow::Result<()> {
     let deb = crate::package::deb(
         &lbd,
         &bootstrap::workspace_root().join("target/package-test"),
+        crate::package::Compression::None,
     )?;
     let status = build::cargo(&ebpf)
         .args(["test", "--workspace"])
@@ -70,7 +71,7 @@ pub fn package(out: &std::path::Path) -> anyhow::Result<()> {
     } else {
         bootstrap::workspace_root().join(out)
     };
-    let deb = crate::package::deb(&lbd, &out)?;
+    let deb = crate::package::deb(&lbd, &out, crate::package::Compression::Default)?;
     println!("{}", deb.display());
     Ok(())
 }
