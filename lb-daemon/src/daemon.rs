@@ -790,7 +790,9 @@ impl Daemon {
         let vrrp::Request::Forward { group, on, done } = request;
         let result = self.dataplane.writer().set_group_standby(group, !on);
         if let (Some(instance), Ok(mut counters)) = (
-            self.config.vrrp.get(group as usize - 1),
+            (group as usize)
+                .checked_sub(1)
+                .and_then(|i| self.config.vrrp.get(i)),
             self.counters.lock(),
         ) {
             *counters
