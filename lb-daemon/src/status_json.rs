@@ -133,3 +133,105 @@ pub fn render(
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{net::IpAddr, time::SystemTime};
+
+    use lb_common::{BACKEND_F_ACTIVE, Backend, PROTO_TCP, PROTO_UDP, VipInfo, VipKey};
+
+    use super::*;
+    use crate::dataplane::snapshot::{BackendStatus, VipStatus};
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn vip(proto: u8, backends: &[&str]) -> VipStatus {
+        VipStatus {
+            key: VipKey::new(ip("198.18.0.100"), 53, proto),
+            info: VipInfo::default(),
+            counters: Default::default(),
+            backends: backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| BackendStatus {
+                    id: i as u32 + 1,
+                    entry: Backend {
+                        mac: [0xaa; 6],
+                        addr: lb_common::ip_words(ip(b)),
+                        flags: BACKEND_F_ACTIVE,
+                        weight: 1,
+                        ..Backend::default()
+                    },
+                    counters: Default::default(),
+                    active_flows: 0,
+                    closing_flows: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn line(protocol: &str, backend: &str, state: &str) -> HealthLine {
+        HealthLine {
+            vip: ip("198.18.0.100"),
+            port: 53,
+            protocol: protocol.to_owned(),
+            backend: ip(backend),
+            state: state.to_owned(),
+            role: "-".to_owned(),
+            checked: Some(SystemTime::now()),
+            since: SystemTime::now(),
+            reason: format!("{protocol} {state}"),
+        }
+    }
+
+    fn document(snapshot: &Snapshot, health: &[HealthLine]) -> Value {
+        serde_json::from_str(&render("x", &Liveness::Stopped, snapshot, health, &[])).unwrap()
+    }
+
+    /// review: DNS-style services (53/tcp and 53/udp on one address) have one health line
+    /// each; `lbd status` (the table) matches them by protocol, the JSON does not, so the UDP
+    /// VIP's backend shows the TCP check's state ("up" while its own check says "down").
+    #[test]
+    fn review_json_health_of_a_udp_vip_is_not_its_tcp_twins() {
+        let snapshot = Snapshot {
+            vips: vec![vip(PROTO_TCP, &["10.0.0.1"]), vip(PROTO_UDP, &["10.0.0.1"])],
+            ..Snapshot::default()
+        };
+        let health = [line("TCP", "10.0.0.1", "up"), line("UDP", "10.0.0.1", "down")];
+        let doc = document(&snapshot, &health);
+        let udp = &doc["vips"][1];
+        assert_eq!(udp["protocol"], "udp", "{doc:#}");
+        assert_eq!(
+            udp["backends"][0]["health"]["state"], "down",
+            "the UDP VIP's backend shows the TCP check's health: {udp:#}"
+        );
+    }
+
+    /// review: a backend taken out of the maps by its check (on_down = "remove", the default)
+    /// is listed by `lbd status` (a row with its health: down, and why), but `--json` builds its
+    /// backends from the maps only: the down backend vanishes, so a script asking "which
+    /// backends are down?" gets nothing.
+    #[test]
+    fn review_json_lists_a_down_backend_the_maps_no_longer_hold() {
+        let snapshot = Snapshot {
+            vips: vec![vip(PROTO_TCP, &["10.0.0.1"])],
+            ..Snapshot::default()
+        };
+        let health = [line("TCP", "10.0.0.1", "up"), line("TCP", "10.0.0.2", "down")];
+        let table = crate::status::render("x", &snapshot, &health, &[], None, SystemTime::now());
+        assert!(table.contains("10.0.0.2"), "the table lists it:\n{table}");
+        let doc = document(&snapshot, &health);
+        let listed: Vec<&str> = doc["vips"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["address"].as_str())
+            .collect();
+        assert!(
+            listed.contains(&"10.0.0.2"),
+            "the down backend is missing from --json (only {listed:?}):\n{doc:#}"
+        );
+    }
+}
