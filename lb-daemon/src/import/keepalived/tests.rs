@@ -660,3 +660,21 @@ fn strings_are_escaped() {
         r#"notify_master = ["/bin/sh", "-c", "/usr/bin/printf a\\b"]"#,
     );
 }
+
+/// An instance with `extra` lines (from line 6), closing on the line after them.
+fn instance_with(extra: &str) -> String {
+    format!(
+        "vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 51\n    virtual_ipaddress {{\n        10.0.0.100\n    }}\n{extra}}}\n"
+    )
+}
+
+/// review: keepalived derives a missing priority from the state (vrrp.c: "If no priority has
+/// been set, derive it from the initial state": MASTER -> 255, the address owner; else 100).
+/// The importer writes no priority, so lbd uses its default 100: a director keepalived ran as
+/// the owner (master at once, preempting everyone) becomes an ordinary 100, and loses to a
+/// peer of priority 150 that keepalived's would have beaten.
+#[test]
+fn review_state_master_without_priority_is_keepalived_priority_255() {
+    let c = ok(&instance_with("    state MASTER\n"));
+    has(&c, "priority = 255");
+}
