@@ -678,3 +678,23 @@ fn review_state_master_without_priority_is_keepalived_priority_255() {
     let c = ok(&instance_with("    state MASTER\n"));
     has(&c, "priority = 255");
 }
+
+/// review: keepalived clears nopreempt (and preempt_delay) for an instance with state MASTER
+/// ("Warning - nopreempt will not work with initial state MASTER - clearing"), and for
+/// priority 255 ("nopreempt is incompatible with priority 255 - resetting nopreempt"): that
+/// director preempts. The importer writes preempt = false, so the lbd director stays a backup
+/// while a lower-priority master is heard, unlike keepalived.
+#[test]
+fn review_nopreempt_with_state_master_or_priority_255_is_cleared_as_keepalived_does() {
+    for extra in [
+        "    state MASTER\n    priority 150\n    nopreempt\n",
+        "    state BACKUP\n    priority 255\n    nopreempt\n",
+    ] {
+        let c = ok(&instance_with(extra));
+        assert!(
+            !c.toml.contains("preempt = false"),
+            "keepalived preempts with\n{extra}but lbd is told not to:\n{}",
+            c.toml
+        );
+    }
+}
