@@ -698,3 +698,17 @@ fn review_nopreempt_with_state_master_or_priority_255_is_cleared_as_keepalived_d
         );
     }
 }
+
+/// review: keepalived 2.x reads a script keyword's FIRST word (a quoted string being split into
+/// argv) as the command, and further words as the user and group to run it as
+/// (notify_script_init: `vector_size(strvec_qe) > 2` -> set_script_uid_gid). The importer joins
+/// unquoted words into the command, so `notify /etc/keepalived/notify.sh root` runs
+/// `notify.sh root INSTANCE VI_1 MASTER 100`: the script's $1 is "root", not "INSTANCE".
+#[test]
+fn review_words_after_an_unquoted_script_are_its_user_not_its_arguments() {
+    let c = ok(&instance_with(
+        "    notify /etc/keepalived/notify.sh root\n    notify_master /etc/keepalived/master.sh keepalived_script users\n",
+    ));
+    has(&c, "notify = [\"/etc/keepalived/notify.sh\"]");
+    has(&c, "notify_master = [\"/etc/keepalived/master.sh\"]");
+}
