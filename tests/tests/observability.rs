@@ -324,3 +324,89 @@ fn status_json_is_one_document_and_watch_redraws_until_stopped() {
     assert!(text.contains("198.18.0.100:6379"), "{text}");
     assert!(!status.success(), "--watch runs until interrupted");
 }
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces) in parentheses: 14 and 15 are utime
+    // and stime, the 12th and 13th after the closing parenthesis.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// review: /metrics accepts without bound (a task and a descriptor per connection, each held
+/// up to 10 s by a client that never ends its request) and the unit sets no LimitNOFILE, so
+/// systemd's default soft limit of 1024 applies. A local scraper gone wrong (or anyone on the
+/// listen address) that opens ~1000 idle connections exhausts lbd's descriptors:
+/// - health checks cannot open sockets (EMFILE), so every backend is taken down: an outage;
+/// - `accept` fails with EMFILE while the listener stays readable, and the accept loop
+///   `continue`s at once: it spins a core.
+#[test]
+fn review_idle_metrics_connections_neither_exhaust_descriptors_nor_spin() {
+    if !lb_tests::require_root("observability") {
+        return;
+    }
+    let lab = Lab::new("omfd", 1);
+    let config = lab.config(&[(0, 1)]).replacen(
+        "scheduler = \"maglev\"\n",
+        "scheduler = \"maglev\"\n\n[vip.check]\ntype = \"tcp\"\ninterval = 0.2\n",
+        1,
+    );
+    let lbd = Lbd::start(&lab, &config);
+    wait_up(&lbd, 1);
+    // systemd's default for a service without LimitNOFILE (soft 1024).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads the resource limit of the lbd this test started.
+    unsafe { libc::prlimit(lbd.pid(), libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) };
+    limit.rlim_cur = limit.rlim_max.min(1024);
+    // SAFETY: sets the resource limit of the lbd this test started (the hard one kept).
+    let rc = unsafe { libc::prlimit(lbd.pid(), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // This test's own descriptors: raise the soft limit to the hard one.
+    let mut own = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads and sets this process's limit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut own);
+        own.rlim_cur = own.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &own);
+    }
+    let addr: std::net::SocketAddr = lb_daemon::config::METRICS_LISTEN.parse().unwrap();
+    let idle: Vec<std::net::TcpStream> = lab.director.run(|| {
+        let mut held = Vec::new();
+        for _ in 0..1200 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+                // Half a request line, never finished.
+                Ok(mut stream) => {
+                    let _ = stream.write_all(b"GET /metr");
+                    held.push(stream);
+                }
+                Err(_) => break,
+            }
+        }
+        held
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_ticks(lbd.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let busy = (cpu_ticks(lbd.pid()) - before) as f64 / hz as f64;
+    let status = lbd.status();
+    let held = idle.len();
+    drop(idle);
+    let log = lbd.log();
+    let down = log.lines().find(|l| l.contains("backend down")).unwrap_or("");
+    assert!(
+        down.is_empty() && busy < 0.3,
+        "{held} idle /metrics connections: lbd took its backend down ({down}), its health file is \
+         stale (status still says up, the maps hold no backend), and it burns {busy:.2} s of CPU \
+         per second (accept loop spinning on EMFILE)\n{status}"
+    );
+}
