@@ -712,3 +712,25 @@ fn review_words_after_an_unquoted_script_are_its_user_not_its_arguments() {
     has(&c, "notify = [\"/etc/keepalived/notify.sh\"]");
     has(&c, "notify_master = [\"/etc/keepalived/master.sh\"]");
 }
+
+/// review: persistence_granularity is passed through unchecked for an IPv4 VIP (a prefix
+/// length up to 128, any dotted mask), so the TOML fails `lbd check` and `lbd
+/// import-keepalived` exits 1 with "an importer bug; please report it" instead of naming the
+/// keepalived line (exit 2) or converting it.
+#[test]
+fn review_a_granularity_lbd_refuses_is_an_import_error_not_an_invalid_toml() {
+    for granularity in ["64", "33", "255.255.0.255"] {
+        let text = service(&format!(
+            "    persistence_timeout 60\n    persistence_granularity {granularity}\n{REAL}"
+        ));
+        if let Ok(c) = run(&[(MAIN, &text)]) {
+            let parsed = crate::config::Config::parse(Path::new("(converted)"), &c.toml);
+            assert!(
+                parsed.is_ok(),
+                "persistence_granularity {granularity}: the TOML fails lbd check: {}\n{}",
+                parsed.err().map(|e| e.to_string()).unwrap_or_default(),
+                c.toml
+            );
+        }
+    }
+}
