@@ -1852,4 +1852,28 @@ mod tests {
                 .any(|n| n.contains("lbd did not set them"))
         );
     }
+
+    /// review: setup promises to replace a VIP on lo with a prefix wider than the host's
+    /// ("A VIP on lo with a wider prefix makes its whole subnet local: replace it"), but when
+    /// lo holds the VIP both as /32 and as /24 (e.g. an old `ip addr add VIP/24 dev lo` next to
+    /// a correct one), setup sees the /32, says "already on lo" and leaves the /24: the subnet
+    /// stays local and `check`, right after a successful setup, still reports it.
+    #[test]
+    fn review_setup_removes_a_wide_vip_on_lo_even_when_the_host_route_is_there_too() {
+        let fake = FakeHost::new();
+        fake.add_address("lo", VIP, 32);
+        fake.add_address("lo", VIP, 24);
+        setup(&fake.host, &[ip(VIP)]).expect("setup");
+        assert_eq!(
+            fake.addresses_on("lo"),
+            ["127.0.0.1/8", "198.18.0.100/32"],
+            "setup left the wide prefix"
+        );
+        let report = check(&fake.host, &[ip(VIP)], None);
+        assert!(
+            problem_about(&report, "prefix wider").is_none(),
+            "check after setup: {:?}",
+            report.problems
+        );
+    }
 }
