@@ -410,3 +410,31 @@ fn review_idle_metrics_connections_neither_exhaust_descriptors_nor_spin() {
          per second (accept loop spinning on EMFILE)\n{status}"
     );
 }
+
+/// review: lbd_vrrp_transitions_total is documented as "Times the instance started or stopped
+/// forwarding (became or left master)", but the daemon counts every forwarding request the
+/// router sends, and every Backup step sends one (forwarding off), including the one at start
+/// (init -> backup, no VIP may linger) and each FAULT. A director alone on its segment that
+/// became master once shows 2; a backup that never forwarded shows 1 after each restart, so
+/// an alert on increase(lbd_vrrp_transitions_total) fires without any failover.
+#[test]
+fn review_vrrp_transitions_count_becoming_or_leaving_master_only() {
+    if !lb_tests::require_root("observability") {
+        return;
+    }
+    let lab = Lab::new("omvt", 2);
+    let config = lb_tests::vrrp::config(&lab, &lab.prefix.clone(), 100, "advert_int = 0.1\n");
+    let lbd = Lbd::start(&lab, &config);
+    lb_tests::vrrp::wait_state(&lbd, "master", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let text = scrape(&lab);
+    assert_eq!(
+        sample(&text, "lbd_vrrp_transitions_total{vrrp=\"VI_1\"}"),
+        Some(1.0),
+        "became master once:\n{}",
+        text.lines()
+            .filter(|l| l.contains("vrrp"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
