@@ -309,6 +309,8 @@ struct Daemon {
     hold: Option<Hold>,
     /// What only the daemon counts, shared with `/metrics`.
     counters: crate::metrics::Shared,
+    /// Whether each VRRP group forwards, as last switched (to count transitions).
+    vrrp_forwarding: BTreeMap<u32, bool>,
     /// Declared after the dataplane so it is dropped (detach + unpin) after it.
     pinned: Pinned,
 }
@@ -647,6 +649,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, instance::InstanceLock, R
         sync_stats,
         hold,
         counters: Default::default(),
+        vrrp_forwarding: BTreeMap::new(),
         pinned,
     };
     if let Some(listen) = daemon.config.metrics {
@@ -734,12 +737,21 @@ impl Daemon {
                 self.monitor.apply(checks);
                 if let Ok(mut counters) = self.counters.lock() {
                     // Backends no longer configured leave the metrics.
-                    counters.check_seconds.retain(|(_, backend), _| {
-                        new.vips
-                            .iter()
-                            .flat_map(|v| &v.backends)
-                            .any(|b| b.address.to_string() == *backend)
-                    });
+                    let kept: BTreeSet<(String, String)> = new
+                        .vips
+                        .iter()
+                        .flat_map(|v| {
+                            let service = crate::metrics::render::service(
+                                v.address,
+                                v.port,
+                                &v.protocol.to_string(),
+                            );
+                            v.backends
+                                .iter()
+                                .map(move |b| (service.clone(), b.address.to_string()))
+                        })
+                        .collect();
+                    counters.check_seconds.retain(|key, _| kept.contains(key));
                 }
                 self.config = new;
                 self.resolved = resolved;
@@ -789,12 +801,17 @@ impl Daemon {
     fn on_vrrp(&mut self, request: vrrp::Request) {
         let vrrp::Request::Forward { group, on, done } = request;
         let result = self.dataplane.writer().set_group_standby(group, !on);
-        if let (Some(instance), Ok(mut counters)) = (
-            (group as usize)
-                .checked_sub(1)
-                .and_then(|i| self.config.vrrp.get(i)),
-            self.counters.lock(),
-        ) {
+        // A transition is a change: the Backup step at start (already not forwarding) or a
+        // repeated request is none.
+        let was = self.vrrp_forwarding.insert(group, on).unwrap_or(false);
+        if was != on
+            && let (Some(instance), Ok(mut counters)) = (
+                (group as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.config.vrrp.get(i)),
+                self.counters.lock(),
+            )
+        {
             *counters
                 .vrrp_transitions
                 .entry(instance.name.clone())

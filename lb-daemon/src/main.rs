@@ -107,9 +107,9 @@ enum Command {
         /// `--interval`.
         #[arg(long)]
         rate: bool,
-        /// Seconds `--rate` measures over, or between `--watch` refreshes.
-        #[arg(long, default_value_t = 1.0, value_parser = interval_secs)]
-        interval: f64,
+        /// Seconds `--rate` measures over, or between `--watch` refreshes (default 1).
+        #[arg(long, value_parser = interval_secs)]
+        interval: Option<f64>,
         /// Everything as one JSON document, for scripts.
         #[arg(long, conflicts_with_all = ["stats", "rate", "watch"])]
         json: bool,
@@ -358,6 +358,11 @@ fn main() -> ExitCode {
             json,
             watch,
         } => {
+            if interval.is_some() && !rate && !watch {
+                print_err!("lbd: --interval goes with --rate or --watch");
+                return ExitCode::from(2);
+            }
+            let interval = interval.unwrap_or(1.0);
             let instance = match instance_name(instance, config) {
                 Ok(name) => name,
                 Err(code) => return code,

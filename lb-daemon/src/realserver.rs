@@ -528,20 +528,24 @@ fn setup_steps(
             .filter(|address| address.addr == *vip && is_loopback_interface(address))
             .collect();
         let wanted = host_cidr(*vip);
+        // A VIP on lo with a wider prefix makes its whole subnet local: it goes, even beside
+        // the host-prefix one.
+        for wrong in on_lo
+            .iter()
+            .filter(|address| address.prefix_len != host_prefix_len(*vip))
+        {
+            let cidr = wrong.cidr();
+            (host.ip)(&["addr", "del", &cidr, "dev", "lo"])?;
+            outcome.actions.push(format!(
+                "removed {cidr} from lo (a VIP on lo must be {wanted})"
+            ));
+        }
         if on_lo
             .iter()
             .any(|address| address.prefix_len == host_prefix_len(*vip))
         {
             outcome.notes.push(format!("{wanted} already on lo"));
             continue;
-        }
-        // A VIP on lo with a wider prefix makes its whole subnet local: replace it.
-        for wrong in &on_lo {
-            let cidr = wrong.cidr();
-            (host.ip)(&["addr", "del", &cidr, "dev", "lo"])?;
-            outcome.actions.push(format!(
-                "removed {cidr} from lo (a VIP on lo must be {wanted})"
-            ));
         }
         (host.ip)(&["addr", "add", &wanted, "dev", "lo"])?;
         outcome.actions.push(format!("added {wanted} to lo"));
@@ -1853,13 +1857,10 @@ mod tests {
         );
     }
 
-    /// review: setup promises to replace a VIP on lo with a prefix wider than the host's
-    /// ("A VIP on lo with a wider prefix makes its whole subnet local: replace it"), but when
-    /// lo holds the VIP both as /32 and as /24 (e.g. an old `ip addr add VIP/24 dev lo` next to
-    /// a correct one), setup sees the /32, says "already on lo" and leaves the /24: the subnet
-    /// stays local and `check`, right after a successful setup, still reports it.
+    /// Found by review: a wide VIP prefix on lo goes even when the host-prefix one is
+    /// there too.
     #[test]
-    fn review_setup_removes_a_wide_vip_on_lo_even_when_the_host_route_is_there_too() {
+    fn setup_removes_a_wide_vip_on_lo_even_when_the_host_prefix_is_there_too() {
         let fake = FakeHost::new();
         fake.add_address("lo", VIP, 32);
         fake.add_address("lo", VIP, 24);

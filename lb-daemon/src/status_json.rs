@@ -56,15 +56,31 @@ pub fn render(
                 .iter()
                 .find(|(s, _, _)| s.datapath_value() == vip.info.scheduler)
                 .map_or("?", |(_, name, _)| name);
-            let backends: Vec<Value> = vip
+            // This VIP's health lines (the protocol too: 53/tcp and 53/udp are two VIPs).
+            let checked: Vec<&HealthLine> = health
+                .iter()
+                .filter(|h| {
+                    h.vip == addr && h.port == port && h.protocol.eq_ignore_ascii_case(proto)
+                })
+                .collect();
+            let health_of = |backend: std::net::IpAddr| {
+                checked.iter().find(|h| h.backend == backend).map(|h| {
+                    json!({
+                        "state": h.state,
+                        "role": h.role,
+                        "checked": h.checked.map(unix_secs),
+                        "since": unix_secs(h.since),
+                        "reason": h.reason,
+                    })
+                })
+            };
+            let mut backends: Vec<Value> = vip
                 .backends
                 .iter()
                 .map(|b| {
-                    let line = health
-                        .iter()
-                        .find(|h| h.vip == addr && h.port == port && h.backend == b.address());
                     json!({
                         "address": b.address().to_string(),
+                        "in_maps": true,
                         "mac": format_mac(&b.entry.mac),
                         "weight": b.entry.weight,
                         "local": b.entry.flags & lb_common::BACKEND_F_LOCAL != 0,
@@ -73,16 +89,22 @@ pub fn render(
                         "packets": b.counters.packets,
                         "bytes": b.counters.bytes,
                         "new_flows": b.counters.new_flows,
-                        "health": line.map(|h| json!({
-                            "state": h.state,
-                            "role": h.role,
-                            "checked": h.checked.map(unix_secs),
-                            "since": unix_secs(h.since),
-                            "reason": h.reason,
-                        })),
+                        "health": health_of(b.address()),
                     })
                 })
                 .collect();
+            // Checked backends the maps no longer hold (taken out by their check), as the
+            // table lists them.
+            for line in checked
+                .iter()
+                .filter(|h| !vip.backends.iter().any(|b| b.address() == h.backend))
+            {
+                backends.push(json!({
+                    "address": line.backend.to_string(),
+                    "in_maps": false,
+                    "health": health_of(line.backend),
+                }));
+            }
             json!({
                 "service": service(addr, port, proto),
                 "address": addr.to_string(),
@@ -190,16 +212,18 @@ mod tests {
         serde_json::from_str(&render("x", &Liveness::Stopped, snapshot, health, &[])).unwrap()
     }
 
-    /// review: DNS-style services (53/tcp and 53/udp on one address) have one health line
-    /// each; `lbd status` (the table) matches them by protocol, the JSON does not, so the UDP
-    /// VIP's backend shows the TCP check's state ("up" while its own check says "down").
+    /// Found by review: 53/tcp and 53/udp on one address are two VIPs with a health line
+    /// each; each VIP's backend shows its own.
     #[test]
-    fn review_json_health_of_a_udp_vip_is_not_its_tcp_twins() {
+    fn json_health_of_a_udp_vip_is_not_its_tcp_twins() {
         let snapshot = Snapshot {
             vips: vec![vip(PROTO_TCP, &["10.0.0.1"]), vip(PROTO_UDP, &["10.0.0.1"])],
             ..Snapshot::default()
         };
-        let health = [line("TCP", "10.0.0.1", "up"), line("UDP", "10.0.0.1", "down")];
+        let health = [
+            line("TCP", "10.0.0.1", "up"),
+            line("UDP", "10.0.0.1", "down"),
+        ];
         let doc = document(&snapshot, &health);
         let udp = &doc["vips"][1];
         assert_eq!(udp["protocol"], "udp", "{doc:#}");
@@ -209,17 +233,18 @@ mod tests {
         );
     }
 
-    /// review: a backend taken out of the maps by its check (on_down = "remove", the default)
-    /// is listed by `lbd status` (a row with its health: down, and why), but `--json` builds its
-    /// backends from the maps only: the down backend vanishes, so a script asking "which
-    /// backends are down?" gets nothing.
+    /// Found by review: a backend its check took out of the maps is listed, down, as the
+    /// table lists it.
     #[test]
-    fn review_json_lists_a_down_backend_the_maps_no_longer_hold() {
+    fn json_lists_a_down_backend_the_maps_no_longer_hold() {
         let snapshot = Snapshot {
             vips: vec![vip(PROTO_TCP, &["10.0.0.1"])],
             ..Snapshot::default()
         };
-        let health = [line("TCP", "10.0.0.1", "up"), line("TCP", "10.0.0.2", "down")];
+        let health = [
+            line("TCP", "10.0.0.1", "up"),
+            line("TCP", "10.0.0.2", "down"),
+        ];
         let table = crate::status::render("x", &snapshot, &health, &[], None, SystemTime::now());
         assert!(table.contains("10.0.0.2"), "the table lists it:\n{table}");
         let doc = document(&snapshot, &health);

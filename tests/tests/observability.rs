@@ -335,15 +335,12 @@ fn cpu_ticks(pid: i32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// review: /metrics accepts without bound (a task and a descriptor per connection, each held
-/// up to 10 s by a client that never ends its request) and the unit sets no LimitNOFILE, so
-/// systemd's default soft limit of 1024 applies. A local scraper gone wrong (or anyone on the
-/// listen address) that opens ~1000 idle connections exhausts lbd's descriptors:
-/// - health checks cannot open sockets (EMFILE), so every backend is taken down: an outage;
-/// - `accept` fails with EMFILE while the listener stays readable, and the accept loop
-///   `continue`s at once: it spins a core.
+/// Found by review: /metrics once accepted without bound, so ~1000 idle connections at
+/// systemd's default soft limit of 1024 descriptors made every health check fail (EMFILE:
+/// backends down, an outage) and the accept loop spin. Connections are capped, accept errors
+/// back off, and the unit raises LimitNOFILE.
 #[test]
-fn review_idle_metrics_connections_neither_exhaust_descriptors_nor_spin() {
+fn idle_metrics_connections_neither_exhaust_descriptors_nor_spin() {
     if !lb_tests::require_root("observability") {
         return;
     }
@@ -402,7 +399,10 @@ fn review_idle_metrics_connections_neither_exhaust_descriptors_nor_spin() {
     let held = idle.len();
     drop(idle);
     let log = lbd.log();
-    let down = log.lines().find(|l| l.contains("backend down")).unwrap_or("");
+    let down = log
+        .lines()
+        .find(|l| l.contains("backend down"))
+        .unwrap_or("");
     assert!(
         down.is_empty() && busy < 0.3,
         "{held} idle /metrics connections: lbd took its backend down ({down}), its health file is \
@@ -411,14 +411,10 @@ fn review_idle_metrics_connections_neither_exhaust_descriptors_nor_spin() {
     );
 }
 
-/// review: lbd_vrrp_transitions_total is documented as "Times the instance started or stopped
-/// forwarding (became or left master)", but the daemon counts every forwarding request the
-/// router sends, and every Backup step sends one (forwarding off), including the one at start
-/// (init -> backup, no VIP may linger) and each FAULT. A director alone on its segment that
-/// became master once shows 2; a backup that never forwarded shows 1 after each restart, so
-/// an alert on increase(lbd_vrrp_transitions_total) fires without any failover.
+/// Found by review: `lbd_vrrp_transitions_total` counts changes of forwarding only (became
+/// or left master), not the Backup step at start.
 #[test]
-fn review_vrrp_transitions_count_becoming_or_leaving_master_only() {
+fn vrrp_transitions_count_becoming_or_leaving_master_only() {
     if !lb_tests::require_root("observability") {
         return;
     }

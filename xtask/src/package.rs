@@ -20,7 +20,9 @@ if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true
     # An upgrade restarts a running lbd without dropping a connection (see the unit).
     if systemctl is-active --quiet lbd.service; then
-        systemctl restart lbd.service
+        # A failed start leaves the previous datapath forwarding; the package is installed.
+        systemctl restart lbd.service ||
+            echo "lbd: the restart failed; the previous datapath keeps forwarding (journalctl -u lbd)" >&2
     fi
 fi
 exit 0

@@ -308,11 +308,23 @@ impl Importer {
         }
     }
 
-    /// A script keyword's command. A quoted string is the whole command (words after it name
-    /// a user to run it as, which lbd does not do); unquoted words are joined.
-    fn command(&mut self, st: &Stmt) -> Option<String> {
+    /// A script keyword's command. A quoted string is the whole command; otherwise the first
+    /// word is, unless `all_words` (`misc_path` takes the rest of the line). Words after the
+    /// command name a user and group to run it as (keepalived 2.x), which lbd does not do.
+    fn command(&mut self, st: &Stmt, all_words: bool) -> Option<String> {
         let args = st.args();
         let text = match args.first() {
+            Some(first) if !first.quoted && !all_words => {
+                if args.len() > 1 {
+                    let message = format!(
+                        "{}: the user and group after the script are ignored: lbd runs it as itself \
+                         (quote the script to give it arguments)",
+                        st.key()
+                    );
+                    self.warn(st.at, message);
+                }
+                first.text.trim().to_owned()
+            }
             Some(first) if first.quoted => {
                 if args.len() > 1 {
                     let message = format!(

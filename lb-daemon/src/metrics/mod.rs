@@ -29,21 +29,43 @@ pub use render::DaemonCounters;
 /// The daemon's counters, shared with the endpoint.
 pub type Shared = Arc<Mutex<DaemonCounters>>;
 
+/// Connections served at once; more are closed at accept. Scrapers need one or two: the cap
+/// keeps a misbehaving client from taking the descriptors health checks need.
+const MAX_CONNECTIONS: usize = 16;
+
+/// How long a client has to send its request and take the answer.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves `/metrics` on `listen` until the runtime ends.
 pub async fn serve(listen: SocketAddr, instance: String, counters: Shared) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // One scrape at a time: each walks the flow tables.
+    let scraping = Arc::new(tokio::sync::Mutex::new(()));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of descriptors, most likely: wait instead of spinning on it.
+                    tracing::warn!(cause = %err, "/metrics: accepting failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream); // over the cap: closed at once
                 continue;
             };
-            let (instance, counters) = (instance.clone(), counters.clone());
+            let (instance, counters, scraping) =
+                (instance.clone(), counters.clone(), scraping.clone());
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    answer(stream, instance, counters),
+                    CONNECTION_TIMEOUT,
+                    answer(stream, instance, counters, scraping),
                 )
                 .await;
+                drop(slot);
             });
         }
     });
@@ -55,6 +77,7 @@ async fn answer(
     mut stream: tokio::net::TcpStream,
     instance: String,
     counters: Shared,
+    scraping: Arc<tokio::sync::Mutex<()>>,
 ) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
@@ -70,6 +93,7 @@ async fn answer(
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, content_type, body) = if method == "GET" && path == "/metrics" {
+        let _turn = scraping.lock().await;
         let daemon = counters.lock().map(|c| c.clone()).unwrap_or_default();
         match tokio::task::spawn_blocking(move || scrape(&instance, daemon)).await {
             Ok(Ok(text)) => (

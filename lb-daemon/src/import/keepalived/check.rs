@@ -108,7 +108,7 @@ impl Importer {
                 ("TCP_CHECK", "bindto" | "bind_port" | "bind_if" | "fwmark") => {
                     self.unsupported(st, "")
                 }
-                ("MISC_CHECK", "misc_path") => path = self.command(st),
+                ("MISC_CHECK", "misc_path") => path = self.command(st, true),
                 ("MISC_CHECK", "misc_timeout") => misc_timeout = Some(self.millis(st)?),
                 ("MISC_CHECK", "misc_dynamic") => dynamic = true,
                 ("MISC_CHECK", "user") => {

@@ -85,7 +85,7 @@ pub(super) fn read(
     };
     let top = reader
         .file(path.to_path_buf(), None)
-        .and_then(|()| parse_block(&reader.tokens, &mut 0, None));
+        .and_then(|()| parse_block(&reader.tokens, &mut 0, None, 0));
     match top {
         Ok(top) => Ok(Read {
             top,
@@ -333,7 +333,16 @@ fn lex_line(line: &str, at: Loc) -> Result<(Vec<Tok>, bool)> {
 
 /// Statements up to the `}` closing `opened` (or the end at top level). A `{` alone on its
 /// line opens the block of the statement on the line before, as keepalived allows.
-fn parse_block(toks: &[Token], pos: &mut usize, opened: Option<Loc>) -> Result<Vec<Stmt>> {
+/// Blocks nest this deep at most (keepalived's own configs nest four or five): a deeper file
+/// is refused at its line instead of overflowing the stack.
+const MAX_DEPTH: usize = 64;
+
+fn parse_block(
+    toks: &[Token],
+    pos: &mut usize,
+    opened: Option<Loc>,
+    depth: usize,
+) -> Result<Vec<Stmt>> {
     let mut out: Vec<Stmt> = Vec::new();
     let mut current: Option<Stmt> = None;
     while let Some(token) = toks.get(*pos) {
@@ -359,7 +368,13 @@ fn parse_block(toks: &[Token], pos: &mut usize, opened: Option<Loc>) -> Result<V
                         _ => return Err((token.at, "`{` without a keyword before it".into())),
                     },
                 };
-                owner.block = Some(parse_block(toks, pos, Some(token.at))?);
+                if depth >= MAX_DEPTH {
+                    return Err((
+                        token.at,
+                        format!("blocks nested more than {MAX_DEPTH} deep"),
+                    ));
+                }
+                owner.block = Some(parse_block(toks, pos, Some(token.at), depth + 1)?);
                 out.push(owner);
             }
             Tok::Close => {

@@ -62,6 +62,21 @@ const VIRTUAL_SERVER_UNSUPPORTED: &[&str] = &[
     "snmp_name",
 ];
 
+/// Whether lbd takes `text` as a persistence granularity: for IPv4 VIPs a contiguous netmask
+/// or a prefix length up to 32; with an IPv6 VIP, a prefix length up to 128.
+fn granularity_fits(text: &str, ipv6: bool) -> bool {
+    if let Ok(bits) = text.parse::<u8>() {
+        return bits >= 1 && bits <= if ipv6 { 128 } else { 32 };
+    }
+    match text.parse::<std::net::Ipv4Addr>() {
+        Ok(mask) if !ipv6 => {
+            let mask = u32::from(mask);
+            mask != 0 && mask.leading_ones() + mask.trailing_zeros() == 32
+        }
+        _ => false,
+    }
+}
+
 impl Importer {
     pub(super) fn virtual_server(&mut self, s: &Stmt) -> Result<()> {
         let endpoints = self.endpoints(s)?;
@@ -160,18 +175,25 @@ impl Importer {
                 );
                 None
             }
-            Some((_, mask)) if mask.contains('.') => Some(super::render::quote(&mask)),
-            Some((at, bits)) => match bits.parse::<u8>() {
-                Ok(n) if (1..=128).contains(&n) => Some(n.to_string()),
-                _ => {
+            Some((at, text)) => {
+                let any_v6 = endpoints.iter().any(|(address, _, _)| address.is_ipv6());
+                if !granularity_fits(&text, any_v6) {
+                    let expected = if any_v6 {
+                        "a prefix length from 1 to 128 (an IPv6 VIP takes no dotted netmask)"
+                    } else {
+                        "an IPv4 netmask (contiguous ones, e.g. 255.255.255.0) or a prefix length from 1 to 32"
+                    };
                     return Err((
                         at,
-                        format!(
-                            "persistence_granularity {bits}: expected a netmask or a prefix length"
-                        ),
+                        format!("persistence_granularity {text}: expected {expected}"),
                     ));
                 }
-            },
+                if text.contains('.') {
+                    Some(super::render::quote(&text))
+                } else {
+                    Some(text)
+                }
+            }
             None => None,
         };
         let sorry = match sorry {
@@ -398,7 +420,7 @@ impl Importer {
                 "weight" => server.weight = self.integer(line, 0, 65_535)? as u32,
                 "inhibit_on_failure" => server.inhibit = true,
                 key @ ("notify_up" | "notify_down") => {
-                    let Some(text) = self.command(line) else {
+                    let Some(text) = self.command(line, false) else {
                         continue;
                     };
                     let argv = Some(self.argv(line, &text, false));

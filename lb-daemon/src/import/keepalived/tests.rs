@@ -122,11 +122,15 @@ vrrp_instance VI_1
         &c,
         "notify_master = [\"/usr/local/bin/notify\", \"master\"]\n",
     );
-    has(
-        &c,
-        "notify_backup = [\"/usr/local/bin/notify\", \"backup\"]\n",
+    // Unquoted, the word after the script (joined across the `\`) is the user to run it as
+    // (keepalived 2.x), not an argument.
+    has(&c, "notify_backup = [\"/usr/local/bin/notify\"]\n");
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].message.contains("user and group"),
+        "{:?}",
+        c.warnings
     );
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
 #[test]
@@ -267,7 +271,6 @@ vrrp_instance VI_1 {
         "advert_int = 2",
         "version = 2 ",
         "auth_pass = \"1111\"",
-        "preempt_delay = 30",
         "vips = [\"10.0.0.100\", \"10.0.0.101\"]",
         "unicast_src = \"10.0.0.2\"",
         "unicast_peers = [\"10.0.0.3\"]",
@@ -292,10 +295,16 @@ vrrp_instance VI_1 {
         "lbd adds 10.0.0.100 as a /32 on eth1, the instance's interface; ignored: /24, label eth1:1",
     );
     warned(&c, 20, "not on eth2");
+    warned(
+        &c,
+        26,
+        "preempt_delay with state MASTER: keepalived clears it",
+    );
     warned(&c, 27, "garp_master_delay");
     warned(&c, 33, "track_pool_weight");
     warned(&c, 38, "runs /bin/sh -c \"logger fault\"");
     assert!(!c.toml.contains("preempt = false"));
+    assert!(!c.toml.contains("preempt_delay"), "{}", c.toml);
 }
 
 #[test]
@@ -668,24 +677,18 @@ fn instance_with(extra: &str) -> String {
     )
 }
 
-/// review: keepalived derives a missing priority from the state (vrrp.c: "If no priority has
-/// been set, derive it from the initial state": MASTER -> 255, the address owner; else 100).
-/// The importer writes no priority, so lbd uses its default 100: a director keepalived ran as
-/// the owner (master at once, preempting everyone) becomes an ordinary 100, and loses to a
-/// peer of priority 150 that keepalived's would have beaten.
+/// keepalived derives a missing priority from the state (vrrp.c): MASTER is the address
+/// owner, 255; the TOML says so, or lbd's default 100 would lose elections keepalived won.
 #[test]
-fn review_state_master_without_priority_is_keepalived_priority_255() {
+fn state_master_without_priority_is_keepalived_priority_255() {
     let c = ok(&instance_with("    state MASTER\n"));
     has(&c, "priority = 255");
 }
 
-/// review: keepalived clears nopreempt (and preempt_delay) for an instance with state MASTER
-/// ("Warning - nopreempt will not work with initial state MASTER - clearing"), and for
-/// priority 255 ("nopreempt is incompatible with priority 255 - resetting nopreempt"): that
-/// director preempts. The importer writes preempt = false, so the lbd director stays a backup
-/// while a lower-priority master is heard, unlike keepalived.
+/// keepalived clears nopreempt for an initial MASTER ("nopreempt will not work with initial
+/// state MASTER - clearing") and for priority 255: that director preempts, and so does lbd's.
 #[test]
-fn review_nopreempt_with_state_master_or_priority_255_is_cleared_as_keepalived_does() {
+fn nopreempt_with_state_master_or_priority_255_is_cleared_as_keepalived_does() {
     for extra in [
         "    state MASTER\n    priority 150\n    nopreempt\n",
         "    state BACKUP\n    priority 255\n    nopreempt\n",
@@ -699,13 +702,11 @@ fn review_nopreempt_with_state_master_or_priority_255_is_cleared_as_keepalived_d
     }
 }
 
-/// review: keepalived 2.x reads a script keyword's FIRST word (a quoted string being split into
-/// argv) as the command, and further words as the user and group to run it as
-/// (notify_script_init: `vector_size(strvec_qe) > 2` -> set_script_uid_gid). The importer joins
-/// unquoted words into the command, so `notify /etc/keepalived/notify.sh root` runs
-/// `notify.sh root INSTANCE VI_1 MASTER 100`: the script's $1 is "root", not "INSTANCE".
+/// keepalived 2.x reads a script keyword's first word as the command (a quoted string is
+/// split into argv) and further words as the user and group to run it as: they are not
+/// arguments, or the script's $1 would be "root", not "INSTANCE".
 #[test]
-fn review_words_after_an_unquoted_script_are_its_user_not_its_arguments() {
+fn words_after_an_unquoted_script_are_its_user_not_its_arguments() {
     let c = ok(&instance_with(
         "    notify /etc/keepalived/notify.sh root\n    notify_master /etc/keepalived/master.sh keepalived_script users\n",
     ));
@@ -713,12 +714,10 @@ fn review_words_after_an_unquoted_script_are_its_user_not_its_arguments() {
     has(&c, "notify_master = [\"/etc/keepalived/master.sh\"]");
 }
 
-/// review: persistence_granularity is passed through unchecked for an IPv4 VIP (a prefix
-/// length up to 128, any dotted mask), so the TOML fails `lbd check` and `lbd
-/// import-keepalived` exits 1 with "an importer bug; please report it" instead of naming the
-/// keepalived line (exit 2) or converting it.
+/// A persistence_granularity lbd would refuse (a prefix over 32 or a non-contiguous mask on
+/// an IPv4 VIP) is an import error at its line, never a TOML that fails `lbd check`.
 #[test]
-fn review_a_granularity_lbd_refuses_is_an_import_error_not_an_invalid_toml() {
+fn a_granularity_lbd_refuses_is_an_import_error_not_an_invalid_toml() {
     for granularity in ["64", "33", "255.255.0.255"] {
         let text = service(&format!(
             "    persistence_timeout 60\n    persistence_granularity {granularity}\n{REAL}"

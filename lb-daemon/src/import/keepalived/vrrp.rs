@@ -22,6 +22,8 @@ pub(super) struct Vrrp {
     pub version_is_default: bool,
     pub auth_pass: Option<String>,
     pub preempt: bool,
+    /// Where `nopreempt` was.
+    pub preempt_at: Option<Loc>,
     pub preempt_delay: At<Ms>,
     pub vips: Vec<Ipv4Addr>,
     pub unicast_src: At<Ipv4Addr>,
@@ -161,7 +163,10 @@ impl Importer {
                         }
                     }
                 }
-                "nopreempt" => v.preempt = false,
+                "nopreempt" => {
+                    v.preempt = false;
+                    v.preempt_at = Some(st.at);
+                }
                 "preempt" => v.preempt = true,
                 "preempt_delay" => v.preempt_delay = Some((st.at, self.millis(st)?)),
                 "garp_master_repeat" => v.garp_repeat = Some(self.integer(st, 1, 100)? as u32),
@@ -222,7 +227,7 @@ impl Importer {
     }
 
     fn notify(&mut self, st: &Stmt, key: &'static str, v: &mut Vrrp) {
-        if let Some(text) = self.command(st) {
+        if let Some(text) = self.command(st, false) {
             // keepalived appends "INSTANCE name STATE priority" to `notify`; so does lbd.
             let argv = self.argv(st, &text, key == "notify");
             v.notify.push((key, argv));
@@ -322,6 +327,27 @@ impl Importer {
 
     /// Values keepalived accepts but lbd's ranges or rules refuse.
     fn settle(&mut self, v: &mut Vrrp) {
+        // keepalived derives a missing priority from the state: MASTER is the address owner.
+        let master = v.state.as_deref() == Some("MASTER");
+        if master && v.priority.is_none() {
+            v.priority = Some(255);
+        }
+        // ... and clears nopreempt for an initial MASTER or the owner, and preempt_delay for
+        // an initial MASTER: that director preempts.
+        if !v.preempt && (master || v.priority == Some(255)) {
+            let at = v.preempt_at.unwrap_or_default();
+            self.warn(
+                at,
+                "nopreempt with state MASTER or priority 255: keepalived clears it, and so does lbd (this director preempts)",
+            );
+            v.preempt = true;
+        }
+        if master && let Some((at, _)) = v.preempt_delay.take() {
+            self.warn(
+                at,
+                "preempt_delay with state MASTER: keepalived clears it, and so does lbd",
+            );
+        }
         if let Some((at, ms)) = v.advert {
             let (step, min, max, what) = match v.version {
                 2 => (1000, 1000, 255_000, "whole seconds from 1 to 255"),
