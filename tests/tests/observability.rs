@@ -274,9 +274,20 @@ fn status_json_is_one_document_and_watch_redraws_until_stopped() {
     let lab = Lab::new("os", 2);
     let lbd = Lbd::start(&lab, &checked(&lab, &[(0, 1), (1, 3)]));
     wait_up(&lbd, 2);
-    let out = lbd.cli(&["status", "--instance", &lbd.instance, "--json"]);
-    assert!(out.status.success());
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // The health file says "up" a moment before the coalesced apply writes the weight.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let doc = loop {
+        let out = lbd.cli(&["status", "--instance", &lbd.instance, "--json"]);
+        assert!(out.status.success());
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let weighted = doc["vips"][0]["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|b| b["weight"].as_u64() > Some(0)));
+        if weighted || Instant::now() > deadline {
+            break doc;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(doc["instance"], lbd.instance.as_str());
     assert_eq!(doc["daemon"]["state"], "running");
     assert_eq!(doc["daemon"]["pid"], lbd.pid());
@@ -289,7 +300,7 @@ fn status_json_is_one_document_and_watch_redraws_until_stopped() {
         .iter()
         .map(|b| b["weight"].as_u64().unwrap())
         .collect();
-    assert_eq!(weights, [1, 3]);
+    assert_eq!(weights, [1, 3], "{doc:#}");
     assert!(
         backends.iter().all(|b| b["health"]["state"] == "up"),
         "{doc}"
