@@ -182,3 +182,66 @@ fn deeply_nested_blocks_are_an_error_not_a_stack_overflow() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A seed's own keepalived.conf (VRRP v2 with unicast peers and PASS authentication, three
+/// Redis real servers with TCP_CHECK), its addresses moved onto the lab's: imported, run, the
+/// director elects itself master and traffic reaches every real server in turn (rr).
+#[test]
+fn a_seed_keepalived_conf_runs_in_the_lab_after_only_its_addresses_change() {
+    if !lb_tests::require_root("import") {
+        return;
+    }
+    let lab = Lab::new("is", 3);
+    let seed = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/keepalived/003-lb01.conf"),
+    )
+    .unwrap();
+    let mut conf = seed
+        .replace("ens34", "eth0")
+        .replace("10.18.14.93", &lb_tests::lab::VIP.to_string())
+        .replace("10.18.14.54", &lb_tests::lab::DIRECTOR.to_string())
+        .replace("10.18.14.64", &lb_tests::lab::DIRECTOR2.to_string());
+    for (i, seed_server) in ["10.18.14.72", "10.18.13.166", "10.18.14.80"]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(
+            conf.contains(seed_server),
+            "the seed changed: {seed_server}"
+        );
+        conf = conf.replace(seed_server, &server_addr(i).to_string());
+    }
+    let path = lab.dir.join("keepalived.conf");
+    std::fs::write(&path, &conf).unwrap();
+    let out = import(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).unwrap().replacen(
+        "instance = \"lbd\"",
+        &format!("instance = \"{}\"", lab.prefix),
+        1,
+    );
+    let lbd = Lbd::start(&lab, &toml);
+    lb_tests::vrrp::wait_state(&lbd, "master", Duration::from_secs(10));
+    lb_tests::vrrp::wait_vip(&lab.director, true, Duration::from_secs(3));
+    let seen: Vec<String> = lab.client.run(|| {
+        (0..30)
+            .map(|_| {
+                let mut conn =
+                    lab::connect_vip(0, Duration::from_secs(3)).expect("connect through the VIP");
+                lab::whoami(&mut conn).expect("whoami")
+            })
+            .collect()
+    });
+    for server in &lab.servers {
+        let count = seen.iter().filter(|s| **s == server.name).count();
+        assert!(
+            (5..=15).contains(&count),
+            "rr: {} answered {count} of 30: {seen:?}",
+            server.name
+        );
+    }
+}
