@@ -496,3 +496,130 @@ fn a_vrrp_master_restart_resets_no_connection() {
         second.log()
     );
 }
+
+/// Whether `interface` in `ns` has an XDP program attached (any mode).
+fn has_xdp(ns: &lb_tests::netns::Netns, interface: &str) -> bool {
+    let out = ns.ip(&["-d", "link", "show", "dev", interface]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.contains("xdp") && text.contains("prog/xdp")
+}
+
+/// Runs `lbd run` on `config_path` in the director namespace: `Ok(())` once it serves (then
+/// stopped with `lbd stop --keep-datapath`, so the pins stay for inspection), `Err(log)` when
+/// it exits during start.
+fn try_start(lab: &Lab, instance: &str, config_path: &std::path::Path) -> Result<(), String> {
+    let log_path = lab.dir.join(format!("{instance}-try.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(lb_tests::lbd::bin())
+        .args(["--netns", &lab.director.name, "run", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Err(std::fs::read_to_string(&log_path).unwrap_or_default());
+        }
+        if lb_daemon::instance::running_pid(instance) == Some(child.id() as i32) {
+            let _ = std::process::Command::new(lb_tests::lbd::bin())
+                .args(["stop", "--keep-datapath", "--instance", instance])
+                .output();
+            let _ = child.wait();
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("did not come up within 20 s".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// review: `Pinned::adopt` promises "A failure leaves the pins as they are, forwarding" (and
+/// a13a37d: "A start that fails after taking over pins leaves them forwarding"), but when the
+/// XDP mode changed it unpins (detaches) each interface's old link before attaching anew, one
+/// interface at a time. When a later interface's new attach fails (here native XDP on a
+/// driver without it, a bridge), the start fails with the earlier links already gone: br9,
+/// forwarding a moment ago, has no program and no pin, and eth0 was re-attached in the new
+/// mode by a start that then failed.
+#[test]
+fn review_a_start_failing_to_attach_in_a_new_xdp_mode_leaves_the_adopted_links_attached() {
+    if !lb_tests::require_root("restart") {
+        return;
+    }
+    let lab = Lab::new("rxm", 2);
+    lab.director.ip(&["link", "add", "br9", "type", "bridge"]);
+    lab.director.ip(&["link", "set", "br9", "up"]);
+    let base = lab.config(&[(0, 1), (1, 1)]).replace(
+        "interfaces = [\"eth0\"]",
+        "interfaces = [\"eth0\", \"br9\"]\nxdp_mode = \"skb\"",
+    );
+    let mut first = Lbd::start(&lab, &base);
+    first.kill();
+    first.leave_pins();
+    let layout = first.pin_layout();
+    assert!(layout.link("br9").exists() && has_xdp(&lab.director, "br9"));
+
+    let native = base.replace("xdp_mode = \"skb\"", "xdp_mode = \"native\"");
+    std::fs::write(&first.config_path, &native).unwrap();
+    let started = try_start(&lab, &first.instance, &first.config_path);
+    let (pin_left, attached) = (layout.link("br9").exists(), has_xdp(&lab.director, "br9"));
+    let _ = first.cli(&["stop", "--instance", &first.instance]);
+    let log = started.err();
+    assert!(
+        log.is_none() || (pin_left && attached),
+        "the start failed and took the adopted datapath off br9 on its way out: link pin \
+         left {pin_left}, XDP attached {attached}\n{}",
+        log.unwrap_or_default()
+    );
+}
+
+/// review: the rename handling of `Pinned::adopt` (a13a37d) finds a link on a renamed
+/// device only under a name no longer configured. Two configured interfaces that swapped
+/// names between runs (d0 <-> d1, same devices) are neither: for d0 it unpins the link
+/// named d0 (now on the device called d1: detached), then attaches afresh to the device now
+/// called d0, which the link pinned as d1 still holds: busy, the start fails. The datapath
+/// it took over has lost a device, and every later start fails the same way.
+#[test]
+fn review_interfaces_that_swapped_names_are_taken_over() {
+    if !lb_tests::require_root("restart") {
+        return;
+    }
+    let lab = Lab::new("rsw", 2);
+    for d in ["d0", "d1"] {
+        lab.director.ip(&["link", "add", d, "type", "bridge"]);
+        lab.director.ip(&["link", "set", d, "up"]);
+    }
+    let config = lab.config(&[(0, 1), (1, 1)]).replace(
+        "interfaces = [\"eth0\"]",
+        "interfaces = [\"eth0\", \"d0\", \"d1\"]\nxdp_mode = \"skb\"",
+    );
+    let mut first = Lbd::start(&lab, &config);
+    first.kill();
+    first.leave_pins();
+    let layout = first.pin_layout();
+    for (from, to) in [("d0", "swap"), ("d1", "d0"), ("swap", "d1")] {
+        lab.director.ip(&["link", "set", from, "down"]);
+        lab.director.ip(&["link", "set", from, "name", to]);
+    }
+    for d in ["d0", "d1"] {
+        lab.director.ip(&["link", "set", d, "up"]);
+    }
+    let started = try_start(&lab, &first.instance, &first.config_path);
+    let attached: Vec<bool> = ["d0", "d1"]
+        .iter()
+        .map(|d| has_xdp(&lab.director, d))
+        .collect();
+    let pins: Vec<bool> = ["d0", "d1"].iter().map(|d| layout.link(d).exists()).collect();
+    let _ = first.cli(&["stop", "--instance", &first.instance]);
+    assert!(
+        started.is_ok(),
+        "the start after swapping d0 and d1 failed; XDP attached (d0, d1) {attached:?}, link \
+         pins {pins:?}\n{}",
+        started.err().unwrap_or_default()
+    );
+}
