@@ -445,3 +445,66 @@ fn vrrp_transitions_count_becoming_or_leaving_master_only() {
             .join("\n")
     );
 }
+
+/// Threads of `pid` blocked in `openat` (x86_64 syscall 257).
+fn threads_in_openat(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("syscall"))
+                .is_ok_and(|s| s.split_whitespace().next() == Some("257"))
+        })
+        .count()
+}
+
+/// review: a3e6f1d serves "one scrape at a time" with a mutex held around the blocking
+/// scrape, inside the 5 s per-connection timeout. A scrape that outlasts the timeout (here
+/// one stuck reading a state file, made a FIFO nobody writes; in production a walk of a
+/// large flow table) has its future dropped: the mutex guard and the connection slot go,
+/// the `spawn_blocking` walk goes on. The next scrape starts another walk beside it, and so
+/// on: three scrapes in a row leave three walks running at once, on the blocking pool the
+/// daemon's reloads and MAC resolution share, where one at a time was promised.
+#[test]
+fn review_a_scrape_outlasting_the_timeout_still_runs_one_at_a_time() {
+    if !lb_tests::require_root("observability") {
+        return;
+    }
+    let lab = Lab::new("omsl", 1);
+    let lbd = Lbd::start(&lab, &lab.config(&[(0, 1)]));
+    let fifo = lb_daemon::paths::vrrp_file(&lbd.instance);
+    let _ = std::fs::remove_file(&fifo);
+    let cpath = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo on a valid C path.
+    assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
+    let before = threads_in_openat(lbd.pid());
+    for _ in 0..3 {
+        lab.director.run(|| {
+            let mut stream =
+                std::net::TcpStream::connect(lb_daemon::config::METRICS_LISTEN).expect("connect");
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: lbd\r\n\r\n")
+                .unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+        });
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let walks = threads_in_openat(lbd.pid()) - before;
+    // Unblock them (a writer opens and closes: the readers see EOF), then remove the FIFO.
+    // SAFETY: open/close on a valid C path.
+    unsafe {
+        let fd = libc::open(cpath.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
+        if fd >= 0 {
+            std::thread::sleep(Duration::from_millis(100));
+            libc::close(fd);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        walks <= 1,
+        "{walks} scrapes run at once after three scrapes in a row timed out"
+    );
+}
