@@ -266,3 +266,46 @@ pub fn stop(instance: &str, keep_datapath: bool, wait: Duration) -> Result<Stopp
         "lbd (pid {pid}) was signalled but still runs after {wait:?}"
     ))))
 }
+
+#[cfg(test)]
+mod review_tests {
+    /// review: 1747c54 makes `lbd stop` on an instance with no daemon take the instance lock
+    /// (to remove a crashed daemon's run files), even when there is nothing at all to clean.
+    /// instance.rs says why probing must never take it: "taking it, even briefly, could make
+    /// a starting `lbd run` fail with 'already running'". A `lbd stop` of a stopped instance
+    /// (a script's or an orchestrator's idempotent stop) racing a `lbd run` makes the run
+    /// fail: here a loop of stops beside a loop of lock attempts (what `lbd run` does first)
+    /// makes the attempts fail with AlreadyRunning though no daemon runs.
+    #[test]
+    fn review_stopping_a_stopped_instance_never_makes_a_starting_daemon_fail_to_lock() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (/run/lbd)");
+            return;
+        }
+        let instance = format!("review-stop-race-{}", std::process::id());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let refused = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = super::stop(&instance, false, std::time::Duration::from_secs(1));
+                }
+            });
+            let mut refused = 0;
+            for _ in 0..20_000 {
+                match crate::instance::lock(&instance) {
+                    Ok(lock) => drop(lock),
+                    Err(crate::error::Error::AlreadyRunning { .. }) => refused += 1,
+                    Err(_) => {}
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            refused
+        });
+        let _ = std::fs::remove_file(crate::paths::lock_file(&instance));
+        assert_eq!(
+            refused, 0,
+            "{refused} of 20000 starts refused as 'already running' by a concurrent `lbd stop` of a stopped instance"
+        );
+    }
+}
