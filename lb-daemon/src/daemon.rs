@@ -431,10 +431,7 @@ pub async fn run(options: RunOptions, shutdown: impl Future<Output = Stop>) -> R
         }
     }
     drop(daemon);
-    for file in paths::run_files(&instance) {
-        let _ = std::fs::remove_file(file);
-    }
-    // Removes the lock file, then lets the lock go.
+    // Removes the run files and the lock file, then lets the lock go.
     drop(instance_lock);
     Ok(())
 }
@@ -489,8 +486,14 @@ async fn start(options: RunOptions) -> Result<(Daemon, instance::InstanceLock, R
     // What an earlier run left: adopted when it still forwards and has this layout; refused
     // (and left forwarding) when it has another; removed when nothing is attached.
     let object = object::lb()?;
+    let mode = options.xdp_mode.unwrap_or(config.xdp_mode);
     let adoptable = match adopt::inspect(&layout, object, config.max_flows)? {
-        adopt::Found::Adoptable(found) => Some(found),
+        adopt::Found::Adoptable(found) => {
+            if let Some(refused) = adopt::mode_changed(&found, mode, &layout) {
+                return Err(refused);
+            }
+            Some(found)
+        }
         adopt::Found::Nothing => {
             if layout.dir.exists() {
                 warn!(dir = %layout.dir.display(), "removing pins left by an lbd that did not stop cleanly (nothing attached)");
@@ -585,7 +588,6 @@ async fn start(options: RunOptions) -> Result<(Daemon, instance::InstanceLock, R
             "applied the configuration to the adopted maps"
         );
     }
-    let mode = options.xdp_mode.unwrap_or(config.xdp_mode);
     if mode == XdpModeSetting::Skb {
         warn!(
             "generic (skb) XDP: slower than native, for drivers without XDP support and for tests"
@@ -803,8 +805,12 @@ impl Daemon {
         let result = self.dataplane.writer().set_group_standby(group, !on);
         // A transition is a change: the Backup step at start (already not forwarding) or a
         // repeated request is none.
-        let was = self.vrrp_forwarding.insert(group, on).unwrap_or(false);
-        if was != on
+        let was = self.vrrp_forwarding.get(&group).copied().unwrap_or(false);
+        if result.is_ok() {
+            self.vrrp_forwarding.insert(group, on);
+        }
+        if result.is_ok()
+            && was != on
             && let (Some(instance), Ok(mut counters)) = (
                 (group as usize)
                     .checked_sub(1)

@@ -30,26 +30,48 @@ pub enum Liveness {
     Stopped,
 }
 
-/// An instance's lock, held until dropped; dropping it removes the lock file first (see
-/// [`release`]), so no way out of `lbd run`, a failed start included, leaves it behind.
+/// An instance's lock, held until dropped. Its holder owns the instance's run files: dropping
+/// it removes them, then the lock file (see [`release`]), so no way out of `lbd run`, a failed
+/// start included, and no cleanup after a crash leaves anything in the run directory.
 pub struct InstanceLock {
+    instance: String,
     path: PathBuf,
     file: Option<File>,
 }
 
 impl Drop for InstanceLock {
     fn drop(&mut self) {
+        for file in paths::run_files(&self.instance) {
+            let _ = std::fs::remove_file(file);
+        }
         if let Some(file) = self.file.take() {
             release(&self.path, file);
         }
     }
 }
 
+/// How long [`lock`] waits for a holder that is not a serving daemon (`lbd stop` cleaning up
+/// after a crash, another `lbd run` that is about to fail) before calling the instance busy.
+const BRIEF_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Takes `instance`'s exclusive lock for the life of the returned guard, or says who has it.
 pub fn lock(instance: &str) -> Result<InstanceLock> {
     std::fs::create_dir_all(paths::RUN_DIR)?;
     let path = paths::lock_file(instance);
-    let file = lock_file(&path).map_err(|err| match err {
+    let deadline = std::time::Instant::now() + BRIEF_HOLDER_WAIT;
+    let taken = loop {
+        match lock_file(&path) {
+            // A serving daemon holds it for good; anyone else only briefly, or is starting.
+            Err(LockError::Held)
+                if std::time::Instant::now() < deadline
+                    && !matches!(liveness(instance), Liveness::Running { .. }) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    };
+    let file = taken.map_err(|err| match err {
         LockError::Held => Error::AlreadyRunning {
             instance: instance.to_owned(),
             pid: match liveness(instance) {
@@ -62,6 +84,7 @@ pub fn lock(instance: &str) -> Result<InstanceLock> {
         LockError::Io(err) => Error::Io(err),
     })?;
     Ok(InstanceLock {
+        instance: instance.to_owned(),
         path,
         file: Some(file),
     })

@@ -178,10 +178,7 @@ impl Drop for Lbd {
         }
         // A killed daemon's run files, unless a successor holds the instance now.
         if let Ok(lock) = lb_daemon::instance::lock(&self.instance) {
-            for file in lb_daemon::paths::run_files(&self.instance) {
-                let _ = std::fs::remove_file(file);
-            }
-            drop(lock);
+            drop(lock); // its guard removes the run files
         }
     }
 }

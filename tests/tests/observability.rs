@@ -458,15 +458,11 @@ fn threads_in_openat(pid: i32) -> usize {
         .count()
 }
 
-/// review: a3e6f1d serves "one scrape at a time" with a mutex held around the blocking
-/// scrape, inside the 5 s per-connection timeout. A scrape that outlasts the timeout (here
-/// one stuck reading a state file, made a FIFO nobody writes; in production a walk of a
-/// large flow table) has its future dropped: the mutex guard and the connection slot go,
-/// the `spawn_blocking` walk goes on. The next scrape starts another walk beside it, and so
-/// on: three scrapes in a row leave three walks running at once, on the blocking pool the
-/// daemon's reloads and MAC resolution share, where one at a time was promised.
+/// Found by review: a scrape that outlasts the connection timeout (here stuck reading a state
+/// file made a FIFO; in production a walk of a large flow table) still counts as running:
+/// scrapes never run side by side.
 #[test]
-fn review_a_scrape_outlasting_the_timeout_still_runs_one_at_a_time() {
+fn a_scrape_outlasting_the_timeout_still_runs_one_at_a_time() {
     if !lb_tests::require_root("observability") {
         return;
     }
@@ -482,7 +478,9 @@ fn review_a_scrape_outlasting_the_timeout_still_runs_one_at_a_time() {
         lab.director.run(|| {
             let mut stream =
                 std::net::TcpStream::connect(lb_daemon::config::METRICS_LISTEN).expect("connect");
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             stream
                 .write_all(b"GET /metrics HTTP/1.1\r\nHost: lbd\r\n\r\n")
                 .unwrap();

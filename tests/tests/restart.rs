@@ -539,15 +539,12 @@ fn try_start(lab: &Lab, instance: &str, config_path: &std::path::Path) -> Result
     }
 }
 
-/// review: `Pinned::adopt` promises "A failure leaves the pins as they are, forwarding" (and
-/// a13a37d: "A start that fails after taking over pins leaves them forwarding"), but when the
-/// XDP mode changed it unpins (detaches) each interface's old link before attaching anew, one
-/// interface at a time. When a later interface's new attach fails (here native XDP on a
-/// driver without it, a bridge), the start fails with the earlier links already gone: br9,
-/// forwarding a moment ago, has no program and no pin, and eth0 was re-attached in the new
-/// mode by a start that then failed.
+/// Found by review: a start in another XDP mode used to re-attach interface by interface,
+/// so one that could not attach (native XDP on a bridge) failed after earlier links were gone.
+/// Changing the mode now needs a full stop: the start is refused before touching anything,
+/// and the adopted datapath stays attached everywhere.
 #[test]
-fn review_a_start_failing_to_attach_in_a_new_xdp_mode_leaves_the_adopted_links_attached() {
+fn a_start_in_another_xdp_mode_is_refused_and_leaves_the_adopted_links_attached() {
     if !lb_tests::require_root("restart") {
         return;
     }
@@ -569,23 +566,22 @@ fn review_a_start_failing_to_attach_in_a_new_xdp_mode_leaves_the_adopted_links_a
     let started = try_start(&lab, &first.instance, &first.config_path);
     let (pin_left, attached) = (layout.link("br9").exists(), has_xdp(&lab.director, "br9"));
     let _ = first.cli(&["stop", "--instance", &first.instance]);
-    let log = started.err();
+    let log = started.expect_err("a start in another XDP mode was accepted");
     assert!(
-        log.is_none() || (pin_left && attached),
-        "the start failed and took the adopted datapath off br9 on its way out: link pin \
-         left {pin_left}, XDP attached {attached}\n{}",
-        log.unwrap_or_default()
+        log.contains("XDP mode") && log.contains("left forwarding"),
+        "{log}"
+    );
+    assert!(
+        pin_left && attached,
+        "the refused start took the adopted datapath off br9: link pin left {pin_left}, XDP \
+         attached {attached}\n{log}"
     );
 }
 
-/// review: the rename handling of `Pinned::adopt` (a13a37d) finds a link on a renamed
-/// device only under a name no longer configured. Two configured interfaces that swapped
-/// names between runs (d0 <-> d1, same devices) are neither: for d0 it unpins the link
-/// named d0 (now on the device called d1: detached), then attaches afresh to the device now
-/// called d0, which the link pinned as d1 still holds: busy, the start fails. The datapath
-/// it took over has lost a device, and every later start fails the same way.
+/// Found by review: two configured interfaces that swapped names between runs (same
+/// devices) are taken over: each device keeps its link, pinned under its new name.
 #[test]
-fn review_interfaces_that_swapped_names_are_taken_over() {
+fn interfaces_that_swapped_names_are_taken_over() {
     if !lb_tests::require_root("restart") {
         return;
     }
@@ -614,7 +610,10 @@ fn review_interfaces_that_swapped_names_are_taken_over() {
         .iter()
         .map(|d| has_xdp(&lab.director, d))
         .collect();
-    let pins: Vec<bool> = ["d0", "d1"].iter().map(|d| layout.link(d).exists()).collect();
+    let pins: Vec<bool> = ["d0", "d1"]
+        .iter()
+        .map(|d| layout.link(d).exists())
+        .collect();
     let _ = first.cli(&["stop", "--instance", &first.instance]);
     assert!(
         started.is_ok(),

@@ -178,6 +178,25 @@ pub fn read_pin_info(layout: &PinLayout) -> Result<PinInfo> {
         .map_err(|cause| Error::map(MAP_PIN_INFO, cause))
 }
 
+/// Why pins attached in another XDP mode than `mode` cannot be taken over: switching mode
+/// means detaching every link first. `None` when the modes agree.
+pub fn mode_changed(found: &Adoptable, mode: XdpModeSetting, layout: &PinLayout) -> Option<Error> {
+    let name = |value: u32| match value {
+        XDP_MODE_NATIVE => "native",
+        XDP_MODE_SKB => "skb",
+        _ => "unknown",
+    };
+    (found.info.xdp_mode != mode_value(mode)).then(|| Error::LayoutChanged {
+        pin_dir: layout.dir.clone(),
+        why: format!(
+            "its links are attached in {} XDP mode and this run asks for {} (director.xdp_mode \
+             or --xdp-mode); changing the mode detaches every interface, so it takes a full stop",
+            name(found.info.xdp_mode),
+            name(mode_value(mode))
+        ),
+    })
+}
+
 /// [`PinInfo::xdp_mode`] of a mode setting.
 pub fn mode_value(mode: XdpModeSetting) -> u32 {
     match mode {

@@ -92,11 +92,12 @@ impl Pinned {
     }
 
     /// Takes over the pins an earlier run left (see [`super::adopt`]); `dataplane` was
-    /// loaded on their maps. The new programs replace the pinned ones; each configured
-    /// interface's link is switched to the new program in one step (`bpf_link_update`), so
-    /// it never stops forwarding. A link whose interface was recreated, or whose XDP mode
-    /// changed, is replaced by a new attachment; links of interfaces no longer configured
-    /// are removed (detached). A failure leaves the pins as they are, forwarding.
+    /// loaded on their maps, in the XDP mode they were attached in (see
+    /// [`super::adopt::mode_changed`]). The new programs replace the pinned ones; each
+    /// configured interface's link (found by device, so renamed interfaces keep theirs) is
+    /// switched to the new program in one step (`bpf_link_update`), so it never stops
+    /// forwarding. An interface without a link (new, or recreated) is attached; links of
+    /// interfaces no longer configured are removed (detached).
     pub fn adopt(
         dataplane: &mut Dataplane,
         layout: PinLayout,
@@ -104,6 +105,7 @@ impl Pinned {
         interfaces: &[InterfaceInfo],
         mode: XdpModeSetting,
     ) -> Result<Pinned> {
+        debug_assert_eq!(found.info.xdp_mode, super::adopt::mode_value(mode));
         for (path, name) in [
             (layout.program(), lb_common::PROGRAM_LB),
             (layout.clock_program(), lb_common::PROGRAM_CLOCK),
@@ -127,7 +129,6 @@ impl Pinned {
                 .pin(&path)
                 .map_err(pin_err("pinning program", &path))?;
         }
-        let mode_value = super::adopt::mode_value(mode);
         // Where each held link is attached now (0: its interface is gone).
         let held: Vec<(String, u32)> = found
             .links
@@ -137,92 +138,82 @@ impl Pinned {
                 (name.clone(), ifindex)
             })
             .collect();
-        let mut taken: Vec<&str> = Vec::new();
-        let mut links = Vec::new();
+        // The link on each configured interface's device, whatever name it was pinned under
+        // (interfaces may have been renamed, even swapped). All are opened first: holding
+        // their descriptors, their old pins can go before the new ones are made without any
+        // link losing its last reference.
+        let mut sources: Vec<Option<(String, FdLink)>> = Vec::new();
         for iface in interfaces {
-            let path = layout.link(&iface.name);
-            // The link on this device: under this name, or under the name the interface had
-            // before a rename (no longer configured).
-            let source = held
+            let source = match held
                 .iter()
-                .find(|(name, ifindex)| *name == iface.name && *ifindex == iface.ifindex)
-                .or_else(|| {
-                    held.iter().find(|(name, ifindex)| {
-                        *ifindex == iface.ifindex && !interfaces.iter().any(|i| i.name == *name)
-                    })
-                })
-                .map(|(name, _)| name.as_str());
-            match source {
-                Some(name) if found.info.xdp_mode == mode_value => {
+                .find(|(_, ifindex)| *ifindex != 0 && *ifindex == iface.ifindex)
+            {
+                Some((name, _)) => {
                     let from = layout.link(name);
-                    let link = FdLink::from(
-                        PinnedLink::from_pin(&from).map_err(|e| link_err(&from, e.to_string()))?,
-                    );
-                    let link = aya::programs::xdp::XdpLink::try_from(link)
-                        .map_err(|e| link_err(&from, e.to_string()))?;
+                    let link =
+                        PinnedLink::from_pin(&from).map_err(|e| link_err(&from, e.to_string()))?;
+                    Some((name.clone(), FdLink::from(link)))
+                }
+                None => None,
+            };
+            sources.push(source);
+        }
+        // Pins that will not name the same link under the same name any more go now: renamed
+        // links (held open above), and links of interfaces no longer configured or gone
+        // (detached by this).
+        for (name, _) in &held {
+            let kept = interfaces.iter().zip(&sources).any(|(iface, source)| {
+                source
+                    .as_ref()
+                    .is_some_and(|(from, _)| from == name && iface.name == *name)
+            });
+            if !kept {
+                let configured = interfaces.iter().any(|i| i.name == *name);
+                if !configured && !sources.iter().flatten().any(|(from, _)| from == name) {
+                    tracing::info!(interface = %name, "detaching from an interface no longer configured");
+                }
+                let _ = fs::remove_file(layout.link(name));
+            }
+        }
+        let mut links = Vec::new();
+        for (iface, source) in interfaces.iter().zip(sources) {
+            let path = layout.link(&iface.name);
+            match source {
+                Some((from, fd_link)) => {
+                    let link = aya::programs::xdp::XdpLink::try_from(fd_link)
+                        .map_err(|e| link_err(&path, e.to_string()))?;
                     let program = dataplane.program();
                     let id = program
                         .attach_to_link(link)
-                        .map_err(|e| link_err(&from, format!("bpf_link_update: {e}")))?;
+                        .map_err(|e| link_err(&path, format!("bpf_link_update: {e}")))?;
                     let link = program.take_link(id)?;
-                    if from != path {
-                        // Renamed: the same link, pinned under the new name, then unpinned
-                        // under the old one (the kernel link never loses its last pin).
-                        let _ = fs::remove_file(&path);
+                    if from != iface.name {
                         FdLink::try_from(link)
                             .map_err(|e| link_err(&path, e.to_string()))?
                             .pin(&path)
                             .map_err(pin_err("pinning link", &path))?;
-                        fs::remove_file(&from).map_err(|cause| Error::Pin {
-                            what: "unpinning renamed link",
-                            path: from.clone(),
-                            cause,
-                        })?;
-                        tracing::info!(interface = %iface.name, was = %name, "switched the attached link of a renamed interface to the new program");
+                        tracing::info!(interface = %iface.name, was = %from, "switched the attached link of a renamed interface to the new program");
                     } else {
                         // The pin holds the link; this descriptor is not needed.
                         drop(link);
                         tracing::info!(interface = %iface.name, "switched the attached link to the new program");
                     }
-                    taken.push(name);
                 }
-                _ => {
-                    let stale: Vec<&str> = source
-                        .into_iter()
-                        .chain(
-                            held.iter()
-                                .filter(|(n, _)| *n == iface.name)
-                                .map(|(n, _)| n.as_str()),
-                        )
-                        .collect();
-                    for name in &stale {
-                        tracing::warn!(
-                            interface = %iface.name,
-                            old_mode = found.info.xdp_mode,
-                            mode = mode_value,
-                            "re-attaching: the interface was recreated or the XDP mode changed; frames in between go to the kernel"
-                        );
-                        let _ = fs::remove_file(layout.link(name));
-                        taken.push(name);
-                    }
+                None => {
+                    // A new interface, or one recreated since (its old link went with it).
                     let mut fresh = Pinned {
                         layout: layout.clone(),
                         links: Vec::new(),
                         keep: true,
                     };
                     fresh.attach(dataplane, iface, mode)?;
+                    tracing::info!(interface = %iface.name, "attached");
                 }
             }
             links.push((
                 iface.name.clone(),
                 PinnedLink::from_pin(&path).map_err(|e| link_err(&path, e.to_string()))?,
             ));
-        }
-        for (name, _) in &held {
-            if !taken.contains(&name.as_str()) && !interfaces.iter().any(|i| &i.name == name) {
-                tracing::info!(interface = %name, "detaching from an interface no longer configured");
-                let _ = fs::remove_file(layout.link(name));
-            }
         }
         write_pin_info(dataplane, mode)?;
         // Kept until the daemon serves (see [`Pinned::own`]): a start that fails after

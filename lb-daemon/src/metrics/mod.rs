@@ -62,10 +62,9 @@ pub async fn serve(listen: SocketAddr, instance: String, counters: Shared) -> st
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(
                     CONNECTION_TIMEOUT,
-                    answer(stream, instance, counters, scraping),
+                    answer(stream, instance, counters, scraping, slot),
                 )
                 .await;
-                drop(slot);
             });
         }
     });
@@ -78,6 +77,7 @@ async fn answer(
     instance: String,
     counters: Shared,
     scraping: Arc<tokio::sync::Mutex<()>>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
@@ -93,9 +93,16 @@ async fn answer(
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, content_type, body) = if method == "GET" && path == "/metrics" {
-        let _turn = scraping.lock().await;
+        let turn = scraping.lock_owned().await;
         let daemon = counters.lock().map(|c| c.clone()).unwrap_or_default();
-        match tokio::task::spawn_blocking(move || scrape(&instance, daemon)).await {
+        // The turn and the connection's slot go with the walk: if this connection times out,
+        // the walk still counts as running until it ends.
+        let walk = move || {
+            let text = scrape(&instance, daemon);
+            drop((turn, slot));
+            text
+        };
+        match tokio::task::spawn_blocking(walk).await {
             Ok(Ok(text)) => (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
