@@ -320,8 +320,10 @@ fn status_json_is_one_document_and_watch_redraws_until_stopped() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(900));
+    // SIGTERM, not SIGINT: a job started in the background by a non-interactive shell (as CI
+    // may be) inherits SIGINT ignored.
     // SAFETY: signals the child this test started.
-    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
     let status = watch.wait().unwrap();
     let mut text = String::new();
     watch
