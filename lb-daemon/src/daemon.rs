@@ -552,6 +552,11 @@ async fn start(options: RunOptions) -> Result<(Daemon, instance::InstanceLock, R
         Some(_) => Applier::adopted(&contents::read(&dataplane)?),
         None => Applier::new(),
     };
+    // Which VRRP groups forward now (to count transitions from there): as adopted, or none.
+    let vrrp_forwarding = match &adoptable {
+        Some(_) => contents::group_forwarding(&dataplane, config.vrrp.len() as u32)?,
+        None => BTreeMap::new(),
+    };
     // Until their first checks, checked backends keep what the adopted maps give them.
     let hold = adoptable.as_ref().map(|_| {
         Hold::new(
@@ -651,7 +656,7 @@ async fn start(options: RunOptions) -> Result<(Daemon, instance::InstanceLock, R
         sync_stats,
         hold,
         counters: Default::default(),
-        vrrp_forwarding: BTreeMap::new(),
+        vrrp_forwarding,
         pinned,
     };
     if let Some(listen) = daemon.config.metrics {

@@ -495,6 +495,26 @@ fn a_vrrp_master_restart_resets_no_connection() {
         broken_after.first(),
         second.log()
     );
+    // The restarted daemon counts its own forwarding changes from the adopted state: off at
+    // its first Backup step (the adopted master forwarded), on again as master.
+    let metrics = lab.director.run(|| {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(lb_daemon::config::METRICS_LISTEN).expect("/metrics");
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    });
+    assert!(
+        metrics.contains("lbd_vrrp_transitions_total{vrrp=\"VI_1\"} 2.0\n"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("vrrp"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 /// Whether `interface` in `ns` has an XDP program attached (any mode).

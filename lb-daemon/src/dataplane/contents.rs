@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
-    Backend, FragmentVipKey, MAP_BACKEND_MACS, MAP_BACKENDS, MAP_FRAGMENT_VIPS, MAP_MAC_FILTER,
-    MAP_RING, MAP_VIP_FILTER, MAP_VIPS, MacKey, RING_SIZE, VipInfo, VipKey,
+    Backend, FragmentVipKey, MAP_BACKEND_MACS, MAP_BACKENDS, MAP_FRAGMENT_VIPS, MAP_GROUP_STANDBY,
+    MAP_MAC_FILTER, MAP_RING, MAP_VIP_FILTER, MAP_VIPS, MacKey, RING_SIZE, VipInfo, VipKey,
 };
 
 use super::snapshot::MapSource;
@@ -92,4 +92,17 @@ pub fn read(source: &impl MapSource) -> Result<MapContents> {
         backend_macs,
         fragment_vips,
     })
+}
+
+/// Whether each of groups `1..=groups` forwards (its `GROUP_STANDBY` slot is 0), as adopted
+/// maps hold it.
+pub fn group_forwarding(source: &impl MapSource, groups: u32) -> Result<BTreeMap<u32, bool>> {
+    let standby: Array<&MapData, u32> =
+        Array::try_from(source.map(MAP_GROUP_STANDBY)?).map_err(map_err(MAP_GROUP_STANDBY))?;
+    (1..=groups)
+        .map(|group| {
+            let value = standby.get(&group, 0).map_err(map_err(MAP_GROUP_STANDBY))?;
+            Ok((group, value == 0))
+        })
+        .collect()
 }
