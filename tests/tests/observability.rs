@@ -64,16 +64,31 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-/// Waits until every backend of the VIP answers its check (the board says up).
+/// Waits until every backend of the VIP answers its check and the maps hold it taking new
+/// flows (the health file says "up" a moment before the coalesced apply writes the weight).
 fn wait_up(lbd: &Lbd, servers: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while lbd.status().matches(" up ").count() < servers {
+    loop {
+        let out = lbd.cli(&["status", "--instance", &lbd.instance, "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let serving = doc["vips"][0]["backends"].as_array().map_or(0, |b| {
+            b.iter()
+                .filter(|b| {
+                    b["in_maps"] == true
+                        && b["weight"].as_u64() > Some(0)
+                        && b["health"]["state"] == "up"
+                })
+                .count()
+        });
+        if serving >= servers {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
             "backends not up:\n{}",
             lbd.status()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -29,6 +29,30 @@ fn checked(lab: &Lab, backends: &[(usize, u32)]) -> String {
     )
 }
 
+/// Waits until the maps hold `servers` backends taking new flows (a checked backend enters
+/// them at its first successful check, a moment after `Lbd::start` returns).
+fn wait_serving(lbd: &Lbd, servers: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = lbd.cli(&["status", "--instance", &lbd.instance, "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let serving = doc["vips"][0]["backends"].as_array().map_or(0, |b| {
+            b.iter()
+                .filter(|b| b["in_maps"] == true && b["weight"].as_u64() > Some(0))
+                .count()
+        });
+        if serving >= servers {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{serving} of {servers} backends serving after 10 s:\n{}",
+            lbd.status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `HELD` connections through the VIP from fixed source ports, each with its server.
 fn hold(lab: &Lab) -> Vec<(u16, String, resp::Connection)> {
     lab.client.run(|| {
@@ -123,6 +147,7 @@ fn held_connections_survive_kill_9_and_a_restart_with_a_changed_weight() {
     let before = checked(&lab, &[(0, 1), (1, 1), (2, 1)]);
     let after = checked(&lab, &[(0, 1), (1, 1), (2, 4)]);
     let mut first = Lbd::start(&lab, &before);
+    wait_serving(&first, 3);
     let mut held = hold(&lab);
     let ring_after = planned(&[&after]);
     let would_move = held
@@ -210,6 +235,7 @@ fn an_upgrade_swaps_the_program_on_the_same_link_and_breaks_no_connection() {
     let lab = Lab::new("ru", 3);
     let config = checked(&lab, &[(0, 1), (1, 1), (2, 1)]);
     let mut first = Lbd::start(&lab, &config);
+    wait_serving(&first, 3);
     let mut held = hold(&lab);
     let link_path = first.pin_layout().link("eth0");
     let link_before = link_ids(&link_path);
