@@ -133,16 +133,31 @@ fn trial(lab: &Lab, base_port: u16, event: impl FnOnce()) -> Trial {
     }
 }
 
-/// Waits until the daemon's first checks answered (the hold after an adoption is over).
+/// Waits until the maps serve all three backends again (after an adoption: the hold is over
+/// and the first checks answered; the health file says "up" a moment before the maps do).
 fn settled(lbd: &Lbd) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while lbd.status().matches(" up ").count() < 3 {
+    loop {
+        let out = lbd.cli(&["status", "--instance", &lbd.instance, "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let serving = doc["vips"][0]["backends"].as_array().map_or(0, |b| {
+            b.iter()
+                .filter(|b| {
+                    b["in_maps"] == true
+                        && b["weight"].as_u64() > Some(0)
+                        && b["health"]["state"] == "up"
+                })
+                .count()
+        });
+        if serving >= 3 {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
             "backends not up:\n{}",
             lbd.status()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
