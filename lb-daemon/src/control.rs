@@ -149,18 +149,7 @@ pub fn reload(instance: &str, config: &Path, wait: Duration) -> Result<String> {
         )));
     }
     let before = reload_generation(instance).map_or(0, |(g, _)| g);
-    // SAFETY: `pid` holds the instance's lock and wrote its pid file: it is that lbd.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(if err.raw_os_error() == Some(libc::EPERM) {
-            Error::NeedsPrivilege {
-                what: "lbd reload",
-                detail: format!("not allowed to signal lbd (pid {pid})"),
-            }
-        } else {
-            Error::Io(err)
-        });
-    }
+    signal_daemon(pid, libc::SIGHUP, "lbd reload")?;
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         if let Some((generation, result)) = reload_generation(instance)
@@ -181,6 +170,24 @@ pub fn reload(instance: &str, config: &Path, wait: Duration) -> Result<String> {
     Err(Error::ReloadRefused(format!(
         "no answer from lbd (pid {pid}) within {wait:?}"
     )))
+}
+
+/// Sends `signal` to a running daemon's `pid` (one that holds the instance's lock and wrote
+/// its pid file, see [`instance::liveness`]); EPERM says which privilege `what` needs.
+fn signal_daemon(pid: i32, signal: libc::c_int, what: &'static str) -> Result<()> {
+    // SAFETY: the caller found `pid` as the lock's holder and the pid file's pid: it is that lbd.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    Err(if err.raw_os_error() == Some(libc::EPERM) {
+        Error::NeedsPrivilege {
+            what,
+            detail: format!("not allowed to signal lbd (pid {pid})"),
+        }
+    } else {
+        Error::Io(err)
+    })
 }
 
 /// What `lbd stop` did.
@@ -242,18 +249,7 @@ pub fn stop(instance: &str, keep_datapath: bool, wait: Duration) -> Result<Stopp
     } else {
         libc::SIGTERM
     };
-    // SAFETY: `pid` holds the instance's lock and wrote its pid file: it is that lbd.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(if err.raw_os_error() == Some(libc::EPERM) {
-            Error::NeedsPrivilege {
-                what: "lbd stop",
-                detail: format!("not allowed to signal lbd (pid {pid})"),
-            }
-        } else {
-            Error::Io(err)
-        });
-    }
+    signal_daemon(pid, signal, "lbd stop")?;
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         if instance::liveness(instance) == Liveness::Stopped {

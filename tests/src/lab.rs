@@ -171,6 +171,15 @@ impl Lab {
         }
     }
 
+    /// [`Lab::config`] with a Redis health check on the VIP every 0.2 s (1 s timeout).
+    pub fn checked_config(&self, backends: &[(usize, u32)]) -> String {
+        self.config(backends).replacen(
+            "scheduler = \"maglev\"\n",
+            "scheduler = \"maglev\"\n\n[vip.check]\ntype = \"redis\"\ninterval = 0.2\ntimeout = 1\n",
+            1,
+        )
+    }
+
     /// A director config for this lab: `backends` lists (server index, weight).
     pub fn config(&self, backends: &[(usize, u32)]) -> String {
         let mut text = format!(

@@ -10,6 +10,25 @@ use lb_daemon::{dataplane::pins, paths::PinLayout};
 
 use crate::{lab::Lab, netns::Netns, process::ChildGuard};
 
+/// `GET /metrics` from `ns` (lbd's endpoint listens on that namespace's loopback): the whole
+/// HTTP response.
+pub fn scrape_metrics(ns: &Netns) -> String {
+    use std::io::{Read, Write};
+    ns.run(|| {
+        let mut stream =
+            std::net::TcpStream::connect(lb_daemon::config::METRICS_LISTEN).expect("/metrics");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: lbd\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+}
+
 /// The `lbd` binary (`cargo xtask test|run|bench` set `LBD_BIN`).
 pub fn bin() -> PathBuf {
     PathBuf::from(
@@ -157,6 +176,47 @@ impl Lbd {
         self.child
             .stop(Duration::from_secs(10))
             .is_some_and(|s| s.success())
+    }
+
+    /// Waits until the first VIP's maps hold `servers` backends taking new flows whose check
+    /// says up: the health file says "up" a moment before the coalesced apply writes the
+    /// weight, and a checked backend's first check lands after `start` returns.
+    pub fn wait_serving(&self, servers: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = self.cli(&["status", "--instance", &self.instance, "--json"]);
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let serving = doc["vips"][0]["backends"].as_array().map_or(0, |b| {
+                b.iter()
+                    .filter(|b| {
+                        b["in_maps"] == true
+                            && b["weight"].as_u64() > Some(0)
+                            && b["health"]["state"] == "up"
+                    })
+                    .count()
+            });
+            if serving >= servers {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{serving} of {servers} backends serving after 15 s:\n{}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// This instance's files in the run directory.
+    pub fn run_files_left(&self) -> Vec<String> {
+        std::fs::read_dir(lb_daemon::paths::RUN_DIR)
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with(&format!("{}.", self.instance)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Dropping this guard will leave the pins (another `lbd run` took them over).

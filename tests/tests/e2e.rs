@@ -310,12 +310,7 @@ fn stop_detaches_and_removes_every_pin_and_run_file() {
         lbd.log()
     );
     assert!(!lbd.pin_layout().dir.exists(), "pins left behind");
-    let left: Vec<_> = std::fs::read_dir(lb_daemon::paths::RUN_DIR)
-        .unwrap()
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(&format!("{}.", lbd.instance)))
-        .collect();
+    let left = lbd.run_files_left();
     assert!(left.is_empty(), "left behind in /run/lbd: {left:?}");
     let link =
         String::from_utf8_lossy(&lab.director.ip(&["link", "show", "eth0"]).stdout).into_owned();

@@ -14,33 +14,16 @@ use lb_tests::{
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-fn checked(lab: &Lab, backends: &[(usize, u32)]) -> String {
-    lab.config(backends).replacen(
-        "scheduler = \"maglev\"\n",
-        "scheduler = \"maglev\"\n\n[vip.check]\ntype = \"redis\"\ninterval = 0.2\n",
-        1,
-    )
-}
-
 /// `config` with a change the daemon refuses on reload (it needs a restart).
 fn needs_restart(config: &str) -> String {
     config.replacen("[director]\n", "[director]\nmax_flows = 4096\n", 1)
 }
 
-/// `GET /metrics` from the director's namespace (the endpoint listens on its loopback).
+/// `GET /metrics` from the director's namespace, which must answer 200.
 fn scrape(lab: &Lab) -> String {
-    lab.director.run(|| {
-        let mut stream =
-            std::net::TcpStream::connect(lb_daemon::config::METRICS_LISTEN).expect("connect");
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: lbd\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        response
-    })
+    let response = lb_tests::lbd::scrape_metrics(&lab.director);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
 
 /// The value of the sample `name{labels}` (labels as the text shows them).
@@ -64,50 +47,22 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-/// Waits until every backend of the VIP answers its check and the maps hold it taking new
-/// flows (the health file says "up" a moment before the coalesced apply writes the weight).
-fn wait_up(lbd: &Lbd, servers: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = lbd.cli(&["status", "--instance", &lbd.instance, "--json"]);
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let serving = doc["vips"][0]["backends"].as_array().map_or(0, |b| {
-            b.iter()
-                .filter(|b| {
-                    b["in_maps"] == true
-                        && b["weight"].as_u64() > Some(0)
-                        && b["health"]["state"] == "up"
-                })
-                .count()
-        });
-        if serving >= servers {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backends not up:\n{}",
-            lbd.status()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn metrics_show_traffic_health_verdicts_and_reloads_per_vip_and_backend() {
     if !lb_tests::require_root("observability") {
         return;
     }
     let lab = Lab::new("om", 2);
-    let config = checked(&lab, &[(0, 1), (1, 1)]);
+    let config = lab.checked_config(&[(0, 1), (1, 1)]);
     let lbd = Lbd::start(&lab, &config);
-    wait_up(&lbd, 2);
+    lbd.wait_serving(2);
     let answered: Vec<String> = lab.client.run(|| {
         (0..20)
             .map(|_| lab::whoami(&mut lab::connect_vip(0, TIMEOUT).unwrap()).unwrap())
             .collect()
     });
     assert!(
-        lbd.reload(&checked(&lab, &[(0, 2), (1, 1)]))
+        lbd.reload(&lab.checked_config(&[(0, 2), (1, 1)]))
             .status
             .success()
     );
@@ -230,13 +185,13 @@ fn json_logs_put_each_state_change_on_one_line_with_its_fields() {
     let lab = Lab::new("oj", 2);
     let lbd = Lbd::start_with(
         &lab,
-        &checked(&lab, &[(0, 1), (1, 1)]),
+        &lab.checked_config(&[(0, 1), (1, 1)]),
         &["--log-format", "json"],
     );
-    wait_up(&lbd, 2);
-    assert!(lbd.reload(&checked(&lab, &[(0, 1)])).status.success());
+    lbd.wait_serving(2);
+    assert!(lbd.reload(&lab.checked_config(&[(0, 1)])).status.success());
     assert!(
-        !lbd.reload(&needs_restart(&checked(&lab, &[(0, 1)])))
+        !lbd.reload(&needs_restart(&lab.checked_config(&[(0, 1)])))
             .status
             .success()
     );
@@ -287,8 +242,8 @@ fn status_json_is_one_document_and_watch_redraws_until_stopped() {
         return;
     }
     let lab = Lab::new("os", 2);
-    let lbd = Lbd::start(&lab, &checked(&lab, &[(0, 1), (1, 3)]));
-    wait_up(&lbd, 2);
+    let lbd = Lbd::start(&lab, &lab.checked_config(&[(0, 1), (1, 3)]));
+    lbd.wait_serving(2);
     // The health file says "up" a moment before the coalesced apply writes the weight.
     let deadline = Instant::now() + Duration::from_secs(5);
     let doc = loop {
@@ -379,7 +334,7 @@ fn idle_metrics_connections_neither_exhaust_descriptors_nor_spin() {
         1,
     );
     let lbd = Lbd::start(&lab, &config);
-    wait_up(&lbd, 1);
+    lbd.wait_serving(1);
     // systemd's default for a service without LimitNOFILE (soft 1024).
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -19,40 +19,6 @@ use lb_tests::{
 const TIMEOUT: Duration = Duration::from_secs(3);
 const HELD: u16 = 200;
 
-/// The lab's config with a Redis health check on the VIP (so a new daemon starts with every
-/// backend "not checked yet", the case that must not take them out).
-fn checked(lab: &Lab, backends: &[(usize, u32)]) -> String {
-    lab.config(backends).replacen(
-        "scheduler = \"maglev\"\n",
-        "scheduler = \"maglev\"\n\n[vip.check]\ntype = \"redis\"\ninterval = 0.2\ntimeout = 1\n",
-        1,
-    )
-}
-
-/// Waits until the maps hold `servers` backends taking new flows (a checked backend enters
-/// them at its first successful check, a moment after `Lbd::start` returns).
-fn wait_serving(lbd: &Lbd, servers: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = lbd.cli(&["status", "--instance", &lbd.instance, "--json"]);
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let serving = doc["vips"][0]["backends"].as_array().map_or(0, |b| {
-            b.iter()
-                .filter(|b| b["in_maps"] == true && b["weight"].as_u64() > Some(0))
-                .count()
-        });
-        if serving >= servers {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{serving} of {servers} backends serving after 10 s:\n{}",
-            lbd.status()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `HELD` connections through the VIP from fixed source ports, each with its server.
 fn hold(lab: &Lab) -> Vec<(u16, String, resp::Connection)> {
     lab.client.run(|| {
@@ -144,10 +110,10 @@ fn held_connections_survive_kill_9_and_a_restart_with_a_changed_weight() {
         return;
     }
     let lab = Lab::new("rk", 3);
-    let before = checked(&lab, &[(0, 1), (1, 1), (2, 1)]);
-    let after = checked(&lab, &[(0, 1), (1, 1), (2, 4)]);
+    let before = lab.checked_config(&[(0, 1), (1, 1), (2, 1)]);
+    let after = lab.checked_config(&[(0, 1), (1, 1), (2, 4)]);
     let mut first = Lbd::start(&lab, &before);
-    wait_serving(&first, 3);
+    first.wait_serving(3);
     let mut held = hold(&lab);
     let ring_after = planned(&[&after]);
     let would_move = held
@@ -233,9 +199,9 @@ fn an_upgrade_swaps_the_program_on_the_same_link_and_breaks_no_connection() {
         return;
     }
     let lab = Lab::new("ru", 3);
-    let config = checked(&lab, &[(0, 1), (1, 1), (2, 1)]);
+    let config = lab.checked_config(&[(0, 1), (1, 1), (2, 1)]);
     let mut first = Lbd::start(&lab, &config);
-    wait_serving(&first, 3);
+    first.wait_serving(3);
     let mut held = hold(&lab);
     let link_path = first.pin_layout().link("eth0");
     let link_before = link_ids(&link_path);
@@ -272,12 +238,7 @@ fn an_upgrade_swaps_the_program_on_the_same_link_and_breaks_no_connection() {
         "while no daemon ran"
     );
     // Nothing of the stopped daemon but its pins.
-    let left: Vec<String> = std::fs::read_dir(lb_daemon::paths::RUN_DIR)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(&format!("{}.", first.instance)))
-        .collect();
+    let left = first.run_files_left();
     assert!(left.is_empty(), "left in /run/lbd: {left:?}");
 
     let mut second = Lbd::start_with(&lab, &config, &["--datapath-log", "debug"]);
@@ -366,12 +327,7 @@ fn a_datapath_of_another_layout_is_left_forwarding_and_not_adopted() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!layout.dir.exists(), "pins left after lbd stop");
-    let left: Vec<String> = std::fs::read_dir(lb_daemon::paths::RUN_DIR)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(&format!("{}.", first.instance)))
-        .collect();
+    let left = first.run_files_left();
     assert!(
         left.is_empty(),
         "the crashed daemon's files are left: {left:?}"
@@ -523,15 +479,7 @@ fn a_vrrp_master_restart_resets_no_connection() {
     );
     // The restarted daemon counts its own forwarding changes from the adopted state: off at
     // its first Backup step (the adopted master forwarded), on again as master.
-    let metrics = lab.director.run(|| {
-        use std::io::{Read, Write};
-        let mut stream =
-            std::net::TcpStream::connect(lb_daemon::config::METRICS_LISTEN).expect("/metrics");
-        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    });
+    let metrics = lb_tests::lbd::scrape_metrics(&lab.director);
     assert!(
         metrics.contains("lbd_vrrp_transitions_total{vrrp=\"VI_1\"} 2.0\n"),
         "{}",

@@ -18,6 +18,7 @@ mod walk;
 
 pub use metrics::METRICS_LISTEN;
 pub use sync::{SYNC_PORT, SyncConfig};
+pub use validate::{Granularity, granularity_mask};
 pub use vrrp::{SyncGroup, VrrpConfig, VrrpNotify};
 
 use std::{

@@ -487,18 +487,9 @@ fn persistence(vip: &Table<'_>, address: Option<IpAddr>, p: &mut Problems) -> Op
         None => whole,
         Some(read) => {
             let mask = if let Some(bits) = read.item.as_integer() {
-                prefix_mask(bits, ipv6)
+                granularity_mask(Granularity::PrefixLength(bits), ipv6)
             } else if let Some(text) = read.item.as_str() {
-                match text.parse::<Ipv4Addr>() {
-                    Ok(m)
-                        if !ipv6
-                            && u32::from(m).leading_ones() + u32::from(m).trailing_zeros()
-                                == 32 =>
-                    {
-                        Some(IpAddr::V4(m))
-                    }
-                    _ => None,
-                }
+                granularity_mask(Granularity::Netmask(text), ipv6)
             } else {
                 None
             };
@@ -541,6 +532,26 @@ fn persistence(vip: &Table<'_>, address: Option<IpAddr>, p: &mut Problems) -> Op
 }
 
 /// The mask of a `bits`-long prefix of an IPv4 (or IPv6) address, if `bits` fits.
+/// A `persistence_granularity` as written: a prefix length or a dotted netmask.
+pub enum Granularity<'a> {
+    PrefixLength(i64),
+    Netmask(&'a str),
+}
+
+/// The client mask a granularity gives a VIP of this family, or `None` when lbd refuses it:
+/// a prefix length from 1 to 32 (128 for IPv6), or a contiguous IPv4 netmask (IPv4 only).
+pub fn granularity_mask(granularity: Granularity<'_>, ipv6: bool) -> Option<IpAddr> {
+    match granularity {
+        Granularity::PrefixLength(bits) => prefix_mask(bits, ipv6),
+        Granularity::Netmask(text) => match text.parse::<Ipv4Addr>() {
+            Ok(m) if !ipv6 && u32::from(m).leading_ones() + u32::from(m).trailing_zeros() == 32 => {
+                Some(IpAddr::V4(m))
+            }
+            _ => None,
+        },
+    }
+}
+
 fn prefix_mask(bits: i64, ipv6: bool) -> Option<IpAddr> {
     if ipv6 {
         let bits = u32::try_from(bits).ok().filter(|b| (1..=128).contains(b))?;

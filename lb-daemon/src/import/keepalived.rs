@@ -20,19 +20,12 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-// Paths spelled out so that the file also builds as a crate root (`rustc --test` on it alone).
-#[path = "keepalived/check.rs"]
 mod check;
-#[path = "keepalived/lex.rs"]
 mod lex;
-#[path = "keepalived/lvs.rs"]
 mod lvs;
-#[path = "keepalived/render.rs"]
 mod render;
 #[cfg(test)]
-#[path = "keepalived/tests.rs"]
 mod tests;
-#[path = "keepalived/vrrp.rs"]
 mod vrrp;
 
 use lex::Stmt;

@@ -62,19 +62,15 @@ const VIRTUAL_SERVER_UNSUPPORTED: &[&str] = &[
     "snmp_name",
 ];
 
-/// Whether lbd takes `text` as a persistence granularity: for IPv4 VIPs a contiguous netmask
-/// or a prefix length up to 32; with an IPv6 VIP, a prefix length up to 128.
+/// Whether lbd takes `text` as a persistence granularity for a VIP of this family (the
+/// config's own rule, so the TOML always passes `lbd check`).
 fn granularity_fits(text: &str, ipv6: bool) -> bool {
-    if let Ok(bits) = text.parse::<u8>() {
-        return bits >= 1 && bits <= if ipv6 { 128 } else { 32 };
-    }
-    match text.parse::<std::net::Ipv4Addr>() {
-        Ok(mask) if !ipv6 => {
-            let mask = u32::from(mask);
-            mask != 0 && mask.leading_ones() + mask.trailing_zeros() == 32
-        }
-        _ => false,
-    }
+    use crate::config::{Granularity, granularity_mask};
+    let granularity = match text.parse::<i64>() {
+        Ok(bits) => Granularity::PrefixLength(bits),
+        Err(_) => Granularity::Netmask(text),
+    };
+    granularity_mask(granularity, ipv6).is_some()
 }
 
 impl Importer {

@@ -26,14 +26,6 @@ const TRIALS: usize = 5;
 /// How long the stream runs around each event (and in the control window).
 const WINDOW: Duration = Duration::from_secs(3);
 
-fn checked(lab: &Lab, weights: &[(usize, u32)]) -> String {
-    lab.config(weights).replacen(
-        "scheduler = \"maglev\"\n",
-        "scheduler = \"maglev\"\n\n[vip.check]\ntype = \"redis\"\ninterval = 0.2\ntimeout = 1\n",
-        1,
-    )
-}
-
 /// TCP segments the client namespace retransmitted so far (`RetransSegs`).
 fn retransmits(lab: &Lab) -> u64 {
     lab.client.run(|| {
@@ -133,34 +125,6 @@ fn trial(lab: &Lab, base_port: u16, event: impl FnOnce()) -> Trial {
     }
 }
 
-/// Waits until the maps serve all three backends again (after an adoption: the hold is over
-/// and the first checks answered; the health file says "up" a moment before the maps do).
-fn settled(lbd: &Lbd) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let out = lbd.cli(&["status", "--instance", &lbd.instance, "--json"]);
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let serving = doc["vips"][0]["backends"].as_array().map_or(0, |b| {
-            b.iter()
-                .filter(|b| {
-                    b["in_maps"] == true
-                        && b["weight"].as_u64() > Some(0)
-                        && b["health"]["state"] == "up"
-                })
-                .count()
-        });
-        if serving >= 3 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backends not up:\n{}",
-            lbd.status()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 pub fn restart_benchmarks(out: &mut String) {
     let _ = writeln!(out, "## Restart and upgrade\n");
     let _ = writeln!(
@@ -179,10 +143,10 @@ pub fn restart_benchmarks(out: &mut String) {
         "| event | requests | failed | retransmitted | slowest request | held broken | target |\n|---|---:|---:|---:|---:|---:|---|"
     );
     let lab = Lab::new("brs", 3);
-    let even = checked(&lab, &[(0, 1), (1, 1), (2, 1)]);
-    let skewed = checked(&lab, &[(0, 1), (1, 1), (2, 4)]);
+    let even = lab.checked_config(&[(0, 1), (1, 1), (2, 1)]);
+    let skewed = lab.checked_config(&[(0, 1), (1, 1), (2, 4)]);
     let mut lbd = Some(Lbd::start(&lab, &even));
-    settled(lbd.as_ref().unwrap());
+    lbd.as_ref().unwrap().wait_serving(3);
     let kinds = [
         "none (control window)",
         "`kill -9`, then `lbd run` with one weight changed",
@@ -219,7 +183,7 @@ pub fn restart_benchmarks(out: &mut String) {
                 drop(old);
                 lbd = Some(Lbd::start(&lab, config));
             });
-            settled(lbd.as_ref().unwrap());
+            lbd.as_ref().unwrap().wait_serving(3);
             sum.requests += result.requests;
             sum.failed += result.failed;
             sum.retransmits += result.retransmits;
